@@ -1,0 +1,1 @@
+"""Chronos: an event-sourced core-banking ledger."""

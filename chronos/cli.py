@@ -1,0 +1,45 @@
+"""The ``chronos`` command line: one entry point, one sub-command group per area.
+
+Each area module exposes ``register(subparsers)`` which adds its parsers and sets
+``func`` (a callable taking the parsed namespace and returning an exit code).
+Imports of the areas happen lazily inside ``main`` so that ``chronos infra``
+works before the protobuf code has been generated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# (module, attribute) pairs; each module's register() adds its own sub-commands.
+_AREAS = (
+    "chronos.infra.cli",
+    "chronos.event_store.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chronos", description="Chronos ledger tools.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module_name in _AREAS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            # An area whose module is not present yet simply has no sub-command.
+            if error.name == module_name:
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

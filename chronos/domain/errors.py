@@ -1,0 +1,81 @@
+"""Why the ledger refuses a command.
+
+Every refusal is a :class:`Rejection` carrying one :class:`Reason`. The gRPC edge maps
+each reason once to a status code and a ``google.rpc.ErrorInfo`` reason
+(``command_server/errors.py``); nothing else decides what a client sees.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from chronos.errors import ChronosError
+
+
+class Reason(enum.Enum):
+    """Reasons for refusing a command.
+
+    The declaration order is the precedence: when a command breaks several rules, the
+    ledger reports the first one that applies, in this order, so the same request
+    always gets the same answer.
+    """
+
+    VALIDATION_FAILED = "VALIDATION_FAILED"
+    IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+    ACCOUNT_NOT_FOUND = "ACCOUNT_NOT_FOUND"
+    ACCOUNT_EXISTS = "ACCOUNT_EXISTS"
+    ACCOUNT_CLOSED = "ACCOUNT_CLOSED"
+    ACCOUNT_FROZEN = "ACCOUNT_FROZEN"
+    ACCOUNT_NOT_FROZEN = "ACCOUNT_NOT_FROZEN"
+    CURRENCY_MISMATCH = "CURRENCY_MISMATCH"
+    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
+    BALANCE_OVERFLOW = "BALANCE_OVERFLOW"
+    ACCOUNT_NOT_EMPTY = "ACCOUNT_NOT_EMPTY"
+    CONCURRENCY_CONFLICT = "CONCURRENCY_CONFLICT"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One invalid field of a request: ``field`` is its path, e.g. ``lines[2].amount``."""
+
+    field: str
+    description: str
+
+
+class Rejection(ChronosError):
+    """The ledger refused a command; nothing was written.
+
+    Attributes:
+        reason: Why, as one of the fixed reasons.
+        message: A sentence a person understands.
+        violations: For ``VALIDATION_FAILED``, every invalid field.
+        metadata: Machine-readable details (e.g. ``account_id``) for ``ErrorInfo``.
+    """
+
+    def __init__(
+        self,
+        reason: Reason,
+        message: str,
+        *,
+        violations: tuple[FieldViolation, ...] = (),
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.violations = violations
+        self.metadata = dict(metadata or {})
+
+    def __repr__(self) -> str:
+        return f"Rejection({self.reason.value}, {self.message!r})"
+
+
+def validation_failed(violations: list[FieldViolation]) -> Rejection:
+    assert violations, "a validation failure needs at least one violation"
+    summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+    return Rejection(
+        Reason.VALIDATION_FAILED,
+        f"The request is invalid: {summary}.",
+        violations=tuple(violations),
+    )

@@ -1,0 +1,104 @@
+"""Events: immutable facts in an account's stream, named in the past tense.
+
+Money movements are journal entries; each line of an entry is one event in the stream
+of the account it touches, carrying the balance right after it. The event classes of
+the four entry kinds share the fields of :class:`LinePosted`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from chronos.domain.commands import Side
+
+
+class AccountKind(enum.Enum):
+    USER = "USER"
+    SYSTEM = "SYSTEM"
+
+
+class EntryKind(enum.Enum):
+    DEPOSIT = "DEPOSIT"
+    WITHDRAWAL = "WITHDRAWAL"
+    TRANSFER = "TRANSFER"
+    JOURNAL = "JOURNAL"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccountOpened:
+    account_id: str
+    owner_name: str
+    currency: str
+    overdraft_limit_minor: int
+    kind: AccountKind
+    metadata: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccountFrozen:
+    account_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccountUnfrozen:
+    account_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccountClosed:
+    account_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinePosted:
+    """One line of a journal entry, in the stream of ``account_id``."""
+
+    entry_id: str
+    account_id: str
+    side: Side
+    currency: str
+    amount_minor: int
+    balance_after_minor: int
+    counterparty_account_id: str = ""
+    description: str = ""
+    line_index: int = 0
+    kind: EntryKind = field(init=False)
+
+    @property
+    def signed_amount_minor(self) -> int:
+        return self.amount_minor if self.side is Side.CREDIT else -self.amount_minor
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FundsDeposited(LinePosted):
+    kind: EntryKind = field(default=EntryKind.DEPOSIT, init=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FundsWithdrawn(LinePosted):
+    kind: EntryKind = field(default=EntryKind.WITHDRAWAL, init=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FundsTransferred(LinePosted):
+    kind: EntryKind = field(default=EntryKind.TRANSFER, init=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JournalEntryPosted(LinePosted):
+    kind: EntryKind = field(default=EntryKind.JOURNAL, init=False)
+
+
+LINE_EVENT_BY_KIND: dict[EntryKind, type[LinePosted]] = {
+    EntryKind.DEPOSIT: FundsDeposited,
+    EntryKind.WITHDRAWAL: FundsWithdrawn,
+    EntryKind.TRANSFER: FundsTransferred,
+    EntryKind.JOURNAL: JournalEntryPosted,
+}
+
+# Line events are matched by their base class: all four kinds share its fields and rules.
+DomainEvent = AccountOpened | AccountFrozen | AccountUnfrozen | AccountClosed | LinePosted

@@ -1,0 +1,410 @@
+"""The ledger's rules: what a command decides, and how events evolve account state.
+
+``decide`` checks a validated command against the current state of the accounts it
+touches and returns the events to append (or raises a :class:`Rejection`); ``evolve``
+applies one event to an account. Both are pure, so the command server can run many
+commands against one locked snapshot in a single transaction (group commit) and the
+unit tests can run them without a database.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+
+from chronos.domain import limits
+from chronos.domain.commands import (
+    CloseAccount,
+    Command,
+    Deposit,
+    FreezeAccount,
+    Money,
+    OpenAccount,
+    PostJournalEntry,
+    Side,
+    TransferFunds,
+    UnfreezeAccount,
+    Withdraw,
+)
+from chronos.domain.currencies import ISO_4217_CODES
+from chronos.domain.errors import Reason, Rejection
+from chronos.domain.events import (
+    LINE_EVENT_BY_KIND,
+    AccountClosed,
+    AccountFrozen,
+    AccountKind,
+    AccountOpened,
+    AccountUnfrozen,
+    DomainEvent,
+    EntryKind,
+    LinePosted,
+)
+
+# System account ids are derived from the currency so every server process agrees on
+# them without a lookup. The namespace is fixed forever: changing it would orphan the
+# existing system accounts.
+_SYSTEM_NAMESPACE = uuid.UUID("6f1c3c1e-52a4-4c0e-9d43-2b7f4f1f6a10")
+
+
+def system_account_id(currency: str) -> str:
+    """The id of the per-currency account that deposits and withdrawals post against."""
+    return str(uuid.uuid5(_SYSTEM_NAMESPACE, f"system:{currency}"))
+
+
+SYSTEM_ACCOUNT_IDS = frozenset(system_account_id(code) for code in ISO_4217_CODES)
+
+
+class AccountStatus(enum.Enum):
+    ACTIVE = "ACTIVE"
+    FROZEN = "FROZEN"
+    CLOSED = "CLOSED"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Account:
+    """Current state of one account: the fold of its stream up to ``version``."""
+
+    account_id: str
+    kind: AccountKind
+    owner_name: str
+    currency: str
+    overdraft_limit_minor: int
+    status: AccountStatus
+    balance_minor: int
+    version: int
+    metadata: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def balance_floor_minor(self) -> int:
+        if self.kind is AccountKind.SYSTEM:
+            return limits.INT64_MIN
+        return -self.overdraft_limit_minor
+
+
+def evolve(account: Account | None, event: DomainEvent, version: int) -> Account:
+    """Applies ``event`` (the ``version``-th of the stream) to ``account``.
+
+    Raises:
+        AssertionError: the event does not follow the account's current version, or
+            does not fit its state. Both are programming errors: ``decide`` only
+            produces events that fit.
+    """
+    if isinstance(event, AccountOpened):
+        assert account is None, f"account {event.account_id} opened twice"
+        assert version == 1, f"AccountOpened must be version 1, got {version}"
+        return Account(
+            account_id=event.account_id,
+            kind=event.kind,
+            owner_name=event.owner_name,
+            currency=event.currency,
+            overdraft_limit_minor=event.overdraft_limit_minor,
+            status=AccountStatus.ACTIVE,
+            balance_minor=0,
+            version=1,
+            metadata=event.metadata,
+        )
+    assert account is not None, f"event {type(event).__name__} for an unopened account"
+    assert version == account.version + 1, (
+        f"stream {account.account_id}: version {version} after {account.version}"
+    )
+    assert event.account_id == account.account_id
+    if isinstance(event, LinePosted):
+        assert event.currency == account.currency
+        balance = account.balance_minor + event.signed_amount_minor
+        assert balance == event.balance_after_minor, "balance_after does not match the stream"
+        return replace(account, balance_minor=balance, version=version)
+    if isinstance(event, AccountFrozen):
+        return replace(account, status=AccountStatus.FROZEN, version=version)
+    if isinstance(event, AccountUnfrozen):
+        return replace(account, status=AccountStatus.ACTIVE, version=version)
+    if isinstance(event, AccountClosed):
+        assert account.balance_minor == 0
+        return replace(account, status=AccountStatus.CLOSED, version=version)
+    raise AssertionError(f"unknown event type {type(event).__name__}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    """What a command decided: the events to append, stream by stream, in order."""
+
+    account_id: str
+    entry_id: str
+    events: tuple[DomainEvent, ...]
+
+
+def accounts_touched(command: Command) -> tuple[str, ...]:
+    """Every account ``command`` may read or write, system accounts included.
+
+    The command server locks exactly these (in sorted order) before deciding.
+    Ids must already be canonical (see ``validation.canonical_account_id``).
+    """
+    match command:
+        case OpenAccount():
+            return (command.account_id,)
+        case Deposit() | Withdraw():
+            return (command.account_id, system_account_id(command.amount.currency))
+        case TransferFunds():
+            return (command.from_account_id, command.to_account_id)
+        case PostJournalEntry():
+            return tuple(dict.fromkeys(line.account_id for line in command.lines))
+        case FreezeAccount() | UnfreezeAccount() | CloseAccount():
+            return (command.account_id,)
+
+
+@dataclass(frozen=True, slots=True)
+class _Leg:
+    account_id: str
+    side: Side
+    amount: Money
+    counterparty_account_id: str = ""
+
+
+def decide(
+    command: Command,
+    accounts: Mapping[str, Account | None],
+    new_id: Callable[[], str],
+) -> Decision:
+    """Decides what ``command`` does to ``accounts`` (the state of every touched account).
+
+    Args:
+        command: A validated command with canonical account ids.
+        accounts: Current state of each id in ``accounts_touched(command)``; None when
+            that account does not exist.
+        new_id: Generator of fresh ids (entry ids); injected so tests control it.
+
+    Raises:
+        Rejection: The command breaks a ledger rule. Checks follow ``Reason`` order.
+    """
+    match command:
+        case OpenAccount():
+            if accounts[command.account_id] is not None:
+                raise Rejection(
+                    Reason.ACCOUNT_EXISTS,
+                    f"Account {command.account_id} already exists.",
+                    metadata={"account_id": command.account_id},
+                )
+            opened = AccountOpened(
+                account_id=command.account_id,
+                owner_name=command.owner_name,
+                currency=command.currency,
+                overdraft_limit_minor=command.overdraft_limit_minor,
+                kind=AccountKind.USER,
+                metadata=command.metadata,
+            )
+            return Decision(account_id=command.account_id, entry_id="", events=(opened,))
+        case Deposit():
+            system_id = system_account_id(command.amount.currency)
+            legs = [
+                _Leg(system_id, Side.DEBIT, command.amount, command.account_id),
+                _Leg(command.account_id, Side.CREDIT, command.amount, system_id),
+            ]
+            return _post(
+                EntryKind.DEPOSIT, legs, command.account_id, command.description, accounts, new_id
+            )
+        case Withdraw():
+            system_id = system_account_id(command.amount.currency)
+            legs = [
+                _Leg(command.account_id, Side.DEBIT, command.amount, system_id),
+                _Leg(system_id, Side.CREDIT, command.amount, command.account_id),
+            ]
+            return _post(
+                EntryKind.WITHDRAWAL,
+                legs,
+                command.account_id,
+                command.description,
+                accounts,
+                new_id,
+            )
+        case TransferFunds():
+            legs = [
+                _Leg(command.from_account_id, Side.DEBIT, command.amount, command.to_account_id),
+                _Leg(command.to_account_id, Side.CREDIT, command.amount, command.from_account_id),
+            ]
+            return _post(
+                EntryKind.TRANSFER,
+                legs,
+                command.from_account_id,
+                command.description,
+                accounts,
+                new_id,
+            )
+        case PostJournalEntry():
+            assert command.lines, "validated journal entries have lines"
+            legs = [
+                _Leg(line.account_id, line.side or Side.DEBIT, line.amount)
+                for line in command.lines
+            ]
+            return _post(
+                EntryKind.JOURNAL,
+                legs,
+                command.lines[0].account_id,
+                command.description,
+                accounts,
+                new_id,
+            )
+        case FreezeAccount() | UnfreezeAccount() | CloseAccount():
+            return _change_status(command, accounts)
+
+
+def _require_account(accounts: Mapping[str, Account | None], account_id: str) -> Account:
+    account = accounts[account_id]
+    if account is None:
+        raise Rejection(
+            Reason.ACCOUNT_NOT_FOUND,
+            f"Account {account_id} does not exist.",
+            metadata={"account_id": account_id},
+        )
+    return account
+
+
+def _change_status(
+    command: FreezeAccount | UnfreezeAccount | CloseAccount,
+    accounts: Mapping[str, Account | None],
+) -> Decision:
+    account = _require_account(accounts, command.account_id)
+    meta = {"account_id": account.account_id}
+    if account.status is AccountStatus.CLOSED:
+        raise Rejection(
+            Reason.ACCOUNT_CLOSED, f"Account {account.account_id} is closed.", metadata=meta
+        )
+    event: DomainEvent
+    match command:
+        case FreezeAccount():
+            if account.status is AccountStatus.FROZEN:
+                raise Rejection(
+                    Reason.ACCOUNT_FROZEN,
+                    f"Account {account.account_id} is already frozen.",
+                    metadata=meta,
+                )
+            event = AccountFrozen(account_id=account.account_id, reason=command.reason)
+        case UnfreezeAccount():
+            if account.status is not AccountStatus.FROZEN:
+                raise Rejection(
+                    Reason.ACCOUNT_NOT_FROZEN,
+                    f"Account {account.account_id} is not frozen.",
+                    metadata=meta,
+                )
+            event = AccountUnfrozen(account_id=account.account_id, reason=command.reason)
+        case CloseAccount():
+            if account.balance_minor != 0:
+                raise Rejection(
+                    Reason.ACCOUNT_NOT_EMPTY,
+                    f"Account {account.account_id} has a balance of {account.balance_minor} "
+                    f"{account.currency} minor units; only an account at zero can be closed.",
+                    metadata={**meta, "balance_minor": str(account.balance_minor)},
+                )
+            event = AccountClosed(account_id=account.account_id, reason=command.reason)
+    return Decision(account_id=account.account_id, entry_id="", events=(event,))
+
+
+def _post(
+    kind: EntryKind,
+    legs: list[_Leg],
+    subject_account_id: str,
+    description: str,
+    accounts: Mapping[str, Account | None],
+    new_id: Callable[[], str],
+) -> Decision:
+    """Checks and posts one balanced journal entry; rules are checked in Reason order."""
+    # Deposits and withdrawals open the currency's system account on first use.
+    opened: dict[str, Account] = {}
+    events: list[DomainEvent] = []
+    for leg in legs:
+        if (
+            accounts[leg.account_id] is None
+            and leg.account_id == system_account_id(leg.amount.currency)
+            and kind in (EntryKind.DEPOSIT, EntryKind.WITHDRAWAL)
+        ):
+            system_opened = AccountOpened(
+                account_id=leg.account_id,
+                owner_name=f"System account {leg.amount.currency}",
+                currency=leg.amount.currency,
+                overdraft_limit_minor=0,
+                kind=AccountKind.SYSTEM,
+            )
+            opened[leg.account_id] = evolve(None, system_opened, 1)
+            events.append(system_opened)
+
+    def state(account_id: str) -> Account:
+        return opened.get(account_id) or _require_account(accounts, account_id)
+
+    for leg in legs:
+        state(leg.account_id)
+    for leg in legs:
+        account = state(leg.account_id)
+        if account.status is AccountStatus.CLOSED:
+            raise Rejection(
+                Reason.ACCOUNT_CLOSED,
+                f"Account {account.account_id} is closed and accepts no postings.",
+                metadata={"account_id": account.account_id},
+            )
+    for leg in legs:
+        account = state(leg.account_id)
+        # Frozen accounts accept credits (incoming money still lands) but no debits.
+        if account.status is AccountStatus.FROZEN and leg.side is Side.DEBIT:
+            raise Rejection(
+                Reason.ACCOUNT_FROZEN,
+                f"Account {account.account_id} is frozen and cannot be debited.",
+                metadata={"account_id": account.account_id},
+            )
+    for leg in legs:
+        account = state(leg.account_id)
+        if account.currency != leg.amount.currency:
+            raise Rejection(
+                Reason.CURRENCY_MISMATCH,
+                f"Account {account.account_id} holds {account.currency}, "
+                f"not {leg.amount.currency}.",
+                metadata={
+                    "account_id": account.account_id,
+                    "account_currency": account.currency,
+                    "amount_currency": leg.amount.currency,
+                },
+            )
+    # Walk the lines in order, checking every running balance against its floor (so no
+    # statement line ever shows a balance below the limit) and the int64 range.
+    balances = {account_id: state(account_id).balance_minor for account_id in _ids(legs)}
+    entry_id = new_id()
+    event_type = LINE_EVENT_BY_KIND[kind]
+    for index, leg in enumerate(legs):
+        account = state(leg.account_id)
+        signed = leg.amount.minor_units if leg.side is Side.CREDIT else -leg.amount.minor_units
+        balance_after = balances[leg.account_id] + signed
+        if balance_after < account.balance_floor_minor:
+            raise Rejection(
+                Reason.INSUFFICIENT_FUNDS,
+                f"Account {account.account_id} has {balances[leg.account_id]} "
+                f"{account.currency} minor units available above its limit of "
+                f"{-account.overdraft_limit_minor}; {leg.amount.minor_units} requested.",
+                metadata={
+                    "account_id": account.account_id,
+                    "balance_minor": str(balances[leg.account_id]),
+                    "requested_minor": str(leg.amount.minor_units),
+                },
+            )
+        if balance_after > limits.INT64_MAX or balance_after < limits.INT64_MIN:
+            raise Rejection(
+                Reason.BALANCE_OVERFLOW,
+                f"Account {account.account_id}'s balance would leave the signed 64-bit range.",
+                metadata={"account_id": account.account_id},
+            )
+        balances[leg.account_id] = balance_after
+        events.append(
+            event_type(
+                entry_id=entry_id,
+                account_id=leg.account_id,
+                side=leg.side,
+                currency=leg.amount.currency,
+                amount_minor=leg.amount.minor_units,
+                balance_after_minor=balance_after,
+                counterparty_account_id=leg.counterparty_account_id,
+                description=description,
+                line_index=index,
+            )
+        )
+    return Decision(account_id=subject_account_id, entry_id=entry_id, events=tuple(events))
+
+
+def _ids(legs: list[_Leg]) -> list[str]:
+    return list(dict.fromkeys(leg.account_id for leg in legs))

@@ -1,0 +1,250 @@
+"""Stateless checks of a command's fields, before any state is read.
+
+Every violation is collected (not only the first), so a client can fix a request in
+one round trip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import replace
+
+from chronos.domain import limits
+from chronos.domain.commands import (
+    CloseAccount,
+    Command,
+    Deposit,
+    FreezeAccount,
+    Money,
+    OpenAccount,
+    PostJournalEntry,
+    Side,
+    TransferFunds,
+    UnfreezeAccount,
+    Withdraw,
+)
+from chronos.domain.currencies import ISO_4217_CODES
+from chronos.domain.errors import FieldViolation, validation_failed
+from chronos.domain.ledger import SYSTEM_ACCOUNT_IDS
+
+
+def canonical_account_id(raw: str) -> str | None:
+    """Returns the canonical (lower-case, hyphenated) form of a UUID, or None."""
+    if len(raw) > 64:
+        return None
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        return None
+
+
+def validate(command: Command) -> None:
+    """Checks every field of ``command``.
+
+    Raises:
+        Rejection: ``VALIDATION_FAILED`` with one violation per invalid field.
+    """
+    violations: list[FieldViolation] = []
+    _check_request_id(command.request_id, violations)
+    match command:
+        case OpenAccount():
+            if command.account_id:
+                _check_account_id(command.account_id, "account_id", violations)
+                if command.account_id.lower() in SYSTEM_ACCOUNT_IDS:
+                    violations.append(
+                        FieldViolation("account_id", "is reserved for a system account")
+                    )
+            _check_text(command.owner_name, "owner_name", limits.OWNER_NAME_LENGTH_MAX, violations)
+            if not command.owner_name.strip():
+                violations.append(FieldViolation("owner_name", "is required"))
+            _check_currency(command.currency, "currency", violations)
+            if not 0 <= command.overdraft_limit_minor <= limits.INT64_MAX:
+                violations.append(
+                    FieldViolation("overdraft_limit_minor", "must be zero or positive")
+                )
+            _check_metadata(command.metadata, violations)
+        case Deposit() | Withdraw():
+            _check_user_account(command.account_id, "account_id", violations)
+            _check_money(command.amount, "amount", violations)
+            _check_text(
+                command.description, "description", limits.DESCRIPTION_LENGTH_MAX, violations
+            )
+        case TransferFunds():
+            _check_user_account(command.from_account_id, "from_account_id", violations)
+            _check_user_account(command.to_account_id, "to_account_id", violations)
+            from_id = canonical_account_id(command.from_account_id)
+            if from_id is not None and from_id == canonical_account_id(command.to_account_id):
+                violations.append(
+                    FieldViolation("to_account_id", "must differ from from_account_id")
+                )
+            _check_money(command.amount, "amount", violations)
+            _check_text(
+                command.description, "description", limits.DESCRIPTION_LENGTH_MAX, violations
+            )
+        case PostJournalEntry():
+            _check_journal(command, violations)
+        case FreezeAccount() | UnfreezeAccount() | CloseAccount():
+            _check_user_account(command.account_id, "account_id", violations)
+            _check_text(command.reason, "reason", limits.REASON_LENGTH_MAX, violations)
+    if violations:
+        raise validation_failed(violations)
+
+
+def _check_request_id(request_id: str, violations: list[FieldViolation]) -> None:
+    if not request_id:
+        violations.append(FieldViolation("request_id", "is required"))
+    elif len(request_id) > limits.REQUEST_ID_LENGTH_MAX:
+        violations.append(
+            FieldViolation(
+                "request_id", f"must be at most {limits.REQUEST_ID_LENGTH_MAX} characters"
+            )
+        )
+    elif not request_id.isprintable():
+        violations.append(FieldViolation("request_id", "must be printable text"))
+
+
+def _check_account_id(raw: str, field: str, violations: list[FieldViolation]) -> None:
+    if not raw:
+        violations.append(FieldViolation(field, "is required"))
+    elif canonical_account_id(raw) is None:
+        violations.append(FieldViolation(field, f"is not a valid UUID: {raw[:64]!r}"))
+
+
+def _check_user_account(raw: str, field: str, violations: list[FieldViolation]) -> None:
+    _check_account_id(raw, field, violations)
+    if canonical_account_id(raw) in SYSTEM_ACCOUNT_IDS:
+        violations.append(
+            FieldViolation(field, "is a system account; use PostJournalEntry to post to it")
+        )
+
+
+def _check_currency(currency: str, field: str, violations: list[FieldViolation]) -> None:
+    if not currency:
+        violations.append(FieldViolation(field, "is required"))
+    elif len(currency) != 3 or not currency.isascii() or not currency.isupper():
+        violations.append(
+            FieldViolation(field, f"must be a 3-letter ISO 4217 code, got {currency[:16]!r}")
+        )
+    elif currency not in ISO_4217_CODES:
+        violations.append(FieldViolation(field, f"{currency!r} is not an ISO 4217 currency"))
+
+
+def _check_money(amount: Money | None, field: str, violations: list[FieldViolation]) -> None:
+    if amount is None:
+        violations.append(FieldViolation(field, "is required"))
+        return
+    _check_currency(amount.currency, f"{field}.currency", violations)
+    if amount.minor_units <= 0:
+        violations.append(FieldViolation(f"{field}.minor_units", "must be positive"))
+    elif amount.minor_units > limits.INT64_MAX:
+        violations.append(
+            FieldViolation(f"{field}.minor_units", "does not fit a signed 64-bit integer")
+        )
+
+
+def _check_text(text: str, field: str, length_max: int, violations: list[FieldViolation]) -> None:
+    if len(text) > length_max:
+        violations.append(FieldViolation(field, f"must be at most {length_max} characters"))
+
+
+def _check_metadata(
+    metadata: tuple[tuple[str, str], ...], violations: list[FieldViolation]
+) -> None:
+    if len(metadata) > limits.METADATA_ENTRIES_MAX:
+        violations.append(
+            FieldViolation("metadata", f"must have at most {limits.METADATA_ENTRIES_MAX} entries")
+        )
+    for key, value in metadata:
+        if not key or len(key) > limits.METADATA_KEY_LENGTH_MAX:
+            violations.append(
+                FieldViolation(
+                    f"metadata[{key[:32]!r}]",
+                    f"key must be 1-{limits.METADATA_KEY_LENGTH_MAX} characters",
+                )
+            )
+        if len(value) > limits.METADATA_VALUE_LENGTH_MAX:
+            violations.append(
+                FieldViolation(
+                    f"metadata[{key[:32]!r}]",
+                    f"value must be at most {limits.METADATA_VALUE_LENGTH_MAX} characters",
+                )
+            )
+
+
+def _check_journal(command: PostJournalEntry, violations: list[FieldViolation]) -> None:
+    _check_text(command.description, "description", limits.DESCRIPTION_LENGTH_MAX, violations)
+    lines = command.lines
+    if len(lines) < 2:
+        violations.append(FieldViolation("lines", "a journal entry needs at least two lines"))
+    if len(lines) > limits.JOURNAL_LINES_MAX:
+        violations.append(
+            FieldViolation("lines", f"must have at most {limits.JOURNAL_LINES_MAX} lines")
+        )
+        return
+    # Net per currency: debits must equal credits in each currency separately.
+    net_by_currency: dict[str, int] = {}
+    lines_valid = True
+    for index, line in enumerate(lines):
+        before = len(violations)
+        _check_account_id(line.account_id, f"lines[{index}].account_id", violations)
+        _check_money(line.amount, f"lines[{index}].amount", violations)
+        if line.side is None:
+            violations.append(FieldViolation(f"lines[{index}].side", "must be DEBIT or CREDIT"))
+        if len(violations) > before:
+            lines_valid = False
+            continue
+        sign = 1 if line.side is Side.CREDIT else -1
+        currency = line.amount.currency
+        net_by_currency[currency] = (
+            net_by_currency.get(currency, 0) + sign * line.amount.minor_units
+        )
+    if lines_valid and len(lines) >= 2:
+        for currency, net in sorted(net_by_currency.items()):
+            if net != 0:
+                violations.append(
+                    FieldViolation(
+                        "lines",
+                        f"debits and credits in {currency} differ by {abs(net)} minor units",
+                    )
+                )
+
+
+def canonicalize(command: Command) -> Command:
+    """Returns ``command`` with every account id in canonical UUID form.
+
+    Call only after :func:`validate` accepted the command.
+    """
+
+    def canonical(raw: str) -> str:
+        value = canonical_account_id(raw)
+        assert value is not None, f"canonicalize() before validate(): {raw!r}"
+        return value
+
+    match command:
+        case OpenAccount():
+            if not command.account_id:
+                return command
+            return replace(command, account_id=canonical(command.account_id))
+        case TransferFunds():
+            return replace(
+                command,
+                from_account_id=canonical(command.from_account_id),
+                to_account_id=canonical(command.to_account_id),
+            )
+        case PostJournalEntry():
+            return replace(
+                command,
+                lines=tuple(
+                    replace(line, account_id=canonical(line.account_id)) for line in command.lines
+                ),
+            )
+        case _:
+            return replace(command, account_id=canonical(command.account_id))
+
+
+def fingerprint(command: Command) -> bytes:
+    """A digest of everything the command asks for, to tell a retry from a reuse of its
+    request_id with a different payload. Compute it on the canonical command, before
+    the server fills in generated values (such as a new account id)."""
+    return hashlib.sha256(repr(command).encode()).digest()

@@ -1,0 +1,2 @@
+class ChronosError(Exception):
+    """Root of every error Chronos raises."""

@@ -1,0 +1,1 @@
+"""The PostgreSQL event store: schema, migrations, the group-commit writer and readers."""

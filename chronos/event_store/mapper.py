@@ -1,0 +1,215 @@
+"""Maps domain events to stored events (protobuf payloads) and back.
+
+Stored events carry their type and schema version beside the payload bytes, so an old
+payload can be upgraded on read: ``_UPCASTERS`` maps (type, version) to a function that
+rewrites the payload to the next version. Today every type is at version 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from google.protobuf.message import DecodeError
+
+from chronos.domain.commands import Side
+from chronos.domain.events import (
+    AccountClosed,
+    AccountFrozen,
+    AccountKind,
+    AccountOpened,
+    AccountUnfrozen,
+    DomainEvent,
+    EntryKind,
+    FundsDeposited,
+    FundsTransferred,
+    FundsWithdrawn,
+    JournalEntryPosted,
+    LinePosted,
+)
+from chronos.errors import ChronosError
+from chronos.v1 import events_pb2, ledger_pb2
+
+SCHEMA_VERSION_CURRENT = 1
+PROTO_PACKAGE = "chronos.v1"
+
+
+class EventDecodeError(ChronosError):
+    """A stored payload could not be decoded into a domain event."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredEvent:
+    """An event as the event store holds it."""
+
+    position: int
+    event_id: str
+    stream_id: str
+    stream_version: int
+    event_type: str
+    schema_version: int
+    payload: bytes
+    metadata: dict[str, str]
+    recorded_at: datetime
+
+    @property
+    def schema(self) -> str:
+        """Fully qualified protobuf message name of the payload."""
+        return f"{PROTO_PACKAGE}.{self.event_type}"
+
+
+_SIDE_TO_PROTO = {Side.DEBIT: ledger_pb2.SIDE_DEBIT, Side.CREDIT: ledger_pb2.SIDE_CREDIT}
+_KIND_TO_PROTO = {
+    AccountKind.USER: ledger_pb2.ACCOUNT_KIND_USER,
+    AccountKind.SYSTEM: ledger_pb2.ACCOUNT_KIND_SYSTEM,
+}
+_KIND_FROM_PROTO = {v: k for k, v in _KIND_TO_PROTO.items()}
+ENTRY_KIND_TO_PROTO = {
+    EntryKind.DEPOSIT: ledger_pb2.ENTRY_KIND_DEPOSIT,
+    EntryKind.WITHDRAWAL: ledger_pb2.ENTRY_KIND_WITHDRAWAL,
+    EntryKind.TRANSFER: ledger_pb2.ENTRY_KIND_TRANSFER,
+    EntryKind.JOURNAL: ledger_pb2.ENTRY_KIND_JOURNAL,
+}
+_LINE_TYPES: dict[str, type[LinePosted]] = {
+    "FundsDeposited": FundsDeposited,
+    "FundsWithdrawn": FundsWithdrawn,
+    "FundsTransferred": FundsTransferred,
+    "JournalEntryPosted": JournalEntryPosted,
+}
+
+
+def side_to_proto(side: Side) -> int:
+    return int(_SIDE_TO_PROTO[side])
+
+
+def side_from_proto(value: int) -> Side | None:
+    for side, proto_value in _SIDE_TO_PROTO.items():
+        if proto_value == value:
+            return side
+    return None
+
+
+def line_to_proto(event: LinePosted) -> events_pb2.EntryLine:
+    return events_pb2.EntryLine(
+        entry_id=event.entry_id,
+        account_id=event.account_id,
+        side=_SIDE_TO_PROTO[event.side],
+        amount=ledger_pb2.Money(currency=event.currency, minor_units=event.amount_minor),
+        balance_after_minor=event.balance_after_minor,
+        counterparty_account_id=event.counterparty_account_id,
+        description=event.description,
+        kind=ENTRY_KIND_TO_PROTO[event.kind],
+        line_index=event.line_index,
+    )
+
+
+def encode(event: DomainEvent) -> tuple[str, int, bytes]:
+    """Returns ``(event_type, schema_version, payload)`` for a domain event."""
+    message: (
+        events_pb2.AccountOpened
+        | events_pb2.AccountFrozen
+        | events_pb2.AccountUnfrozen
+        | events_pb2.AccountClosed
+        | events_pb2.FundsDeposited
+    )
+    match event:
+        case AccountOpened():
+            message = events_pb2.AccountOpened(
+                account_id=event.account_id,
+                owner_name=event.owner_name,
+                currency=event.currency,
+                overdraft_limit_minor=event.overdraft_limit_minor,
+                metadata=dict(event.metadata),
+                kind=_KIND_TO_PROTO[event.kind],
+            )
+        case AccountFrozen():
+            message = events_pb2.AccountFrozen(account_id=event.account_id, reason=event.reason)
+        case AccountUnfrozen():
+            message = events_pb2.AccountUnfrozen(account_id=event.account_id, reason=event.reason)
+        case AccountClosed():
+            message = events_pb2.AccountClosed(account_id=event.account_id, reason=event.reason)
+        case LinePosted():
+            wrapper = getattr(events_pb2, type(event).__name__)
+            message = wrapper(line=line_to_proto(event))
+    return type(event).__name__, SCHEMA_VERSION_CURRENT, message.SerializeToString()
+
+
+# (event_type, schema_version) -> function upgrading the payload to schema_version + 1.
+_UPCASTERS: dict[tuple[str, int], Callable[[bytes], bytes]] = {}
+
+
+def decode(event_type: str, schema_version: int, payload: bytes) -> DomainEvent:
+    """Decodes a stored payload into a domain event, upgrading old schema versions.
+
+    Raises:
+        EventDecodeError: unknown type or version, or bytes that do not parse.
+    """
+    while schema_version < SCHEMA_VERSION_CURRENT:
+        upcaster = _UPCASTERS.get((event_type, schema_version))
+        if upcaster is None:
+            raise EventDecodeError(f"no upcaster for {event_type} v{schema_version}")
+        payload = upcaster(payload)
+        schema_version += 1
+    if schema_version != SCHEMA_VERSION_CURRENT:
+        raise EventDecodeError(f"{event_type} v{schema_version} is newer than this code")
+    try:
+        return _decode_current(event_type, payload)
+    except DecodeError as error:
+        raise EventDecodeError(f"{event_type}: payload does not parse: {error}") from error
+
+
+def _decode_current(event_type: str, payload: bytes) -> DomainEvent:
+    if event_type == "AccountOpened":
+        opened = events_pb2.AccountOpened.FromString(payload)
+        return AccountOpened(
+            account_id=opened.account_id,
+            owner_name=opened.owner_name,
+            currency=opened.currency,
+            overdraft_limit_minor=opened.overdraft_limit_minor,
+            kind=_KIND_FROM_PROTO[opened.kind],
+            metadata=tuple(sorted(opened.metadata.items())),
+        )
+    if event_type == "AccountFrozen":
+        frozen = events_pb2.AccountFrozen.FromString(payload)
+        return AccountFrozen(account_id=frozen.account_id, reason=frozen.reason)
+    if event_type == "AccountUnfrozen":
+        unfrozen = events_pb2.AccountUnfrozen.FromString(payload)
+        return AccountUnfrozen(account_id=unfrozen.account_id, reason=unfrozen.reason)
+    if event_type == "AccountClosed":
+        closed = events_pb2.AccountClosed.FromString(payload)
+        return AccountClosed(account_id=closed.account_id, reason=closed.reason)
+    line_type = _LINE_TYPES.get(event_type)
+    if line_type is None:
+        raise EventDecodeError(f"unknown event type {event_type!r}")
+    line = getattr(events_pb2, event_type).FromString(payload).line
+    side = side_from_proto(line.side)
+    if side is None:
+        raise EventDecodeError(f"{event_type}: line has no side")
+    return line_type(
+        entry_id=line.entry_id,
+        account_id=line.account_id,
+        side=side,
+        currency=line.amount.currency,
+        amount_minor=line.amount.minor_units,
+        balance_after_minor=line.balance_after_minor,
+        counterparty_account_id=line.counterparty_account_id,
+        description=line.description,
+        line_index=line.line_index,
+    )
+
+
+def envelope(stored: StoredEvent) -> events_pb2.EventEnvelope:
+    """The Kafka message value for a stored event."""
+    message = events_pb2.EventEnvelope(
+        event_id=stored.event_id,
+        stream_id=stored.stream_id,
+        stream_version=stored.stream_version,
+        position=stored.position,
+        event_type=stored.event_type,
+        schema_version=stored.schema_version,
+        payload=stored.payload,
+        metadata=stored.metadata,
+    )
+    message.recorded_at.FromDatetime(stored.recorded_at)
+    return message

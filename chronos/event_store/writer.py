@@ -1,0 +1,539 @@
+"""The write path: commands in, events + outbox rows + idempotency records out, atomically.
+
+Group commit. Concurrent commands queue up; each of a few *lanes* (one PostgreSQL
+connection each) takes everything queued (up to ``batch_size_max``) and runs it in one
+transaction. Every command keeps its own validation, decision, answer and idempotency
+record: a rejected command writes nothing and does not disturb the others, and the
+transaction either commits all accepted commands of the batch or none. One fsync then
+covers many commands, which is how the ledger beats one-transaction-per-transfer SQL.
+
+Inside the transaction, locks are always taken in the same global order, so two
+transactions can wait on each other but never in a cycle (no deadlock on simultaneous
+A→B and B→A transfers):
+
+1. idempotency placeholders, sorted by request_id (``INSERT .. ON CONFLICT DO NOTHING``
+   waits for a concurrent duplicate to finish, so duplicates resolve to one effect);
+2. advisory locks on every touched account, sorted by key (they also cover accounts
+   that do not exist yet, which a row lock could not);
+3. the ``ledger_head`` row, last, to take gapless positions in commit order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from chronos.domain.commands import Command
+from chronos.domain.errors import Reason, Rejection
+from chronos.domain.events import AccountKind, DomainEvent
+from chronos.domain.ledger import Account, AccountStatus, accounts_touched, decide, evolve
+from chronos.errors import ChronosError
+from chronos.event_store import mapper
+from chronos.event_store.results import AccountBalance, CommandResult
+
+_logger = logging.getLogger(__name__)
+
+# Errors after which the whole transaction can simply be run again.
+_TRANSIENT = (
+    pg_errors.SerializationFailure,
+    pg_errors.DeadlockDetected,
+    pg_errors.LockNotAvailable,
+)
+
+
+class StoreUnavailable(ChronosError):
+    """The database could not be reached or failed mid-transaction; nothing committed
+    that the caller can rely on (a retry with the same request_id is safe)."""
+
+
+class StoreFailure(ChronosError):
+    """The database refused a write for a reason that is not the client's (a bug)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandContext:
+    """Who asked, stored as event metadata for tracing and audit."""
+
+    request_id: str
+    correlation_id: str = ""
+    causation_id: str = ""
+    traceparent: str = ""
+
+    def metadata(self) -> dict[str, str]:
+        values = {
+            "request_id": self.request_id,
+            "correlation_id": self.correlation_id or self.request_id,
+            "causation_id": self.causation_id or self.request_id,
+            "traceparent": self.traceparent,
+        }
+        return {key: value for key, value in values.items() if value}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WriterSettings:
+    topic: str = "chronos.ledger.events"
+    lanes: int = 2
+    batch_size_max: int = 256
+    retries_max: int = 5
+    retry_backoff_seconds_max: float = 0.05
+    idempotency_retention_seconds: int = 24 * 3600
+    connection_timeout_seconds: float = 5.0
+
+
+@dataclass(slots=True)
+class _Pending:
+    command: Command
+    payload_hash: bytes
+    context: CommandContext
+    future: asyncio.Future[CommandResult] = field(repr=False)
+
+
+@dataclass(slots=True)
+class _NewEvent:
+    event: DomainEvent
+    stream_id: str
+    stream_version: int
+    event_id: str
+    metadata: dict[str, str]
+
+
+class LedgerWriter:
+    """Runs commands against the event store with group commit.
+
+    Args:
+        pool: Async pool; the writer uses at most ``settings.lanes`` connections.
+        settings: Limits and names.
+        new_id: Id generator (entry and event ids); injected so tests control it.
+    """
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        settings: WriterSettings,
+        *,
+        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        assert settings.lanes >= 1 and settings.batch_size_max >= 1
+        self._pool = pool
+        self._settings = settings
+        self._new_id = new_id
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._lanes: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    def start(self) -> None:
+        assert not self._lanes, "writer started twice"
+        self._lanes = [
+            asyncio.create_task(self._run_lane(), name=f"ledger-writer-lane-{index}")
+            for index in range(self._settings.lanes)
+        ]
+
+    async def close(self) -> None:
+        """Finishes every queued command, then stops the lanes."""
+        self._closing = True
+        await self._queue.join()
+        for lane in self._lanes:
+            lane.cancel()
+        await asyncio.gather(*self._lanes, return_exceptions=True)
+        self._lanes = []
+
+    async def execute(
+        self, command: Command, payload_hash: bytes, context: CommandContext
+    ) -> CommandResult:
+        """Runs one validated command; returns its (possibly replayed) result.
+
+        Raises:
+            Rejection: a ledger rule, idempotency-key reuse, or exhausted retries.
+            StoreUnavailable: the database is unreachable.
+        """
+        if self._closing:
+            raise StoreUnavailable("the command server is shutting down")
+        assert self._lanes, "writer not started"
+        future: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(command, payload_hash, context, future))
+        return await future
+
+    async def _run_lane(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._settings.batch_size_max and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            taken = len(batch)
+            try:
+                await self._commit_with_retries(batch)
+            except Exception as error:  # a lane must never die silently
+                _logger.exception("writer lane failed")
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(StoreFailure(str(error)))
+            finally:
+                for _ in range(taken):
+                    self._queue.task_done()
+
+    async def _commit_with_retries(self, batch: list[_Pending]) -> None:
+        # A request_id twice in one batch: the later copies wait for the next batch,
+        # where they meet the first copy's committed record like any other duplicate.
+        seen: set[str] = set()
+        unique: list[_Pending] = []
+        for pending in batch:
+            if pending.context.request_id in seen:
+                self._queue.put_nowait(pending)
+            else:
+                seen.add(pending.context.request_id)
+                unique.append(pending)
+        batch[:] = unique
+
+        for attempt in range(self._settings.retries_max + 1):
+            try:
+                outcomes = await self._transaction(batch)
+            except _TRANSIENT as error:
+                _logger.info("transient conflict (attempt %d): %s", attempt + 1, error)
+                await asyncio.sleep(
+                    random.uniform(0, self._settings.retry_backoff_seconds_max * (attempt + 1))
+                )
+                continue
+            except (psycopg.OperationalError, PoolTimeout) as error:
+                self._fail(batch, StoreUnavailable(f"the ledger database is unavailable: {error}"))
+                return
+            except psycopg.Error as error:
+                if len(batch) > 1:
+                    # Isolate the command the database refused so the others still commit.
+                    for pending in batch:
+                        await self._commit_with_retries([pending])
+                    return
+                _logger.error("database refused a command: %s", error)
+                self._fail(batch, StoreFailure(f"the ledger database refused the write: {error}"))
+                return
+            for pending, outcome in zip(batch, outcomes, strict=True):
+                if pending.future.done():
+                    continue
+                if isinstance(outcome, CommandResult):
+                    pending.future.set_result(outcome)
+                else:
+                    pending.future.set_exception(outcome)
+            return
+        self._fail(
+            batch,
+            Rejection(
+                Reason.CONCURRENCY_CONFLICT,
+                "The command kept conflicting with concurrent commands; retry it with the "
+                "same request_id.",
+            ),
+        )
+
+    @staticmethod
+    def _fail(batch: list[_Pending], error: Exception) -> None:
+        for pending in batch:
+            if not pending.future.done():
+                pending.future.set_exception(error)
+
+    async def _transaction(self, batch: list[_Pending]) -> list[CommandResult | Rejection]:
+        settings = self._settings
+        outcomes: list[CommandResult | Rejection | None] = [None] * len(batch)
+        async with (
+            self._pool.connection(timeout=settings.connection_timeout_seconds) as conn,
+            conn.transaction(),
+        ):
+            # 1. Idempotency placeholders, sorted, so concurrent duplicates serialize.
+            order = sorted(range(len(batch)), key=lambda i: batch[i].context.request_id)
+            cursor = await conn.execute(
+                """INSERT INTO idempotency
+                       (request_id, command_type, payload_hash, created_at, expires_at)
+                   SELECT r, t, h, now(), now() + make_interval(secs => %s)
+                   FROM unnest(%s::text[], %s::text[], %s::bytea[]) WITH ORDINALITY AS u(r, t, h, n)
+                   ORDER BY n
+                   ON CONFLICT (request_id) DO NOTHING
+                   RETURNING request_id""",
+                (
+                    settings.idempotency_retention_seconds,
+                    [batch[i].context.request_id for i in order],
+                    [type(batch[i].command).__name__ for i in order],
+                    [batch[i].payload_hash for i in order],
+                ),
+            )
+            fresh = {row[0] for row in await cursor.fetchall()}
+            duplicates = [i for i, p in enumerate(batch) if p.context.request_id not in fresh]
+            if duplicates:
+                await self._resolve_duplicates(conn, batch, duplicates, outcomes)
+
+            new = [i for i in range(len(batch)) if outcomes[i] is None]
+            if not new:
+                return [o for o in outcomes if o is not None]
+
+            # 2. Lock every touched account (existing or not), in one global order.
+            touched = sorted({a for i in new for a in accounts_touched(batch[i].command)})
+            await conn.execute(
+                """SELECT pg_advisory_xact_lock(k) FROM (
+                       SELECT DISTINCT hashtextextended(a, 0) AS k
+                       FROM unnest(%s::text[]) AS a ORDER BY k) AS keys""",
+                (touched,),
+            )
+            accounts = await self._load_accounts(conn, touched)
+
+            # 3. Decide each command against the state left by the ones before it.
+            new_events: list[_NewEvent] = []
+            event_ranges: dict[int, tuple[int, int]] = {}
+            decisions: dict[int, tuple[str, str, tuple[str, ...]]] = {}
+            rejected: list[str] = []
+            for i in new:
+                pending = batch[i]
+                try:
+                    decision = decide(pending.command, accounts, self._new_id)
+                except Rejection as rejection:
+                    outcomes[i] = rejection
+                    rejected.append(pending.context.request_id)
+                    continue
+                start = len(new_events)
+                metadata = pending.context.metadata()
+                for event in decision.events:
+                    stream_id = event.account_id
+                    current = accounts.get(stream_id)
+                    version = 1 if current is None else current.version + 1
+                    accounts[stream_id] = evolve(current, event, version)
+                    new_events.append(
+                        _NewEvent(event, stream_id, version, self._new_id(), metadata)
+                    )
+                event_ranges[i] = (start, len(new_events))
+                touched_here = tuple(dict.fromkeys(e.stream_id for e in new_events[start:]))
+                decisions[i] = (decision.account_id, decision.entry_id, touched_here)
+
+            if rejected:
+                # Rejections write nothing: the same request_id may be retried later.
+                await conn.execute(
+                    "DELETE FROM idempotency WHERE request_id = ANY(%s::text[])", (rejected,)
+                )
+            if not new_events:
+                return [o for o in outcomes if o is not None]
+
+            # 4. Positions last: the head row lock is held only until commit.
+            cursor = await conn.execute(
+                """UPDATE ledger_head
+                   SET position = position + %s,
+                       recorded_at = greatest(recorded_at, clock_timestamp())
+                   WHERE id = 1 RETURNING position, recorded_at""",
+                (len(new_events),),
+            )
+            head = await cursor.fetchone()
+            assert head is not None, "ledger_head row missing: run `chronos db migrate`"
+            first_position = head[0] - len(new_events) + 1
+            recorded_at: datetime = head[1]
+
+            results: dict[int, CommandResult] = {}
+            for i, (start, end) in event_ranges.items():
+                account_id, entry_id, touched_here = decisions[i]
+                results[i] = CommandResult(
+                    position=first_position + end - 1,
+                    account_id=account_id,
+                    entry_id=entry_id,
+                    balances=tuple(_balance(accounts[a]) for a in touched_here),
+                    event_ids=tuple(e.event_id for e in new_events[start:end]),
+                )
+                outcomes[i] = results[i]
+
+            async with conn.pipeline():
+                await self._insert_events(conn, new_events, first_position, recorded_at)
+                changed = dict.fromkeys(e.stream_id for e in new_events)
+                await self._upsert_accounts(
+                    conn, [_present(accounts[a]) for a in changed], recorded_at
+                )
+                await conn.execute(
+                    """UPDATE idempotency AS i SET response = v.response::jsonb
+                       FROM unnest(%s::text[], %s::text[]) AS v(request_id, response)
+                       WHERE i.request_id = v.request_id""",
+                    (
+                        [batch[i].context.request_id for i in results],
+                        [result.to_json() for result in results.values()],
+                    ),
+                )
+        final = [o for o in outcomes if o is not None]
+        assert len(final) == len(batch), "every command must have an outcome"
+        return final
+
+    async def _resolve_duplicates(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        batch: list[_Pending],
+        duplicates: list[int],
+        outcomes: list[CommandResult | Rejection | None],
+    ) -> None:
+        cursor = await conn.execute(
+            "SELECT request_id, payload_hash, response FROM idempotency "
+            "WHERE request_id = ANY(%s::text[])",
+            ([batch[i].context.request_id for i in duplicates],),
+        )
+        stored = {row[0]: (bytes(row[1]), row[2]) for row in await cursor.fetchall()}
+        for i in duplicates:
+            pending = batch[i]
+            record = stored.get(pending.context.request_id)
+            if record is None or record[1] is None:
+                # The first copy's record vanished (expired or rejected) between our
+                # insert and this read: treat as a conflict and let the retry decide.
+                raise pg_errors.SerializationFailure("idempotency record changed concurrently")
+            payload_hash, response = record
+            if payload_hash != pending.payload_hash:
+                outcomes[i] = Rejection(
+                    Reason.IDEMPOTENCY_KEY_REUSED,
+                    f"request_id {pending.context.request_id!r} was already used for a "
+                    "different request; use a new request_id for a new command.",
+                    metadata={"request_id": pending.context.request_id},
+                )
+            else:
+                data = response if isinstance(response, dict) else json.loads(response)
+                outcomes[i] = CommandResult.from_json(data).as_replay()
+
+    @staticmethod
+    async def _load_accounts(
+        conn: psycopg.AsyncConnection[Any], account_ids: list[str]
+    ) -> dict[str, Account | None]:
+        cursor = await conn.execute(
+            """SELECT account_id::text, kind, owner_name, currency, overdraft_limit_minor,
+                      status, balance_minor, version, metadata
+               FROM accounts WHERE account_id = ANY(%s::uuid[])""",
+            (account_ids,),
+        )
+        accounts: dict[str, Account | None] = dict.fromkeys(account_ids)
+        for row in await cursor.fetchall():
+            account_id, kind, owner, currency, limit, status, balance, version, meta = row
+            accounts[str(account_id)] = Account(
+                account_id=str(account_id),
+                kind=AccountKind(kind),
+                owner_name=str(owner),
+                currency=str(currency),
+                overdraft_limit_minor=int(limit),
+                status=AccountStatus(status),
+                balance_minor=int(balance),
+                version=int(version),
+                metadata=tuple(sorted(dict(meta).items())),
+            )
+        return accounts
+
+    async def _insert_events(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        new_events: list[_NewEvent],
+        first_position: int,
+        recorded_at: datetime,
+    ) -> None:
+        positions, event_ids, streams, versions, types, payloads, metas = [], [], [], [], [], [], []
+        headers, envelopes = [], []
+        for offset, new in enumerate(new_events):
+            event_type, schema_version, payload = mapper.encode(new.event)
+            stored = mapper.StoredEvent(
+                position=first_position + offset,
+                event_id=new.event_id,
+                stream_id=new.stream_id,
+                stream_version=new.stream_version,
+                event_type=event_type,
+                schema_version=schema_version,
+                payload=payload,
+                metadata=new.metadata,
+                recorded_at=recorded_at,
+            )
+            positions.append(stored.position)
+            event_ids.append(stored.event_id)
+            streams.append(stored.stream_id)
+            versions.append(stored.stream_version)
+            types.append(event_type)
+            payloads.append(payload)
+            metas.append(json.dumps(new.metadata))
+            headers.append(json.dumps(outbox_headers(stored)))
+            envelopes.append(mapper.envelope(stored).SerializeToString())
+        await conn.execute(
+            """INSERT INTO events (position, event_id, stream_id, stream_version, event_type,
+                                   schema_version, payload, metadata, recorded_at)
+               SELECT p, e, s, v, t, %s, b, m::jsonb, %s
+               FROM unnest(%s::bigint[], %s::uuid[], %s::uuid[], %s::bigint[], %s::text[],
+                           %s::bytea[], %s::text[]) AS u(p, e, s, v, t, b, m)""",
+            (
+                mapper.SCHEMA_VERSION_CURRENT,
+                recorded_at,
+                positions,
+                event_ids,
+                streams,
+                versions,
+                types,
+                payloads,
+                metas,
+            ),
+        )
+        await conn.execute(
+            """INSERT INTO outbox (position, event_id, topic, key, payload, headers, created_at)
+               SELECT p, e, %s, k, b, h::jsonb, %s
+               FROM unnest(%s::bigint[], %s::uuid[], %s::text[], %s::bytea[], %s::text[])
+                    AS u(p, e, k, b, h)""",
+            (self._settings.topic, recorded_at, positions, event_ids, streams, envelopes, headers),
+        )
+
+    @staticmethod
+    async def _upsert_accounts(
+        conn: psycopg.AsyncConnection[Any],
+        accounts: list[Account],
+        recorded_at: datetime,
+    ) -> None:
+        await conn.execute(
+            """INSERT INTO accounts (account_id, kind, owner_name, currency,
+                                     overdraft_limit_minor, status, balance_minor, version,
+                                     metadata, opened_at, updated_at)
+               SELECT a, k, o, c, l, s, b, v, m::jsonb, %s, %s
+               FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::bigint[],
+                           %s::text[], %s::bigint[], %s::bigint[], %s::text[])
+                    AS u(a, k, o, c, l, s, b, v, m)
+               ON CONFLICT (account_id) DO UPDATE
+               SET status = excluded.status, balance_minor = excluded.balance_minor,
+                   version = excluded.version, updated_at = excluded.updated_at""",
+            (
+                recorded_at,
+                recorded_at,
+                [a.account_id for a in accounts],
+                [a.kind.value for a in accounts],
+                [a.owner_name for a in accounts],
+                [a.currency for a in accounts],
+                [a.overdraft_limit_minor for a in accounts],
+                [a.status.value for a in accounts],
+                [a.balance_minor for a in accounts],
+                [a.version for a in accounts],
+                [json.dumps(dict(a.metadata)) for a in accounts],
+            ),
+        )
+
+
+def outbox_headers(stored: mapper.StoredEvent) -> dict[str, str]:
+    """Kafka headers of an event's outbox row (all values are strings)."""
+    headers = {
+        "event_id": stored.event_id,
+        "event_type": stored.event_type,
+        "schema": stored.schema,
+        "stream_version": str(stored.stream_version),
+        "position": str(stored.position),
+        "recorded_at": stored.recorded_at.isoformat(),
+    }
+    traceparent = stored.metadata.get("traceparent", "")
+    if traceparent:
+        headers["traceparent"] = traceparent
+    return headers
+
+
+def _present(account: Account | None) -> Account:
+    assert account is not None, "an account with new events must exist"
+    return account
+
+
+def _balance(account: Account | None) -> AccountBalance:
+    account = _present(account)
+    return AccountBalance(
+        account_id=account.account_id,
+        currency=account.currency,
+        balance_minor=account.balance_minor,
+        version=account.version,
+    )

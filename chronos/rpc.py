@@ -1,0 +1,162 @@
+"""What both gRPC servers share: rich error statuses, health, reflection, shutdown.
+
+Errors reach clients only through :func:`abort`: a gRPC status code, a message a person
+understands, and ``google.rpc.ErrorInfo`` (plus ``google.rpc.BadRequest`` for invalid
+fields) in the ``grpc-status-details-bin`` trailer, which grpcurl and every gRPC SDK
+decode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from chronos.domain.errors import FieldViolation, Reason, Rejection
+
+_logger = logging.getLogger(__name__)
+
+ERROR_DOMAIN = "chronos.ledger"
+
+STATUS_BY_REASON: dict[Reason, grpc.StatusCode] = {
+    Reason.VALIDATION_FAILED: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.IDEMPOTENCY_KEY_REUSED: grpc.StatusCode.ALREADY_EXISTS,
+    Reason.ACCOUNT_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Reason.ACCOUNT_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    Reason.ACCOUNT_CLOSED: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.ACCOUNT_FROZEN: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.ACCOUNT_NOT_FROZEN: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.CURRENCY_MISMATCH: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.INSUFFICIENT_FUNDS: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.BALANCE_OVERFLOW: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.ACCOUNT_NOT_EMPTY: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.CONCURRENCY_CONFLICT: grpc.StatusCode.ABORTED,
+}
+assert set(STATUS_BY_REASON) == set(Reason), "every reason needs a status code"
+
+
+def rich_status(
+    code: grpc.StatusCode,
+    reason: str,
+    message: str,
+    *,
+    violations: Sequence[FieldViolation] = (),
+    metadata: dict[str, str] | None = None,
+) -> grpc.Status:
+    """Builds a status carrying ErrorInfo (and BadRequest when there are violations)."""
+    details: list[any_pb2.Any] = []
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata or {})
+    packed = any_pb2.Any()
+    packed.Pack(info)
+    details.append(packed)
+    if violations:
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in violations
+            ]
+        )
+        packed = any_pb2.Any()
+        packed.Pack(bad_request)
+        details.append(packed)
+    proto_status = status_pb2.Status(
+        code=getattr(code_pb2, code.name), message=message, details=details
+    )
+    return rpc_status.to_status(proto_status)
+
+
+def rejection_status(rejection: Rejection) -> grpc.Status:
+    return rich_status(
+        STATUS_BY_REASON[rejection.reason],
+        rejection.reason.value,
+        rejection.message,
+        violations=rejection.violations,
+        metadata=rejection.metadata,
+    )
+
+
+async def abort(context: grpc.aio.ServicerContext[object, object], status: grpc.Status) -> None:
+    """Ends the call with ``status`` (raises, as grpc.aio's abort does)."""
+    await context.abort(status.code, status.details, trailing_metadata=status.trailing_metadata)
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """Splits ``host:port``; raises ValueError with a clear message otherwise."""
+    host, separator, port_text = address.rpartition(":")
+    if not separator or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"address must be host:port, got {address!r}")
+    return host, int(port_text)
+
+
+async def serve(
+    *,
+    name: str,
+    address: str,
+    register: Callable[[grpc.aio.Server], Iterable[str]],
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    on_stop: Callable[[], Awaitable[None]] | None = None,
+    shutdown_grace_seconds: float = 10.0,
+    reuse_port: bool = False,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Runs a grpc.aio server until SIGTERM or SIGINT, then shuts down gracefully.
+
+    Args:
+        name: For logs.
+        address: ``host:port`` to bind.
+        register: Adds the servicers to the server; returns their full service names
+            (for health and reflection).
+        interceptors: Server interceptors (telemetry).
+        on_stop: Awaited after the server stopped accepting and in-flight calls ended
+            (or the grace period passed): closes pools and clients.
+        shutdown_grace_seconds: Bound on how long in-flight calls may take to finish.
+        reuse_port: Bind with SO_REUSEPORT so several processes can share the port.
+        ready: Set once the server listens.
+    """
+    parse_address(address)
+    options = [("grpc.so_reuseport", 1 if reuse_port else 0)]
+    server = grpc.aio.server(interceptors=list(interceptors), options=options)
+    service_names = list(register(server))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for service_name in [*service_names, ""]:
+        await health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        [
+            *service_names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+    if server.add_insecure_port(address) == 0:
+        raise OSError(f"{name}: cannot bind {address} (in use?)")
+    await server.start()
+    _logger.info("%s listening on %s", name, address)
+    if ready is not None:
+        ready.set()
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    _logger.info(
+        "%s stopping: draining in-flight calls (up to %.1f s)", name, shutdown_grace_seconds
+    )
+    for service_name in [*service_names, ""]:
+        await health_servicer.set(service_name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await server.stop(shutdown_grace_seconds)
+    if on_stop is not None:
+        await on_stop()
+    _logger.info("%s stopped", name)

@@ -1,0 +1,1 @@
+"""The command service: the ledger's gRPC write path (``chronos.v1.CommandService``)."""

@@ -1,0 +1,88 @@
+"""Composition root of the command server: ``python -m command_server``."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import sys
+
+import grpc
+from psycopg_pool import AsyncConnectionPool
+
+from chronos.config import ConfigError
+from chronos.event_store.maintenance import expire_idempotency_records, run_periodically
+from chronos.event_store.writer import LedgerWriter, WriterSettings
+from chronos.rpc import serve
+from chronos.v1 import commands_pb2, commands_pb2_grpc
+from command_server.config import CommandServerConfig
+from command_server.servicer import CommandServicer
+
+_logger = logging.getLogger("command_server")
+
+
+async def run(config: CommandServerConfig) -> None:
+    pool: AsyncConnectionPool = AsyncConnectionPool(
+        config.pg_dsn,
+        min_size=config.writer_lanes,
+        max_size=config.pool_size_max,
+        open=False,
+        name="command-writer",
+        kwargs={"application_name": "chronos-command-server"},
+    )
+    await pool.open(wait=False)
+    writer = LedgerWriter(
+        pool,
+        WriterSettings(
+            topic=config.topic,
+            lanes=config.writer_lanes,
+            batch_size_max=config.batch_size_max,
+            retries_max=config.retries_max,
+            idempotency_retention_seconds=config.idempotency_retention_seconds,
+        ),
+    )
+    writer.start()
+    stop_jobs = asyncio.Event()
+    expiry = asyncio.create_task(
+        run_periodically(
+            "idempotency expiry",
+            config.idempotency_expiry_interval_seconds,
+            functools.partial(expire_idempotency_records, pool),
+            stop_jobs,
+        )
+    )
+
+    def register(server: grpc.aio.Server) -> list[str]:
+        servicer = CommandServicer(writer)
+        commands_pb2_grpc.add_CommandServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+        return [commands_pb2.DESCRIPTOR.services_by_name["CommandService"].full_name]
+
+    async def on_stop() -> None:
+        stop_jobs.set()
+        await expiry
+        await writer.close()
+        await pool.close()
+
+    await serve(
+        name="command server",
+        address=config.address,
+        register=register,
+        on_stop=on_stop,
+        shutdown_grace_seconds=config.shutdown_grace_seconds,
+        reuse_port=config.reuse_port,
+    )
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        config = CommandServerConfig.from_env()
+    except ConfigError as error:
+        print(f"command server: {error}", file=sys.stderr)
+        return 2
+    asyncio.run(run(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

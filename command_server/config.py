@@ -1,0 +1,58 @@
+"""Command server settings, read once from the environment at start."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from chronos.config import ConfigError, env_float, env_int, require_pg_dsn
+from chronos.rpc import parse_address
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandServerConfig:
+    address: str
+    pg_dsn: str
+    pool_size_max: int
+    writer_lanes: int
+    batch_size_max: int
+    retries_max: int
+    idempotency_retention_seconds: int
+    idempotency_expiry_interval_seconds: float
+    shutdown_grace_seconds: float
+    topic: str
+    reuse_port: bool
+
+    @classmethod
+    def from_env(cls) -> CommandServerConfig:
+        """Reads ``CHRONOS_*`` variables (documented in the README).
+
+        Raises:
+            ConfigError: a value is missing or malformed.
+        """
+        address = os.environ.get("CHRONOS_COMMAND_ADDR", "127.0.0.1:50051")
+        try:
+            parse_address(address)
+        except ValueError as error:
+            raise ConfigError(f"CHRONOS_COMMAND_ADDR: {error}") from error
+        lanes = env_int("CHRONOS_WRITER_LANES", 2, minimum=1, maximum=32)
+        retention = env_int(
+            "CHRONOS_IDEMPOTENCY_RETENTION_SECONDS", 24 * 3600, minimum=24 * 3600, maximum=10**9
+        )
+        return cls(
+            address=address,
+            pg_dsn=require_pg_dsn(),
+            pool_size_max=lanes + 2,
+            writer_lanes=lanes,
+            batch_size_max=env_int("CHRONOS_WRITER_BATCH_SIZE_MAX", 256, minimum=1, maximum=4096),
+            retries_max=env_int("CHRONOS_WRITER_RETRIES_MAX", 5, minimum=0, maximum=50),
+            idempotency_retention_seconds=retention,
+            idempotency_expiry_interval_seconds=env_float(
+                "CHRONOS_IDEMPOTENCY_EXPIRY_INTERVAL_SECONDS", 300.0, minimum=0.1, maximum=86400
+            ),
+            shutdown_grace_seconds=env_float(
+                "CHRONOS_SHUTDOWN_GRACE_SECONDS", 10.0, minimum=0.0, maximum=300
+            ),
+            topic=os.environ.get("CHRONOS_EVENTS_TOPIC", "chronos.ledger.events"),
+            reuse_port=os.environ.get("CHRONOS_REUSE_PORT", "0") == "1",
+        )
