@@ -12,10 +12,11 @@ import argparse
 import importlib
 import sys
 
-# (module, attribute) pairs; each module's register() adds its own sub-commands.
+# Each module's register() adds its own sub-commands.
 _AREAS = (
     "chronos.infra.cli",
     "chronos.event_store.cli",
+    "chronos.read_model.cli",
 )
 
 

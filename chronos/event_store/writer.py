@@ -41,6 +41,7 @@ from chronos.domain.ledger import Account, AccountStatus, accounts_touched, deci
 from chronos.errors import ChronosError
 from chronos.event_store import mapper
 from chronos.event_store.results import AccountBalance, CommandResult
+from chronos.outbox import contract
 
 _logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class CommandContext:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WriterSettings:
-    topic: str = "chronos.ledger.events"
+    topic: str = contract.DEFAULT_TOPIC
     lanes: int = 2
     batch_size_max: int = 256
     retries_max: int = 5
@@ -511,16 +512,16 @@ class LedgerWriter:
 def outbox_headers(stored: mapper.StoredEvent) -> dict[str, str]:
     """Kafka headers of an event's outbox row (all values are strings)."""
     headers = {
-        "event_id": stored.event_id,
-        "event_type": stored.event_type,
-        "schema": stored.schema,
-        "stream_version": str(stored.stream_version),
-        "position": str(stored.position),
-        "recorded_at": stored.recorded_at.isoformat(),
+        contract.HEADER_EVENT_ID: stored.event_id,
+        contract.HEADER_EVENT_TYPE: stored.event_type,
+        contract.HEADER_SCHEMA: stored.schema,
+        contract.HEADER_STREAM_VERSION: str(stored.stream_version),
+        contract.HEADER_POSITION: str(stored.position),
+        contract.HEADER_RECORDED_AT: stored.recorded_at.isoformat(),
     }
     traceparent = stored.metadata.get("traceparent", "")
     if traceparent:
-        headers["traceparent"] = traceparent
+        headers[contract.HEADER_TRACEPARENT] = traceparent
     return headers
 
 

@@ -1,0 +1,1 @@
+"""The Kafka contract between the outbox poller (producer) and the projector (consumer)."""
