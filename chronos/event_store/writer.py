@@ -45,6 +45,9 @@ from chronos.outbox import contract
 
 _logger = logging.getLogger(__name__)
 
+# The channel the outbox poller LISTENs on.
+NOTIFY_CHANNEL = "chronos_outbox"
+
 # Errors after which the whole transaction can simply be run again.
 _TRANSIENT = (
     pg_errors.SerializationFailure,
@@ -241,11 +244,20 @@ class LedgerWriter:
 
     async def _transaction(self, batch: list[_Pending]) -> list[CommandResult | Rejection]:
         settings = self._settings
+        async with self._pool.connection(timeout=settings.connection_timeout_seconds) as conn:
+            outcomes_final = await self._transaction_on(conn, batch)
+            if any(isinstance(o, CommandResult) and not o.replayed for o in outcomes_final):
+                # Wake the outbox poller. Sent after the commit, never inside the write
+                # transaction: NOTIFY there takes a global lock that serializes commits.
+                await conn.execute("SELECT pg_notify(%s, '')", (NOTIFY_CHANNEL,))
+            return outcomes_final
+
+    async def _transaction_on(
+        self, conn: psycopg.AsyncConnection[Any], batch: list[_Pending]
+    ) -> list[CommandResult | Rejection]:
+        settings = self._settings
         outcomes: list[CommandResult | Rejection | None] = [None] * len(batch)
-        async with (
-            self._pool.connection(timeout=settings.connection_timeout_seconds) as conn,
-            conn.transaction(),
-        ):
+        async with conn.transaction():
             # 1. Idempotency placeholders, sorted, so concurrent duplicates serialize.
             order = sorted(range(len(batch)), key=lambda i: batch[i].context.request_id)
             cursor = await conn.execute(

@@ -29,10 +29,13 @@ HEADER_RECORDED_AT = "recorded_at"
 HEADER_TRACEPARENT = "traceparent"
 
 
-def headers_dict(headers: list[tuple[str, bytes | str | None]] | None) -> dict[str, str]:
+def headers_dict(
+    headers: list[tuple[str, bytes | str | None]] | dict[str, bytes | str | None] | None,
+) -> dict[str, str]:
     """Kafka message headers as a dict of strings (the last value of a repeated key wins)."""
     result: dict[str, str] = {}
-    for key, value in headers or ():
+    items = headers.items() if isinstance(headers, dict) else headers or ()
+    for key, value in items:
         if value is None:
             continue
         result[key] = value.decode() if isinstance(value, bytes) else value

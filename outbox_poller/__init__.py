@@ -1,0 +1,1 @@
+"""The outbox poller: relays committed outbox rows to Kafka, in position order."""

@@ -1,0 +1,304 @@
+"""Relays outbox rows to Kafka: at least once, in position order, one leader at a time.
+
+Correctness points, each handled here on purpose:
+
+* **Never skip a late commit.** The relay never keeps a "last position seen" cursor: every
+  round reads the rows that are still *unpublished* (``published_at IS NULL``, a partial
+  index), lowest position first. A row whose transaction commits after higher positions
+  were published is simply found on the next round. (The writer also hands out positions
+  in commit order, so this cannot reorder one account's events; the relay does not rely
+  on it.)
+* **Mark only after the broker acknowledged.** Rows are marked published only for the
+  messages whose delivery report succeeded. A crash in between republishes them:
+  duplicates are possible, loss is not; the projector deduplicates.
+* **One leader.** A session-level advisory lock elects the publishing poller; standbys
+  retry every ``standby_check_seconds``. If the leader's database session dies, the lock
+  is released and a standby takes over. The leader checks that its session is alive
+  before each batch and marks rows on that same session, so a leader that lost its lock
+  stops at the next statement.
+* **Watermark markers.** After each acknowledged batch, a marker carrying the batch's last
+  position goes to every partition (see ``chronos.outbox.contract``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from chronos.errors import ChronosError
+from chronos.event_store.writer import NOTIFY_CHANNEL
+from chronos.outbox import contract
+from outbox_poller.config import PollerConfig
+
+_logger = logging.getLogger(__name__)
+
+# Arbitrary constant: the key of the advisory lock that elects the publishing poller.
+LEADER_LOCK_KEY = 0x4F_55_54_42_4F_58
+
+
+class KafkaUnavailable(ChronosError):
+    """Kafka did not acknowledge a batch; nothing of it was marked published."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    position: int
+    key: str
+    payload: bytes
+    headers: dict[str, str]
+
+
+def producer_settings(bootstrap: str) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": bootstrap,
+        # Exactly-once per partition from this producer: no duplicates from its own
+        # retries, and no reordering within a partition.
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 1,
+        "compression.type": "lz4",
+        "message.timeout.ms": 30000,
+        "client.id": "chronos-outbox-poller",
+    }
+
+
+def ensure_topic(bootstrap: str, topic: str, partitions: int, replication_factor: int) -> int:
+    """Creates ``topic`` when missing; returns its partition count.
+
+    Raises:
+        KafkaUnavailable: the broker did not answer or refused.
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        metadata = admin.list_topics(timeout=10)
+        if topic not in metadata.topics:
+            futures = admin.create_topics(
+                [NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor)],
+                operation_timeout=10,
+            )
+            try:
+                futures[topic].result(timeout=15)
+                _logger.info("created topic %s with %d partitions", topic, partitions)
+            except KafkaException as error:
+                if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+        for _ in range(50):
+            described = admin.list_topics(topic=topic, timeout=10).topics.get(topic)
+            if described is not None and described.error is None and described.partitions:
+                return len(described.partitions)
+            time.sleep(0.1)
+    except KafkaException as error:
+        raise KafkaUnavailable(f"cannot create or describe topic {topic}: {error}") from error
+    raise KafkaUnavailable(f"topic {topic} has no partitions after creation")
+
+
+class OutboxRelay:
+    """Publishes unpublished outbox rows while holding leadership.
+
+    Args:
+        config: Poller settings.
+        producer: Injected for tests; built from the config otherwise.
+    """
+
+    def __init__(
+        self,
+        config: PollerConfig,
+        *,
+        producer: Producer | None = None,
+    ) -> None:
+        self._config = config
+        self._producer = producer or Producer(producer_settings(config.kafka_bootstrap))
+        self._partitions = 0
+        self._last_prune_monotonic = 0.0
+        self.is_leader = False
+
+    def ensure_topic(self) -> None:
+        config = self._config
+        self._partitions = ensure_topic(
+            config.kafka_bootstrap, config.topic, config.partitions, config.replication_factor
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        """Runs until ``stop`` is set: elect, publish, wait for work, prune."""
+        backoff_seconds = 0.05
+        while not stop.is_set():
+            try:
+                with psycopg.connect(
+                    self._config.pg_dsn,
+                    autocommit=True,
+                    connect_timeout=10,
+                    application_name="chronos-outbox-poller",
+                ) as conn:
+                    self._lead(conn, stop)
+                backoff_seconds = 0.05
+            except psycopg.OperationalError as error:
+                self.is_leader = False
+                _logger.warning("database unavailable, retrying: %s", error)
+                stop.wait(random.uniform(0, backoff_seconds))
+                backoff_seconds = min(backoff_seconds * 2, self._config.kafka_backoff_seconds_max)
+        self._producer.flush(self._config.flush_timeout_seconds)
+
+    def _lead(self, conn: psycopg.Connection[Any], stop: threading.Event) -> None:
+        config = self._config
+        while not stop.is_set():
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,)).fetchone()
+            if row is not None and row[0]:
+                break
+            self.is_leader = False
+            stop.wait(config.standby_check_seconds)
+        else:
+            return
+        self.is_leader = True
+        _logger.info("outbox poller is the leader")
+        if not self._partitions:
+            self.ensure_topic()
+        conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        idle_wait_seconds = config.idle_wait_seconds_min
+        kafka_backoff_seconds = config.idle_wait_seconds_min
+        while not stop.is_set():
+            try:
+                published = self.publish_batch(conn)
+                kafka_backoff_seconds = config.idle_wait_seconds_min
+            except KafkaUnavailable as error:
+                _logger.warning("Kafka unavailable, backing off: %s", error)
+                stop.wait(random.uniform(kafka_backoff_seconds / 2, kafka_backoff_seconds))
+                kafka_backoff_seconds = min(
+                    kafka_backoff_seconds * 2, config.kafka_backoff_seconds_max
+                )
+                continue
+            self._maybe_prune(conn)
+            if published:
+                # Busy: go straight back for more (batches grow under load by themselves).
+                idle_wait_seconds = config.idle_wait_seconds_min
+                continue
+            # Idle: wait for a NOTIFY from a committing writer, or poll after a growing
+            # wait in case a notification was missed.
+            for _ in conn.notifies(timeout=idle_wait_seconds, stop_after=1):
+                idle_wait_seconds = config.idle_wait_seconds_min
+                break
+            else:
+                idle_wait_seconds = min(idle_wait_seconds * 2, config.idle_wait_seconds_max)
+
+    def fetch_unpublished(self, conn: psycopg.Connection[Any]) -> list[OutboxRow]:
+        rows = conn.execute(
+            """SELECT position, key, payload, headers FROM outbox
+               WHERE published_at IS NULL ORDER BY position LIMIT %s""",
+            (self._config.batch_size_max,),
+        ).fetchall()
+        return [OutboxRow(row[0], row[1], bytes(row[2]), dict(row[3])) for row in rows]
+
+    def publish_batch(self, conn: psycopg.Connection[Any]) -> int:
+        """Publishes one batch of unpublished rows and marks the acknowledged ones.
+
+        Returns:
+            How many rows were published and marked.
+
+        Raises:
+            KafkaUnavailable: some row was not acknowledged (nothing after it is marked).
+            psycopg.OperationalError: the session (and so the leadership) was lost.
+        """
+        rows = self.fetch_unpublished(conn)
+        if not rows:
+            return 0
+        acknowledged = self._produce_and_flush(rows)
+        # Mark the acknowledged prefix only: marking a row after an unacknowledged one
+        # would let a retry publish them out of order.
+        prefix: list[int] = []
+        for row in rows:
+            if row.position not in acknowledged:
+                break
+            prefix.append(row.position)
+        if prefix:
+            self.mark_published(conn, prefix)
+            self._send_markers(prefix[-1])
+        if len(prefix) < len(rows):
+            raise KafkaUnavailable(
+                f"{len(rows) - len(prefix)} of {len(rows)} rows not acknowledged"
+            )
+        return len(prefix)
+
+    def mark_published(self, conn: psycopg.Connection[Any], positions: list[int]) -> None:
+        conn.execute(
+            "UPDATE outbox SET published_at = now() WHERE position = ANY(%s::bigint[])",
+            (positions,),
+        )
+
+    def _produce_and_flush(self, rows: list[OutboxRow]) -> set[int]:
+        acknowledged: set[int] = set()
+        failures: list[str] = []
+
+        def on_delivery(position: int, error: KafkaError | None, _message: Message) -> None:
+            # Runs inside flush()/poll(); it must not raise.
+            if error is None:
+                acknowledged.add(position)
+            else:
+                failures.append(str(error))
+
+        for row in rows:
+            headers = [(name, value.encode()) for name, value in row.headers.items()]
+            self._produce(
+                key=row.key.encode(),
+                value=row.payload,
+                headers=headers,
+                on_delivery=functools.partial(on_delivery, row.position),
+            )
+        remaining = self._producer.flush(self._config.flush_timeout_seconds)
+        if remaining or failures:
+            _logger.warning(
+                "%d messages unacknowledged, %d failed: %s", remaining, len(failures), failures[:3]
+            )
+        return acknowledged
+
+    def _send_markers(self, position: int) -> None:
+        headers = [
+            (contract.HEADER_EVENT_TYPE, contract.MARKER_EVENT_TYPE.encode()),
+            (contract.HEADER_POSITION, str(position).encode()),
+        ]
+        for partition in range(self._partitions):
+            self._produce(value=b"", headers=headers, partition=partition)
+        # Markers need no acknowledgement before the next batch: the next flush covers
+        # them, and a lost marker is superseded by the next one.
+        self._producer.poll(0)
+
+    def _produce(self, **kwargs: Any) -> None:
+        for _ in range(1000):
+            try:
+                self._producer.produce(self._config.topic, **kwargs)
+                return
+            except BufferError:
+                # The local queue is full: serve delivery reports to make room.
+                self._producer.poll(0.05)
+        raise KafkaUnavailable("the producer queue stayed full")
+
+    def _maybe_prune(self, conn: psycopg.Connection[Any]) -> None:
+        now = time.monotonic()
+        if now - self._last_prune_monotonic < self._config.prune_interval_seconds:
+            return
+        self._last_prune_monotonic = now
+        pruned = prune_published(conn, self._config.retention_seconds)
+        if pruned:
+            _logger.info("pruned %d published outbox rows", pruned)
+
+
+def prune_published(
+    conn: psycopg.Connection[Any], retention_seconds: int, *, batch_size_max: int = 10000
+) -> int:
+    """Deletes published rows older than the retention, in one bounded batch."""
+    cursor = conn.execute(
+        """DELETE FROM outbox WHERE position IN (
+               SELECT position FROM outbox
+               WHERE published_at IS NOT NULL
+                 AND published_at < now() - make_interval(secs => %s)
+               ORDER BY published_at LIMIT %s)""",
+        (retention_seconds, batch_size_max),
+    )
+    return cursor.rowcount

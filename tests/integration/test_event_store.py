@@ -1,0 +1,376 @@
+"""The write path against a real PostgreSQL: rules, idempotency, concurrency, immutability."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from chronos.domain import validation
+from chronos.domain.commands import (
+    Command,
+    Deposit,
+    Money,
+    OpenAccount,
+    TransferFunds,
+    Withdraw,
+)
+from chronos.domain.errors import Reason, Rejection
+from chronos.domain.events import LinePosted
+from chronos.domain.ledger import system_account_id
+from chronos.event_store import mapper
+from chronos.event_store.maintenance import expire_idempotency_records
+from chronos.event_store.migrate import migrate
+from chronos.event_store.reader import iter_events
+from chronos.event_store.results import CommandResult
+from chronos.event_store.writer import (
+    CommandContext,
+    LedgerWriter,
+    StoreUnavailable,
+    WriterSettings,
+)
+
+
+async def with_writers(
+    dsn: str,
+    body: Callable[[list[LedgerWriter]], Awaitable[Any]],
+    *,
+    writers: int = 1,
+    lanes: int = 2,
+) -> Any:
+    """Runs ``body`` with ``writers`` independent writers (as separate server processes
+    would have: each its own pool and lanes)."""
+    pools = [
+        AsyncConnectionPool(dsn, min_size=1, max_size=lanes + 1, open=False) for _ in range(writers)
+    ]
+    built: list[LedgerWriter] = []
+    for pool in pools:
+        await pool.open(wait=True, timeout=20)
+        writer = LedgerWriter(pool, WriterSettings(lanes=lanes))
+        writer.start()
+        built.append(writer)
+    try:
+        return await body(built)
+    finally:
+        for writer in built:
+            await writer.close()
+        for pool in pools:
+            await pool.close()
+
+
+async def run(writer: LedgerWriter, command: Command) -> CommandResult:
+    validation.validate(command)
+    command = validation.canonicalize(command)
+    return await writer.execute(
+        command, validation.fingerprint(command), CommandContext(request_id=command.request_id)
+    )
+
+
+def eur(minor: int) -> Money:
+    return Money(currency="EUR", minor_units=minor)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+async def open_funded(writer: LedgerWriter, funds_minor: int, limit_minor: int = 0) -> str:
+    account_id = new_id()
+    await run(
+        writer,
+        OpenAccount(
+            request_id=new_id(),
+            account_id=account_id,
+            owner_name="Test Owner",
+            currency="EUR",
+            overdraft_limit_minor=limit_minor,
+        ),
+    )
+    if funds_minor:
+        await run(
+            writer, Deposit(request_id=new_id(), account_id=account_id, amount=eur(funds_minor))
+        )
+    return account_id
+
+
+def test_events_cannot_be_updated_deleted_or_truncated(
+    ledger_dsn: str, ledger_conn: psycopg.Connection[Any]
+) -> None:
+    async def body(writers: list[LedgerWriter]) -> None:
+        await open_funded(writers[0], 100)
+
+    asyncio.run(with_writers(ledger_dsn, body))
+    for statement in (
+        "UPDATE events SET event_type = 'Tampered'",
+        "DELETE FROM events",
+        "TRUNCATE events",
+    ):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="events are immutable"):
+            ledger_conn.execute(statement)
+    count = ledger_conn.execute("SELECT count(*) FROM events").fetchone()
+    assert count is not None and count[0] >= 3
+
+
+def test_one_transaction_writes_events_outbox_state_and_idempotency(
+    ledger_dsn: str, ledger_conn: psycopg.Connection[Any]
+) -> None:
+    async def body(writers: list[LedgerWriter]) -> tuple[str, CommandResult]:
+        account = await open_funded(writers[0], 0)
+        result = await run(
+            writers[0], Deposit(request_id="deposit-1", account_id=account, amount=eur(250))
+        )
+        return account, result
+
+    account, result = asyncio.run(with_writers(ledger_dsn, body))
+    assert result.balances and {b.account_id for b in result.balances} == {
+        account,
+        system_account_id("EUR"),
+    }
+    rows = ledger_conn.execute(
+        """SELECT e.position, e.stream_id::text, e.event_type, e.metadata->>'request_id',
+                  o.key, o.headers->>'schema', o.headers->>'position'
+           FROM events e JOIN outbox o USING (position)
+           WHERE e.event_id = ANY(%s::uuid[]) ORDER BY e.position""",
+        (list(result.event_ids),),
+    ).fetchall()
+    assert len(rows) == len(result.event_ids)
+    for position, stream_id, event_type, request_id, key, schema, header_position in rows:
+        assert request_id == "deposit-1"
+        assert key == stream_id
+        assert schema == f"chronos.v1.{event_type}"
+        assert int(header_position) == position
+    assert rows[-1][0] == result.position
+    state = ledger_conn.execute(
+        "SELECT balance_minor, version FROM accounts WHERE account_id = %s", (account,)
+    ).fetchone()
+    assert state == (250, 2)
+    stored = ledger_conn.execute(
+        "SELECT response->>'position' FROM idempotency WHERE request_id = 'deposit-1'"
+    ).fetchone()
+    assert stored is not None and int(stored[0]) == result.position
+
+
+def test_replay_returns_the_original_answer_and_writes_nothing(
+    ledger_dsn: str, ledger_conn: psycopg.Connection[Any]
+) -> None:
+    async def body(writers: list[LedgerWriter]) -> tuple[CommandResult, CommandResult, int, int]:
+        account = await open_funded(writers[0], 1000)
+        command = Withdraw(request_id="w-replay", account_id=account, amount=eur(100))
+        first = await run(writers[0], command)
+        before = ledger_conn.execute("SELECT count(*) FROM events").fetchone()
+        again = await run(writers[0], command)
+        after = ledger_conn.execute("SELECT count(*) FROM events").fetchone()
+        assert before is not None and after is not None
+        return first, again, before[0], after[0]
+
+    first, again, before, after = asyncio.run(with_writers(ledger_dsn, body))
+    assert not first.replayed and again.replayed
+    assert (again.position, again.entry_id, again.balances, again.event_ids) == (
+        first.position,
+        first.entry_id,
+        first.balances,
+        first.event_ids,
+    )
+    assert before == after
+
+
+def test_same_request_id_with_another_payload_is_refused(ledger_dsn: str) -> None:
+    async def body(writers: list[LedgerWriter]) -> Rejection:
+        account = await open_funded(writers[0], 1000)
+        await run(writers[0], Withdraw(request_id="w-reuse", account_id=account, amount=eur(1)))
+        with pytest.raises(Rejection) as caught:
+            await run(writers[0], Withdraw(request_id="w-reuse", account_id=account, amount=eur(2)))
+        return caught.value
+
+    rejection = asyncio.run(with_writers(ledger_dsn, body))
+    assert rejection.reason is Reason.IDEMPOTENCY_KEY_REUSED
+
+
+def test_rejected_command_writes_nothing_and_can_be_retried(
+    ledger_dsn: str, ledger_conn: psycopg.Connection[Any]
+) -> None:
+    async def body(writers: list[LedgerWriter]) -> CommandResult:
+        account = await open_funded(writers[0], 0)
+        events_before = ledger_conn.execute("SELECT count(*) FROM events").fetchone()
+        command = Withdraw(request_id="w-retry", account_id=account, amount=eur(50))
+        with pytest.raises(Rejection) as caught:
+            await run(writers[0], command)
+        assert caught.value.reason is Reason.INSUFFICIENT_FUNDS
+        assert ledger_conn.execute("SELECT count(*) FROM events").fetchone() == events_before
+        assert ledger_conn.execute(
+            "SELECT count(*) FROM idempotency WHERE request_id = 'w-retry'"
+        ).fetchone() == (0,)
+        await run(writers[0], Deposit(request_id=new_id(), account_id=account, amount=eur(50)))
+        return await run(writers[0], command)
+
+    result = asyncio.run(with_writers(ledger_dsn, body))
+    assert not result.replayed
+    assert [
+        b.balance_minor for b in result.balances if b.account_id != system_account_id("EUR")
+    ] == [0]
+
+
+def test_concurrent_duplicates_produce_exactly_one_effect(
+    ledger_dsn: str, ledger_conn: psycopg.Connection[Any]
+) -> None:
+    async def body(writers: list[LedgerWriter]) -> list[CommandResult]:
+        account = await open_funded(writers[0], 10_000)
+        command = Withdraw(request_id="w-dup", account_id=account, amount=eur(100))
+        # Twenty copies through two independent writers (two "server processes").
+        return list(await asyncio.gather(*(run(writers[i % 2], command) for i in range(20))))
+
+    results = asyncio.run(with_writers(ledger_dsn, body, writers=2))
+    assert sum(not r.replayed for r in results) == 1
+    assert len({(r.position, r.event_ids) for r in results}) == 1
+    effects = ledger_conn.execute(
+        "SELECT count(*) FROM events WHERE metadata->>'request_id' = 'w-dup'"
+    ).fetchone()
+    assert effects == (2,)  # one entry: the account's line and the system account's line
+
+
+def test_database_outage_is_unavailable_and_writes_nothing() -> None:
+    # A port nothing listens on: every connection attempt is refused.
+    dsn = "postgresql://postgres@127.0.0.1:1/nowhere?connect_timeout=1"
+
+    async def body() -> None:
+        pool = AsyncConnectionPool(dsn, min_size=0, max_size=1, open=False)
+        await pool.open(wait=False)
+        writer = LedgerWriter(pool, WriterSettings(lanes=1, connection_timeout_seconds=1.0))
+        writer.start()
+        try:
+            with pytest.raises(StoreUnavailable):
+                await run(writer, Deposit(request_id="r", account_id=new_id(), amount=eur(1)))
+        finally:
+            await writer.close()
+            await pool.close(timeout=1)
+
+    asyncio.run(body())
+
+
+def test_random_transfers_under_concurrency_keep_every_invariant(
+    ledger_dsn: str, ledger_conn: psycopg.Connection[Any]
+) -> None:
+    rng = random.Random(7)
+    accounts_count = 5
+    transfers_count = 400
+
+    async def body(writers: list[LedgerWriter]) -> tuple[list[str], dict[str, CommandResult]]:
+        accounts = [
+            await open_funded(writers[0], 1_000, limit_minor=rng.choice([0, 200]))
+            for _ in range(accounts_count)
+        ]
+        commands = []
+        for _ in range(transfers_count):
+            source, target = rng.sample(accounts, 2)
+            commands.append(
+                TransferFunds(
+                    request_id=new_id(),
+                    from_account_id=source,
+                    to_account_id=target,
+                    amount=eur(rng.randint(1, 400)),
+                )
+            )
+        semaphore = asyncio.Semaphore(64)
+
+        async def one(index: int, command: TransferFunds) -> tuple[str, CommandResult | None]:
+            async with semaphore:
+                try:
+                    return command.request_id, await run(writers[index % 2], command)
+                except Rejection as rejection:
+                    assert rejection.reason is Reason.INSUFFICIENT_FUNDS, rejection
+                    return command.request_id, None
+
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(*(one(i, c) for i, c in enumerate(commands))), timeout=240
+        )
+        return accounts, {rid: result for rid, result in outcomes if result is not None}
+
+    accounts, accepted = asyncio.run(with_writers(ledger_dsn, body, writers=2, lanes=2))
+    assert 0 < len(accepted) <= transfers_count
+
+    # Fold the whole event store independently of the writer's state table.
+    balances: dict[str, int] = defaultdict(int)
+    versions: dict[str, list[int]] = defaultdict(list)
+    positions: list[int] = []
+    request_events: Counter[str] = Counter()
+    for stored in iter_events(ledger_conn):
+        positions.append(stored.position)
+        versions[stored.stream_id].append(stored.stream_version)
+        request_events[stored.metadata["request_id"]] += 1
+        event = mapper.decode(stored.event_type, stored.schema_version, stored.payload)
+        if isinstance(event, LinePosted):
+            balances[stored.stream_id] += event.signed_amount_minor
+            assert balances[stored.stream_id] == event.balance_after_minor
+
+    assert positions == list(range(1, len(positions) + 1)), "positions are gapless"
+    for stream, stream_versions in versions.items():
+        assert stream_versions == list(range(1, len(stream_versions) + 1)), stream
+    assert sum(balances.values()) == 0, "the currency is conserved"
+    limits = dict(
+        ledger_conn.execute(
+            "SELECT account_id::text, overdraft_limit_minor FROM accounts WHERE kind = 'USER'"
+        ).fetchall()
+    )
+    for account in accounts:
+        assert balances[account] >= -limits[account]
+    for request_id in accepted:
+        assert request_events[request_id] == 2, "one transfer = exactly two lines"
+    state = dict(
+        ledger_conn.execute("SELECT account_id::text, balance_minor FROM accounts").fetchall()
+    )
+    assert state == {a: b for a, b in balances.items()}
+
+
+def test_opposite_transfers_from_two_writers_do_not_deadlock(ledger_dsn: str) -> None:
+    async def body(writers: list[LedgerWriter]) -> int:
+        a = await open_funded(writers[0], 100_000)
+        b = await open_funded(writers[0], 100_000)
+        commands = [
+            TransferFunds(
+                request_id=new_id(),
+                from_account_id=a if i % 2 else b,
+                to_account_id=b if i % 2 else a,
+                amount=eur(1),
+            )
+            for i in range(200)
+        ]
+        results = await asyncio.wait_for(
+            asyncio.gather(*(run(writers[i % 2], c) for i, c in enumerate(commands))), timeout=120
+        )
+        return len(results)
+
+    assert asyncio.run(with_writers(ledger_dsn, body, writers=2)) == 200
+
+
+def test_expiry_job_removes_only_expired_records(
+    ledger_dsn: str, ledger_conn: psycopg.Connection[Any]
+) -> None:
+    async def body(writers: list[LedgerWriter]) -> int:
+        await open_funded(writers[0], 0)
+        ledger_conn.execute(
+            "INSERT INTO idempotency VALUES ('old', 'Deposit', '\\x00', '{}', "
+            "now() - interval '2 days', now() - interval '1 day')"
+        )
+        pool = AsyncConnectionPool(ledger_dsn, min_size=1, max_size=1, open=False)
+        await pool.open(wait=True)
+        try:
+            return await expire_idempotency_records(pool)
+        finally:
+            await pool.close()
+
+    assert asyncio.run(with_writers(ledger_dsn, body)) == 1
+    remaining = ledger_conn.execute(
+        "SELECT count(*) FILTER (WHERE request_id = 'old'), count(*) FROM idempotency"
+    ).fetchone()
+    assert remaining is not None and remaining[0] == 0 and remaining[1] >= 1
+
+
+def test_migrate_is_idempotent(ledger_dsn: str) -> None:
+    assert migrate(ledger_dsn) == []
