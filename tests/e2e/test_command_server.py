@@ -1,0 +1,301 @@
+"""The command server as a real process, called through generated gRPC stubs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
+
+from chronos.domain.ledger import system_account_id
+from chronos.v1 import commands_pb2 as pb
+from chronos.v1 import commands_pb2_grpc, ledger_pb2
+from tests.e2e.helpers import PROJECT_ROOT, free_port, service_process
+from tests.integration.conftest import create_database, drop_database
+
+
+@pytest.fixture(scope="module")
+def server(pg_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    name, dsn = create_database(pg_dsn)
+    address = f"127.0.0.1:{free_port()}"
+    log_path = tmp_path_factory.mktemp("command-server") / "server.log"
+    try:
+        with service_process(
+            "command_server",
+            {"CHRONOS_PG_DSN": dsn, "CHRONOS_COMMAND_ADDR": address},
+            log_path=log_path,
+            grpc_address=address,
+        ):
+            yield address, dsn
+    finally:
+        drop_database(pg_dsn, name)
+
+
+@pytest.fixture(scope="module")
+def stub(server: tuple[str, str]) -> Iterator[commands_pb2_grpc.CommandServiceStub]:
+    with grpc.insecure_channel(server[0]) as channel:
+        yield commands_pb2_grpc.CommandServiceStub(channel)
+
+
+def rid() -> str:
+    return f"e2e-{uuid.uuid4()}"
+
+
+def eur(minor: int) -> ledger_pb2.Money:
+    return ledger_pb2.Money(currency="EUR", minor_units=minor)
+
+
+def open_account(stub: Any, limit_minor: int = 0, currency: str = "EUR") -> str:
+    response = stub.OpenAccount(
+        pb.OpenAccountRequest(
+            request_id=rid(),
+            owner_name="Grace Hopper",
+            currency=currency,
+            overdraft_limit_minor=limit_minor,
+            metadata={"segment": "retail"},
+        ),
+        timeout=10,
+    )
+    uuid.UUID(response.account_id)
+    return str(response.account_id)
+
+
+def error_of(call: Any, request: Any) -> tuple[grpc.StatusCode, str, str, list[str]]:
+    """Calls and returns (code, ErrorInfo reason, message, BadRequest fields)."""
+    with pytest.raises(grpc.RpcError) as caught:
+        call(request, timeout=10)
+    error = caught.value
+    status = rpc_status.from_call(error)
+    assert status is not None, "no rich status details"
+    reason, fields = "", []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+            assert info.domain == "chronos.ledger"
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields = [v.field for v in bad.field_violations]
+    return error.code(), reason, error.details(), fields
+
+
+def test_money_moves_and_every_response_carries_position_and_balances(stub: Any) -> None:
+    a, b = open_account(stub), open_account(stub, limit_minor=100)
+    deposit = stub.Deposit(pb.DepositRequest(request_id=rid(), account_id=a, amount=eur(1000)))
+    assert deposit.entry_id and not deposit.replayed
+    balances = {x.account_id: x.balance.minor_units for x in deposit.balances}
+    assert balances == {a: 1000, system_account_id("EUR"): -1000}
+    transfer = stub.TransferFunds(
+        pb.TransferFundsRequest(
+            request_id=rid(), from_account_id=a, to_account_id=b, amount=eur(300)
+        )
+    )
+    assert transfer.position > deposit.position
+    assert {x.account_id: x.balance.minor_units for x in transfer.balances} == {a: 700, b: 300}
+    withdraw = stub.Withdraw(pb.WithdrawRequest(request_id=rid(), account_id=b, amount=eur(350)))
+    assert {x.account_id: x.balance.minor_units for x in withdraw.balances}[b] == -50
+    fee = open_account(stub)
+    journal = stub.PostJournalEntry(
+        pb.PostJournalEntryRequest(
+            request_id=rid(),
+            description="transfer with fee",
+            lines=[
+                pb.JournalLine(account_id=a, amount=eur(110), side=ledger_pb2.SIDE_DEBIT),
+                pb.JournalLine(account_id=b, amount=eur(100), side=ledger_pb2.SIDE_CREDIT),
+                pb.JournalLine(account_id=fee, amount=eur(10), side=ledger_pb2.SIDE_CREDIT),
+            ],
+        )
+    )
+    assert {x.account_id: x.balance.minor_units for x in journal.balances} == {
+        a: 590,
+        b: 50,
+        fee: 10,
+    }
+    assert len(journal.event_ids) == 3
+
+
+def test_status_commands(stub: Any) -> None:
+    a = open_account(stub)
+    stub.Deposit(pb.DepositRequest(request_id=rid(), account_id=a, amount=eur(5)))
+    frozen = stub.FreezeAccount(
+        pb.FreezeAccountRequest(request_id=rid(), account_id=a, reason="kyc")
+    )
+    assert frozen.account_id == a and frozen.position > 0
+    code, reason, _, _ = error_of(
+        stub.Withdraw, pb.WithdrawRequest(request_id=rid(), account_id=a, amount=eur(1))
+    )
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "ACCOUNT_FROZEN")
+    stub.Deposit(pb.DepositRequest(request_id=rid(), account_id=a, amount=eur(1)))
+    stub.UnfreezeAccount(pb.UnfreezeAccountRequest(request_id=rid(), account_id=a))
+    code, reason, _, _ = error_of(
+        stub.CloseAccount, pb.CloseAccountRequest(request_id=rid(), account_id=a)
+    )
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "ACCOUNT_NOT_EMPTY")
+    stub.Withdraw(pb.WithdrawRequest(request_id=rid(), account_id=a, amount=eur(6)))
+    closed = stub.CloseAccount(pb.CloseAccountRequest(request_id=rid(), account_id=a))
+    assert closed.balances[0].balance.minor_units == 0
+    code, reason, _, _ = error_of(
+        stub.Deposit, pb.DepositRequest(request_id=rid(), account_id=a, amount=eur(1))
+    )
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "ACCOUNT_CLOSED")
+
+
+def test_replay_and_key_reuse(stub: Any) -> None:
+    a = open_account(stub)
+    request = pb.DepositRequest(request_id=rid(), account_id=a, amount=eur(10))
+    first = stub.Deposit(request)
+    again = stub.Deposit(request)
+    assert again.replayed and not first.replayed
+    assert (again.position, again.entry_id) == (first.position, first.entry_id)
+    request.amount.minor_units = 11
+    code, reason, _, _ = error_of(stub.Deposit, request)
+    assert (code, reason) == (grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED")
+    # OpenAccount without an id: a retry gets the id generated the first time.
+    open_request = pb.OpenAccountRequest(request_id=rid(), owner_name="Retry", currency="EUR")
+    assert stub.OpenAccount(open_request).account_id == stub.OpenAccount(open_request).account_id
+
+
+@pytest.mark.parametrize(
+    ("method", "request_message", "fields"),
+    [
+        ("Deposit", pb.DepositRequest(account_id=str(uuid.uuid4()), amount=eur(1)), ["request_id"]),
+        (
+            "Deposit",
+            pb.DepositRequest(request_id="x", account_id="not-a-uuid", amount=eur(0)),
+            ["account_id", "amount.minor_units"],
+        ),
+        (
+            "Withdraw",
+            pb.WithdrawRequest(
+                request_id="x",
+                account_id=str(uuid.uuid4()),
+                amount=ledger_pb2.Money(currency="eur", minor_units=1),
+            ),
+            ["amount.currency"],
+        ),
+        (
+            "TransferFunds",
+            pb.TransferFundsRequest(
+                request_id="x",
+                from_account_id="11111111-1111-4111-8111-111111111111",
+                to_account_id="11111111-1111-4111-8111-111111111111",
+                amount=eur(1),
+            ),
+            ["to_account_id"],
+        ),
+        ("PostJournalEntry", pb.PostJournalEntryRequest(request_id="x"), ["lines"]),
+        (
+            "OpenAccount",
+            pb.OpenAccountRequest(request_id="x", owner_name="o" * 201, currency="EUR"),
+            ["owner_name"],
+        ),
+        (
+            "FreezeAccount",
+            pb.FreezeAccountRequest(request_id="r" * 129, account_id=str(uuid.uuid4())),
+            ["request_id"],
+        ),
+    ],
+)
+def test_invalid_requests_get_invalid_argument_with_field_violations(
+    stub: Any, method: str, request_message: Any, fields: list[str]
+) -> None:
+    code, reason, message, violations = error_of(getattr(stub, method), request_message)
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert reason == "VALIDATION_FAILED"
+    assert violations == fields
+    assert message.startswith("The request is invalid")
+
+
+def test_business_rejections_map_to_their_codes(stub: Any) -> None:
+    a = open_account(stub)
+    usd = open_account(stub, currency="USD")
+    cases = [
+        (
+            stub.Withdraw,
+            pb.WithdrawRequest(request_id=rid(), account_id=a, amount=eur(1)),
+            (grpc.StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_FUNDS"),
+        ),
+        (
+            stub.Deposit,
+            pb.DepositRequest(request_id=rid(), account_id=str(uuid.uuid4()), amount=eur(1)),
+            (grpc.StatusCode.NOT_FOUND, "ACCOUNT_NOT_FOUND"),
+        ),
+        (
+            stub.OpenAccount,
+            pb.OpenAccountRequest(request_id=rid(), account_id=a, owner_name="x", currency="EUR"),
+            (grpc.StatusCode.ALREADY_EXISTS, "ACCOUNT_EXISTS"),
+        ),
+        (
+            stub.TransferFunds,
+            pb.TransferFundsRequest(
+                request_id=rid(), from_account_id=usd, to_account_id=a, amount=eur(1)
+            ),
+            (grpc.StatusCode.FAILED_PRECONDITION, "CURRENCY_MISMATCH"),
+        ),
+        (
+            stub.UnfreezeAccount,
+            pb.UnfreezeAccountRequest(request_id=rid(), account_id=a),
+            (grpc.StatusCode.FAILED_PRECONDITION, "ACCOUNT_NOT_FROZEN"),
+        ),
+    ]
+    for call, request, expected in cases:
+        code, reason, message, _ = error_of(call, request)
+        assert (code, reason) == expected
+        assert message and "Traceback" not in message
+
+
+def test_health_and_reflection_list_the_service(server: tuple[str, str]) -> None:
+    with grpc.insecure_channel(server[0]) as channel:
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = reflection.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
+        )
+        names = {s.name for r in responses for s in r.list_services_response.service}
+    assert "chronos.v1.CommandService" in names
+    assert "grpc.health.v1.Health" in names
+
+
+def test_sigterm_shuts_down_cleanly(pg_dsn: str, tmp_path: Path) -> None:
+    name, dsn = create_database(pg_dsn)
+    address = f"127.0.0.1:{free_port()}"
+    try:
+        with service_process(
+            "command_server",
+            {"CHRONOS_PG_DSN": dsn, "CHRONOS_COMMAND_ADDR": address},
+            log_path=tmp_path / "server.log",
+            grpc_address=address,
+        ) as process:
+            with grpc.insecure_channel(address) as channel:
+                open_account(commands_pb2_grpc.CommandServiceStub(channel))
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0
+        assert "command server stopped" in (tmp_path / "server.log").read_text()
+    finally:
+        drop_database(pg_dsn, name)
+
+
+def test_bad_configuration_exits_with_a_clear_message() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHRONOS_")}
+    env["PYTHONPATH"] = str(PROJECT_ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "command_server"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=PROJECT_ROOT,
+    )
+    assert result.returncode == 2
+    assert "CHRONOS_PG_DSN is not set" in result.stderr
