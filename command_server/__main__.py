@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import sys
 
 import grpc
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from psycopg_pool import AsyncConnectionPool
 
+from chronos import telemetry
 from chronos.config import ConfigError
 from chronos.event_store.maintenance import expire_idempotency_records, run_periodically
 from chronos.event_store.writer import LedgerWriter, WriterSettings
+from chronos.metrics import DB_POOL_IN_USE, DB_POOL_WAITING, MetricsInterceptor, serve_metrics
 from chronos.rpc import serve
 from chronos.v1 import commands_pb2, commands_pb2_grpc
 from command_server.config import CommandServerConfig
@@ -52,14 +56,17 @@ async def run(config: CommandServerConfig) -> None:
         )
     )
 
+    pool_gauges = asyncio.create_task(_report_pool(pool, stop_jobs))
+
     def register(server: grpc.aio.Server) -> list[str]:
-        servicer = CommandServicer(writer)
+        servicer = CommandServicer(writer, traceparent=telemetry.current_traceparent)
         commands_pb2_grpc.add_CommandServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
         return [commands_pb2.DESCRIPTOR.services_by_name["CommandService"].full_name]
 
     async def on_stop() -> None:
         stop_jobs.set()
         await expiry
+        await pool_gauges
         await writer.close()
         await pool.close()
 
@@ -67,20 +74,36 @@ async def run(config: CommandServerConfig) -> None:
         name="command server",
         address=config.address,
         register=register,
+        interceptors=[aio_server_interceptor(), MetricsInterceptor("command")],  # type: ignore[no-untyped-call]
         on_stop=on_stop,
         shutdown_grace_seconds=config.shutdown_grace_seconds,
         reuse_port=config.reuse_port,
     )
 
 
+async def _report_pool(pool: AsyncConnectionPool, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        stats = pool.get_stats()
+        DB_POOL_IN_USE.labels("command").set(
+            stats.get("pool_size", 0) - stats.get("pool_available", 0)
+        )
+        DB_POOL_WAITING.labels("command").set(stats.get("requests_waiting", 0))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
+
+
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         config = CommandServerConfig.from_env()
     except ConfigError as error:
         print(f"command server: {error}", file=sys.stderr)
         return 2
-    asyncio.run(run(config))
+    telemetry.configure("command-server")
+    serve_metrics(config.metrics_port)
+    try:
+        asyncio.run(run(config))
+    finally:
+        telemetry.shutdown()
     return 0
 
 

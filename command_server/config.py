@@ -22,6 +22,7 @@ class CommandServerConfig:
     shutdown_grace_seconds: float
     topic: str
     reuse_port: bool
+    metrics_port: int
 
     @classmethod
     def from_env(cls) -> CommandServerConfig:
@@ -55,4 +56,5 @@ class CommandServerConfig:
             ),
             topic=os.environ.get("CHRONOS_EVENTS_TOPIC", "chronos.ledger.events"),
             reuse_port=os.environ.get("CHRONOS_REUSE_PORT", "0") == "1",
+            metrics_port=env_int("CHRONOS_COMMAND_METRICS_PORT", 9101, minimum=0, maximum=65535),
         )

@@ -38,6 +38,7 @@ from chronos.event_store.writer import (
     StoreFailure,
     StoreUnavailable,
 )
+from chronos.metrics import COMMANDS_REJECTED
 from chronos.rpc import abort, rejection_status, rich_status
 from chronos.v1 import commands_pb2, commands_pb2_grpc, ledger_pb2
 
@@ -182,6 +183,12 @@ class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
             )
             result = await self._writer.execute(command, payload_hash, command_context)
         except Rejection as rejection:
+            COMMANDS_REJECTED.labels(rejection.reason.value).inc()
+            _logger.info(
+                "command rejected: %s",
+                rejection.reason.value,
+                extra={"request_id": command.request_id},
+            )
             await abort(context, rejection_status(rejection))
             raise AssertionError("abort() returned") from rejection
         except StoreUnavailable as error:

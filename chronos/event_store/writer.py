@@ -31,9 +31,11 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from opentelemetry import trace
 from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from chronos import telemetry
 from chronos.domain.commands import Command
 from chronos.domain.errors import Reason, Rejection
 from chronos.domain.events import AccountKind, DomainEvent
@@ -41,6 +43,7 @@ from chronos.domain.ledger import Account, AccountStatus, accounts_touched, deci
 from chronos.errors import ChronosError
 from chronos.event_store import mapper
 from chronos.event_store.results import AccountBalance, CommandResult
+from chronos.metrics import WRITER_BATCH_SIZE
 from chronos.outbox import contract
 
 _logger = logging.getLogger(__name__)
@@ -244,16 +247,28 @@ class LedgerWriter:
 
     async def _transaction(self, batch: list[_Pending]) -> list[CommandResult | Rejection]:
         settings = self._settings
-        async with self._pool.connection(timeout=settings.connection_timeout_seconds) as conn:
-            outcomes_final = await self._transaction_on(conn, batch)
-            if any(isinstance(o, CommandResult) and not o.replayed for o in outcomes_final):
-                # Wake the outbox poller. Sent after the commit, never inside the write
-                # transaction: NOTIFY there takes a global lock that serializes commits.
-                await conn.execute("SELECT pg_notify(%s, '')", (NOTIFY_CHANNEL,))
-            return outcomes_final
+        WRITER_BATCH_SIZE.observe(len(batch))
+        # One span per traced command, each covering this shared transaction; the events
+        # carry the span's traceparent so the outbox publish continues from it.
+        spans = [_start_span(pending.context.traceparent, len(batch)) for pending in batch]
+        traceparents = [
+            telemetry.traceparent_of(span) if span is not None else "" for span in spans
+        ]
+        try:
+            async with self._pool.connection(timeout=settings.connection_timeout_seconds) as conn:
+                outcomes_final = await self._transaction_on(conn, batch, traceparents)
+                if any(isinstance(o, CommandResult) and not o.replayed for o in outcomes_final):
+                    # Wake the outbox poller. Sent after the commit, never inside the write
+                    # transaction: NOTIFY there takes a global lock that serializes commits.
+                    await conn.execute("SELECT pg_notify(%s, '')", (NOTIFY_CHANNEL,))
+                return outcomes_final
+        finally:
+            for span in spans:
+                if span is not None:
+                    span.end()
 
     async def _transaction_on(
-        self, conn: psycopg.AsyncConnection[Any], batch: list[_Pending]
+        self, conn: psycopg.AsyncConnection[Any], batch: list[_Pending], traceparents: list[str]
     ) -> list[CommandResult | Rejection]:
         settings = self._settings
         outcomes: list[CommandResult | Rejection | None] = [None] * len(batch)
@@ -309,6 +324,8 @@ class LedgerWriter:
                     continue
                 start = len(new_events)
                 metadata = pending.context.metadata()
+                if traceparents[i]:
+                    metadata["traceparent"] = traceparents[i]
                 for event in decision.events:
                     stream_id = event.account_id
                     current = accounts.get(stream_id)
@@ -535,6 +552,17 @@ def outbox_headers(stored: mapper.StoredEvent) -> dict[str, str]:
     if traceparent:
         headers[contract.HEADER_TRACEPARENT] = traceparent
     return headers
+
+
+def _start_span(traceparent: str, batch_size: int) -> trace.Span | None:
+    parent = telemetry.context_from_traceparent(traceparent)
+    if parent is None:
+        return None
+    return telemetry.tracer(__name__).start_span(
+        "postgres.transaction",
+        context=parent,
+        attributes={"db.system": "postgresql", "chronos.batch_commands": batch_size},
+    )
 
 
 def _present(account: Account | None) -> Account:

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,19 +24,21 @@ from chronos.v1 import commands_pb2_grpc, ledger_pb2
 from tests.e2e.helpers import PROJECT_ROOT, free_port, service_process
 from tests.integration.conftest import create_database, drop_database
 
+METRICS_PORT = free_port()
+
 
 @pytest.fixture(scope="module")
 def server(pg_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     name, dsn = create_database(pg_dsn)
     address = f"127.0.0.1:{free_port()}"
     log_path = tmp_path_factory.mktemp("command-server") / "server.log"
+    env = {
+        "CHRONOS_PG_DSN": dsn,
+        "CHRONOS_COMMAND_ADDR": address,
+        "CHRONOS_COMMAND_METRICS_PORT": str(METRICS_PORT),
+    }
     try:
-        with service_process(
-            "command_server",
-            {"CHRONOS_PG_DSN": dsn, "CHRONOS_COMMAND_ADDR": address},
-            log_path=log_path,
-            grpc_address=address,
-        ):
+        with service_process("command_server", env, log_path=log_path, grpc_address=address):
             yield address, dsn
     finally:
         drop_database(pg_dsn, name)
@@ -267,13 +270,53 @@ def test_health_and_reflection_list_the_service(server: tuple[str, str]) -> None
     assert "grpc.health.v1.Health" in names
 
 
+def scrape(port: int) -> dict[str, float]:
+    """The metrics endpoint as {sample name with labels: value}."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    samples = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def test_metrics_count_requests_rejections_and_batches(stub: Any) -> None:
+    before = scrape(METRICS_PORT)
+    a = open_account(stub)
+    stub.Deposit(pb.DepositRequest(request_id=rid(), account_id=a, amount=eur(5)))
+    error_of(stub.Withdraw, pb.WithdrawRequest(request_id=rid(), account_id=a, amount=eur(6)))
+    after = scrape(METRICS_PORT)
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    ok = 'chronos_grpc_requests_total{code="OK",method="Deposit",service="command"}'
+    refused = (
+        'chronos_grpc_requests_total{code="FAILED_PRECONDITION",method="Withdraw",'
+        'service="command"}'
+    )
+    assert delta(ok) == 1
+    assert delta(refused) == 1
+    assert delta('chronos_commands_rejected_total{reason="INSUFFICIENT_FUNDS"}') == 1
+    assert delta("chronos_writer_batch_commands_count") >= 3
+    assert (
+        delta('chronos_grpc_request_duration_seconds_count{method="OpenAccount",service="command"}')
+        == 1
+    )
+
+
 def test_sigterm_shuts_down_cleanly(pg_dsn: str, tmp_path: Path) -> None:
     name, dsn = create_database(pg_dsn)
     address = f"127.0.0.1:{free_port()}"
     try:
         with service_process(
             "command_server",
-            {"CHRONOS_PG_DSN": dsn, "CHRONOS_COMMAND_ADDR": address},
+            {
+                "CHRONOS_PG_DSN": dsn,
+                "CHRONOS_COMMAND_ADDR": address,
+                "CHRONOS_COMMAND_METRICS_PORT": "0",
+            },
             log_path=tmp_path / "server.log",
             grpc_address=address,
         ) as process:

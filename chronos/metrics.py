@@ -1,0 +1,119 @@
+"""Prometheus metrics of every Chronos process, defined in one place.
+
+Names follow Prometheus conventions: ``chronos_`` prefix, base units, ``_seconds`` and
+``_total`` suffixes. Each process exposes the ones it updates on its own ``/metrics``
+port (``serve_metrics``); ``chronos top`` and the Grafana dashboard read them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+# Latency buckets from 0.5 ms to 10 s: the interesting range for a ledger on one machine.
+_LATENCY_BUCKETS_SECONDS = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+GRPC_REQUESTS = Counter(
+    "chronos_grpc_requests_total", "gRPC requests handled.", ["service", "method", "code"]
+)
+GRPC_LATENCY = Histogram(
+    "chronos_grpc_request_duration_seconds",
+    "gRPC request handling time.",
+    ["service", "method"],
+    buckets=_LATENCY_BUCKETS_SECONDS,
+)
+COMMANDS_REJECTED = Counter(
+    "chronos_commands_rejected_total", "Commands refused, by reason.", ["reason"]
+)
+WRITER_BATCH_SIZE = Histogram(
+    "chronos_writer_batch_commands",
+    "Commands per group-commit transaction.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)
+DB_POOL_IN_USE = Gauge("chronos_db_pool_connections_in_use", "Pool connections lent out.", ["pool"])
+DB_POOL_WAITING = Gauge(
+    "chronos_db_pool_requests_waiting", "Requests waiting for a pool connection.", ["pool"]
+)
+OUTBOX_BACKLOG = Gauge("chronos_outbox_backlog_rows", "Outbox rows not yet published.")
+OUTBOX_OLDEST_AGE = Gauge(
+    "chronos_outbox_oldest_unpublished_age_seconds", "Age of the oldest unpublished row."
+)
+OUTBOX_PUBLISHED = Counter("chronos_outbox_published_total", "Outbox rows published and marked.")
+OUTBOX_PUBLISH_LATENCY = Histogram(
+    "chronos_outbox_publish_latency_seconds",
+    "From the event's commit to the broker's acknowledgement.",
+    buckets=_LATENCY_BUCKETS_SECONDS,
+)
+OUTBOX_LEADER = Gauge("chronos_outbox_leader", "1 while this poller holds leadership.")
+KAFKA_CONSUMER_LAG = Gauge(
+    "chronos_kafka_consumer_lag_messages", "Messages behind the partition's end.", ["partition"]
+)
+PROJECTION_LAG = Histogram(
+    "chronos_projection_lag_seconds",
+    "From the event's commit to its documents being searchable.",
+    buckets=_LATENCY_BUCKETS_SECONDS,
+)
+PROJECTED_EVENTS = Counter("chronos_projected_events_total", "Events applied to the read model.")
+ES_BULK_LATENCY = Histogram(
+    "chronos_elasticsearch_bulk_duration_seconds",
+    "Elasticsearch bulk request time.",
+    buckets=_LATENCY_BUCKETS_SECONDS,
+)
+ES_BULK_FAILURES = Counter(
+    "chronos_elasticsearch_bulk_failures_total", "Bulk requests that failed and were retried."
+)
+PROJECTION_WATERMARK = Gauge(
+    "chronos_projection_watermark_position", "Highest position visible on the read side."
+)
+
+
+def serve_metrics(port: int) -> None:
+    """Serves ``/metrics`` on 127.0.0.1:``port`` from a daemon thread (0: disabled)."""
+    if port:
+        start_http_server(port, addr="127.0.0.1")
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Counts and times every unary call by method and final status code."""
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        inner = handler.unary_unary
+        service = self._service
+
+        async def timed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            start = time.perf_counter()
+            code = "UNKNOWN"
+            try:
+                response = await inner(request, context)
+                code = "OK"
+                return response
+            except grpc.aio.AbortError:
+                status = context.code()
+                code = status.name if status is not None else "UNKNOWN"
+                raise
+            finally:
+                GRPC_REQUESTS.labels(service, method, code).inc()
+                GRPC_LATENCY.labels(service, method).observe(time.perf_counter() - start)
+
+        return grpc.unary_unary_rpc_method_handler(
+            timed,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
