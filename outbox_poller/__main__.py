@@ -7,7 +7,9 @@ import signal
 import sys
 import threading
 
+from chronos import telemetry
 from chronos.config import ConfigError
+from chronos.metrics import serve_metrics
 from outbox_poller.config import PollerConfig
 from outbox_poller.relay import KafkaUnavailable, OutboxRelay
 
@@ -15,12 +17,13 @@ _logger = logging.getLogger("outbox_poller")
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         config = PollerConfig.from_env()
     except ConfigError as error:
         print(f"outbox poller: {error}", file=sys.stderr)
         return 2
+    telemetry.configure("outbox-poller")
+    serve_metrics(config.metrics_port)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -31,7 +34,10 @@ def main() -> int:
         # Not fatal: the leader creates the topic once Kafka answers.
         _logger.warning("%s", error)
     _logger.info("outbox poller started (topic %s)", config.topic)
-    relay.run(stop)
+    try:
+        relay.run(stop)
+    finally:
+        telemetry.shutdown()
     _logger.info("outbox poller stopped")
     return 0
 

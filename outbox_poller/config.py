@@ -24,6 +24,7 @@ class PollerConfig:
     retention_seconds: int
     prune_interval_seconds: float
     standby_check_seconds: float
+    metrics_port: int = 0
 
     @classmethod
     def from_env(cls) -> PollerConfig:
@@ -57,6 +58,7 @@ class PollerConfig:
             prune_interval_seconds=env_float(
                 "CHRONOS_OUTBOX_PRUNE_INTERVAL_SECONDS", 60.0, minimum=0.1, maximum=86400.0
             ),
+            metrics_port=env_int("CHRONOS_POLLER_METRICS_PORT", 9103, minimum=0, maximum=65535),
             standby_check_seconds=env_float(
                 "CHRONOS_POLLER_STANDBY_CHECK_SECONDS", 1.0, minimum=0.05, maximum=60.0
             ),

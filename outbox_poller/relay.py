@@ -28,19 +28,30 @@ import random
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from chronos import telemetry
 from chronos.errors import ChronosError
 from chronos.event_store.writer import NOTIFY_CHANNEL
+from chronos.metrics import (
+    OUTBOX_BACKLOG,
+    OUTBOX_LEADER,
+    OUTBOX_OLDEST_AGE,
+    OUTBOX_PUBLISH_LATENCY,
+    OUTBOX_PUBLISHED,
+)
 from chronos.outbox import contract
 from outbox_poller.config import PollerConfig
 
 _logger = logging.getLogger(__name__)
 
+# How often the leader counts the backlog for the metrics (a cheap index-only scan).
+_BACKLOG_REPORT_SECONDS = 1.0
 # Arbitrary constant: the key of the advisory lock that elects the publishing poller.
 LEADER_LOCK_KEY = 0x4F_55_54_42_4F_58
 
@@ -119,6 +130,7 @@ class OutboxRelay:
         self._producer = producer or Producer(producer_settings(config.kafka_bootstrap))
         self._partitions = 0
         self._last_prune_monotonic = 0.0
+        self._last_backlog_monotonic = 0.0
         self.is_leader = False
 
     def ensure_topic(self) -> None:
@@ -142,6 +154,7 @@ class OutboxRelay:
                 backoff_seconds = 0.05
             except psycopg.OperationalError as error:
                 self.is_leader = False
+                OUTBOX_LEADER.set(0)
                 _logger.warning("database unavailable, retrying: %s", error)
                 stop.wait(random.uniform(0, backoff_seconds))
                 backoff_seconds = min(backoff_seconds * 2, self._config.kafka_backoff_seconds_max)
@@ -158,6 +171,7 @@ class OutboxRelay:
         else:
             return
         self.is_leader = True
+        OUTBOX_LEADER.set(1)
         _logger.info("outbox poller is the leader")
         if not self._partitions:
             self.ensure_topic()
@@ -176,6 +190,7 @@ class OutboxRelay:
                 )
                 continue
             self._maybe_prune(conn)
+            self._maybe_report_backlog(conn)
             if published:
                 # Busy: go straight back for more (batches grow under load by themselves).
                 idle_wait_seconds = config.idle_wait_seconds_min
@@ -219,6 +234,7 @@ class OutboxRelay:
             prefix.append(row.position)
         if prefix:
             self.mark_published(conn, prefix)
+            OUTBOX_PUBLISHED.inc(len(prefix))
             self._send_markers(prefix[-1])
         if len(prefix) < len(rows):
             raise KafkaUnavailable(
@@ -235,23 +251,41 @@ class OutboxRelay:
     def _produce_and_flush(self, rows: list[OutboxRow]) -> set[int]:
         acknowledged: set[int] = set()
         failures: list[str] = []
+        start_ns = time.time_ns()
 
-        def on_delivery(position: int, error: KafkaError | None, _message: Message) -> None:
+        def on_delivery(row: OutboxRow, error: KafkaError | None, _message: Message) -> None:
             # Runs inside flush()/poll(); it must not raise.
             if error is None:
-                acknowledged.add(position)
+                acknowledged.add(row.position)
+                recorded_at = row.headers.get(contract.HEADER_RECORDED_AT)
+                if recorded_at:
+                    OUTBOX_PUBLISH_LATENCY.observe(
+                        max(0.0, time.time() - datetime.fromisoformat(recorded_at).timestamp())
+                    )
             else:
                 failures.append(str(error))
 
+        spans: list[tuple[Any, OutboxRow]] = []
         for row in rows:
-            headers = [(name, value.encode()) for name, value in row.headers.items()]
+            headers = dict(row.headers)
+            parent = row.headers.get(contract.HEADER_TRACEPARENT, "")
+            if parent:
+                # The publish span continues the command's trace; the consumer continues
+                # from the publish span, so the header carries the latter.
+                span = _publish_span(parent, row, start_ns, self._config.topic)
+                if span is not None:
+                    spans.append((span, row))
+                    headers[contract.HEADER_TRACEPARENT] = telemetry.traceparent_of(span)
             self._produce(
                 key=row.key.encode(),
                 value=row.payload,
-                headers=headers,
-                on_delivery=functools.partial(on_delivery, row.position),
+                headers=[(name, value.encode()) for name, value in headers.items()],
+                on_delivery=functools.partial(on_delivery, row),
             )
         remaining = self._producer.flush(self._config.flush_timeout_seconds)
+        for span, row in spans:
+            span.set_attribute("chronos.acknowledged", row.position in acknowledged)
+            span.end()
         if remaining or failures:
             _logger.warning(
                 "%d messages unacknowledged, %d failed: %s", remaining, len(failures), failures[:3]
@@ -279,6 +313,19 @@ class OutboxRelay:
                 self._producer.poll(0.05)
         raise KafkaUnavailable("the producer queue stayed full")
 
+    def _maybe_report_backlog(self, conn: psycopg.Connection[Any]) -> None:
+        now = time.monotonic()
+        if now - self._last_backlog_monotonic < _BACKLOG_REPORT_SECONDS:
+            return
+        self._last_backlog_monotonic = now
+        row = conn.execute(
+            """SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)
+               FROM outbox WHERE published_at IS NULL"""
+        ).fetchone()
+        assert row is not None
+        OUTBOX_BACKLOG.set(row[0])
+        OUTBOX_OLDEST_AGE.set(float(row[1]))
+
     def _maybe_prune(self, conn: psycopg.Connection[Any]) -> None:
         now = time.monotonic()
         if now - self._last_prune_monotonic < self._config.prune_interval_seconds:
@@ -287,6 +334,22 @@ class OutboxRelay:
         pruned = prune_published(conn, self._config.retention_seconds)
         if pruned:
             _logger.info("pruned %d published outbox rows", pruned)
+
+
+def _publish_span(traceparent: str, row: OutboxRow, start_ns: int, topic: str) -> Any:
+    parent = telemetry.context_from_traceparent(traceparent)
+    if parent is None:
+        return None
+    return telemetry.tracer(__name__).start_span(
+        "outbox.publish",
+        context=parent,
+        start_time=start_ns,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.destination.name": topic,
+            "chronos.position": row.position,
+        },
+    )
 
 
 def prune_published(
