@@ -17,6 +17,7 @@ _AREAS = (
     "chronos.infra.cli",
     "chronos.event_store.cli",
     "chronos.read_model.cli",
+    "chronos.top",
 )
 
 
