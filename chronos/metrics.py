@@ -7,6 +7,7 @@ port (``serve_metrics``); ``chronos top`` and the Grafana dashboard read them.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -74,9 +75,13 @@ PROJECTION_WATERMARK = Gauge(
 
 
 def serve_metrics(port: int) -> None:
-    """Serves ``/metrics`` on 127.0.0.1:``port`` from a daemon thread (0: disabled)."""
+    """Serves ``/metrics`` on ``port`` from a daemon thread (0: disabled).
+
+    Binds 127.0.0.1 unless ``CHRONOS_METRICS_HOST`` says otherwise (containers set
+    0.0.0.0 so that Prometheus in another container can scrape them).
+    """
     if port:
-        start_http_server(port, addr="127.0.0.1")
+        start_http_server(port, addr=os.environ.get("CHRONOS_METRICS_HOST", "127.0.0.1"))
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
