@@ -371,21 +371,21 @@ class LedgerWriter:
                 )
                 outcomes[i] = results[i]
 
-            async with conn.pipeline():
-                await self._insert_events(conn, new_events, first_position, recorded_at)
-                changed = dict.fromkeys(e.stream_id for e in new_events)
-                await self._upsert_accounts(
-                    conn, [_present(accounts[a]) for a in changed], recorded_at
-                )
-                await conn.execute(
-                    """UPDATE idempotency AS i SET response = v.response::jsonb
-                       FROM unnest(%s::text[], %s::text[]) AS v(request_id, response)
-                       WHERE i.request_id = v.request_id""",
-                    (
-                        [batch[i].context.request_id for i in results],
-                        [result.to_json() for result in results.values()],
-                    ),
-                )
+            await self._insert_events(conn, new_events, first_position, recorded_at)
+            changed = dict.fromkeys(e.stream_id for e in new_events)
+            opened = {e.stream_id for e in new_events if e.stream_version == 1}
+            await self._save_accounts(
+                conn, [_present(accounts[a]) for a in changed], opened, recorded_at
+            )
+            await conn.execute(
+                """UPDATE idempotency AS i SET response = v.response::jsonb
+                   FROM unnest(%s::text[], %s::text[]) AS v(request_id, response)
+                   WHERE i.request_id = v.request_id""",
+                (
+                    [batch[i].context.request_id for i in results],
+                    [result.to_json() for result in results.values()],
+                ),
+            )
         final = [o for o in outcomes if o is not None]
         assert len(final) == len(batch), "every command must have an outcome"
         return final
@@ -455,8 +455,12 @@ class LedgerWriter:
         first_position: int,
         recorded_at: datetime,
     ) -> None:
-        positions, event_ids, streams, versions, types, payloads, metas = [], [], [], [], [], [], []
-        headers, envelopes = [], []
+        # COPY, not INSERT .. unnest(arrays): psycopg formats COPY rows in C, while array
+        # parameters are dumped element by element in Python; on this hot path that is
+        # about four times less CPU per event (measured, see README "Performance").
+        event_rows = []
+        outbox_rows = []
+        topic = self._settings.topic
         for offset, new in enumerate(new_events):
             event_type, schema_version, payload = mapper.encode(new.event)
             stored = mapper.StoredEvent(
@@ -470,72 +474,93 @@ class LedgerWriter:
                 metadata=new.metadata,
                 recorded_at=recorded_at,
             )
-            positions.append(stored.position)
-            event_ids.append(stored.event_id)
-            streams.append(stored.stream_id)
-            versions.append(stored.stream_version)
-            types.append(event_type)
-            payloads.append(payload)
-            metas.append(json.dumps(new.metadata))
-            headers.append(json.dumps(outbox_headers(stored)))
-            envelopes.append(mapper.envelope(stored).SerializeToString())
-        await conn.execute(
-            """INSERT INTO events (position, event_id, stream_id, stream_version, event_type,
-                                   schema_version, payload, metadata, recorded_at)
-               SELECT p, e, s, v, t, %s, b, m::jsonb, %s
-               FROM unnest(%s::bigint[], %s::uuid[], %s::uuid[], %s::bigint[], %s::text[],
-                           %s::bytea[], %s::text[]) AS u(p, e, s, v, t, b, m)""",
-            (
-                mapper.SCHEMA_VERSION_CURRENT,
-                recorded_at,
-                positions,
-                event_ids,
-                streams,
-                versions,
-                types,
-                payloads,
-                metas,
-            ),
-        )
-        await conn.execute(
-            """INSERT INTO outbox (position, event_id, topic, key, payload, headers, created_at)
-               SELECT p, e, %s, k, b, h::jsonb, %s
-               FROM unnest(%s::bigint[], %s::uuid[], %s::text[], %s::bytea[], %s::text[])
-                    AS u(p, e, k, b, h)""",
-            (self._settings.topic, recorded_at, positions, event_ids, streams, envelopes, headers),
-        )
+            event_rows.append(
+                (
+                    stored.position,
+                    stored.event_id,
+                    stored.stream_id,
+                    stored.stream_version,
+                    event_type,
+                    schema_version,
+                    payload,
+                    json.dumps(new.metadata),
+                    recorded_at,
+                )
+            )
+            outbox_rows.append(
+                (
+                    stored.position,
+                    stored.event_id,
+                    topic,
+                    stored.stream_id,
+                    mapper.envelope(stored).SerializeToString(),
+                    json.dumps(outbox_headers(stored)),
+                    recorded_at,
+                )
+            )
+        cursor = conn.cursor()
+        async with cursor.copy(
+            """COPY events (position, event_id, stream_id, stream_version, event_type,
+                            schema_version, payload, metadata, recorded_at) FROM STDIN"""
+        ) as copy:
+            for row in event_rows:
+                await copy.write_row(row)
+        async with cursor.copy(
+            """COPY outbox (position, event_id, topic, key, payload, headers, created_at)
+               FROM STDIN"""
+        ) as copy:
+            for outbox_row in outbox_rows:
+                await copy.write_row(outbox_row)
 
     @staticmethod
-    async def _upsert_accounts(
+    async def _save_accounts(
         conn: psycopg.AsyncConnection[Any],
         accounts: list[Account],
+        opened: set[str],
         recorded_at: datetime,
     ) -> None:
-        await conn.execute(
-            """INSERT INTO accounts (account_id, kind, owner_name, currency,
-                                     overdraft_limit_minor, status, balance_minor, version,
-                                     metadata, opened_at, updated_at)
-               SELECT a, k, o, c, l, s, b, v, m::jsonb, %s, %s
-               FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::bigint[],
-                           %s::text[], %s::bigint[], %s::bigint[], %s::text[])
-                    AS u(a, k, o, c, l, s, b, v, m)
-               ON CONFLICT (account_id) DO UPDATE
-               SET status = excluded.status, balance_minor = excluded.balance_minor,
-                   version = excluded.version, updated_at = excluded.updated_at""",
-            (
-                recorded_at,
-                recorded_at,
-                [a.account_id for a in accounts],
-                [a.kind.value for a in accounts],
-                [a.owner_name for a in accounts],
-                [a.currency for a in accounts],
-                [a.overdraft_limit_minor for a in accounts],
-                [a.status.value for a in accounts],
-                [a.balance_minor for a in accounts],
-                [a.version for a in accounts],
-                [json.dumps(dict(a.metadata)) for a in accounts],
-            ),
-        )
+        """Writes the new state of every changed account: new ones by COPY, existing ones
+        by one UPDATE of the four columns that can change."""
+        new = [a for a in accounts if a.account_id in opened]
+        existing = [a for a in accounts if a.account_id not in opened]
+        if new:
+            async with conn.cursor().copy(
+                """COPY accounts (account_id, kind, owner_name, currency, overdraft_limit_minor,
+                                  status, balance_minor, version, metadata, opened_at,
+                                  updated_at) FROM STDIN"""
+            ) as copy:
+                for a in new:
+                    await copy.write_row(
+                        (
+                            a.account_id,
+                            a.kind.value,
+                            a.owner_name,
+                            a.currency,
+                            a.overdraft_limit_minor,
+                            a.status.value,
+                            a.balance_minor,
+                            a.version,
+                            json.dumps(dict(a.metadata)),
+                            recorded_at,
+                            recorded_at,
+                        )
+                    )
+        if existing:
+            await conn.execute(
+                """UPDATE accounts AS a
+                   SET status = u.status, balance_minor = u.balance_minor,
+                       version = u.version, updated_at = %s
+                   FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[])
+                        AS u(account_id, status, balance_minor, version)
+                   WHERE a.account_id = u.account_id::uuid""",
+                (
+                    recorded_at,
+                    [a.account_id for a in existing],
+                    [a.status.value for a in existing],
+                    [a.balance_minor for a in existing],
+                    [a.version for a in existing],
+                ),
+            )
 
 
 def outbox_headers(stored: mapper.StoredEvent) -> dict[str, str]:
