@@ -23,6 +23,7 @@ class CommandServerConfig:
     topic: str
     reuse_port: bool
     metrics_port: int
+    processes: int
 
     @classmethod
     def from_env(cls) -> CommandServerConfig:
@@ -57,4 +58,5 @@ class CommandServerConfig:
             topic=os.environ.get("CHRONOS_EVENTS_TOPIC", "chronos.ledger.events"),
             reuse_port=os.environ.get("CHRONOS_REUSE_PORT", "0") == "1",
             metrics_port=env_int("CHRONOS_COMMAND_METRICS_PORT", 9101, minimum=0, maximum=65535),
+            processes=env_int("CHRONOS_COMMAND_PROCESSES", 1, minimum=1, maximum=64),
         )
