@@ -1,0 +1,237 @@
+"""Writes read-side documents to Elasticsearch with the bulk API.
+
+Idempotent and order-safe by construction:
+
+* account documents are indexed with ``version_type=external`` and ``version`` = the
+  stream version they reflect, so a duplicate or stale write is refused with 409,
+  which is expected and ignored;
+* statement lines are created with ``_id`` = event id (``op_type=create``), so a
+  redelivered line is refused with 409, also ignored;
+* watermark documents use the position as external version, so they only move forward.
+
+Any other per-item failure raises: nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from elasticsearch import ApiError, Elasticsearch, TransportError
+
+from chronos.read_model import ReadModelError, ReadModelUnavailable
+from chronos.read_model.documents import AccountDocument, format_time
+from chronos.read_model.indices import IndexNames, translate
+
+_logger = logging.getLogger(__name__)
+
+BULK_ACTIONS_MAX = 5000
+MGET_IDS_MAX = 5000
+_TRANSIENT_ITEM_STATUSES = frozenset({429, 502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WriteResult:
+    """What one write did, item by item."""
+
+    accounts_written: int = 0
+    # Refused because the stored document already has this or a newer version.
+    accounts_stale: int = 0
+    transactions_written: int = 0
+    # Refused because the line already exists (redelivery).
+    transactions_duplicate: int = 0
+
+    def __add__(self, other: WriteResult) -> WriteResult:
+        return WriteResult(
+            accounts_written=self.accounts_written + other.accounts_written,
+            accounts_stale=self.accounts_stale + other.accounts_stale,
+            transactions_written=self.transactions_written + other.transactions_written,
+            transactions_duplicate=self.transactions_duplicate + other.transactions_duplicate,
+        )
+
+
+class EsWriter:
+    """Reads current account documents and bulk-writes the read model.
+
+    Args:
+        es: A synchronous client (the projector and the rebuild are synchronous loops).
+        names: Index names; writes go through the aliases unless a call names
+            concrete indices.
+    """
+
+    def __init__(self, es: Elasticsearch, names: IndexNames) -> None:
+        self._es = es
+        self._names = names
+
+    def get_accounts(
+        self, account_ids: Iterable[str], *, index: str | None = None
+    ) -> dict[str, AccountDocument | None]:
+        """The stored document of each account (realtime, no refresh needed)."""
+        ids = list(dict.fromkeys(account_ids))
+        assert len(ids) <= MGET_IDS_MAX, "mget batch too large"
+        result: dict[str, AccountDocument | None] = dict.fromkeys(ids)
+        if not ids:
+            return result
+        target = index or self._names.accounts
+        try:
+            response = self._es.mget(index=target, ids=ids, realtime=True)
+        except (ApiError, TransportError) as error:
+            raise translate(error, f"mget on {target}") from error
+        for doc in response["docs"]:
+            if "error" in doc:
+                raise ReadModelError(f"mget on {target}: {doc['error']}")
+            if doc.get("found"):
+                document = AccountDocument.from_source(doc["_source"])
+                # The external version and the document's own version are written together.
+                assert document.version == doc["_version"], f"account {doc['_id']} out of sync"
+                result[doc["_id"]] = document
+        return result
+
+    def write_documents(
+        self,
+        accounts: Sequence[AccountDocument],
+        transactions: Sequence[tuple[str, dict[str, Any]]],
+        *,
+        refresh: str | bool,
+        accounts_index: str | None = None,
+        transactions_index: str | None = None,
+        version_type: str = "external",
+    ) -> WriteResult:
+        """Bulk-writes account documents (versioned) and statement lines (create).
+
+        Args:
+            accounts: Full account documents; each is written with its ``version``.
+            transactions: ``(event_id, source)`` pairs.
+            refresh: Passed to the bulk API: ``"wait_for"`` makes the call return once
+                the documents are searchable (the projector's read-your-writes needs
+                it), ``False`` for the rebuild's bulk load.
+            accounts_index: A concrete index instead of the alias (rebuild).
+            transactions_index: A concrete index instead of the alias (rebuild).
+            version_type: ``external`` (strictly newer wins); the rebuild's catch-up
+                after the alias swap uses ``external_gte`` so its document, folded
+                from the event store, replaces a same-version one the projector
+                folded across a gap.
+
+        Raises:
+            ReadModelUnavailable: Elasticsearch is unreachable or overloaded (retry).
+            ReadModelError: an item failed for another reason.
+        """
+        assert version_type in ("external", "external_gte")
+        accounts_target = accounts_index or self._names.accounts
+        transactions_target = transactions_index or self._names.transactions
+        operations: list[dict[str, Any]] = []
+        for document in accounts:
+            operations.append(
+                {
+                    "index": {
+                        "_index": accounts_target,
+                        "_id": document.account_id,
+                        "version": document.version,
+                        "version_type": version_type,
+                    }
+                }
+            )
+            operations.append(document.to_source())
+        for event_id, source in transactions:
+            operations.append({"create": {"_index": transactions_target, "_id": event_id}})
+            operations.append(source)
+        result = WriteResult()
+        # Only the last chunk waits for the refresh: the refresh it waits for makes the
+        # earlier chunks searchable too.
+        chunk = 2 * BULK_ACTIONS_MAX
+        for start in range(0, len(operations), chunk):
+            last = start + chunk >= len(operations)
+            result += self._bulk(
+                operations[start : start + chunk],
+                refresh=refresh if last else False,
+                require_alias=accounts_index is None and transactions_index is None,
+            )
+        return result
+
+    def _bulk(
+        self, operations: list[dict[str, Any]], *, refresh: str | bool, require_alias: bool
+    ) -> WriteResult:
+        try:
+            response = self._es.bulk(
+                operations=operations, refresh=refresh, require_alias=require_alias
+            )
+        except (ApiError, TransportError) as error:
+            raise translate(error, "bulk write") from error
+        accounts_written = accounts_stale = lines_written = lines_duplicate = 0
+        transient: list[str] = []
+        failed: list[str] = []
+        for item in response["items"]:
+            (action, outcome), *_ = item.items()
+            status = int(outcome["status"])
+            if 200 <= status < 300:
+                if action == "index":
+                    accounts_written += 1
+                else:
+                    lines_written += 1
+            elif status == 409:
+                if action == "index":
+                    accounts_stale += 1
+                else:
+                    lines_duplicate += 1
+            elif status in _TRANSIENT_ITEM_STATUSES:
+                transient.append(f"{outcome['_id']}: {outcome.get('error')}")
+            else:
+                failed.append(f"{outcome['_index']}/{outcome['_id']}: {outcome.get('error')}")
+        if failed:
+            raise ReadModelError(f"bulk write: {len(failed)} items failed, first: {failed[0]}")
+        if transient:
+            raise ReadModelUnavailable(
+                f"bulk write: {len(transient)} items refused (overload), first: {transient[0]}"
+            )
+        return WriteResult(
+            accounts_written=accounts_written,
+            accounts_stale=accounts_stale,
+            transactions_written=lines_written,
+            transactions_duplicate=lines_duplicate,
+        )
+
+    def write_watermarks(self, topic: str, partition_count: int, positions: dict[int, int]) -> None:
+        """Records each partition's watermark (monotonic: external version = position).
+
+        Call only after the data documents up to these positions are searchable.
+        """
+        if not positions:
+            return
+        now = format_time(datetime.now(UTC))
+        operations: list[dict[str, Any]] = []
+        for partition, position in sorted(positions.items()):
+            assert 0 <= partition < partition_count and position >= 0
+            operations.append(
+                {
+                    "index": {
+                        "_index": self._names.projection,
+                        "_id": str(partition),
+                        "version": position,
+                        "version_type": "external",
+                    }
+                }
+            )
+            operations.append(
+                {
+                    "topic": topic,
+                    "partition": partition,
+                    "partition_count": partition_count,
+                    "position": position,
+                    "updated_at": now,
+                }
+            )
+        try:
+            response = self._es.bulk(operations=operations, refresh=False)
+        except (ApiError, TransportError) as error:
+            raise translate(error, "writing watermarks") from error
+        for item in response["items"]:
+            outcome = item["index"]
+            status = int(outcome["status"])
+            # 409: another projector instance (or our own earlier write) is already ahead.
+            if not (200 <= status < 300 or status == 409):
+                if status in _TRANSIENT_ITEM_STATUSES:
+                    raise ReadModelUnavailable(f"writing watermarks: {outcome.get('error')}")
+                raise ReadModelError(f"writing watermarks: {outcome.get('error')}")

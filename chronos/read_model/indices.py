@@ -1,0 +1,250 @@
+"""Index names, explicit mappings and the aliases the read side works through.
+
+Every data index is versioned (``<prefix>-accounts-v3``) and reached only through its
+alias (``<prefix>-accounts``), which is also the alias's write index: the projector
+writes through the alias, so after ``chronos projection rebuild`` swaps an alias to a
+new version the live projection simply continues there (blue/green). The watermark
+index ``<prefix>-projection`` is not versioned: it records how far the projector has
+consumed Kafka, which a rebuild does not change.
+
+Mappings are strict and use core Elasticsearch only (no scripts, no analysis-common):
+the local server is the integ-test distribution.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from elasticsearch import ApiError, Elasticsearch, TransportError
+
+from chronos.read_model import ReadModelError, ReadModelUnavailable
+
+DEFAULT_PREFIX = "chronos"
+_PREFIX_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+# Data indices refresh this often. The projector bulk-writes with refresh=wait_for, so a
+# write waits on average half of this before it is searchable and its watermark can
+# advance: 100 ms keeps the projection lag well inside its 250 ms p99 target while
+# leaving Elasticsearch room to batch refreshes under load.
+REFRESH_INTERVAL = "100ms"
+
+ACCOUNTS_MAPPING: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "account_id": {"type": "keyword"},
+        "owner_name": {
+            "type": "text",
+            "analyzer": "standard",
+            "fields": {"keyword": {"type": "keyword", "ignore_above": 512}},
+        },
+        "currency": {"type": "keyword"},
+        "balance_minor": {"type": "long"},
+        "overdraft_limit_minor": {"type": "long"},
+        "status": {"type": "keyword"},
+        "kind": {"type": "keyword"},
+        "version": {"type": "long"},
+        "last_position": {"type": "long"},
+        "opened_at": {"type": "date_nanos"},
+        "updated_at": {"type": "date_nanos"},
+        # Client-chosen keys may contain dots; flattened keeps them as opaque keys.
+        "metadata": {"type": "flattened"},
+    },
+}
+
+TRANSACTIONS_MAPPING: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "event_id": {"type": "keyword"},
+        "entry_id": {"type": "keyword"},
+        "account_id": {"type": "keyword"},
+        "counterparty_account_id": {"type": "keyword"},
+        "direction": {"type": "keyword"},
+        "amount_minor": {"type": "long"},
+        "currency": {"type": "keyword"},
+        "balance_after_minor": {"type": "long"},
+        "kind": {"type": "keyword"},
+        "description": {"type": "text", "analyzer": "standard"},
+        # Nanosecond dates: the event store records microseconds, and time-window
+        # queries (start inclusive, end exclusive) must not round them to milliseconds.
+        "recorded_at": {"type": "date_nanos"},
+        "position": {"type": "long"},
+        "stream_version": {"type": "long"},
+        "line_index": {"type": "integer"},
+    },
+}
+
+PROJECTION_MAPPING: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "topic": {"type": "keyword"},
+        "partition": {"type": "integer"},
+        "partition_count": {"type": "integer"},
+        "position": {"type": "long"},
+        "updated_at": {"type": "date_nanos"},
+    },
+}
+
+
+def index_settings(*, refresh_interval: str = REFRESH_INTERVAL) -> dict[str, Any]:
+    """Settings of every read-side index: one node, so one shard and no replica."""
+    return {
+        "number_of_shards": 1,
+        "number_of_replicas": 0,
+        "refresh_interval": refresh_interval,
+    }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IndexNames:
+    """Names of the read-side indices under one prefix (tests use a unique prefix)."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        if not _PREFIX_PATTERN.match(self.prefix):
+            raise ValueError(
+                f"index prefix must be lower-case letters, digits, '_', '.' or '-' "
+                f"(at most 64), got {self.prefix!r}"
+            )
+
+    @property
+    def accounts(self) -> str:
+        """The accounts alias."""
+        return f"{self.prefix}-accounts"
+
+    @property
+    def transactions(self) -> str:
+        """The transactions (statement lines) alias."""
+        return f"{self.prefix}-transactions"
+
+    @property
+    def projection(self) -> str:
+        """The watermark index (one document per Kafka partition)."""
+        return f"{self.prefix}-projection"
+
+    def accounts_version(self, version: int) -> str:
+        assert version >= 1
+        return f"{self.accounts}-v{version}"
+
+    def transactions_version(self, version: int) -> str:
+        assert version >= 1
+        return f"{self.transactions}-v{version}"
+
+    def version_of(self, index: str) -> int | None:
+        """The version number of a concrete data index of this prefix, else None."""
+        for alias in (self.accounts, self.transactions):
+            match = re.fullmatch(re.escape(alias) + r"-v(\d+)", index)
+            if match:
+                return int(match.group(1))
+        return None
+
+
+def translate(error: Exception, action: str) -> Exception:
+    """Maps an Elasticsearch client error to the read side's errors."""
+    if isinstance(error, ApiError):
+        status = error.meta.status if error.meta is not None else 0
+        if status in (429, 502, 503, 504):
+            return ReadModelUnavailable(f"{action}: Elasticsearch answered {status}: {error}")
+        return ReadModelError(f"{action}: Elasticsearch answered {status}: {error}")
+    if isinstance(error, TransportError):
+        return ReadModelUnavailable(f"{action}: Elasticsearch unreachable: {error}")
+    return error
+
+
+def alias_targets(es: Elasticsearch, alias: str) -> list[str]:
+    """The concrete indices ``alias`` points to (empty when the alias does not exist)."""
+    try:
+        response = es.options(ignore_status=404).indices.get_alias(name=alias)
+    except (ApiError, TransportError) as error:
+        raise translate(error, f"reading alias {alias}") from error
+    if response.meta.status == 404:
+        return []
+    return sorted(index for index in response.body if index != "error")
+
+
+def current_version(es: Elasticsearch, names: IndexNames) -> int | None:
+    """The version the accounts alias points to, or None before ``ensure_indices``."""
+    targets = alias_targets(es, names.accounts)
+    versions = [v for v in (names.version_of(index) for index in targets) if v is not None]
+    return max(versions) if versions else None
+
+
+def create_data_indices(
+    es: Elasticsearch, names: IndexNames, version: int, *, refresh_interval: str
+) -> None:
+    """Creates the accounts and transactions indices of ``version`` without aliases."""
+    for index, mapping in (
+        (names.accounts_version(version), ACCOUNTS_MAPPING),
+        (names.transactions_version(version), TRANSACTIONS_MAPPING),
+    ):
+        try:
+            es.indices.create(
+                index=index,
+                mappings=mapping,
+                settings=index_settings(refresh_interval=refresh_interval),
+            )
+        except (ApiError, TransportError) as error:
+            raise translate(error, f"creating index {index}") from error
+
+
+def _create_if_missing(es: Elasticsearch, index: str, **body: Any) -> None:
+    try:
+        es.options(ignore_status=400).indices.create(index=index, **body)
+    except (ApiError, TransportError) as error:
+        raise translate(error, f"creating index {index}") from error
+    # 400 is "already exists" (another process won the race); anything else must exist now.
+    if not es.indices.exists(index=index):
+        raise ReadModelError(f"index {index} could not be created")
+
+
+def ensure_indices(es: Elasticsearch, names: IndexNames) -> int:
+    """Creates version 1 of the data indices with their aliases, and the watermark index,
+    when missing. Safe to call concurrently and repeatedly.
+
+    Returns:
+        The version the aliases point to.
+    """
+    _create_if_missing(es, names.projection, mappings=PROJECTION_MAPPING, settings=index_settings())
+    version = current_version(es, names)
+    if version is not None:
+        return version
+    for alias, index, mapping in (
+        (names.accounts, names.accounts_version(1), ACCOUNTS_MAPPING),
+        (names.transactions, names.transactions_version(1), TRANSACTIONS_MAPPING),
+    ):
+        _create_if_missing(
+            es,
+            index,
+            mappings=mapping,
+            settings=index_settings(),
+            aliases={alias: {"is_write_index": True}},
+        )
+    version = current_version(es, names)
+    assert version is not None, "aliases missing right after creating them"
+    return version
+
+
+def swap_aliases(es: Elasticsearch, names: IndexNames, new_version: int) -> list[str]:
+    """Points both aliases at ``new_version`` in one atomic ``_aliases`` call.
+
+    Returns:
+        The indices the aliases pointed to before (to delete or keep).
+    """
+    actions: list[dict[str, Any]] = []
+    previous: list[str] = []
+    for alias, index in (
+        (names.accounts, names.accounts_version(new_version)),
+        (names.transactions, names.transactions_version(new_version)),
+    ):
+        for old in alias_targets(es, alias):
+            if old != index:
+                previous.append(old)
+                actions.append({"remove": {"index": old, "alias": alias}})
+        actions.append({"add": {"index": index, "alias": alias, "is_write_index": True}})
+    try:
+        es.indices.update_aliases(actions=actions)
+    except (ApiError, TransportError) as error:
+        raise translate(error, "swapping aliases") from error
+    return previous

@@ -1,0 +1,110 @@
+"""How far the projection has got: per-partition watermarks and the visible position.
+
+The projector keeps one document per Kafka partition in the projection index: ``_id``
+is the partition number, ``position`` the highest position of any event or marker it
+has applied there (written only after the data is searchable), ``partition_count`` the
+topic's partition count when it wrote. Following ``chronos.outbox.contract``, position
+P is visible once *every* partition's watermark is >= P; a partition with no document
+yet counts as 0.
+
+Reads are realtime GETs (``mget``), so they need no index refresh.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from elasticsearch import ApiError, AsyncElasticsearch, Elasticsearch, TransportError
+
+from chronos.read_model import ReadModelError
+from chronos.read_model.indices import IndexNames, translate
+
+PARTITION_COUNT_MAX = 10_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Watermarks:
+    """Every partition's watermark as read at one moment."""
+
+    partition_count: int
+    positions: dict[int, int]
+
+    @property
+    def visible_position(self) -> int:
+        """The highest P such that every partition's watermark is >= P (0 if unknown)."""
+        if self.partition_count == 0:
+            return 0
+        return min(self.positions.get(p, 0) for p in range(self.partition_count))
+
+    def visible(self, position: int) -> bool:
+        """Whether every event with a position <= ``position`` is searchable."""
+        return position <= self.visible_position
+
+
+def _ids(partition_count: int) -> list[str]:
+    return [str(p) for p in range(max(partition_count, 1))]
+
+
+def _parse(response: Any, known_count: int) -> Watermarks:
+    positions: dict[int, int] = {}
+    count = known_count
+    for doc in response["docs"]:
+        if "error" in doc:
+            raise ReadModelError(f"reading watermarks: {doc['error']}")
+        if doc.get("found"):
+            source = doc["_source"]
+            positions[int(source["partition"])] = int(source["position"])
+            # Partitions are only ever added, so the largest count seen is the current one.
+            count = max(count, int(source["partition_count"]))
+    if count > PARTITION_COUNT_MAX:
+        raise ReadModelError(f"watermarks name {count} partitions, more than the limit")
+    return Watermarks(partition_count=count, positions=positions)
+
+
+class WatermarkReader:
+    """Reads the watermarks with a synchronous client (reconcile, rebuild, tests)."""
+
+    def __init__(self, es: Elasticsearch, names: IndexNames) -> None:
+        self._es = es
+        self._names = names
+        self._partition_count = 0
+
+    def read(self) -> Watermarks:
+        """The current watermarks (two round trips only when the partition count grows)."""
+        while True:
+            try:
+                response = self._es.mget(
+                    index=self._names.projection, ids=_ids(self._partition_count), realtime=True
+                )
+            except (ApiError, TransportError) as error:
+                raise translate(error, "reading watermarks") from error
+            watermarks = _parse(response, self._partition_count)
+            if watermarks.partition_count <= max(self._partition_count, 1):
+                self._partition_count = watermarks.partition_count
+                return watermarks
+            self._partition_count = watermarks.partition_count
+
+
+class AsyncWatermarkReader:
+    """Reads the watermarks with the async client (query server)."""
+
+    def __init__(self, es: AsyncElasticsearch, names: IndexNames) -> None:
+        self._es = es
+        self._names = names
+        self._partition_count = 0
+
+    async def read(self) -> Watermarks:
+        """The current watermarks; raises the translated client error on failure."""
+        while True:
+            try:
+                response = await self._es.mget(
+                    index=self._names.projection, ids=_ids(self._partition_count), realtime=True
+                )
+            except (ApiError, TransportError) as error:
+                raise translate(error, "reading watermarks") from error
+            watermarks = _parse(response, self._partition_count)
+            if watermarks.partition_count <= max(self._partition_count, 1):
+                self._partition_count = watermarks.partition_count
+                return watermarks
+            self._partition_count = watermarks.partition_count

@@ -1,0 +1,1 @@
+"""The projector process: keeps the Elasticsearch read model up to date from Kafka."""

@@ -1,0 +1,88 @@
+"""Composition root of the projector: ``python -m projector``."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+
+from confluent_kafka import Consumer
+from elasticsearch import Elasticsearch
+
+from chronos.config import ConfigError
+from chronos.errors import ChronosError
+from chronos.read_model.es_writer import EsWriter
+from chronos.read_model.indices import ensure_indices
+from projector.config import ProjectorConfig
+from projector.consumer import Projector, ProjectorStopped, describe
+
+_logger = logging.getLogger("projector")
+
+# How often the loop logs a summary (batches are far more frequent).
+_SUMMARY_INTERVAL_SECONDS = 10.0
+
+
+def build(config: ProjectorConfig, stop: threading.Event) -> tuple[Projector, Elasticsearch]:
+    """Builds the clients and the projector; creates the indices if missing."""
+    es = Elasticsearch(config.es_url, request_timeout=config.es_request_timeout_seconds)
+    ensure_indices(es, config.index_names)
+    consumer = Consumer(config.consumer_settings())
+    projector = Projector(consumer, EsWriter(es, config.index_names), config, stop=stop)
+    return projector, es
+
+
+def run(config: ProjectorConfig, stop: threading.Event) -> int:
+    projector, es = build(config, stop)
+    try:
+        projector.start()
+        _logger.info(
+            "projecting %s (%d partitions) into %s-* as group %s",
+            config.topic,
+            projector.partition_count,
+            config.index_prefix,
+            config.group_id,
+        )
+        last_summary = time.monotonic()
+        events = 0
+        while not stop.is_set():
+            report = projector.step()
+            events += report.events
+            if time.monotonic() - last_summary >= _SUMMARY_INTERVAL_SECONDS and events:
+                _logger.info("projected %d events; last batch %s", events, describe(report))
+                last_summary, events = time.monotonic(), 0
+    except ProjectorStopped:
+        _logger.info("stopped before the batch reached Elasticsearch; it was not committed")
+    finally:
+        projector.close()
+        es.close()
+    _logger.info("projector stopped")
+    return 0
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        config = ProjectorConfig.from_env()
+    except ConfigError as error:
+        print(f"projector: {error}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        # Finish (and commit) the current batch, then leave the group.
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        return run(config, stop)
+    except ChronosError as error:
+        _logger.error("projector failed: %s", error)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

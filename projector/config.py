@@ -1,0 +1,102 @@
+"""Projector settings, read once from the environment at start.
+
+Variables (all optional except the two addresses):
+
+* ``CHRONOS_KAFKA_BOOTSTRAP``, ``CHRONOS_ES_URL``: the servers (required).
+* ``CHRONOS_EVENTS_TOPIC``: the events topic (default ``chronos.ledger.events``).
+* ``CHRONOS_PROJECTOR_GROUP``: Kafka consumer group (default ``chronos-projector``).
+* ``CHRONOS_INDEX_PREFIX``: prefix of the read-side indices (default ``chronos``).
+* ``CHRONOS_PROJECTOR_BATCH_SIZE_MAX``: messages per poll and per bulk (default 500).
+* ``CHRONOS_PROJECTOR_POLL_TIMEOUT_SECONDS``: how long one poll waits (default 0.05).
+* ``CHRONOS_PROJECTOR_RETRIES_MAX``: attempts per batch while Elasticsearch is down
+  before the process gives up and exits non-zero (default 30).
+* ``CHRONOS_PROJECTOR_RETRY_BACKOFF_SECONDS_MAX``: cap of the jittered exponential
+  backoff between attempts (default 5).
+* ``CHRONOS_PROJECTOR_TOPIC_WAIT_SECONDS_MAX``: how long to wait at start for the topic
+  to exist (the outbox poller creates it; default 600).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from chronos.config import ConfigError, env_float, env_int, require_es_url, require_kafka_bootstrap
+from chronos.outbox import contract
+from chronos.read_model.indices import DEFAULT_PREFIX, IndexNames
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProjectorConfig:
+    kafka_bootstrap: str
+    es_url: str
+    topic: str = contract.DEFAULT_TOPIC
+    group_id: str = "chronos-projector"
+    index_prefix: str = DEFAULT_PREFIX
+    batch_size_max: int = 500
+    poll_timeout_seconds: float = 0.05
+    retries_max: int = 30
+    retry_backoff_seconds_max: float = 5.0
+    topic_wait_seconds_max: float = 600.0
+    es_request_timeout_seconds: float = 30.0
+
+    @property
+    def index_names(self) -> IndexNames:
+        return IndexNames(prefix=self.index_prefix)
+
+    def consumer_settings(self) -> dict[str, Any]:
+        """librdkafka settings; the ones that matter for correctness are explicit."""
+        return {
+            "bootstrap.servers": self.kafka_bootstrap,
+            "group.id": self.group_id,
+            # Offsets are committed by hand, only after Elasticsearch acknowledged.
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            # A new group starts from the beginning: the read model needs every event.
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "enable.partition.eof": False,
+            # The projector never creates the topic; the outbox poller does.
+            "allow.auto.create.topics": False,
+            "client.id": f"chronos-projector-{os.getpid()}",
+        }
+
+    @classmethod
+    def from_env(cls) -> ProjectorConfig:
+        """Reads ``CHRONOS_*`` variables (see the module docstring).
+
+        Raises:
+            ConfigError: a value is missing or malformed.
+        """
+        prefix = os.environ.get("CHRONOS_INDEX_PREFIX", DEFAULT_PREFIX)
+        try:
+            IndexNames(prefix=prefix)
+        except ValueError as error:
+            raise ConfigError(f"CHRONOS_INDEX_PREFIX: {error}") from error
+        group = os.environ.get("CHRONOS_PROJECTOR_GROUP", "chronos-projector")
+        if not group or len(group) > 200:
+            raise ConfigError("CHRONOS_PROJECTOR_GROUP must be 1 to 200 characters")
+        topic = os.environ.get("CHRONOS_EVENTS_TOPIC", contract.DEFAULT_TOPIC)
+        if not topic or len(topic) > 249:
+            raise ConfigError("CHRONOS_EVENTS_TOPIC must be 1 to 249 characters")
+        return cls(
+            kafka_bootstrap=require_kafka_bootstrap(),
+            es_url=require_es_url(),
+            topic=topic,
+            group_id=group,
+            index_prefix=prefix,
+            batch_size_max=env_int(
+                "CHRONOS_PROJECTOR_BATCH_SIZE_MAX", 500, minimum=1, maximum=2000
+            ),
+            poll_timeout_seconds=env_float(
+                "CHRONOS_PROJECTOR_POLL_TIMEOUT_SECONDS", 0.05, minimum=0.001, maximum=10
+            ),
+            retries_max=env_int("CHRONOS_PROJECTOR_RETRIES_MAX", 30, minimum=0, maximum=1000),
+            retry_backoff_seconds_max=env_float(
+                "CHRONOS_PROJECTOR_RETRY_BACKOFF_SECONDS_MAX", 5.0, minimum=0.01, maximum=300
+            ),
+            topic_wait_seconds_max=env_float(
+                "CHRONOS_PROJECTOR_TOPIC_WAIT_SECONDS_MAX", 600.0, minimum=0, maximum=86400
+            ),
+        )

@@ -1,0 +1,296 @@
+"""The projector loop: Kafka events in, Elasticsearch documents and watermarks out.
+
+One batch at a time, in this order, which is what makes reads consistent:
+
+1. poll up to ``batch_size_max`` messages;
+2. read the current documents of the batch's accounts (realtime mget), fold the
+   batch's events onto them (``chronos.read_model.documents``) and bulk-write the
+   changed account documents and the statement lines with ``refresh=wait_for``: when
+   the call returns they are searchable;
+3. only then write each partition's watermark (highest event or marker position
+   applied there), so a reader that sees watermark P finds every event <= P;
+4. only then commit the Kafka offsets. A crash before this point redelivers the batch,
+   and every write above is idempotent and version-guarded, so that is harmless.
+
+While Elasticsearch is unreachable the batch is retried (bounded, jittered backoff);
+offsets are not committed meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from google.protobuf.message import DecodeError
+
+from chronos.errors import ChronosError
+from chronos.event_store.mapper import EventDecodeError
+from chronos.outbox import contract
+from chronos.read_model import ReadModelUnavailable
+from chronos.read_model.documents import EventRecord, Outcome, fold_batch, record_from_envelope
+from chronos.read_model.es_writer import EsWriter, WriteResult
+from chronos.v1 import events_pb2
+from projector.config import ProjectorConfig
+
+_logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+class ProjectorError(ChronosError):
+    """The projector cannot go on (undecodable event, topic missing, Kafka fatal error)."""
+
+
+class ProjectorStopped(ChronosError):
+    """A stop was requested while a batch was still waiting for Elasticsearch."""
+
+
+@dataclass(slots=True, kw_only=True)
+class BatchReport:
+    """What one step did (for logs, metrics and tests)."""
+
+    messages: int = 0
+    events: int = 0
+    markers: int = 0
+    write: WriteResult = field(default_factory=WriteResult)
+    watermarks: dict[int, int] = field(default_factory=dict)
+    outcomes: dict[Outcome, int] = field(default_factory=dict)
+    committed: bool = False
+    # Seconds from the newest event's commit in PostgreSQL to its watermark being
+    # written: the projection lag as a reader sees it.
+    lag_seconds_max: float = 0.0
+
+
+class Projector:
+    """Consumes the events topic and keeps the read model up to date.
+
+    Args:
+        consumer: A consumer built with ``ProjectorConfig.consumer_settings()``, not yet
+            subscribed.
+        writer: The Elasticsearch writer (through the aliases).
+        config: Topic, batch size, retry limits.
+        stop: Set to stop after the current batch.
+        clock: Wall clock (injected so tests control it).
+    """
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        writer: EsWriter,
+        config: ProjectorConfig,
+        *,
+        stop: threading.Event | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._consumer = consumer
+        self._writer = writer
+        self._config = config
+        self._stop = stop or threading.Event()
+        self._clock = clock
+        self._partition_count = 0
+        self._random = random.Random()
+
+    @property
+    def partition_count(self) -> int:
+        return self._partition_count
+
+    def start(self) -> None:
+        """Waits (bounded) for the topic to exist, then subscribes.
+
+        Raises:
+            ProjectorError: the topic did not appear in ``topic_wait_seconds_max``.
+            ProjectorStopped: stop was requested while waiting.
+        """
+        deadline = time.monotonic() + self._config.topic_wait_seconds_max
+        while True:
+            count = self._topic_partition_count()
+            if count > 0:
+                break
+            if time.monotonic() >= deadline:
+                raise ProjectorError(
+                    f"topic {self._config.topic} does not exist after "
+                    f"{self._config.topic_wait_seconds_max:.0f} s (the outbox poller creates it)"
+                )
+            _logger.info("waiting for topic %s to be created", self._config.topic)
+            if self._stop.wait(1.0):
+                raise ProjectorStopped("stopped while waiting for the topic")
+        self._partition_count = count
+        self._consumer.subscribe([self._config.topic], on_assign=self._on_assign)
+
+    def _topic_partition_count(self) -> int:
+        try:
+            metadata = self._consumer.list_topics(timeout=5.0)
+        except KafkaException as error:
+            _logger.warning("cannot read topic metadata: %s", error)
+            return 0
+        topic = metadata.topics.get(self._config.topic)
+        if topic is None or topic.error is not None:
+            return 0
+        return len(topic.partitions)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Partitions can be added to a topic; watermark documents record the count so
+        # readers know how many partitions must reach a position.
+        count = self._topic_partition_count()
+        if count > self._partition_count:
+            self._partition_count = count
+        _logger.info("assigned partitions %s", sorted(p.partition for p in partitions))
+
+    def step(self, *, commit: bool = True) -> BatchReport:
+        """Polls one batch and projects it.
+
+        Args:
+            commit: Commit the offsets at the end (tests pass False to simulate a crash
+                between the Elasticsearch writes and the commit).
+        """
+        assert self._partition_count > 0, "start() first"
+        messages = self._consumer.consume(
+            num_messages=self._config.batch_size_max, timeout=self._config.poll_timeout_seconds
+        )
+        report = BatchReport(messages=len(messages))
+        records: list[EventRecord] = []
+        offsets: dict[int, int] = {}
+        for message in messages:
+            if self._skip_error(message):
+                continue
+            partition = message.partition()
+            offset = message.offset()
+            assert partition is not None and offset is not None
+            position = self._position(message, records, report)
+            if position is not None:
+                report.watermarks[partition] = max(report.watermarks.get(partition, 0), position)
+            offsets[partition] = offset + 1
+        if records:
+            report.write, report.outcomes = self._retrying(
+                "writing documents", lambda: self._write_documents(records)
+            )
+        if report.watermarks:
+            watermarks = dict(report.watermarks)
+            self._retrying(
+                "writing watermarks",
+                lambda: self._writer.write_watermarks(
+                    self._config.topic, self._partition_count, watermarks
+                ),
+            )
+        if records:
+            newest = max(record.recorded_at for record in records)
+            report.lag_seconds_max = (self._clock() - newest).total_seconds()
+        if commit and offsets:
+            report.committed = self._commit(offsets)
+        if report.outcomes.get(Outcome.GAP) or report.outcomes.get(Outcome.ORPHAN):
+            _logger.warning(
+                "account documents with missing history: %s gaps, %s orphans; "
+                "run `chronos projection rebuild` if this persists",
+                report.outcomes.get(Outcome.GAP),
+                report.outcomes.get(Outcome.ORPHAN),
+            )
+        return report
+
+    def _skip_error(self, message: Message) -> bool:
+        error = message.error()
+        if error is None:
+            return False
+        if error.fatal():
+            raise ProjectorError(f"Kafka fatal error: {error}")
+        if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            _logger.warning("topic %s is gone: %s", self._config.topic, error)
+        else:
+            _logger.warning("consumer error: %s", error)
+        return True
+
+    def _position(
+        self, message: Message, records: list[EventRecord], report: BatchReport
+    ) -> int | None:
+        """Collects an event into ``records``; returns the message's position."""
+        headers = contract.headers_dict(message.headers())
+        where = f"{message.topic()}[{message.partition()}]@{message.offset()}"
+        if headers.get(contract.HEADER_EVENT_TYPE) == contract.MARKER_EVENT_TYPE:
+            report.markers += 1
+            try:
+                return int(headers[contract.HEADER_POSITION])
+            except (KeyError, ValueError):
+                # A marker carries no data, so a malformed one loses nothing.
+                _logger.error("marker without a valid position at %s; ignored", where)
+                return None
+        value = message.value()
+        try:
+            envelope = events_pb2.EventEnvelope.FromString(value or b"")
+            record = record_from_envelope(envelope)
+        except (DecodeError, EventDecodeError) as error:
+            # Skipping would leave the read model silently wrong; stop instead, so the
+            # operator deploys code that understands the event (offsets stay put).
+            raise ProjectorError(f"cannot decode the event at {where}: {error}") from error
+        records.append(record)
+        report.events += 1
+        return record.position
+
+    def _write_documents(
+        self, records: list[EventRecord]
+    ) -> tuple[WriteResult, dict[Outcome, int]]:
+        current = self._writer.get_accounts(record.stream_id for record in records)
+        documents = fold_batch(current, records)
+        result = self._writer.write_documents(
+            documents.accounts, documents.transactions, refresh="wait_for"
+        )
+        return result, documents.outcomes
+
+    def _retrying(self, what: str, action: Callable[[], _T]) -> _T:
+        """Runs ``action``, retrying while Elasticsearch is unavailable (bounded)."""
+        for attempt in range(self._config.retries_max + 1):
+            try:
+                return action()
+            except ReadModelUnavailable as error:
+                if attempt == self._config.retries_max:
+                    raise
+                backoff = min(self._config.retry_backoff_seconds_max, 0.05 * 2**attempt)
+                delay = backoff * self._random.uniform(0.5, 1.0)
+                _logger.warning(
+                    "%s failed (attempt %d of %d), retrying in %.2f s: %s",
+                    what,
+                    attempt + 1,
+                    self._config.retries_max + 1,
+                    delay,
+                    error,
+                )
+                if self._stop.wait(delay):
+                    raise ProjectorStopped(f"stopped while retrying {what}") from error
+        raise AssertionError("unreachable")
+
+    def _commit(self, offsets: dict[int, int]) -> bool:
+        partitions = [
+            TopicPartition(self._config.topic, partition, offset)
+            for partition, offset in sorted(offsets.items())
+        ]
+        try:
+            self._consumer.commit(offsets=partitions, asynchronous=False)
+        except KafkaException as error:
+            # Typically a rebalance took the partitions away: their new owner re-reads
+            # from the last committed offsets, and re-applying is harmless.
+            _logger.warning("offset commit failed, the batch will be redelivered: %s", error)
+            return False
+        return True
+
+    def close(self) -> None:
+        """Leaves the group without committing anything further."""
+        self._consumer.close()
+
+
+def describe(report: BatchReport) -> dict[str, Any]:
+    """A log-friendly summary of a batch."""
+    return {
+        "messages": report.messages,
+        "events": report.events,
+        "markers": report.markers,
+        "accounts_written": report.write.accounts_written,
+        "accounts_stale": report.write.accounts_stale,
+        "lines_written": report.write.transactions_written,
+        "lines_duplicate": report.write.transactions_duplicate,
+        "lag_seconds_max": round(report.lag_seconds_max, 4),
+    }

@@ -1,0 +1,69 @@
+"""Composition root of the query server: ``python -m query_server``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import grpc
+from elasticsearch import AsyncElasticsearch
+
+from chronos.config import ConfigError
+from chronos.read_model.watermark import AsyncWatermarkReader
+from chronos.rpc import serve
+from chronos.v1 import queries_pb2, queries_pb2_grpc
+from query_server.config import QueryServerConfig
+from query_server.servicer import QueryServicer, ReadModelClient, WatermarkCache
+
+_logger = logging.getLogger("query_server")
+
+
+async def run(config: QueryServerConfig) -> None:
+    # Nothing connects here: the client opens connections on the first call, so the
+    # server starts (and reports UNAVAILABLE per call) even while Elasticsearch is down.
+    es = AsyncElasticsearch(
+        config.es_url,
+        request_timeout=config.es_request_timeout_seconds,
+        max_retries=1,
+        retry_on_timeout=False,
+    )
+    names = config.index_names
+    watermark = WatermarkCache(
+        AsyncWatermarkReader(es, names), refresh_seconds=config.watermark_refresh_seconds
+    )
+    servicer = QueryServicer(
+        ReadModelClient(es, names),
+        watermark,
+        min_position_wait_seconds_max=config.min_position_wait_seconds_max,
+    )
+
+    def register(server: grpc.aio.Server) -> list[str]:
+        queries_pb2_grpc.add_QueryServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+        return [queries_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name]
+
+    async def on_stop() -> None:
+        await es.close()
+
+    await serve(
+        name="query server",
+        address=config.address,
+        register=register,
+        on_stop=on_stop,
+        shutdown_grace_seconds=config.shutdown_grace_seconds,
+    )
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        config = QueryServerConfig.from_env()
+    except ConfigError as error:
+        print(f"query server: {error}", file=sys.stderr)
+        return 2
+    asyncio.run(run(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,312 @@
+"""Rebuild and reconcile against real PostgreSQL, Kafka and Elasticsearch.
+
+The event store is written by the real ``LedgerWriter`` in a fresh database; a stand-in
+poller publishes its events; the real projector builds the live read model.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from elasticsearch import Elasticsearch
+
+from chronos import cli
+from chronos.domain.commands import (
+    Deposit,
+    FreezeAccount,
+    JournalLine,
+    Money,
+    OpenAccount,
+    PostJournalEntry,
+    Side,
+    TransferFunds,
+    UnfreezeAccount,
+    Withdraw,
+)
+from chronos.read_model.indices import IndexNames, alias_targets
+from chronos.read_model.rebuild import rebuild
+from tests.integration.readside_support import (
+    BackgroundProjector,
+    FakePoller,
+    all_sources,
+    build_projector,
+    execute,
+    fresh_database,
+    index_prefix,
+    kafka_topic,
+    project_until_visible,
+    projector_config,
+    stored_events,
+    unique,
+)
+
+ACCOUNTS = [str(uuid.UUID(int=0xACC0_0000_0000_4000_8000_0000_0000_0000 + i)) for i in range(1, 5)]
+
+
+def rid() -> str:
+    return uuid.uuid4().hex
+
+
+def history() -> list[Any]:
+    a, b, c, d = ACCOUNTS
+    return [
+        OpenAccount(request_id=rid(), account_id=a, owner_name="Ada Lovelace", currency="EUR"),
+        OpenAccount(
+            request_id=rid(),
+            account_id=b,
+            owner_name="Bob Marley",
+            currency="EUR",
+            overdraft_limit_minor=1000,
+            metadata=(("segment", "retail"),),
+        ),
+        OpenAccount(request_id=rid(), account_id=c, owner_name="Chen Wei", currency="USD"),
+        OpenAccount(request_id=rid(), account_id=d, owner_name="Dora Explorer", currency="EUR"),
+        Deposit(request_id=rid(), account_id=a, amount=Money(currency="EUR", minor_units=10_000)),
+        Deposit(request_id=rid(), account_id=c, amount=Money(currency="USD", minor_units=500)),
+        TransferFunds(
+            request_id=rid(),
+            from_account_id=a,
+            to_account_id=b,
+            amount=Money(currency="EUR", minor_units=2_500),
+            description="rent",
+        ),
+        TransferFunds(
+            request_id=rid(),
+            from_account_id=b,
+            to_account_id=d,
+            amount=Money(currency="EUR", minor_units=3_000),
+        ),
+        FreezeAccount(request_id=rid(), account_id=d, reason="kyc"),
+        Withdraw(request_id=rid(), account_id=c, amount=Money(currency="USD", minor_units=200)),
+        PostJournalEntry(
+            request_id=rid(),
+            lines=(
+                JournalLine(
+                    account_id=a, amount=Money(currency="EUR", minor_units=100), side=Side.DEBIT
+                ),
+                JournalLine(
+                    account_id=d, amount=Money(currency="EUR", minor_units=100), side=Side.CREDIT
+                ),
+            ),
+            description="fee refund",
+        ),
+        UnfreezeAccount(request_id=rid(), account_id=d, reason="ok"),
+    ]
+
+
+def more_history(count: int) -> list[Any]:
+    a, b, _, d = ACCOUNTS
+    return [
+        TransferFunds(
+            request_id=rid(),
+            from_account_id=a if i % 2 else d,
+            to_account_id=b,
+            amount=Money(currency="EUR", minor_units=1 + i),
+        )
+        for i in range(count)
+    ]
+
+
+@pytest.fixture
+def dsn(pg_dsn: str) -> Iterator[str]:
+    with fresh_database(pg_dsn) as value:
+        yield value
+
+
+@pytest.fixture
+def names(es_client: Elasticsearch) -> Iterator[IndexNames]:
+    with index_prefix(es_client) as value:
+        yield value
+
+
+@pytest.fixture
+def topic(kafka_bootstrap: str) -> Iterator[str]:
+    with kafka_topic(kafka_bootstrap) as value:
+        yield value
+
+
+def read_model(es: Elasticsearch, names: IndexNames) -> tuple[dict[str, Any], dict[str, Any]]:
+    return all_sources(es, names.accounts), all_sources(es, names.transactions)
+
+
+def head(dsn: str) -> int:
+    events = stored_events(dsn)
+    return events[-1].position if events else 0
+
+
+def test_rebuild_equals_the_live_projection_and_the_projector_follows_the_swap(
+    es_client: Elasticsearch,
+    kafka_bootstrap: str,
+    es_url: str,
+    dsn: str,
+    names: IndexNames,
+    topic: str,
+) -> None:
+    execute(dsn, history())
+    poller = FakePoller(kafka_bootstrap, topic)
+    poller.publish(stored_events(dsn))
+    projector = build_projector(
+        es_client, projector_config(kafka_bootstrap, es_url, topic, names, unique("g"))
+    )
+    try:
+        project_until_visible(projector, es_client, names, head(dsn))
+        live_accounts, live_lines = read_model(es_client, names)
+        assert alias_targets(es_client, names.accounts) == [names.accounts_version(1)]
+
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            report = rebuild(conn, es_client, names, batch_size=7)
+
+        assert report.new_version == 2
+        assert report.events == head(dsn)
+        assert report.deleted == (names.accounts_version(1), names.transactions_version(1))
+        assert alias_targets(es_client, names.accounts) == [names.accounts_version(2)]
+        assert alias_targets(es_client, names.transactions) == [names.transactions_version(2)]
+        assert not es_client.indices.exists(index=names.accounts_version(1))
+        rebuilt_accounts, rebuilt_lines = read_model(es_client, names)
+        # Four user accounts and the EUR and USD system accounts; 6 two-line entries.
+        assert len(live_accounts) == 6 and len(live_lines) == 12
+        assert rebuilt_accounts == live_accounts
+        assert rebuilt_lines == live_lines
+
+        # The live projector writes through the aliases, so it continues in v2.
+        position_before = head(dsn)
+        execute(dsn, more_history(3))
+        poller.publish(stored_events(dsn, after_position=position_before))
+        project_until_visible(projector, es_client, names, head(dsn))
+    finally:
+        projector.close()
+    accounts = all_sources(es_client, names.accounts_version(2))
+    b = ACCOUNTS[1]
+    assert accounts[b]["balance_minor"] == live_accounts[b]["balance_minor"] + 1 + 2 + 3
+    assert len(all_sources(es_client, names.transactions_version(2))) == 12 + 6
+
+
+def test_rebuild_keeps_old_versions_on_request(
+    es_client: Elasticsearch, dsn: str, names: IndexNames
+) -> None:
+    execute(dsn, history()[:5])
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        first = rebuild(conn, es_client, names)
+        second = rebuild(conn, es_client, names, keep_old=True)
+    assert (first.new_version, second.new_version) == (2, 3)
+    assert second.deleted == ()
+    assert es_client.indices.exists(index=names.accounts_version(2))
+    assert alias_targets(es_client, names.accounts) == [names.accounts_version(3)]
+    accounts = all_sources(es_client, names.accounts)
+    assert accounts[ACCOUNTS[0]]["balance_minor"] == 10_000
+
+
+def test_rebuild_while_the_ledger_and_the_projector_are_busy(
+    es_client: Elasticsearch,
+    kafka_bootstrap: str,
+    es_url: str,
+    dsn: str,
+    names: IndexNames,
+    topic: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    execute(dsn, history())
+    poller = FakePoller(kafka_bootstrap, topic)
+    poller.publish(stored_events(dsn))
+    config = projector_config(kafka_bootstrap, es_url, topic, names, unique("g"))
+    stop_writing = threading.Event()
+    published = [head(dsn)]
+
+    def keep_writing() -> None:
+        # Commands keep committing and being published while the rebuild runs.
+        while not stop_writing.is_set():
+            execute(dsn, more_history(5))
+            poller.publish(stored_events(dsn, after_position=published[-1]))
+            published.append(head(dsn))
+
+    with BackgroundProjector(es_client, config):
+        writer = threading.Thread(target=keep_writing)
+        writer.start()
+        try:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                for _ in range(3):
+                    rebuild(conn, es_client, names, batch_size=10)
+        finally:
+            stop_writing.set()
+            writer.join(timeout=120)
+        assert len(published) > 1, "no event was committed during the rebuilds"
+        # Every event, including those committed mid-rebuild, reaches the final version.
+        code = run_reconcile(monkeypatch, dsn, es_url, names)
+    assert code == 0, capsys.readouterr().out
+    assert "no drift" in capsys.readouterr().out
+
+
+def run_reconcile(monkeypatch: pytest.MonkeyPatch, dsn: str, es_url: str, names: IndexNames) -> int:
+    monkeypatch.setenv("CHRONOS_PG_DSN", dsn)
+    monkeypatch.setenv("CHRONOS_ES_URL", es_url)
+    return cli.main(["reconcile", "--index-prefix", names.prefix, "--wait-seconds", "30"])
+
+
+def test_reconcile_finds_no_drift_then_reports_a_tampered_balance(
+    es_client: Elasticsearch,
+    kafka_bootstrap: str,
+    es_url: str,
+    dsn: str,
+    names: IndexNames,
+    topic: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    execute(dsn, history())
+    FakePoller(kafka_bootstrap, topic).publish(stored_events(dsn))
+    projector = build_projector(
+        es_client, projector_config(kafka_bootstrap, es_url, topic, names, unique("g"))
+    )
+    try:
+        project_until_visible(projector, es_client, names, head(dsn))
+    finally:
+        projector.close()
+
+    assert run_reconcile(monkeypatch, dsn, es_url, names) == 0
+    output = capsys.readouterr().out
+    assert "no drift" in output and "accounts checked: 6" in output
+
+    victim = ACCOUNTS[1]
+    document = es_client.get(index=names.accounts, id=victim)
+    source = dict(document["_source"])
+    expected = source["balance_minor"]
+    es_client.index(
+        index=names.accounts,
+        id=victim,
+        document={**source, "balance_minor": expected + 4_242, "version": source["version"] + 1},
+        version=source["version"] + 1,
+        version_type="external",
+        refresh=True,
+    )
+
+    assert run_reconcile(monkeypatch, dsn, es_url, names) == 1
+    output = capsys.readouterr().out
+    rows = [row.split() for row in output.splitlines() if row.startswith(victim)]
+    assert rows == [[victim, "EUR", "balance", str(expected), str(expected + 4_242), "+4242"]]
+    assert "no drift" not in output
+    # Only the tampered account differs; the store itself is consistent.
+    assert "DRIFT: 1 differences, 0 unbalanced currencies, 0 store inconsistencies" in output
+
+
+def test_reconcile_refuses_to_compare_while_the_projection_is_behind(
+    es_client: Elasticsearch,
+    es_url: str,
+    dsn: str,
+    names: IndexNames,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    execute(dsn, history()[:5])
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rebuild(conn, es_client, names)  # documents, but no projector: no watermark
+    monkeypatch.setenv("CHRONOS_PG_DSN", dsn)
+    monkeypatch.setenv("CHRONOS_ES_URL", es_url)
+    code = cli.main(["reconcile", "--index-prefix", names.prefix, "--wait-seconds", "0.5"])
+    assert code == 2
+    assert "behind" in capsys.readouterr().err
