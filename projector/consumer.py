@@ -30,8 +30,17 @@ from typing import Any, TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from google.protobuf.message import DecodeError
 
+from chronos import telemetry
 from chronos.errors import ChronosError
 from chronos.event_store.mapper import EventDecodeError
+from chronos.metrics import (
+    ES_BULK_FAILURES,
+    ES_BULK_LATENCY,
+    KAFKA_CONSUMER_LAG,
+    PROJECTED_EVENTS,
+    PROJECTION_LAG,
+    PROJECTION_WATERMARK,
+)
 from chronos.outbox import contract
 from chronos.read_model import ReadModelUnavailable
 from chronos.read_model.documents import EventRecord, Outcome, fold_batch, record_from_envelope
@@ -42,6 +51,8 @@ from projector.config import ProjectorConfig
 _logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+# How often the consumer lag gauge is refreshed (from librdkafka's cached offsets).
+_CONSUMER_LAG_REPORT_SECONDS = 1.0
 
 
 class ProjectorError(ChronosError):
@@ -96,6 +107,8 @@ class Projector:
         self._clock = clock
         self._partition_count = 0
         self._random = random.Random()
+        self._watermarks: dict[int, int] = {}
+        self._lag_reported_monotonic = 0.0
 
     @property
     def partition_count(self) -> int:
@@ -154,8 +167,10 @@ class Projector:
         messages = self._consumer.consume(
             num_messages=self._config.batch_size_max, timeout=self._config.poll_timeout_seconds
         )
+        polled_ns = time.time_ns()
         report = BatchReport(messages=len(messages))
         records: list[EventRecord] = []
+        traceparents: list[str] = []
         offsets: dict[int, int] = {}
         for message in messages:
             if self._skip_error(message):
@@ -163,14 +178,17 @@ class Projector:
             partition = message.partition()
             offset = message.offset()
             assert partition is not None and offset is not None
-            position = self._position(message, records, report)
+            position = self._position(message, records, report, traceparents)
             if position is not None:
                 report.watermarks[partition] = max(report.watermarks.get(partition, 0), position)
             offsets[partition] = offset + 1
+        bulk_start_ns = time.time_ns()
         if records:
             report.write, report.outcomes = self._retrying(
                 "writing documents", lambda: self._write_documents(records)
             )
+            ES_BULK_LATENCY.observe((time.time_ns() - bulk_start_ns) / 1e9)
+        bulk_end_ns = time.time_ns()
         if report.watermarks:
             watermarks = dict(report.watermarks)
             self._retrying(
@@ -180,10 +198,35 @@ class Projector:
                 ),
             )
         if records:
+            visible_at = self._clock()
             newest = max(record.recorded_at for record in records)
-            report.lag_seconds_max = (self._clock() - newest).total_seconds()
+            report.lag_seconds_max = (visible_at - newest).total_seconds()
+            for record in records:
+                PROJECTION_LAG.observe(max(0.0, (visible_at - record.recorded_at).total_seconds()))
+            PROJECTED_EVENTS.inc(len(records))
+        for partition, position in report.watermarks.items():
+            self._watermarks[partition] = max(self._watermarks.get(partition, 0), position)
+        if self._watermarks:
+            PROJECTION_WATERMARK.set(min(self._watermarks.values()))
         if commit and offsets:
             report.committed = self._commit(offsets)
+        for traceparent in traceparents:
+            # consume (poll → commit) continues the publish span; the bulk write is its child.
+            consumed = telemetry.record_span(
+                "kafka.consume",
+                traceparent,
+                polled_ns,
+                time.time_ns(),
+                {"messaging.system": "kafka", "messaging.destination.name": self._config.topic},
+            )
+            telemetry.record_span(
+                "elasticsearch.bulk",
+                consumed,
+                bulk_start_ns,
+                bulk_end_ns,
+                {"db.system": "elasticsearch", "chronos.batch_events": len(records)},
+            )
+        self._maybe_report_consumer_lag()
         if report.outcomes.get(Outcome.GAP) or report.outcomes.get(Outcome.ORPHAN):
             _logger.warning(
                 "account documents with missing history: %s gaps, %s orphans; "
@@ -206,7 +249,11 @@ class Projector:
         return True
 
     def _position(
-        self, message: Message, records: list[EventRecord], report: BatchReport
+        self,
+        message: Message,
+        records: list[EventRecord],
+        report: BatchReport,
+        traceparents: list[str],
     ) -> int | None:
         """Collects an event into ``records``; returns the message's position."""
         headers = contract.headers_dict(message.headers())
@@ -229,6 +276,9 @@ class Projector:
             raise ProjectorError(f"cannot decode the event at {where}: {error}") from error
         records.append(record)
         report.events += 1
+        traceparent = headers.get(contract.HEADER_TRACEPARENT, "")
+        if traceparent:
+            traceparents.append(traceparent)
         return record.position
 
     def _write_documents(
@@ -247,6 +297,7 @@ class Projector:
             try:
                 return action()
             except ReadModelUnavailable as error:
+                ES_BULK_FAILURES.inc()
                 if attempt == self._config.retries_max:
                     raise
                 backoff = min(self._config.retry_backoff_seconds_max, 0.05 * 2**attempt)
@@ -276,6 +327,21 @@ class Projector:
             _logger.warning("offset commit failed, the batch will be redelivered: %s", error)
             return False
         return True
+
+    def _maybe_report_consumer_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._lag_reported_monotonic < _CONSUMER_LAG_REPORT_SECONDS:
+            return
+        self._lag_reported_monotonic = now
+        try:
+            for partition in self._consumer.position(self._consumer.assignment()):
+                _low, high = self._consumer.get_watermark_offsets(partition, cached=True)
+                if partition.offset >= 0 and high >= 0:
+                    KAFKA_CONSUMER_LAG.labels(str(partition.partition)).set(
+                        max(0, high - partition.offset)
+                    )
+        except KafkaException as error:
+            _logger.debug("consumer lag unavailable: %s", error)
 
     def close(self) -> None:
         """Leaves the group without committing anything further."""

@@ -8,8 +8,11 @@ import sys
 
 import grpc
 from elasticsearch import AsyncElasticsearch
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-from chronos.config import ConfigError
+from chronos import telemetry
+from chronos.config import ConfigError, env_int
+from chronos.metrics import MetricsInterceptor, serve_metrics
 from chronos.read_model.watermark import AsyncWatermarkReader
 from chronos.rpc import serve
 from chronos.v1 import queries_pb2, queries_pb2_grpc
@@ -49,19 +52,25 @@ async def run(config: QueryServerConfig) -> None:
         name="query server",
         address=config.address,
         register=register,
+        interceptors=[aio_server_interceptor(), MetricsInterceptor("query")],  # type: ignore[no-untyped-call]
         on_stop=on_stop,
         shutdown_grace_seconds=config.shutdown_grace_seconds,
     )
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         config = QueryServerConfig.from_env()
+        metrics_port = env_int("CHRONOS_QUERY_METRICS_PORT", 9102, minimum=0, maximum=65535)
     except ConfigError as error:
         print(f"query server: {error}", file=sys.stderr)
         return 2
-    asyncio.run(run(config))
+    telemetry.configure("query-server")
+    serve_metrics(metrics_port)
+    try:
+        asyncio.run(run(config))
+    finally:
+        telemetry.shutdown()
     return 0
 
 

@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+_METRICS_NAMES = ("COMMAND", "QUERY", "POLLER", "PROJECTOR")
 
 
 def free_port() -> int:
@@ -32,7 +33,10 @@ def service_process(
 
     On exit sends SIGTERM and waits (bounded) for a clean exit.
     """
-    full_env = {**os.environ, **env, "PYTHONPATH": str(PROJECT_ROOT)}
+    # Metrics endpoints are off unless a test asks for one: the documented default
+    # ports may be taken by a running `scripts/run`.
+    quiet_metrics = {f"CHRONOS_{name}_METRICS_PORT": "0" for name in _METRICS_NAMES}
+    full_env = {**os.environ, **quiet_metrics, **env, "PYTHONPATH": str(PROJECT_ROOT)}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", module],

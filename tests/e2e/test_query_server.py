@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from chronos.domain.commands import Deposit, Money, OpenAccount, TransferFunds
 from chronos.event_store.mapper import StoredEvent
 from chronos.read_model.indices import IndexNames
 from chronos.v1 import ledger_pb2, queries_pb2, queries_pb2_grpc
+from tests.e2e.helpers import free_port
 from tests.integration.readside_support import (
     BackgroundProjector,
     FakePoller,
@@ -93,12 +93,6 @@ class Stack:
         return new[-1].position
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Server:
     process: subprocess.Popen[bytes]
@@ -119,6 +113,7 @@ def start_server(es_url: str, names: IndexNames) -> Server:
         "CHRONOS_ES_URL": es_url,
         "CHRONOS_INDEX_PREFIX": names.prefix,
         "CHRONOS_QUERY_MIN_POSITION_WAIT_SECONDS_MAX": "5",
+        "CHRONOS_QUERY_METRICS_PORT": "0",
     }
     process = subprocess.Popen([sys.executable, "-m", "query_server"], cwd=REPO, env=environment)
     channel = grpc.insecure_channel(address)
