@@ -18,6 +18,7 @@ _AREAS = (
     "chronos.event_store.cli",
     "chronos.read_model.cli",
     "chronos.top",
+    "chronos.trace_view",
 )
 
 
