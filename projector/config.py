@@ -12,6 +12,8 @@ Variables (all optional except the two addresses):
   before the process gives up and exits non-zero (default 30).
 * ``CHRONOS_PROJECTOR_RETRY_BACKOFF_SECONDS_MAX``: cap of the jittered exponential
   backoff between attempts (default 5).
+* ``CHRONOS_PROJECTOR_REFRESH``: ``true`` (default: each batch is searchable when its
+  bulk returns) or ``wait_for`` (wait for the index's scheduled refresh).
 * ``CHRONOS_PROJECTOR_TOPIC_WAIT_SECONDS_MAX``: how long to wait at start for the topic
   to exist (the outbox poller creates it; default 600).
 """
@@ -40,6 +42,10 @@ class ProjectorConfig:
     retry_backoff_seconds_max: float = 5.0
     topic_wait_seconds_max: float = 600.0
     es_request_timeout_seconds: float = 30.0
+    # Bulk refresh: "true" makes each batch searchable as soon as the bulk returns
+    # (lowest lag; one small segment per batch, which Elasticsearch merges away);
+    # "wait_for" waits for the next scheduled refresh instead (fewer segments, more lag).
+    refresh: str | bool = True
 
     @property
     def index_names(self) -> IndexNames:
@@ -99,4 +105,13 @@ class ProjectorConfig:
             topic_wait_seconds_max=env_float(
                 "CHRONOS_PROJECTOR_TOPIC_WAIT_SECONDS_MAX", 600.0, minimum=0, maximum=86400
             ),
+            refresh=_refresh_mode(os.environ.get("CHRONOS_PROJECTOR_REFRESH", "true")),
         )
+
+
+def _refresh_mode(raw: str) -> str | bool:
+    if raw == "true":
+        return True
+    if raw == "wait_for":
+        return "wait_for"
+    raise ConfigError(f"CHRONOS_PROJECTOR_REFRESH must be true or wait_for, got {raw!r}")

@@ -164,9 +164,15 @@ class Projector:
                 between the Elasticsearch writes and the commit).
         """
         assert self._partition_count > 0, "start() first"
-        messages = self._consumer.consume(
-            num_messages=self._config.batch_size_max, timeout=self._config.poll_timeout_seconds
-        )
+        # Block for the first message only, then take whatever else is already buffered:
+        # consume(n, timeout) would wait for n messages or the whole timeout, adding up
+        # to poll_timeout_seconds of lag to every event at low load.
+        first = self._consumer.poll(self._config.poll_timeout_seconds)
+        messages = [] if first is None else [first]
+        if first is not None and self._config.batch_size_max > 1:
+            messages.extend(
+                self._consumer.consume(num_messages=self._config.batch_size_max - 1, timeout=0)
+            )
         polled_ns = time.time_ns()
         report = BatchReport(messages=len(messages))
         records: list[EventRecord] = []
@@ -287,7 +293,7 @@ class Projector:
         current = self._writer.get_accounts(record.stream_id for record in records)
         documents = fold_batch(current, records)
         result = self._writer.write_documents(
-            documents.accounts, documents.transactions, refresh="wait_for"
+            documents.accounts, documents.transactions, refresh=self._config.refresh
         )
         return result, documents.outcomes
 
