@@ -374,9 +374,11 @@ def _post(
         if balance_after < account.balance_floor_minor:
             raise Rejection(
                 Reason.INSUFFICIENT_FUNDS,
-                f"Account {account.account_id} has {balances[leg.account_id]} "
-                f"{account.currency} minor units available above its limit of "
-                f"{-account.overdraft_limit_minor}; {leg.amount.minor_units} requested.",
+                f"Insufficient funds in account {account.account_id}: the balance is "
+                f"{balances[leg.account_id]} {account.currency} minor units and the overdraft "
+                f"limit {account.overdraft_limit_minor}, so at most "
+                f"{balances[leg.account_id] + account.overdraft_limit_minor} can be debited; "
+                f"{leg.amount.minor_units} requested.",
                 metadata={
                     "account_id": account.account_id,
                     "balance_minor": str(balances[leg.account_id]),
