@@ -19,7 +19,8 @@ from chronos import telemetry
 from chronos.config import ConfigError
 from chronos.event_store.maintenance import expire_idempotency_records, run_periodically
 from chronos.event_store.writer import LedgerWriter, WriterSettings
-from chronos.metrics import DB_POOL_IN_USE, DB_POOL_WAITING, MetricsInterceptor, serve_metrics
+from chronos.metrics import DB_POOL_IN_USE, DB_POOL_WAITING, MetricsInterceptor
+from chronos.process import run_service
 from chronos.rpc import serve
 from chronos.v1 import commands_pb2, commands_pb2_grpc
 from command_server.config import CommandServerConfig
@@ -131,16 +132,15 @@ def main() -> int:
     try:
         config = CommandServerConfig.from_env()
     except ConfigError as error:
-        print(f"command server: {error}", file=sys.stderr)
+        print(f"command-server: {error}", file=sys.stderr)
         return 2
     if config.processes > 1:
         return supervise(config)
-    telemetry.configure("command-server")
-    serve_metrics(config.metrics_port)
-    try:
-        asyncio.run(run(config))
-    finally:
-        telemetry.shutdown()
+    return run_service("command-server", lambda: config, _serve)
+
+
+def _serve(config: CommandServerConfig) -> int:
+    asyncio.run(run(config))
     return 0
 
 

@@ -7,23 +7,14 @@ import signal
 import sys
 import threading
 
-from chronos import telemetry
-from chronos.config import ConfigError
-from chronos.metrics import serve_metrics
+from chronos.process import run_service
 from outbox_poller.config import PollerConfig
 from outbox_poller.relay import KafkaUnavailable, OutboxRelay
 
 _logger = logging.getLogger("outbox_poller")
 
 
-def main() -> int:
-    try:
-        config = PollerConfig.from_env()
-    except ConfigError as error:
-        print(f"outbox poller: {error}", file=sys.stderr)
-        return 2
-    telemetry.configure("outbox-poller")
-    serve_metrics(config.metrics_port)
+def run(config: PollerConfig) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -34,12 +25,13 @@ def main() -> int:
         # Not fatal: the leader creates the topic once Kafka answers.
         _logger.warning("%s", error)
     _logger.info("outbox poller started (topic %s)", config.topic)
-    try:
-        relay.run(stop)
-    finally:
-        telemetry.shutdown()
+    relay.run(stop)
     _logger.info("outbox poller stopped")
     return 0
+
+
+def main() -> int:
+    return run_service("outbox-poller", PollerConfig.from_env, run)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,8 @@ from types import FrameType
 from confluent_kafka import Consumer
 from elasticsearch import Elasticsearch
 
-from chronos import telemetry
-from chronos.config import ConfigError, env_int
 from chronos.errors import ChronosError
-from chronos.metrics import serve_metrics
+from chronos.process import run_service
 from chronos.read_model.es_writer import EsWriter
 from chronos.read_model.indices import ensure_indices
 from projector.config import ProjectorConfig
@@ -65,14 +63,10 @@ def run(config: ProjectorConfig, stop: threading.Event) -> int:
 
 
 def main() -> int:
-    try:
-        config = ProjectorConfig.from_env()
-        metrics_port = env_int("CHRONOS_PROJECTOR_METRICS_PORT", 9104, minimum=0, maximum=65535)
-    except ConfigError as error:
-        print(f"projector: {error}", file=sys.stderr)
-        return 2
-    telemetry.configure("projector")
-    serve_metrics(metrics_port)
+    return run_service("projector", ProjectorConfig.from_env, _run_until_stopped)
+
+
+def _run_until_stopped(config: ProjectorConfig) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -86,8 +80,6 @@ def main() -> int:
     except ChronosError as error:
         _logger.error("projector failed: %s", error)
         return 1
-    finally:
-        telemetry.shutdown()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ Variables (all optional except the two addresses):
   before the process gives up and exits non-zero (default 30).
 * ``CHRONOS_PROJECTOR_RETRY_BACKOFF_SECONDS_MAX``: cap of the jittered exponential
   backoff between attempts (default 5).
+* ``CHRONOS_PROJECTOR_METRICS_PORT``: port of ``/metrics`` (default 9104; 0 disables).
 * ``CHRONOS_PROJECTOR_REFRESH``: ``true`` (default: each batch is searchable when its
   bulk returns) or ``wait_for`` (wait for the index's scheduled refresh).
 * ``CHRONOS_PROJECTOR_TOPIC_WAIT_SECONDS_MAX``: how long to wait at start for the topic
@@ -46,6 +47,7 @@ class ProjectorConfig:
     # (lowest lag; one small segment per batch, which Elasticsearch merges away);
     # "wait_for" waits for the next scheduled refresh instead (fewer segments, more lag).
     refresh: str | bool = True
+    metrics_port: int = 0
 
     @property
     def index_names(self) -> IndexNames:
@@ -105,6 +107,7 @@ class ProjectorConfig:
             topic_wait_seconds_max=env_float(
                 "CHRONOS_PROJECTOR_TOPIC_WAIT_SECONDS_MAX", 600.0, minimum=0, maximum=86400
             ),
+            metrics_port=env_int("CHRONOS_PROJECTOR_METRICS_PORT", 9104, minimum=0, maximum=65535),
             refresh=_refresh_mode(os.environ.get("CHRONOS_PROJECTOR_REFRESH", "true")),
         )
 

@@ -10,9 +10,8 @@ import grpc
 from elasticsearch import AsyncElasticsearch
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-from chronos import telemetry
-from chronos.config import ConfigError, env_int
-from chronos.metrics import MetricsInterceptor, serve_metrics
+from chronos.metrics import MetricsInterceptor
+from chronos.process import run_service
 from chronos.read_model.watermark import AsyncWatermarkReader
 from chronos.rpc import serve
 from chronos.v1 import queries_pb2, queries_pb2_grpc
@@ -59,18 +58,11 @@ async def run(config: QueryServerConfig) -> None:
 
 
 def main() -> int:
-    try:
-        config = QueryServerConfig.from_env()
-        metrics_port = env_int("CHRONOS_QUERY_METRICS_PORT", 9102, minimum=0, maximum=65535)
-    except ConfigError as error:
-        print(f"query server: {error}", file=sys.stderr)
-        return 2
-    telemetry.configure("query-server")
-    serve_metrics(metrics_port)
-    try:
-        asyncio.run(run(config))
-    finally:
-        telemetry.shutdown()
+    return run_service("query-server", QueryServerConfig.from_env, _serve)
+
+
+def _serve(config: QueryServerConfig) -> int:
+    asyncio.run(run(config))
     return 0
 
 

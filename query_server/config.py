@@ -9,6 +9,7 @@
 * ``CHRONOS_QUERY_WATERMARK_REFRESH_SECONDS``: how stale the cached watermark may be,
   i.e. how often it is re-read while calls wait (default 0.01).
 * ``CHRONOS_QUERY_ES_TIMEOUT_SECONDS``: timeout of one Elasticsearch request (default 5).
+* ``CHRONOS_QUERY_METRICS_PORT``: port of ``/metrics`` (default 9102; 0 disables).
 * ``CHRONOS_SHUTDOWN_GRACE_SECONDS``: how long in-flight calls may finish on SIGTERM.
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from chronos.config import ConfigError, env_float, require_es_url
+from chronos.config import ConfigError, env_float, env_int, require_es_url
 from chronos.read_model.indices import DEFAULT_PREFIX, IndexNames
 from chronos.rpc import parse_address
 
@@ -31,6 +32,7 @@ class QueryServerConfig:
     watermark_refresh_seconds: float = 0.01
     es_request_timeout_seconds: float = 5.0
     shutdown_grace_seconds: float = 10.0
+    metrics_port: int = 0
 
     @property
     def index_names(self) -> IndexNames:
@@ -66,6 +68,7 @@ class QueryServerConfig:
             es_request_timeout_seconds=env_float(
                 "CHRONOS_QUERY_ES_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=120.0
             ),
+            metrics_port=env_int("CHRONOS_QUERY_METRICS_PORT", 9102, minimum=0, maximum=65535),
             shutdown_grace_seconds=env_float(
                 "CHRONOS_SHUTDOWN_GRACE_SECONDS", 10.0, minimum=0.0, maximum=300
             ),
