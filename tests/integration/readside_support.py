@@ -20,14 +20,11 @@ import psycopg
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from elasticsearch import Elasticsearch
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from chronos.domain import validation
 from chronos.domain.commands import Command
 from chronos.event_store.mapper import StoredEvent, envelope
-from chronos.event_store.migrate import migrate
 from chronos.event_store.reader import iter_events
 from chronos.event_store.results import CommandResult
 from chronos.event_store.writer import CommandContext, LedgerWriter, WriterSettings, outbox_headers
@@ -37,6 +34,7 @@ from chronos.read_model.indices import IndexNames, ensure_indices
 from chronos.read_model.watermark import WatermarkReader
 from projector.config import ProjectorConfig
 from projector.consumer import Projector
+from tests.integration.conftest import create_database, drop_database
 
 KAFKA_TIMEOUT_SECONDS = 30.0
 PARTITIONS = 3
@@ -49,18 +47,11 @@ def unique(prefix: str) -> str:
 @contextmanager
 def fresh_database(pg_dsn: str) -> Iterator[str]:
     """A new, migrated database; yields its DSN and drops it afterwards."""
-    name = f"test_{uuid.uuid4().hex}"
-    with psycopg.connect(pg_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = make_conninfo(pg_dsn, dbname=name)
+    name, dsn = create_database(pg_dsn)
     try:
-        migrate(dsn)
         yield dsn
     finally:
-        with psycopg.connect(pg_dsn, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        drop_database(pg_dsn, name)
 
 
 @contextmanager
