@@ -25,6 +25,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -36,8 +37,11 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
 
+from chronos.metrics import MetricsInterceptor
+
 _CONTEXT_FIELDS = ("request_id", "account_id", "entry_id", "event_id", "position")
 _configured = False
+_tracing_enabled = False
 
 
 class JsonFormatter(logging.Formatter):
@@ -129,6 +133,8 @@ def configure(service: str) -> None:
         processor_type = SimpleSpanProcessor
     if exporter is None:
         return  # tracing off: the API's no-op tracer
+    global _tracing_enabled
+    _tracing_enabled = True
     ratio = float(os.environ.get("CHRONOS_TRACE_SAMPLE_RATIO", "1.0"))
     provider = TracerProvider(
         resource=Resource.create({"service.name": service}),
@@ -136,6 +142,20 @@ def configure(service: str) -> None:
     )
     provider.add_span_processor(processor_type(exporter))
     trace.set_tracer_provider(provider)
+
+
+def tracing_enabled() -> bool:
+    return _tracing_enabled
+
+
+def server_interceptors(service: str) -> list[Any]:
+    """gRPC server interceptors: metrics always, OpenTelemetry only when tracing is on
+    (its interceptor costs about 8% of a command's CPU even with no-op spans)."""
+    interceptors: list[Any] = []
+    if _tracing_enabled:
+        interceptors.append(aio_server_interceptor())  # type: ignore[no-untyped-call]
+    interceptors.append(MetricsInterceptor(service))
+    return interceptors
 
 
 def shutdown() -> None:

@@ -12,14 +12,13 @@ import subprocess
 import sys
 
 import grpc
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from psycopg_pool import AsyncConnectionPool
 
 from chronos import telemetry
 from chronos.config import ConfigError
 from chronos.event_store.maintenance import expire_idempotency_records, run_periodically
 from chronos.event_store.writer import LedgerWriter, WriterSettings
-from chronos.metrics import DB_POOL_IN_USE, DB_POOL_WAITING, MetricsInterceptor
+from chronos.metrics import DB_POOL_IN_USE, DB_POOL_WAITING
 from chronos.process import run_service
 from chronos.rpc import serve
 from chronos.v1 import commands_pb2, commands_pb2_grpc
@@ -78,7 +77,7 @@ async def run(config: CommandServerConfig) -> None:
         name="command server",
         address=config.address,
         register=register,
-        interceptors=[aio_server_interceptor(), MetricsInterceptor("command")],  # type: ignore[no-untyped-call]
+        interceptors=telemetry.server_interceptors("command"),
         on_stop=on_stop,
         shutdown_grace_seconds=config.shutdown_grace_seconds,
         reuse_port=config.reuse_port,

@@ -8,9 +8,8 @@ import sys
 
 import grpc
 from elasticsearch import AsyncElasticsearch
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-from chronos.metrics import MetricsInterceptor
+from chronos import telemetry
 from chronos.process import run_service
 from chronos.read_model.watermark import AsyncWatermarkReader
 from chronos.rpc import serve
@@ -51,7 +50,7 @@ async def run(config: QueryServerConfig) -> None:
         name="query server",
         address=config.address,
         register=register,
-        interceptors=[aio_server_interceptor(), MetricsInterceptor("query")],  # type: ignore[no-untyped-call]
+        interceptors=telemetry.server_interceptors("query"),
         on_stop=on_stop,
         shutdown_grace_seconds=config.shutdown_grace_seconds,
     )
