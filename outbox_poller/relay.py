@@ -37,6 +37,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from chronos import telemetry
 from chronos.errors import ChronosError
+from chronos.event_store import mapper
 from chronos.event_store.writer import NOTIFY_CHANNEL
 from chronos.metrics import (
     OUTBOX_BACKLOG,
@@ -278,7 +279,7 @@ class OutboxRelay:
                     headers[contract.HEADER_TRACEPARENT] = telemetry.traceparent_of(span)
             self._produce(
                 key=row.key.encode(),
-                value=row.payload,
+                value=mapper.envelope_from_outbox(row.key, row.payload, row.headers),
                 headers=[(name, value.encode()) for name, value in headers.items()],
                 on_delivery=functools.partial(on_delivery, row),
             )

@@ -213,3 +213,31 @@ def envelope(stored: StoredEvent) -> events_pb2.EventEnvelope:
     )
     message.recorded_at.FromDatetime(stored.recorded_at)
     return message
+
+
+# Event metadata keys that travel as Kafka headers of the same name.
+METADATA_KEYS = ("request_id", "correlation_id", "causation_id", "traceparent")
+
+
+def envelope_from_outbox(key: str, payload: bytes, headers: dict[str, str]) -> bytes:
+    """The Kafka message value for an outbox row: its event as an ``EventEnvelope``.
+
+    The outbox row holds the event's payload and its headers (see
+    ``writer.outbox_headers``); the envelope is assembled here, at publish time, so the
+    write transaction never has to know the position before it takes it.
+
+    Raises:
+        KeyError, ValueError: the row's headers are incomplete (not written by the writer).
+    """
+    stored = StoredEvent(
+        position=int(headers["position"]),
+        event_id=headers["event_id"],
+        stream_id=key,
+        stream_version=int(headers["stream_version"]),
+        event_type=headers["event_type"],
+        schema_version=int(headers["schema_version"]),
+        payload=payload,
+        metadata={k: headers[k] for k in METADATA_KEYS if headers.get(k)},
+        recorded_at=datetime.fromisoformat(headers["recorded_at"]),
+    )
+    return bytes(envelope(stored).SerializeToString())

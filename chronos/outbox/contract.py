@@ -2,8 +2,10 @@
 
 Event messages: key = account id (stream id), value = serialized
 ``chronos.v1.EventEnvelope``, headers (all UTF-8 strings): ``event_id``, ``event_type``,
-``schema`` (e.g. ``chronos.v1.FundsDeposited``), ``stream_version``, ``position``,
-``recorded_at`` (ISO 8601) and, when the command was traced, ``traceparent``.
+``schema`` (e.g. ``chronos.v1.FundsDeposited``), ``schema_version``, ``stream_version``,
+``position``, ``recorded_at`` (ISO 8601), the command's ``request_id``,
+``correlation_id`` and ``causation_id``, and, when the command was traced,
+``traceparent``.
 
 Watermark markers: after every batch the poller has published and the broker has
 acknowledged, it sends one marker to *every* partition, with header
@@ -23,6 +25,7 @@ MARKER_EVENT_TYPE = "_watermark"
 HEADER_EVENT_ID = "event_id"
 HEADER_EVENT_TYPE = "event_type"
 HEADER_SCHEMA = "schema"
+HEADER_SCHEMA_VERSION = "schema_version"
 HEADER_STREAM_VERSION = "stream_version"
 HEADER_POSITION = "position"
 HEADER_RECORDED_AT = "recorded_at"

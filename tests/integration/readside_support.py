@@ -112,8 +112,23 @@ def stored_events(dsn: str, after_position: int = 0) -> list[StoredEvent]:
         return list(iter_events(conn, after_position=after_position))
 
 
+def _headers(stored: StoredEvent) -> dict[str, str]:
+    headers = outbox_headers(
+        event_id=stored.event_id,
+        event_type=stored.event_type,
+        schema_version=stored.schema_version,
+        stream_version=stored.stream_version,
+        metadata=stored.metadata,
+    )
+    headers[contract.HEADER_POSITION] = str(stored.position)
+    headers[contract.HEADER_RECORDED_AT] = stored.recorded_at.isoformat()
+    return headers
+
+
 class FakePoller:
-    """Publishes stored events and markers the way the outbox poller does."""
+    """Publishes stored events and markers in the poller's format, but in whatever order
+    and as often as a test says: redelivery, reordering and partial markers on purpose.
+    (The real poller's own behaviour is tested in test_outbox_poller.py.)"""
 
     def __init__(self, bootstrap: str, topic: str, partitions: int = PARTITIONS) -> None:
         self.topic = topic
@@ -137,7 +152,7 @@ class FakePoller:
             self.topic,
             key=stored.stream_id.encode(),
             value=envelope(stored).SerializeToString(),
-            headers=list(outbox_headers(stored).items()),
+            headers=list(_headers(stored).items()),
             **kwargs,
         )
 

@@ -203,16 +203,22 @@ def test_publishes_every_row_in_per_account_order_with_headers_and_markers(
 
 
 def _insert_outbox_row(conn: psycopg.Connection[Any], position: int) -> None:
+    """An outbox row as the writer would write it, without going through the writer:
+    only this lets a test choose positions that commit out of order."""
+    headers = {
+        "event_id": str(uuid.uuid4()),
+        "event_type": "AccountFrozen",
+        "schema": "chronos.v1.AccountFrozen",
+        "schema_version": "1",
+        "stream_version": "1",
+        "position": str(position),
+        "recorded_at": "2026-11-22T00:00:00.000000+00:00",
+        "request_id": f"late-commit-{position}",
+    }
     conn.execute(
         """INSERT INTO outbox (position, event_id, topic, key, payload, headers, created_at)
-           VALUES (%s, %s, 'ignored', 'late-commit-key', '\\x00', %s, now())""",
-        (
-            position,
-            str(uuid.uuid4()),
-            psycopg.types.json.Jsonb(
-                {"event_type": "Probe", "position": str(position), "stream_version": "1"}
-            ),
-        ),
+           VALUES (%s, %s, 'ignored', %s, '\\x', %s, now())""",
+        (position, headers["event_id"], str(uuid.uuid4()), psycopg.types.json.Jsonb(headers)),
     )
 
 
