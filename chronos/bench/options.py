@@ -1,0 +1,225 @@
+"""Command-line options of ``scripts/bench``, parsed once into a frozen dataclass."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+_T = TypeVar("_T", int, float)
+
+# Bounds on every knob: a typo must not start a day-long run or a million clients.
+_DURATION_SECONDS_MAX = 3600.0
+_ACCOUNTS_MAX = 1_000_000
+_PROCESSES_MAX = 16
+_CONCURRENCY_MAX = 4096
+_CONNECTIONS_MAX = 256
+_PGBENCH_CLIENTS_MAX = 150
+
+# --quick: a few seconds per stage and a tiny data set, for the end-to-end test.
+QUICK_DURATION_SECONDS = 2.0
+QUICK_ACCOUNTS = 20
+QUICK_PGBENCH_CLIENTS = 4
+QUICK_CONCURRENCY = 8
+QUICK_CONNECTIONS = 4
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BenchOptions:
+    """Everything a bench run needs."""
+
+    quick: bool
+    duration_seconds: float
+    accounts: int
+    command_processes: int
+    concurrency: int
+    connections: int
+    client_processes: int
+    pgbench_clients: int
+    pgbench_threads: int
+    use_ghz: bool
+    ghz_path: str | None
+    pgbench_path: str | None
+    output_dir: Path
+    keep_resources: bool
+    lag_sample_fraction: float
+    catch_up_wait_seconds_max: float
+    rpc_timeout_seconds: float
+    memory_interval_seconds: float
+    seed: int
+
+
+def _positive_int(maximum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if not 0 < value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be 1..{maximum}, got {value}")
+        return value
+
+    return parse
+
+
+def _float_in(minimum: float, maximum: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = float(text)
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be {minimum:g}..{maximum:g}, got {value:g}")
+        return value
+
+    return parse
+
+
+def _chosen(value: _T | None, default: _T, quick_default: _T, quick: bool) -> _T:
+    """The explicit value if given, else the --quick or the normal default."""
+    if value is not None:
+        return value
+    return quick_default if quick else default
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description=(
+            "One-command benchmark of the whole ledger on this machine: pgbench ceiling, "
+            "TransferFunds throughput, empty-call ceiling, GetAccount throughput, projection "
+            "lag at half load, projection rebuild speed and peak memory, followed by the load "
+            "test's invariant checks. Writes bench-results/<timestamp>/bench.json. Exit "
+            "status 1 when a stage fails or an invariant does not hold (a missed "
+            "performance target is not a failure), 2 for bad arguments."
+        ),
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=(
+            f"tiny run for tests: {QUICK_DURATION_SECONDS:g} s per stage, "
+            f"{QUICK_ACCOUNTS} accounts, {QUICK_PGBENCH_CLIENTS} pgbench clients "
+            "(explicit options still win)"
+        ),
+    )
+    parser.add_argument(
+        "--duration-seconds",
+        type=_float_in(0.5, _DURATION_SECONDS_MAX),
+        help="length of each measured stage (default 20)",
+    )
+    parser.add_argument(
+        "--accounts",
+        type=_positive_int(_ACCOUNTS_MAX),
+        help="accounts opened and funded, and seeded for pgbench (default 1000)",
+    )
+    parser.add_argument(
+        "--command-processes",
+        type=_positive_int(_PROCESSES_MAX),
+        default=2,
+        help="command server processes sharing the port (SO_REUSEPORT; default 2)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=_positive_int(_CONCURRENCY_MAX),
+        help="requests in flight in the closed-loop gRPC stages (default 64)",
+    )
+    parser.add_argument(
+        "--connections",
+        type=_positive_int(_CONNECTIONS_MAX),
+        help=(
+            "ghz connections per stage (default 16): the kernel spreads connections, not "
+            "requests, over the command server processes"
+        ),
+    )
+    parser.add_argument(
+        "--client-processes",
+        type=_positive_int(_PROCESSES_MAX),
+        default=2,
+        help="processes of the Python client (default 2)",
+    )
+    parser.add_argument(
+        "--pgbench-clients",
+        type=_positive_int(_PGBENCH_CLIENTS_MAX),
+        help="pgbench -c (default 32)",
+    )
+    parser.add_argument(
+        "--pgbench-threads", type=_positive_int(64), default=2, help="pgbench -j (default 2)"
+    )
+    parser.add_argument(
+        "--no-ghz",
+        action="store_true",
+        help="use the Python client (chronos.loadtest) even when ghz is installed",
+    )
+    parser.add_argument("--ghz", dest="ghz_path", help="path of ghz (default: PATH, ~/go/bin)")
+    parser.add_argument(
+        "--pgbench", dest="pgbench_path", help="path of pgbench (default: the embedded server's)"
+    )
+    parser.add_argument("--output-dir", type=Path, help="default bench-results/<timestamp>")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the bench database, topic, consumer group and indices afterwards",
+    )
+    parser.add_argument(
+        "--lag-sample-fraction",
+        type=_float_in(0.0, 1.0),
+        default=0.05,
+        help="share of half-load transfers whose read-your-writes lag is probed (default 0.05)",
+    )
+    parser.add_argument(
+        "--catch-up-wait-seconds-max",
+        type=_float_in(1.0, 7200.0),
+        default=600.0,
+        help="bound on waiting for the projection to catch up between stages (default 600)",
+    )
+    parser.add_argument(
+        "--rpc-timeout-seconds",
+        type=_float_in(0.1, 600.0),
+        default=10.0,
+        help="deadline of every RPC (default 10)",
+    )
+    parser.add_argument(
+        "--memory-interval-seconds",
+        type=_float_in(0.05, 10.0),
+        default=0.5,
+        help="how often memory is sampled (default 0.5)",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="seed of the generated requests")
+    return parser
+
+
+def parse_options(argv: list[str] | None = None) -> BenchOptions:
+    """Parses the command line; exits with status 2 and a message on bad arguments."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    quick = bool(args.quick)
+    accounts = _chosen(args.accounts, 1000, QUICK_ACCOUNTS, quick)
+    if accounts < 2:
+        parser.error("--accounts must be at least 2 (a transfer needs two accounts)")
+    concurrency = _chosen(args.concurrency, 64, QUICK_CONCURRENCY, quick)
+    if args.client_processes > concurrency:
+        parser.error("--concurrency must be at least --client-processes")
+    output_dir = args.output_dir
+    if output_dir is None:
+        output_dir = Path("bench-results") / time.strftime("%Y%m%d-%H%M%S")
+    # Absolute, because tools run with other working directories get paths inside it.
+    output_dir = output_dir.resolve()
+    return BenchOptions(
+        quick=quick,
+        duration_seconds=_chosen(args.duration_seconds, 20.0, QUICK_DURATION_SECONDS, quick),
+        accounts=accounts,
+        command_processes=args.command_processes,
+        concurrency=concurrency,
+        connections=_chosen(args.connections, 16, QUICK_CONNECTIONS, quick),
+        client_processes=args.client_processes,
+        pgbench_clients=_chosen(args.pgbench_clients, 32, QUICK_PGBENCH_CLIENTS, quick),
+        pgbench_threads=args.pgbench_threads,
+        use_ghz=not args.no_ghz,
+        ghz_path=args.ghz_path,
+        pgbench_path=args.pgbench_path,
+        output_dir=output_dir,
+        keep_resources=bool(args.keep),
+        lag_sample_fraction=args.lag_sample_fraction,
+        catch_up_wait_seconds_max=args.catch_up_wait_seconds_max,
+        rpc_timeout_seconds=args.rpc_timeout_seconds,
+        memory_interval_seconds=args.memory_interval_seconds,
+        seed=args.seed,
+    )

@@ -1,0 +1,245 @@
+"""The four Chronos services, started by the bench on free ports and stopped at its end.
+
+Each service runs as ``python -m <service>`` with this interpreter, its output in
+``<output>/logs/<service>.log``, its metrics on a free port of 127.0.0.1 (the command
+server's worker i on ``base + i``, so the base is chosen with ``processes`` free ports
+after it). Tracing exporters are switched off: exporting spans costs CPU that is no part
+of the path being measured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from chronos.bench.memory import children_of, environment_of
+from chronos.bench.resources import BenchError, BenchResources, Infrastructure
+from chronos.top import scrape
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+START_WAIT_SECONDS_MAX = 120.0
+STOP_WAIT_SECONDS_MAX = 30.0
+KILL_WAIT_SECONDS_MAX = 10.0
+_PORT_ATTEMPTS_MAX = 50
+_POLL_INTERVAL_SECONDS = 0.1
+# Environment variables removed from the services' environment (see the docstring).
+_TRACING_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "CHRONOS_TRACE_FILE")
+WORKER_INDEX_VARIABLE = "CHRONOS_COMMAND_WORKER_INDEX"
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def free_port_range(count: int) -> int:
+    """The first of ``count`` consecutive free ports."""
+    for _ in range(_PORT_ATTEMPTS_MAX):
+        base = free_port()
+        if base + count <= 65535 and all(_port_is_free(base + i) for i in range(1, count)):
+            return base
+    raise BenchError(f"no {count} consecutive free ports found")
+
+
+@dataclass(slots=True)
+class ServiceSet:
+    """The running services: addresses, metrics endpoints and processes."""
+
+    command_addr: str
+    query_addr: str
+    # Metrics endpoint (host:port) of every command worker, by worker index.
+    command_metrics: list[str]
+    poller_metrics: str
+    projector_metrics: str
+    query_metrics: str
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # "command_server worker <i>" -> pid (the worker itself when there is one process).
+    command_worker_pids: dict[str, int] = field(default_factory=dict)
+
+
+class Services:
+    """Context manager that starts the four services and stops them on exit."""
+
+    def __init__(
+        self,
+        infrastructure: Infrastructure,
+        resources: BenchResources,
+        *,
+        command_processes: int,
+        log_dir: Path,
+    ) -> None:
+        self._infrastructure = infrastructure
+        self._resources = resources
+        self._command_processes = command_processes
+        self._log_dir = log_dir
+        self._stack = ExitStack()
+        command_metrics_port = free_port_range(command_processes)
+        self.services = ServiceSet(
+            command_addr=f"127.0.0.1:{free_port()}",
+            query_addr=f"127.0.0.1:{free_port()}",
+            command_metrics=[
+                f"127.0.0.1:{command_metrics_port + i}" for i in range(command_processes)
+            ],
+            poller_metrics=f"127.0.0.1:{free_port()}",
+            projector_metrics=f"127.0.0.1:{free_port()}",
+            query_metrics=f"127.0.0.1:{free_port()}",
+        )
+        self._command_metrics_port = command_metrics_port
+
+    def _environment(self) -> dict[str, str]:
+        services = self.services
+        env = {k: v for k, v in os.environ.items() if k not in _TRACING_VARIABLES}
+        python_path = [str(PROJECT_ROOT), *filter(None, [env.get("PYTHONPATH", "")])]
+        env.update(
+            {
+                "PYTHONPATH": os.pathsep.join(python_path),
+                "CHRONOS_PG_DSN": self._resources.pg_dsn,
+                "CHRONOS_KAFKA_BOOTSTRAP": self._infrastructure.kafka_bootstrap,
+                "CHRONOS_ES_URL": self._infrastructure.es_url,
+                "CHRONOS_EVENTS_TOPIC": self._resources.topic,
+                "CHRONOS_INDEX_PREFIX": self._resources.index_prefix,
+                "CHRONOS_PROJECTOR_GROUP": self._resources.consumer_group,
+                "CHRONOS_COMMAND_ADDR": services.command_addr,
+                "CHRONOS_QUERY_ADDR": services.query_addr,
+                "CHRONOS_COMMAND_PROCESSES": str(self._command_processes),
+                "CHRONOS_COMMAND_METRICS_PORT": str(self._command_metrics_port),
+                "CHRONOS_POLLER_METRICS_PORT": services.poller_metrics.rsplit(":", 1)[1],
+                "CHRONOS_PROJECTOR_METRICS_PORT": services.projector_metrics.rsplit(":", 1)[1],
+                "CHRONOS_QUERY_METRICS_PORT": services.query_metrics.rsplit(":", 1)[1],
+            }
+        )
+        return env
+
+    def __enter__(self) -> ServiceSet:
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        env = self._environment()
+        try:
+            for module in ("command_server", "outbox_poller", "projector", "query_server"):
+                self.services.processes[module] = self._start(module, env)
+            deadline = time.monotonic() + START_WAIT_SECONDS_MAX
+            self._wait_serving("command_server", self.services.command_addr, deadline)
+            self._wait_serving("query_server", self.services.query_addr, deadline)
+            for module, endpoints in (
+                ("command_server", self.services.command_metrics),
+                ("outbox_poller", [self.services.poller_metrics]),
+                ("projector", [self.services.projector_metrics]),
+                ("query_server", [self.services.query_metrics]),
+            ):
+                for endpoint in endpoints:
+                    self._wait_metrics(module, endpoint, deadline)
+            self.services.command_worker_pids = self._command_workers(deadline)
+        except BaseException:
+            self._stack.close()
+            raise
+        return self.services
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._stack.close()
+
+    def log_path(self, module: str) -> Path:
+        return self._log_dir / f"{module}.log"
+
+    def _start(self, module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        with self.log_path(module).open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", module],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=PROJECT_ROOT,
+            )
+        self._stack.callback(_stop, process)
+        return process
+
+    def _check_alive(self, module: str) -> None:
+        process = self.services.processes[module]
+        if process.poll() is not None:
+            tail = self.log_path(module).read_text(errors="replace")[-3000:]
+            raise BenchError(f"{module} exited with status {process.returncode}:\n{tail}")
+
+    def _wait_serving(self, module: str, address: str, deadline: float) -> None:
+        with grpc.insecure_channel(address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                self._check_alive(module)
+                try:
+                    response = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                    if response.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(_POLL_INTERVAL_SECONDS)
+        raise BenchError(f"{module} at {address} not serving within {START_WAIT_SECONDS_MAX} s")
+
+    def _wait_metrics(self, module: str, endpoint: str, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            self._check_alive(module)
+            if scrape(endpoint) is not None:
+                return
+            time.sleep(_POLL_INTERVAL_SECONDS)
+        raise BenchError(f"{module} metrics at {endpoint} not answering in time")
+
+    def _command_workers(self, deadline: float) -> dict[str, int]:
+        """The pid of each command worker, by index (the supervisor's children)."""
+        supervisor = self.services.processes["command_server"]
+        if self._command_processes == 1:
+            return {"command_server worker 0": supervisor.pid}
+        while time.monotonic() < deadline:
+            workers: dict[str, int] = {}
+            for pid in children_of(supervisor.pid):
+                index = environment_of(pid).get(WORKER_INDEX_VARIABLE)
+                if index is not None:
+                    workers[f"command_server worker {index}"] = pid
+            if len(workers) == self._command_processes:
+                return dict(sorted(workers.items()))
+            time.sleep(_POLL_INTERVAL_SECONDS)
+        raise BenchError("the command server workers could not be found")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, a bounded wait for a clean exit, then SIGKILL (children first).
+
+    The command server's supervisor passes SIGTERM on to its workers; if it has to be
+    killed, its workers are killed first, while they are still recognisably its
+    children, so none is left behind.
+    """
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_WAIT_SECONDS_MAX)
+    except subprocess.TimeoutExpired:
+        for child in children_of(process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+        process.kill()
+        process.wait(timeout=KILL_WAIT_SECONDS_MAX)

@@ -1,0 +1,532 @@
+"""The measured stages (b)-(f) against the running services, and their preparation.
+
+(a) is in :mod:`chronos.bench.pgbench`, (g) in :mod:`chronos.bench.memory`; the
+composition root (:mod:`chronos.bench.cli`) runs them in order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from chronos.bench.clients import ThroughputResult, from_phase_report
+from chronos.bench.ghz import GhzCall, chronos_schema, run_ghz, write_health_protoset
+from chronos.bench.options import BenchOptions
+from chronos.bench.pyclient import GET_ACCOUNT, HEALTH_CHECK, UnaryLoad, run_unary_load
+from chronos.bench.resources import (
+    PG_CONNECT_TIMEOUT_SECONDS,
+    BenchError,
+    BenchResources,
+    Infrastructure,
+)
+from chronos.bench.services import PROJECT_ROOT, ServiceSet
+from chronos.event_store.reader import head_position
+from chronos.loadtest.options import Distribution, Options
+from chronos.loadtest.outcomes import Outcomes
+from chronos.loadtest.runner import PhasePlan, PhaseReport, run_phase
+from chronos.loadtest.scenarios import account_id
+from chronos.top import Snapshot, quantile, scrape
+
+CURRENCY = "EUR"
+# Funding per account: far above what random transfers of at most AMOUNT_MAX_MINOR move
+# in a run, so no transfer is refused for lack of funds (a cheap refusal would inflate
+# the throughput).
+INITIAL_BALANCE_MINOR = 10**9
+AMOUNT_MAX_MINOR = 20_000
+OVERDRAFT_LIMIT_MINOR = 10_000
+# Round-robin request templates in ghz's data file for TransferFunds.
+TRANSFER_TEMPLATES_MAX = 10_000
+LAG_WAIT_SECONDS_MAX = 30.0
+LAG_PROBES_IN_FLIGHT_MAX = 16
+# Latency points the load test keeps for plots; the bench draws none.
+PLOT_SAMPLES_MAX = 1000
+REBUILD_TIMEOUT_SECONDS = 3600.0
+_POLL_INTERVAL_SECONDS = 0.2
+_PROJECTION_LAG = "chronos_projection_lag_seconds"
+_PUBLISH_LATENCY = "chronos_outbox_publish_latency_seconds"
+_REQUEST_DURATION = "chronos_grpc_request_duration_seconds"
+_BATCH_SIZE = "chronos_writer_batch_commands"
+
+
+def progress(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(slots=True)
+class BenchContext:
+    """What the stages share."""
+
+    options: BenchOptions
+    infrastructure: Infrastructure
+    resources: BenchResources
+    services: ServiceSet
+    run_id: str
+    work_dir: Path
+    ghz_path: str | None
+    start_position: int = 0
+    funded_account_ids: list[str] = field(default_factory=list)
+    funded_account_indices: tuple[int, ...] = ()
+    # Every answer the Python client got, for the exactly-once check.
+    outcomes: Outcomes = field(default_factory=Outcomes)
+
+
+def loadtest_options(
+    context: BenchContext,
+    *,
+    scenario: str,
+    concurrency: int,
+    processes: int,
+    lag_sample_fraction: float,
+) -> Options:
+    """Options for :func:`chronos.loadtest.runner.run_phase` against the bench's services."""
+    options = context.options
+    return Options(
+        scenario=scenario,
+        duration_seconds=options.duration_seconds,
+        count=None,
+        concurrency=concurrency,
+        rate_per_second=0.0,
+        accounts=options.accounts,
+        seed=options.seed,
+        processes=processes,
+        command_addr=context.services.command_addr,
+        query_addr=context.services.query_addr,
+        pg_dsn=context.resources.pg_dsn,
+        es_url=context.infrastructure.es_url,
+        index_prefix=context.resources.index_prefix,
+        output_dir=context.work_dir,
+        plot=False,
+        distribution=Distribution.UNIFORM,
+        read_fraction=0.0,
+        duplicate_fraction=0.0,
+        currency=CURRENCY,
+        initial_balance_minor=INITIAL_BALANCE_MINOR,
+        overdraft_limit_minor=OVERDRAFT_LIMIT_MINOR,
+        amount_max_minor=AMOUNT_MAX_MINOR,
+        rpc_timeout_seconds=options.rpc_timeout_seconds,
+        lag_sample_fraction=lag_sample_fraction,
+        lag_wait_seconds_max=LAG_WAIT_SECONDS_MAX,
+        lag_probes_in_flight_max=LAG_PROBES_IN_FLIGHT_MAX,
+        catch_up_wait_seconds_max=options.catch_up_wait_seconds_max,
+        plot_samples_max=PLOT_SAMPLES_MAX,
+        progress_interval_seconds=1.0,
+    )
+
+
+def _absorb(context: BenchContext, report: PhaseReport) -> None:
+    context.outcomes.merge(report.outcomes)
+
+
+# --- preparation ----------------------------------------------------------------------
+
+
+def open_and_fund_accounts(context: BenchContext) -> dict[str, Any]:
+    """Opens and funds ``--accounts`` accounts with the load test's setup phase."""
+    options = context.options
+    loadtest = loadtest_options(
+        context,
+        scenario="setup",
+        concurrency=options.concurrency,
+        processes=1,
+        lag_sample_fraction=0.0,
+    )
+    plan = PhasePlan(
+        phase="setup",
+        run_id=context.run_id,
+        account_indices=tuple(range(options.accounts)),
+        count_total=options.accounts,
+        duration_seconds=None,
+        rate_per_second=0.0,
+    )
+    report = run_phase(loadtest, plan)
+    _absorb(context, report)
+    funded = tuple(report.funded_account_indices)
+    if len(funded) < 2:
+        raise BenchError(f"only {len(funded)} of {options.accounts} accounts could be funded")
+    context.funded_account_indices = funded
+    context.funded_account_ids = [account_id(context.run_id, index) for index in funded]
+    return {
+        "accounts_funded": len(funded),
+        "elapsed_seconds": round(report.elapsed_seconds, 3),
+        "commands_per_second": round(2 * report.operations / report.elapsed_seconds, 1)
+        if report.elapsed_seconds > 0
+        else 0.0,
+    }
+
+
+def wait_for_projection(context: BenchContext) -> float:
+    """Waits (bounded) until the projector's watermark reaches the event store's head.
+
+    Returns:
+        The seconds waited.
+
+    Raises:
+        BenchError: the projection did not catch up in time.
+    """
+    started = time.monotonic()
+    deadline = started + context.options.catch_up_wait_seconds_max
+    with psycopg.connect(
+        context.resources.pg_dsn, autocommit=True, connect_timeout=PG_CONNECT_TIMEOUT_SECONDS
+    ) as conn:
+        head = head_position(conn)
+    watermark = 0.0
+    while time.monotonic() < deadline:
+        snapshot = scrape(context.services.projector_metrics)
+        if snapshot is not None:
+            watermark = snapshot.total("chronos_projection_watermark_position")
+            if watermark >= head:
+                return time.monotonic() - started
+        time.sleep(_POLL_INTERVAL_SECONDS)
+    raise BenchError(
+        f"the projection stayed at position {watermark:.0f} of {head} for "
+        f"{context.options.catch_up_wait_seconds_max:.0f} s"
+    )
+
+
+# --- (b) TransferFunds, (c) the empty call, (d) GetAccount -----------------------------
+
+
+def _transfer_templates(context: BenchContext, path: Path) -> Path:
+    """ghz's data file: transfers between random funded accounts, fresh request_ids."""
+    rng = random.Random(f"{context.options.seed}:ghz-transfers")
+    accounts = context.funded_account_ids
+    count = min(TRANSFER_TEMPLATES_MAX, max(100, 10 * len(accounts)))
+    templates = []
+    for _ in range(count):
+        source, target = rng.sample(accounts, 2)
+        templates.append(
+            {
+                # ghz renders the template per call: every request is a new command.
+                "request_id": "bench-ghz-{{newUUID}}",
+                "from_account_id": source,
+                "to_account_id": target,
+                "amount": {"currency": CURRENCY, "minor_units": rng.randint(1, AMOUNT_MAX_MINOR)},
+                "description": "bench transfer",
+            }
+        )
+    path.write_text(json.dumps(templates))
+    return path
+
+
+def transfer_funds(context: BenchContext) -> ThroughputResult:
+    """(b) TransferFunds closed loop, as fast as the command server answers.
+
+    Besides the client's figures, the command workers' own histograms tell the time
+    spent in the server and how many commands each group-commit transaction carried.
+    """
+    endpoints = context.services.command_metrics
+    before = _scrape_all(endpoints)
+    result = _transfer_funds(context)
+    after = _scrape_all(endpoints)
+    result.extra["server_side_latency_ms"] = _histogram_figures(
+        before, after, _REQUEST_DURATION, method="TransferFunds"
+    )
+    batches = after.total(f"{_BATCH_SIZE}_count") - before.total(f"{_BATCH_SIZE}_count")
+    commands = after.total(f"{_BATCH_SIZE}_sum") - before.total(f"{_BATCH_SIZE}_sum")
+    result.extra["writer_transactions"] = int(batches)
+    result.extra["writer_commands_per_transaction_mean"] = (
+        round(commands / batches, 2) if batches > 0 else None
+    )
+    return result
+
+
+def _transfer_funds(context: BenchContext) -> ThroughputResult:
+    options = context.options
+    target = context.services.command_addr
+    if context.ghz_path is not None:
+        call = GhzCall(
+            method="chronos.v1.CommandService/TransferFunds",
+            schema_arguments=chronos_schema("commands.proto"),
+            data_file=_transfer_templates(context, context.work_dir / "transfers.json"),
+        )
+        return run_ghz(
+            context.ghz_path,
+            call,
+            target=target,
+            concurrency=options.concurrency,
+            connections=options.connections,
+            duration_seconds=options.duration_seconds,
+            rpc_timeout_seconds=options.rpc_timeout_seconds,
+            report_path=context.work_dir / "ghz-transfer-funds.json",
+        )
+    loadtest = loadtest_options(
+        context,
+        scenario="transfers",
+        concurrency=options.concurrency,
+        processes=options.client_processes,
+        lag_sample_fraction=0.0,
+    )
+    plan = PhasePlan(
+        phase="transfers",
+        run_id=context.run_id,
+        account_indices=context.funded_account_indices,
+        count_total=None,
+        duration_seconds=options.duration_seconds,
+        rate_per_second=0.0,
+    )
+    report = run_phase(loadtest, plan)
+    _absorb(context, report)
+    return from_phase_report(
+        report,
+        rpc="TransferFunds",
+        target=target,
+        concurrency=options.concurrency,
+        processes=options.client_processes,
+    )
+
+
+def empty_call(context: BenchContext, target: str) -> ThroughputResult:
+    """(c) ``grpc.health.v1.Health/Check`` on ``target``: the RPC stack alone."""
+    options = context.options
+    if context.ghz_path is not None:
+        protoset = write_health_protoset(context.work_dir / "health.protoset")
+        call = GhzCall(
+            method="grpc.health.v1.Health/Check",
+            schema_arguments=("--protoset", str(protoset)),
+            data="{}",
+        )
+        return run_ghz(
+            context.ghz_path,
+            call,
+            target=target,
+            concurrency=options.concurrency,
+            connections=options.connections,
+            duration_seconds=options.duration_seconds,
+            rpc_timeout_seconds=options.rpc_timeout_seconds,
+            report_path=context.work_dir / f"ghz-health-check-{target.rsplit(':', 1)[1]}.json",
+        )
+    return run_unary_load(
+        UnaryLoad(
+            rpc=HEALTH_CHECK,
+            address=target,
+            account_ids=(),
+            concurrency=options.concurrency,
+            processes=options.client_processes,
+            duration_seconds=options.duration_seconds,
+            rpc_timeout_seconds=options.rpc_timeout_seconds,
+        )
+    )
+
+
+def get_account(context: BenchContext) -> ThroughputResult:
+    """(d) GetAccount on the query server, round-robin over the funded accounts."""
+    options = context.options
+    target = context.services.query_addr
+    if context.ghz_path is not None:
+        data_file = context.work_dir / "accounts.json"
+        data_file.write_text(json.dumps([{"account_id": a} for a in context.funded_account_ids]))
+        call = GhzCall(
+            method="chronos.v1.QueryService/GetAccount",
+            schema_arguments=chronos_schema("queries.proto"),
+            data_file=data_file,
+        )
+        return run_ghz(
+            context.ghz_path,
+            call,
+            target=target,
+            concurrency=options.concurrency,
+            connections=options.connections,
+            duration_seconds=options.duration_seconds,
+            rpc_timeout_seconds=options.rpc_timeout_seconds,
+            report_path=context.work_dir / "ghz-get-account.json",
+        )
+    return run_unary_load(
+        UnaryLoad(
+            rpc=GET_ACCOUNT,
+            address=target,
+            account_ids=tuple(context.funded_account_ids),
+            concurrency=options.concurrency,
+            processes=options.client_processes,
+            duration_seconds=options.duration_seconds,
+            rpc_timeout_seconds=options.rpc_timeout_seconds,
+        )
+    )
+
+
+# --- (e) lags at half load ------------------------------------------------------------
+
+
+def _merged(snapshots: list[Snapshot]) -> Snapshot:
+    """One snapshot holding the sums of several processes' samples (same labels add)."""
+    merged = Snapshot(taken_monotonic=max(s.taken_monotonic for s in snapshots))
+    for snapshot in snapshots:
+        for name, samples in snapshot.samples.items():
+            target = merged.samples[name]
+            for labels, value in samples.items():
+                target[labels] = target.get(labels, 0.0) + value
+    return merged
+
+
+def _scrape_all(endpoints: list[str]) -> Snapshot:
+    snapshots = []
+    for endpoint in endpoints:
+        snapshot = scrape(endpoint)
+        if snapshot is None:
+            raise BenchError(f"metrics at {endpoint} not answering")
+        snapshots.append(snapshot)
+    return _merged(snapshots)
+
+
+def _histogram_figures(
+    before: Snapshot, after: Snapshot, name: str, **match: str
+) -> dict[str, float | int | None]:
+    """count, mean and p50/p99 (bucket upper bounds) over the interval, in ms."""
+    count = after.total(f"{name}_count", **match) - before.total(f"{name}_count", **match)
+    total = after.total(f"{name}_sum", **match) - before.total(f"{name}_sum", **match)
+    figures: dict[str, float | int | None] = {
+        "count": int(count),
+        "mean_ms": round(1000 * total / count, 3) if count > 0 else None,
+    }
+    for label, q in (("p50_ms", 0.5), ("p99_ms", 0.99)):
+        value = quantile(before, after, name, q, **match)
+        # None: nothing observed; inf: above the largest bucket (10 s).
+        figures[label] = None if value is None or value == float("inf") else 1000 * value
+    return figures
+
+
+def half_load(context: BenchContext, rate_per_second: float) -> dict[str, Any]:
+    """(e) TransferFunds open loop at ``rate_per_second`` with the load test's runner;
+    projection and publish lags from the services' histograms, read-your-writes lag from
+    the runner's probes."""
+    options = context.options
+    services = context.services
+    endpoints = {
+        "projector": [services.projector_metrics],
+        "poller": [services.poller_metrics],
+        "command": services.command_metrics,
+    }
+    before = {name: _scrape_all(list(points)) for name, points in endpoints.items()}
+    loadtest = loadtest_options(
+        context,
+        scenario="transfers",
+        concurrency=options.concurrency,
+        processes=options.client_processes,
+        lag_sample_fraction=options.lag_sample_fraction,
+    )
+    plan = PhasePlan(
+        phase="half-load",
+        run_id=context.run_id,
+        account_indices=context.funded_account_indices,
+        count_total=None,
+        duration_seconds=options.duration_seconds,
+        rate_per_second=rate_per_second,
+    )
+    report = run_phase(loadtest, plan)
+    _absorb(context, report)
+    # The last events of the run are still on their way to the read side: wait for them
+    # so that their lags are in the histograms too.
+    caught_up_seconds = wait_for_projection(context)
+    after = {name: _scrape_all(list(points)) for name, points in endpoints.items()}
+    command = from_phase_report(
+        report,
+        rpc="TransferFunds",
+        target=services.command_addr,
+        concurrency=options.concurrency,
+        processes=options.client_processes,
+    )
+    lag = report.lag.summary_milliseconds()
+    return {
+        "rate_target_per_second": round(rate_per_second, 1),
+        "rate_achieved_per_second": round(report.throughput_per_second, 1),
+        "duration_seconds": options.duration_seconds,
+        "command": {
+            **command.to_json(),
+            "loop": "open",
+            "latency_from": "the scheduled send time (no coordinated omission)",
+            "server_side_latency_ms": _histogram_figures(
+                before["command"], after["command"], _REQUEST_DURATION, method="TransferFunds"
+            ),
+        },
+        "projection_lag_ms": {
+            **_histogram_figures(before["projector"], after["projector"], _PROJECTION_LAG),
+            "source": f"{_PROJECTION_LAG} of the projector: event commit -> searchable",
+        },
+        "outbox_publish_lag_ms": {
+            **_histogram_figures(before["poller"], after["poller"], _PUBLISH_LATENCY),
+            "source": f"{_PUBLISH_LATENCY} of the poller: event commit -> broker ack",
+        },
+        "read_your_writes_lag_ms": {
+            **{k: (int(v) if k == "count" else round(v, 3)) for k, v in lag.items()},
+            "timeouts": report.lag_timeouts,
+            "failures": report.lag_failures,
+            "probes_skipped": report.lag_probes_skipped,
+            "source": (
+                "load-test probes: GetAccount(min_position) after the command's answer, "
+                f"on {options.lag_sample_fraction:.0%} of the transfers"
+            ),
+        },
+        "drain_seconds": round(caught_up_seconds, 3),
+        "histogram_quantile_note": (
+            "p50/p99 of the service histograms are bucket upper bounds (buckets 0.5, 1, 2, "
+            "5, 10, 25, 50, 100, 250, 500 ms ...), like Prometheus' histogram_quantile "
+            "without interpolation; mean is exact"
+        ),
+    }
+
+
+# --- (f) rebuild ------------------------------------------------------------------------
+
+_REBUILT = re.compile(
+    r"rebuilt version (?P<version>\d+): (?P<events>[\d,]+) events .*?"
+    r"replay (?P<replay>[\d.]+) s \((?P<rate>[\d,]+) events/s\), total (?P<total>[\d.]+) s"
+)
+
+
+def rebuild(context: BenchContext) -> dict[str, Any]:
+    """(f) ``chronos projection rebuild`` of the bench database into the bench prefix."""
+    command = [
+        sys.executable,
+        "-m",
+        "chronos.cli",
+        "projection",
+        "rebuild",
+        "--index-prefix",
+        context.resources.index_prefix,
+    ]
+    env = {
+        **_base_environment(),
+        "CHRONOS_PG_DSN": context.resources.pg_dsn,
+        "CHRONOS_ES_URL": context.infrastructure.es_url,
+    }
+    try:
+        completed = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=PROJECT_ROOT,
+            timeout=REBUILD_TIMEOUT_SECONDS,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as error:
+        raise BenchError("chronos projection rebuild did not finish in time") from error
+    match = _REBUILT.search(completed.stdout)
+    if completed.returncode != 0 or match is None:
+        raise BenchError(
+            f"chronos projection rebuild failed with status {completed.returncode}: "
+            f"{(completed.stderr + completed.stdout)[-3000:]}"
+        )
+    return {
+        "events": int(match["events"].replace(",", "")),
+        "replay_seconds": float(match["replay"]),
+        "events_per_second": int(match["rate"].replace(",", "")),
+        "total_seconds": float(match["total"]),
+        "new_version": int(match["version"]),
+        "command": "chronos projection rebuild --index-prefix <bench prefix>",
+        "output": completed.stdout.strip()[-1000:],
+    }
+
+
+def _base_environment() -> dict[str, str]:
+    python_path = [str(PROJECT_ROOT), *filter(None, [os.environ.get("PYTHONPATH", "")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}

@@ -1,0 +1,151 @@
+"""``python -m chronos.bench --quick`` end to end, on the local stack.
+
+The bench starts its own four services on a fresh database, topic, consumer group and
+index prefix, runs every stage for a couple of seconds and removes what it created.
+Each run must exit 0 and write a bench.json with every section filled with positive
+numbers and every invariant passed. Timings and targets are reported by the bench,
+never asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from chronos.bench.ghz import find_ghz
+from tests.conftest import Infrastructure
+from tests.e2e.helpers import PROJECT_ROOT
+
+BENCH_TIMEOUT_SECONDS = 420
+SERVICES = ("outbox_poller", "projector", "query_server")
+
+
+def run_bench(infrastructure: Infrastructure, output_dir: Path, *arguments: str) -> Any:
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "chronos.bench",
+            "--quick",
+            "--accounts",
+            "12",
+            "--lag-sample-fraction",
+            "0.5",
+            "--output-dir",
+            str(output_dir),
+            *arguments,
+        ],
+        env={
+            **os.environ,
+            "PYTHONPATH": str(PROJECT_ROOT),
+            # The servers of the test session (the bench's stack, or external ones).
+            "CHRONOS_PG_DSN": infrastructure.pg_dsn,
+            "CHRONOS_KAFKA_BOOTSTRAP": infrastructure.kafka_bootstrap,
+            "CHRONOS_ES_URL": infrastructure.es_url,
+        },
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=BENCH_TIMEOUT_SECONDS,
+    )
+    output = f"{completed.stdout}\n--- stderr ---\n{completed.stderr[-6000:]}"
+    assert completed.returncode == 0, output
+    result_path = output_dir / "bench.json"
+    assert f"results: {result_path}" in completed.stdout, output
+    assert "invariants: all checks passed" in completed.stdout, output
+    return json.loads(result_path.read_text())
+
+
+def assert_positive(section: dict[str, Any], *keys: str) -> None:
+    for key in keys:
+        value = section[key]
+        assert isinstance(value, int | float) and value > 0, (key, value, section)
+
+
+def assert_closed_loop(section: dict[str, Any], tool: str, rpc: str) -> None:
+    assert section["tool"] == tool
+    assert section["rpc"] == rpc
+    assert_positive(section, "throughput_per_second", "ok", "elapsed_seconds")
+    assert section["failed"] == 0, section["errors"]
+    latency = section["latency_ms"]
+    assert latency["count"] == section["ok"]
+    assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+
+
+@pytest.mark.timeout(BENCH_TIMEOUT_SECONDS + 60)
+@pytest.mark.parametrize("tool", ["ghz", "python"])
+def test_quick_bench_fills_every_section(
+    infrastructure: Infrastructure, tmp_path: Path, tool: str
+) -> None:
+    arguments = ["--no-ghz"] if tool == "python" else []
+    if tool == "ghz" and find_ghz(None) is None:
+        pytest.skip("ghz is not installed (go install github.com/bojand/ghz/cmd/ghz@v0.120.0)")
+
+    result = run_bench(infrastructure, tmp_path / "bench", *arguments)
+
+    assert result["errors"] == {}
+    machine = result["machine"]
+    assert_positive(machine, "nproc", "memory_total_mb")
+    assert machine["cpu_model"] and machine["kernel"] and machine["python"]
+    assert result["client"]["tool"] == tool
+
+    pgbench = result["pgbench"]
+    assert_positive(pgbench, "tps", "latency_average_ms", "transactions")
+    assert pgbench["transactions_failed"] == 0
+    assert 0 < pgbench["latency_ms"]["p50_ms"] <= pgbench["latency_ms"]["p99_ms"]
+    # Every committed transfer wrote one idempotency row, two events and two outbox rows.
+    rows = pgbench["rows_written"]
+    assert rows["pgb_events"] == rows["pgb_outbox"] == 2 * rows["pgb_idempotency"] > 0
+    assert result["environment"]["postgres_settings"]["fsync"] in ("on", "off")
+
+    assert result["setup"]["accounts_funded"] == 12
+    assert_closed_loop(result["transfer_funds"], tool, "TransferFunds")
+    assert_closed_loop(result["empty_call"], tool, "Check")
+    assert_closed_loop(result["get_account"], tool, "GetAccount")
+
+    half = result["half_load"]
+    assert_positive(half, "rate_target_per_second", "rate_achieved_per_second")
+    assert half["command"]["loop"] == "open"
+    assert half["command"]["ok"] > 0
+    for lag in ("projection_lag_ms", "outbox_publish_lag_ms", "read_your_writes_lag_ms"):
+        assert_positive(half[lag], "count", "mean_ms", "p99_ms")
+
+    rebuild = result["rebuild"]
+    assert_positive(rebuild, "events", "events_per_second", "replay_seconds")
+
+    memory = result["memory"]["processes"]
+    services = {name for name, figures in memory.items() if figures["service"]}
+    assert {"command_server worker 0", "command_server worker 1", *SERVICES} <= services
+    for name, figures in memory.items():
+        assert figures["peak_mb"] > 0, (name, figures)
+
+    assert all(value > 0 for value in result["ratios"].values()), result["ratios"]
+    assert result["cpu_cores_used"]["transfer_funds"]["total"] > 0
+    assert {target["name"] for target in result["targets"]} >= {
+        "TransferFunds / pgbench (b/a)",
+        "TransferFunds p99 at max throughput (b)",
+        "projection lag p99 at half load (e)",
+        "outbox publish lag p99 at half load (e)",
+        "GetAccount / empty call (d/c)",
+        "projection rebuild (f)",
+    }
+    assert all(target["value"] is not None for target in result["targets"]), result["targets"]
+
+    invariants = result["invariants"]
+    assert invariants["passed"] is True
+    assert len(invariants["checks"]) == 4
+
+    # What the bench created is gone again.
+    with psycopg.connect(infrastructure.pg_dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_database WHERE datname = %s",
+            (result["environment"]["database"],),
+        ).fetchone()
+    assert row == (0,)
