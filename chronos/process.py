@@ -4,6 +4,9 @@ roots (``*/__main__.py``) differ only in what they build."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from typing import Protocol, TypeVar
@@ -40,3 +43,32 @@ def run_service(
         return body(config)
     finally:
         telemetry.shutdown()
+
+
+def supervise(*, module: str, prefix: str, processes: int, metrics_port: int) -> int:
+    """Runs ``processes`` copies of ``python -m module`` sharing one port (SO_REUSEPORT).
+
+    Python runs one core's worth of work per process; the kernel spreads incoming
+    connections over the workers. Worker i gets ``CHRONOS_<prefix>_PROCESSES=1``,
+    ``CHRONOS_REUSE_PORT=1`` and serves its metrics on ``metrics_port + i``.
+    SIGTERM/SIGINT are passed on; returns when every worker has exited.
+    """
+    workers = []
+    for index in range(processes):
+        env = dict(os.environ)
+        env[f"CHRONOS_{prefix}_WORKER_INDEX"] = str(index)
+        env[f"CHRONOS_{prefix}_PROCESSES"] = "1"
+        env["CHRONOS_REUSE_PORT"] = "1"
+        if metrics_port:
+            env[f"CHRONOS_{prefix}_METRICS_PORT"] = str(metrics_port + index)
+        workers.append(subprocess.Popen([sys.executable, "-m", module], env=env))
+
+    def forward(signum: int, _frame: object) -> None:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [worker.wait() for worker in workers]
+    return max(codes, key=abs)

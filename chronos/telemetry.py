@@ -121,6 +121,9 @@ def configure(service: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(os.environ.get("CHRONOS_LOG_LEVEL", "INFO").upper())
+    # These libraries log every request at INFO: too much for a hot path.
+    for noisy in ("elastic_transport.transport", "elasticsearch", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     exporter: SpanExporter | None = None
     processor_type: type[BatchSpanProcessor] | type[SimpleSpanProcessor] = BatchSpanProcessor

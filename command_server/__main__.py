@@ -6,9 +6,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
-import signal
-import subprocess
 import sys
 
 import grpc
@@ -19,7 +16,7 @@ from chronos.config import ConfigError
 from chronos.event_store.maintenance import expire_idempotency_records, run_periodically
 from chronos.event_store.writer import LedgerWriter, WriterSettings
 from chronos.metrics import DB_POOL_IN_USE, DB_POOL_WAITING
-from chronos.process import run_service
+from chronos.process import run_service, supervise
 from chronos.rpc import serve
 from chronos.v1 import commands_pb2, commands_pb2_grpc
 from command_server.config import CommandServerConfig
@@ -95,38 +92,6 @@ async def _report_pool(pool: AsyncConnectionPool, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), timeout=1.0)
 
 
-WORKER_INDEX_VARIABLE = "CHRONOS_COMMAND_WORKER_INDEX"
-
-
-def supervise(config: CommandServerConfig) -> int:
-    """Runs ``config.processes`` server processes sharing one port (SO_REUSEPORT).
-
-    Python runs one core's worth of work per process; the kernel spreads incoming
-    connections over the workers. Each worker has its own pool and writer, and the
-    ledger's locking is the same across processes as within one. Worker i serves its
-    metrics on ``metrics_port + i``. SIGTERM/SIGINT are passed on; exits when all have.
-    """
-    workers = []
-    for index in range(config.processes):
-        env = dict(os.environ)
-        env[WORKER_INDEX_VARIABLE] = str(index)
-        env["CHRONOS_REUSE_PORT"] = "1"
-        env["CHRONOS_COMMAND_PROCESSES"] = "1"
-        if config.metrics_port:
-            env["CHRONOS_COMMAND_METRICS_PORT"] = str(config.metrics_port + index)
-        workers.append(subprocess.Popen([sys.executable, "-m", "command_server"], env=env))
-
-    def forward(signum: int, _frame: object) -> None:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    codes = [worker.wait() for worker in workers]
-    return max(codes, key=abs)
-
-
 def main() -> int:
     try:
         config = CommandServerConfig.from_env()
@@ -134,7 +99,14 @@ def main() -> int:
         print(f"command-server: {error}", file=sys.stderr)
         return 2
     if config.processes > 1:
-        return supervise(config)
+        # Each worker has its own pool and writer; the ledger's locking is the same
+        # across processes as within one.
+        return supervise(
+            module="command_server",
+            prefix="COMMAND",
+            processes=config.processes,
+            metrics_port=config.metrics_port,
+        )
     return run_service("command-server", lambda: config, _serve)
 
 

@@ -10,7 +10,8 @@ import grpc
 from elasticsearch import AsyncElasticsearch
 
 from chronos import telemetry
-from chronos.process import run_service
+from chronos.config import ConfigError
+from chronos.process import run_service, supervise
 from chronos.read_model.watermark import AsyncWatermarkReader
 from chronos.rpc import serve
 from chronos.v1 import queries_pb2, queries_pb2_grpc
@@ -53,11 +54,24 @@ async def run(config: QueryServerConfig) -> None:
         interceptors=telemetry.server_interceptors("query"),
         on_stop=on_stop,
         shutdown_grace_seconds=config.shutdown_grace_seconds,
+        reuse_port=config.reuse_port,
     )
 
 
 def main() -> int:
-    return run_service("query-server", QueryServerConfig.from_env, _serve)
+    try:
+        config = QueryServerConfig.from_env()
+    except ConfigError as error:
+        print(f"query-server: {error}", file=sys.stderr)
+        return 2
+    if config.processes > 1:
+        return supervise(
+            module="query_server",
+            prefix="QUERY",
+            processes=config.processes,
+            metrics_port=config.metrics_port,
+        )
+    return run_service("query-server", lambda: config, _serve)
 
 
 def _serve(config: QueryServerConfig) -> int:

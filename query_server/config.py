@@ -10,6 +10,7 @@
   i.e. how often it is re-read while calls wait (default 0.01).
 * ``CHRONOS_QUERY_ES_TIMEOUT_SECONDS``: timeout of one Elasticsearch request (default 5).
 * ``CHRONOS_QUERY_METRICS_PORT``: port of ``/metrics`` (default 9102; 0 disables).
+* ``CHRONOS_QUERY_PROCESSES``: server processes sharing the port (default 1).
 * ``CHRONOS_SHUTDOWN_GRACE_SECONDS``: how long in-flight calls may finish on SIGTERM.
 """
 
@@ -33,6 +34,8 @@ class QueryServerConfig:
     es_request_timeout_seconds: float = 5.0
     shutdown_grace_seconds: float = 10.0
     metrics_port: int = 0
+    processes: int = 1
+    reuse_port: bool = False
 
     @property
     def index_names(self) -> IndexNames:
@@ -69,6 +72,8 @@ class QueryServerConfig:
                 "CHRONOS_QUERY_ES_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=120.0
             ),
             metrics_port=env_int("CHRONOS_QUERY_METRICS_PORT", 9102, minimum=0, maximum=65535),
+            processes=env_int("CHRONOS_QUERY_PROCESSES", 1, minimum=1, maximum=64),
+            reuse_port=os.environ.get("CHRONOS_REUSE_PORT", "0") == "1",
             shutdown_grace_seconds=env_float(
                 "CHRONOS_SHUTDOWN_GRACE_SECONDS", 10.0, minimum=0.0, maximum=300
             ),

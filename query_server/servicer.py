@@ -217,6 +217,9 @@ class ReadModelClient:
 
     def __init__(self, es: AsyncElasticsearch, names: IndexNames) -> None:
         self._es = es
+        # options() builds a new client object: once here, not per request (it was a
+        # fifth of GetAccount's CPU).
+        self._es_missing_ok = es.options(ignore_status=404)
         self._names = names
 
     async def _call(self, what: str, request: Awaitable[Any]) -> Any:
@@ -229,9 +232,7 @@ class ReadModelClient:
         """The account document (realtime GET: no refresh needed), None if unknown."""
         response = await self._call(
             "get account",
-            self._es.options(ignore_status=404).get(
-                index=self._names.accounts, id=account_id, realtime=True
-            ),
+            self._es_missing_ok.get(index=self._names.accounts, id=account_id, realtime=True),
         )
         body = response.body
         if "error" in body:
