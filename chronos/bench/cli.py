@@ -125,17 +125,20 @@ def _watch_stack(sampler: MemorySampler, infrastructure: Infrastructure) -> dict
 
 
 def _watch_services(
-    sampler: MemorySampler, services: ServiceSet, command_processes: int
+    sampler: MemorySampler, services: ServiceSet, options: BenchOptions
 ) -> dict[str, bool]:
     watched: dict[str, bool] = {}
-    if command_processes > 1:
-        supervisor = services.processes["command_server"].pid
-        sampler.watch("command_server supervisor", supervisor)
-        watched["command_server supervisor"] = True
-    for name, pid in services.command_worker_pids.items():
-        sampler.watch(name, pid)
-        watched[name] = True
-    for module in ("outbox_poller", "projector", "query_server"):
+    for module, processes, workers in (
+        ("command_server", options.command_processes, services.command_worker_pids),
+        ("query_server", options.query_processes, services.query_worker_pids),
+    ):
+        if processes > 1:
+            sampler.watch(f"{module} supervisor", services.processes[module].pid)
+            watched[f"{module} supervisor"] = True
+        for name, pid in workers.items():
+            sampler.watch(name, pid)
+            watched[name] = True
+    for module in ("outbox_poller", "projector"):
         sampler.watch(module, services.processes[module].pid)
         watched[module] = True
     return watched
@@ -193,13 +196,15 @@ def _run_with_services(
         infrastructure,
         resources,
         command_processes=options.command_processes,
+        query_processes=options.query_processes,
         log_dir=options.output_dir / "logs",
     ) as services:
-        is_service.update(_watch_services(sampler, services, options.command_processes))
+        is_service.update(_watch_services(sampler, services, options))
         results["environment"]["services"] = {
             "command_addr": services.command_addr,
             "query_addr": services.query_addr,
             "command_processes": options.command_processes,
+            "query_processes": options.query_processes,
             "logs": str(options.output_dir / "logs"),
         }
         context = stages.BenchContext(

@@ -35,6 +35,7 @@ class BenchOptions:
     duration_seconds: float
     accounts: int
     command_processes: int
+    query_processes: int
     concurrency: int
     connections: int
     client_processes: int
@@ -115,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int(_PROCESSES_MAX),
         default=2,
         help="command server processes sharing the port (SO_REUSEPORT; default 2)",
+    )
+    parser.add_argument(
+        "--query-processes",
+        type=_positive_int(_PROCESSES_MAX),
+        default=2,
+        help="query server processes sharing the port (SO_REUSEPORT; default 2)",
     )
     parser.add_argument(
         "--concurrency",
@@ -207,6 +214,7 @@ def parse_options(argv: list[str] | None = None) -> BenchOptions:
         duration_seconds=_chosen(args.duration_seconds, 20.0, QUICK_DURATION_SECONDS, quick),
         accounts=accounts,
         command_processes=args.command_processes,
+        query_processes=args.query_processes,
         concurrency=concurrency,
         connections=_chosen(args.connections, 16, QUICK_CONNECTIONS, quick),
         client_processes=args.client_processes,

@@ -36,7 +36,6 @@ _PORT_ATTEMPTS_MAX = 50
 _POLL_INTERVAL_SECONDS = 0.1
 # Environment variables removed from the services' environment (see the docstring).
 _TRACING_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "CHRONOS_TRACE_FILE")
-WORKER_INDEX_VARIABLE = "CHRONOS_COMMAND_WORKER_INDEX"
 
 
 def _port_is_free(port: int) -> bool:
@@ -74,10 +73,11 @@ class ServiceSet:
     command_metrics: list[str]
     poller_metrics: str
     projector_metrics: str
-    query_metrics: str
+    query_metrics: list[str]
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     # "command_server worker <i>" -> pid (the worker itself when there is one process).
     command_worker_pids: dict[str, int] = field(default_factory=dict)
+    query_worker_pids: dict[str, int] = field(default_factory=dict)
 
 
 class Services:
@@ -89,14 +89,17 @@ class Services:
         resources: BenchResources,
         *,
         command_processes: int,
+        query_processes: int = 1,
         log_dir: Path,
     ) -> None:
         self._infrastructure = infrastructure
         self._resources = resources
         self._command_processes = command_processes
+        self._query_processes = query_processes
         self._log_dir = log_dir
         self._stack = ExitStack()
         command_metrics_port = free_port_range(command_processes)
+        query_metrics_port = free_port_range(query_processes)
         self.services = ServiceSet(
             command_addr=f"127.0.0.1:{free_port()}",
             query_addr=f"127.0.0.1:{free_port()}",
@@ -105,9 +108,10 @@ class Services:
             ],
             poller_metrics=f"127.0.0.1:{free_port()}",
             projector_metrics=f"127.0.0.1:{free_port()}",
-            query_metrics=f"127.0.0.1:{free_port()}",
+            query_metrics=[f"127.0.0.1:{query_metrics_port + i}" for i in range(query_processes)],
         )
         self._command_metrics_port = command_metrics_port
+        self._query_metrics_port = query_metrics_port
 
     def _environment(self) -> dict[str, str]:
         services = self.services
@@ -128,7 +132,8 @@ class Services:
                 "CHRONOS_COMMAND_METRICS_PORT": str(self._command_metrics_port),
                 "CHRONOS_POLLER_METRICS_PORT": services.poller_metrics.rsplit(":", 1)[1],
                 "CHRONOS_PROJECTOR_METRICS_PORT": services.projector_metrics.rsplit(":", 1)[1],
-                "CHRONOS_QUERY_METRICS_PORT": services.query_metrics.rsplit(":", 1)[1],
+                "CHRONOS_QUERY_PROCESSES": str(self._query_processes),
+                "CHRONOS_QUERY_METRICS_PORT": str(self._query_metrics_port),
             }
         )
         return env
@@ -146,11 +151,16 @@ class Services:
                 ("command_server", self.services.command_metrics),
                 ("outbox_poller", [self.services.poller_metrics]),
                 ("projector", [self.services.projector_metrics]),
-                ("query_server", [self.services.query_metrics]),
+                ("query_server", self.services.query_metrics),
             ):
                 for endpoint in endpoints:
                     self._wait_metrics(module, endpoint, deadline)
-            self.services.command_worker_pids = self._command_workers(deadline)
+            self.services.command_worker_pids = self._workers(
+                "command_server", "COMMAND", self._command_processes, deadline
+            )
+            self.services.query_worker_pids = self._workers(
+                "query_server", "QUERY", self._query_processes, deadline
+            )
         except BaseException:
             self._stack.close()
             raise
@@ -208,21 +218,22 @@ class Services:
             time.sleep(_POLL_INTERVAL_SECONDS)
         raise BenchError(f"{module} metrics at {endpoint} not answering in time")
 
-    def _command_workers(self, deadline: float) -> dict[str, int]:
-        """The pid of each command worker, by index (the supervisor's children)."""
-        supervisor = self.services.processes["command_server"]
-        if self._command_processes == 1:
-            return {"command_server worker 0": supervisor.pid}
+    def _workers(self, module: str, prefix: str, processes: int, deadline: float) -> dict[str, int]:
+        """The pid of each worker of ``module``, by index (the supervisor's children)."""
+        supervisor = self.services.processes[module]
+        if processes == 1:
+            return {f"{module} worker 0": supervisor.pid}
+        variable = f"CHRONOS_{prefix}_WORKER_INDEX"
         while time.monotonic() < deadline:
             workers: dict[str, int] = {}
             for pid in children_of(supervisor.pid):
-                index = environment_of(pid).get(WORKER_INDEX_VARIABLE)
+                index = environment_of(pid).get(variable)
                 if index is not None:
-                    workers[f"command_server worker {index}"] = pid
-            if len(workers) == self._command_processes:
+                    workers[f"{module} worker {index}"] = pid
+            if len(workers) == processes:
                 return dict(sorted(workers.items()))
             time.sleep(_POLL_INTERVAL_SECONDS)
-        raise BenchError("the command server workers could not be found")
+        raise BenchError(f"the {module} workers could not be found")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -24,7 +24,7 @@ from tests.conftest import Infrastructure
 from tests.e2e.helpers import PROJECT_ROOT
 
 BENCH_TIMEOUT_SECONDS = 420
-SERVICES = ("outbox_poller", "projector", "query_server")
+SERVICES = ("outbox_poller", "projector", "query_server worker 0", "query_server worker 1")
 
 
 def run_bench(infrastructure: Infrastructure, output_dir: Path, *arguments: str) -> Any:
