@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+
+from chronos.loadtest.options import float_in, positive_int
 
 _T = TypeVar("_T", int, float)
 
@@ -53,26 +54,6 @@ class BenchOptions:
     seed: int
 
 
-def _positive_int(maximum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = int(text)
-        if not 0 < value <= maximum:
-            raise argparse.ArgumentTypeError(f"must be 1..{maximum}, got {value}")
-        return value
-
-    return parse
-
-
-def _float_in(minimum: float, maximum: float) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        value = float(text)
-        if not minimum <= value <= maximum:
-            raise argparse.ArgumentTypeError(f"must be {minimum:g}..{maximum:g}, got {value:g}")
-        return value
-
-    return parse
-
-
 def _chosen(value: _T | None, default: _T, quick_default: _T, quick: bool) -> _T:
     """The explicit value if given, else the --quick or the normal default."""
     if value is not None:
@@ -103,34 +84,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--duration-seconds",
-        type=_float_in(0.5, _DURATION_SECONDS_MAX),
+        type=float_in(0.5, _DURATION_SECONDS_MAX),
         help="length of each measured stage (default 20)",
     )
     parser.add_argument(
         "--accounts",
-        type=_positive_int(_ACCOUNTS_MAX),
+        type=positive_int(_ACCOUNTS_MAX),
         help="accounts opened and funded, and seeded for pgbench (default 1000)",
     )
     parser.add_argument(
         "--command-processes",
-        type=_positive_int(_PROCESSES_MAX),
+        type=positive_int(_PROCESSES_MAX),
         default=2,
         help="command server processes sharing the port (SO_REUSEPORT; default 2)",
     )
     parser.add_argument(
         "--query-processes",
-        type=_positive_int(_PROCESSES_MAX),
+        type=positive_int(_PROCESSES_MAX),
         default=2,
         help="query server processes sharing the port (SO_REUSEPORT; default 2)",
     )
     parser.add_argument(
         "--concurrency",
-        type=_positive_int(_CONCURRENCY_MAX),
+        type=positive_int(_CONCURRENCY_MAX),
         help="requests in flight in the closed-loop gRPC stages (default 64)",
     )
     parser.add_argument(
         "--connections",
-        type=_positive_int(_CONNECTIONS_MAX),
+        type=positive_int(_CONNECTIONS_MAX),
         help=(
             "ghz connections per stage (default 16): the kernel spreads connections, not "
             "requests, over the command server processes"
@@ -138,17 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--client-processes",
-        type=_positive_int(_PROCESSES_MAX),
+        type=positive_int(_PROCESSES_MAX),
         default=2,
         help="processes of the Python client (default 2)",
     )
     parser.add_argument(
         "--pgbench-clients",
-        type=_positive_int(_PGBENCH_CLIENTS_MAX),
+        type=positive_int(_PGBENCH_CLIENTS_MAX),
         help="pgbench -c (default 32)",
     )
     parser.add_argument(
-        "--pgbench-threads", type=_positive_int(64), default=2, help="pgbench -j (default 2)"
+        "--pgbench-threads", type=positive_int(64), default=2, help="pgbench -j (default 2)"
     )
     parser.add_argument(
         "--no-ghz",
@@ -167,25 +148,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--lag-sample-fraction",
-        type=_float_in(0.0, 1.0),
+        type=float_in(0.0, 1.0),
         default=0.05,
         help="share of half-load transfers whose read-your-writes lag is probed (default 0.05)",
     )
     parser.add_argument(
         "--catch-up-wait-seconds-max",
-        type=_float_in(1.0, 7200.0),
+        type=float_in(1.0, 7200.0),
         default=600.0,
         help="bound on waiting for the projection to catch up between stages (default 600)",
     )
     parser.add_argument(
         "--rpc-timeout-seconds",
-        type=_float_in(0.1, 600.0),
+        type=float_in(0.1, 600.0),
         default=10.0,
         help="deadline of every RPC (default 10)",
     )
     parser.add_argument(
         "--memory-interval-seconds",
-        type=_float_in(0.05, 10.0),
+        type=float_in(0.05, 10.0),
         default=0.5,
         help="how often memory is sampled (default 0.5)",
     )

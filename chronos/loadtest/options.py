@@ -67,7 +67,7 @@ class Options:
     progress_interval_seconds: float
 
 
-def _positive_int(maximum: int) -> Callable[[str], int]:
+def positive_int(maximum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         value = int(text)
         if not 0 < value <= maximum:
@@ -77,7 +77,7 @@ def _positive_int(maximum: int) -> Callable[[str], int]:
     return parse
 
 
-def _float_in(minimum: float, maximum: float) -> Callable[[str], float]:
+def float_in(minimum: float, maximum: float) -> Callable[[str], float]:
     def parse(text: str) -> float:
         value = float(text)
         if not minimum <= value <= maximum:
@@ -124,23 +124,23 @@ def build_parser() -> argparse.ArgumentParser:
     bound = parser.add_mutually_exclusive_group()
     bound.add_argument(
         "--duration-seconds",
-        type=_float_in(0.1, _DURATION_SECONDS_MAX),
+        type=float_in(0.1, _DURATION_SECONDS_MAX),
         help="run length (default 30 s unless --count is given)",
     )
     bound.add_argument(
         "--count",
-        type=_positive_int(_COUNT_MAX),
+        type=positive_int(_COUNT_MAX),
         help="number of operations (setup: defaults to --accounts)",
     )
     parser.add_argument(
         "--concurrency",
-        type=_positive_int(_CONCURRENCY_MAX),
+        type=positive_int(_CONCURRENCY_MAX),
         default=32,
         help="operations in flight at most, over all processes (default 32)",
     )
     parser.add_argument(
         "--rate",
-        type=_float_in(0.0, _RATE_MAX),
+        type=float_in(0.0, _RATE_MAX),
         default=0.0,
         help=(
             "target operations/s, open loop (latency from the scheduled time); "
@@ -148,12 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
-        "--accounts", type=_positive_int(_ACCOUNTS_MAX), default=1000, help="(default 1000)"
+        "--accounts", type=positive_int(_ACCOUNTS_MAX), default=1000, help="(default 1000)"
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the operation mix")
     parser.add_argument(
         "--processes",
-        type=_positive_int(_PROCESSES_MAX),
+        type=positive_int(_PROCESSES_MAX),
         default=1,
         help="client processes (default 1; raise it when one process is the bottleneck)",
     )
@@ -197,20 +197,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--read-fraction",
-        type=_float_in(0.0, 1.0),
+        type=float_in(0.0, 1.0),
         default=0.5,
         help="mixed: share of reads, half GetAccount, half ListTransactions (default 0.5)",
     )
     parser.add_argument(
         "--duplicate-fraction",
-        type=_float_in(0.0, 1.0),
+        type=float_in(0.0, 1.0),
         default=0.2,
         help="duplicates: share of transfers re-sent with the same request_id (default 0.2)",
     )
     parser.add_argument("--currency", default="EUR", help="(default EUR)")
     parser.add_argument(
         "--initial-balance-minor",
-        type=_positive_int(10**15),
+        type=positive_int(10**15),
         default=1_000_000,
         help="deposit per account in setup (default 1000000)",
     )
@@ -222,37 +222,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--amount-max-minor",
-        type=_positive_int(10**15),
+        type=positive_int(10**15),
         default=20_000,
         help="transfers move 1..this many minor units (default 20000)",
     )
     parser.add_argument(
         "--rpc-timeout-seconds",
-        type=_float_in(0.01, 600.0),
+        type=float_in(0.01, 600.0),
         default=10.0,
         help="deadline of every RPC (default 10)",
     )
     parser.add_argument(
         "--lag-sample-fraction",
-        type=_float_in(0.0, 1.0),
+        type=float_in(0.0, 1.0),
         default=0.02,
         help="share of accepted commands whose projection lag is measured (default 0.02)",
     )
     parser.add_argument(
         "--lag-wait-seconds-max",
-        type=_float_in(0.1, 600.0),
+        type=float_in(0.1, 600.0),
         default=30.0,
         help="give up measuring one command's lag after this long (default 30)",
     )
     parser.add_argument(
         "--catch-up-wait-seconds-max",
-        type=_float_in(0.0, 3600.0),
+        type=float_in(0.0, 3600.0),
         default=120.0,
         help="bound on waiting for the read side to reach the event store head (default 120)",
     )
     parser.add_argument(
         "--plot-samples-max",
-        type=_positive_int(10_000_000),
+        type=positive_int(10_000_000),
         default=200_000,
         help="latency points kept for the plot, over all processes (default 200000)",
     )
