@@ -4,12 +4,13 @@ roots (``*/__main__.py``) differ only in what they build."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
-from typing import Protocol, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, TypeVar
 
 from chronos import telemetry
 from chronos.config import ConfigError
@@ -21,7 +22,13 @@ class ServiceConfig(Protocol):
     def metrics_port(self) -> int: ...
 
 
+class ServerConfig(ServiceConfig, Protocol):
+    @property
+    def processes(self) -> int: ...
+
+
 ConfigT = TypeVar("ConfigT", bound=ServiceConfig)
+ServerConfigT = TypeVar("ServerConfigT", bound=ServerConfig)
 
 
 def run_service(
@@ -72,3 +79,33 @@ def supervise(*, module: str, prefix: str, processes: int, metrics_port: int) ->
     signal.signal(signal.SIGINT, forward)
     codes = [worker.wait() for worker in workers]
     return max(codes, key=abs)
+
+
+def run_grpc_server(
+    *,
+    service: str,
+    module: str,
+    prefix: str,
+    load_config: Callable[[], ServerConfigT],
+    serve: Callable[[ServerConfigT], Coroutine[Any, Any, None]],
+) -> int:
+    """``main`` of a gRPC server process: one process, or a supervisor of
+    ``config.processes`` workers on one port when that is more than 1."""
+    try:
+        config = load_config()
+    except ConfigError as error:
+        print(f"{service}: {error}", file=sys.stderr)
+        return 2
+    if config.processes > 1:
+        return supervise(
+            module=module,
+            prefix=prefix,
+            processes=config.processes,
+            metrics_port=config.metrics_port,
+        )
+
+    def body(loaded: ServerConfigT) -> int:
+        asyncio.run(serve(loaded))
+        return 0
+
+    return run_service(service, lambda: config, body)

@@ -12,11 +12,10 @@ import grpc
 from psycopg_pool import AsyncConnectionPool
 
 from chronos import telemetry
-from chronos.config import ConfigError
 from chronos.event_store.maintenance import expire_idempotency_records, run_periodically
 from chronos.event_store.writer import LedgerWriter, WriterSettings
 from chronos.metrics import DB_POOL_IN_USE, DB_POOL_WAITING
-from chronos.process import run_service, supervise
+from chronos.process import run_grpc_server
 from chronos.rpc import serve
 from chronos.v1 import commands_pb2, commands_pb2_grpc
 from command_server.config import CommandServerConfig
@@ -93,26 +92,15 @@ async def _report_pool(pool: AsyncConnectionPool, stop: asyncio.Event) -> None:
 
 
 def main() -> int:
-    try:
-        config = CommandServerConfig.from_env()
-    except ConfigError as error:
-        print(f"command-server: {error}", file=sys.stderr)
-        return 2
-    if config.processes > 1:
-        # Each worker has its own pool and writer; the ledger's locking is the same
-        # across processes as within one.
-        return supervise(
-            module="command_server",
-            prefix="COMMAND",
-            processes=config.processes,
-            metrics_port=config.metrics_port,
-        )
-    return run_service("command-server", lambda: config, _serve)
-
-
-def _serve(config: CommandServerConfig) -> int:
-    asyncio.run(run(config))
-    return 0
+    # Each command worker has its own pool and writer; the ledger's locking is the same
+    # across processes as within one.
+    return run_grpc_server(
+        service="command-server",
+        module="command_server",
+        prefix="COMMAND",
+        load_config=CommandServerConfig.from_env,
+        serve=run,
+    )
 
 
 if __name__ == "__main__":

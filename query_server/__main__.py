@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 
@@ -10,8 +9,7 @@ import grpc
 from elasticsearch import AsyncElasticsearch
 
 from chronos import telemetry
-from chronos.config import ConfigError
-from chronos.process import run_service, supervise
+from chronos.process import run_grpc_server
 from chronos.read_model.watermark import AsyncWatermarkReader
 from chronos.rpc import serve
 from chronos.v1 import queries_pb2, queries_pb2_grpc
@@ -59,24 +57,13 @@ async def run(config: QueryServerConfig) -> None:
 
 
 def main() -> int:
-    try:
-        config = QueryServerConfig.from_env()
-    except ConfigError as error:
-        print(f"query-server: {error}", file=sys.stderr)
-        return 2
-    if config.processes > 1:
-        return supervise(
-            module="query_server",
-            prefix="QUERY",
-            processes=config.processes,
-            metrics_port=config.metrics_port,
-        )
-    return run_service("query-server", lambda: config, _serve)
-
-
-def _serve(config: QueryServerConfig) -> int:
-    asyncio.run(run(config))
-    return 0
+    return run_grpc_server(
+        service="query-server",
+        module="query_server",
+        prefix="QUERY",
+        load_config=QueryServerConfig.from_env,
+        serve=run,
+    )
 
 
 if __name__ == "__main__":
