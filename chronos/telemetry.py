@@ -18,8 +18,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -147,10 +146,6 @@ def configure(service: str) -> None:
     trace.set_tracer_provider(provider)
 
 
-def tracing_enabled() -> bool:
-    return _tracing_enabled
-
-
 def server_interceptors(service: str) -> list[Any]:
     """gRPC server interceptors: metrics always, OpenTelemetry only when tracing is on
     (its interceptor costs about 8% of a command's CPU even with no-op spans)."""
@@ -189,29 +184,6 @@ def traceparent_of(span: trace.Span) -> str:
     carrier: dict[str, str] = {}
     inject(carrier, context=trace.set_span_in_context(span))
     return carrier.get("traceparent", "")
-
-
-@contextmanager
-def child_span(
-    name: str,
-    traceparent: str,
-    *,
-    attributes: Mapping[str, Any] | None = None,
-    start_time_ns: int | None = None,
-) -> Iterator[trace.Span]:
-    """A span continuing the trace in ``traceparent`` (no-op when it is empty or tracing
-    is off)."""
-    parent = context_from_traceparent(traceparent)
-    if parent is None:
-        yield trace.INVALID_SPAN
-        return
-    span = tracer("chronos").start_span(
-        name, context=parent, attributes=dict(attributes or {}), start_time=start_time_ns
-    )
-    try:
-        yield span
-    finally:
-        span.end()
 
 
 def record_span(

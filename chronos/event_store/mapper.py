@@ -79,10 +79,6 @@ _LINE_TYPES: dict[str, type[LinePosted]] = {
 }
 
 
-def side_to_proto(side: Side) -> int:
-    return int(_SIDE_TO_PROTO[side])
-
-
 def side_from_proto(value: int) -> Side | None:
     for side, proto_value in _SIDE_TO_PROTO.items():
         if proto_value == value:

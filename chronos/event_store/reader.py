@@ -61,11 +61,3 @@ def iter_events(
         for row in rows:
             yield _stored(row)
         last = rows[-1][0]
-
-
-def stream_events(conn: psycopg.Connection[Any], stream_id: str) -> list[StoredEvent]:
-    """Every event of one stream, by version."""
-    rows = conn.execute(
-        f"{_SELECT} WHERE stream_id = %s ORDER BY stream_version", (stream_id,)
-    ).fetchall()
-    return [_stored(row) for row in rows]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 # Significant bits kept per value: 2**(bits-1) buckets per power of two above 2**bits.
@@ -105,12 +105,6 @@ class LatencyHistogram:
             result[f"p{percentile:g}_ms"] = self.percentile_microseconds(percentile) / 1000
         result["max_ms"] = self.max_microseconds / 1000
         return result
-
-    def buckets_milliseconds(self) -> Iterator[tuple[float, float, int]]:
-        """(low, high, count) per non-empty bucket, in milliseconds, by value."""
-        for index in sorted(self.counts):
-            low, high = bucket_bounds(index)
-            yield low / 1000, (high + 1) / 1000, self.counts[index]
 
 
 def log_bins_milliseconds(

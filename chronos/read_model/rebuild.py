@@ -46,7 +46,6 @@ from chronos.read_model.es_writer import EsWriter, WriteResult
 from chronos.read_model.indices import (
     REFRESH_INTERVAL,
     IndexNames,
-    alias_targets,
     create_data_indices,
     ensure_indices,
     swap_aliases,
@@ -300,8 +299,3 @@ def rebuild(
         total_seconds=time.monotonic() - started,
         deleted=deleted,
     )
-
-
-def current_targets(es: Elasticsearch, names: IndexNames) -> dict[str, list[str]]:
-    """What each alias points to (for the CLI's summary)."""
-    return {alias: alias_targets(es, alias) for alias in (names.accounts, names.transactions)}
