@@ -5,8 +5,9 @@ One batch at a time, in this order, which is what makes reads consistent:
 1. poll up to ``batch_size_max`` messages;
 2. read the current documents of the batch's accounts (realtime mget), fold the
    batch's events onto them (``chronos.read_model.documents``) and bulk-write the
-   changed account documents and the statement lines with ``refresh=wait_for``: when
-   the call returns they are searchable;
+   changed account documents and the statement lines with a refresh (``refresh=true``
+   by default, ``wait_for`` by configuration): when the call returns they are
+   searchable;
 3. only then write each partition's watermark (highest event or marker position
    applied there), so a reader that sees watermark P finds every event <= P;
 4. only then commit the Kafka offsets. A crash before this point redelivers the batch,

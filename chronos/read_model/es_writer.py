@@ -105,9 +105,9 @@ class EsWriter:
         Args:
             accounts: Full account documents; each is written with its ``version``.
             transactions: ``(event_id, source)`` pairs.
-            refresh: Passed to the bulk API: ``"wait_for"`` makes the call return once
-                the documents are searchable (the projector's read-your-writes needs
-                it), ``False`` for the rebuild's bulk load.
+            refresh: Passed to the bulk API: ``True`` or ``"wait_for"`` make the call
+                return once the documents are searchable (the projector's
+                read-your-writes needs it), ``False`` for the rebuild's bulk load.
             accounts_index: A concrete index instead of the alias (rebuild).
             transactions_index: A concrete index instead of the alias (rebuild).
             version_type: ``external`` (strictly newer wins); the rebuild's catch-up

@@ -24,10 +24,9 @@ from chronos.read_model import ReadModelError, ReadModelUnavailable
 DEFAULT_PREFIX = "chronos"
 _PREFIX_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
-# Data indices refresh this often. The projector bulk-writes with refresh=wait_for, so a
-# write waits on average half of this before it is searchable and its watermark can
-# advance: 100 ms keeps the projection lag well inside its 250 ms p99 target while
-# leaving Elasticsearch room to batch refreshes under load.
+# Data indices refresh this often on their own. The projector refreshes each batch itself
+# (refresh=true) by default; with CHRONOS_PROJECTOR_REFRESH=wait_for a write waits on
+# average half of this interval before it is searchable and its watermark can advance.
 REFRESH_INTERVAL = "100ms"
 
 ACCOUNTS_MAPPING: dict[str, Any] = {
