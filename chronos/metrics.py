@@ -57,7 +57,12 @@ KAFKA_CONSUMER_LAG = Gauge(
 )
 PROJECTION_LAG = Histogram(
     "chronos_projection_lag_seconds",
-    "From the event's commit to its documents being searchable.",
+    "From the event's commit to its documents being written (readable by id).",
+    buckets=_LATENCY_BUCKETS_SECONDS,
+)
+PROJECTION_SEARCH_LAG = Histogram(
+    "chronos_projection_search_lag_seconds",
+    "From the event's commit to its documents being visible to searches.",
     buckets=_LATENCY_BUCKETS_SECONDS,
 )
 PROJECTED_EVENTS = Counter("chronos_projected_events_total", "Events applied to the read model.")

@@ -13,8 +13,10 @@ Variables (all optional except the two addresses):
 * ``CHRONOS_PROJECTOR_RETRY_BACKOFF_SECONDS_MAX``: cap of the jittered exponential
   backoff between attempts (default 5).
 * ``CHRONOS_PROJECTOR_METRICS_PORT``: port of ``/metrics`` (default 9104; 0 disables).
-* ``CHRONOS_PROJECTOR_REFRESH``: ``true`` (default: each batch is searchable when its
-  bulk returns) or ``wait_for`` (wait for the index's scheduled refresh).
+* ``CHRONOS_PROJECTOR_REFRESH``: ``interval`` (default: bulks do not refresh; the
+  projector refreshes every ``CHRONOS_PROJECTOR_SEARCH_REFRESH_SECONDS``, default 0.1, or
+  when idle, then advances the searchable watermark), ``true`` (each bulk refreshes) or
+  ``wait_for`` (each bulk waits for the index's scheduled refresh).
 * ``CHRONOS_PROJECTOR_TOPIC_WAIT_SECONDS_MAX``: how long to wait at start for the topic
   to exist (the outbox poller creates it; default 600).
 """
@@ -43,10 +45,13 @@ class ProjectorConfig:
     retry_backoff_seconds_max: float = 5.0
     topic_wait_seconds_max: float = 600.0
     es_request_timeout_seconds: float = 30.0
-    # Bulk refresh: "true" makes each batch searchable as soon as the bulk returns
-    # (lowest lag; one small segment per batch, which Elasticsearch merges away);
-    # "wait_for" waits for the next scheduled refresh instead (fewer segments, more lag).
-    refresh: str | bool = True
+    # How batches become searchable. "interval" (default): bulks do not refresh; the
+    # applied watermark advances as soon as a bulk returns (documents readable by id), and
+    # at most every search_refresh_interval_seconds (or when idle) the projector refreshes
+    # and advances the searchable watermark. True: each bulk refreshes (both watermarks
+    # advance together). "wait_for": each bulk waits for the scheduled refresh.
+    refresh: str | bool = "interval"
+    search_refresh_interval_seconds: float = 0.1
     metrics_port: int = 0
 
     @property
@@ -108,13 +113,18 @@ class ProjectorConfig:
                 "CHRONOS_PROJECTOR_TOPIC_WAIT_SECONDS_MAX", 600.0, minimum=0, maximum=86400
             ),
             metrics_port=env_int("CHRONOS_PROJECTOR_METRICS_PORT", 9104, minimum=0, maximum=65535),
-            refresh=_refresh_mode(os.environ.get("CHRONOS_PROJECTOR_REFRESH", "true")),
+            refresh=_refresh_mode(os.environ.get("CHRONOS_PROJECTOR_REFRESH", "interval")),
+            search_refresh_interval_seconds=env_float(
+                "CHRONOS_PROJECTOR_SEARCH_REFRESH_SECONDS", 0.1, minimum=0.01, maximum=60
+            ),
         )
 
 
 def _refresh_mode(raw: str) -> str | bool:
+    if raw == "interval":
+        return "interval"
     if raw == "true":
         return True
     if raw == "wait_for":
         return "wait_for"
-    raise ConfigError(f"CHRONOS_PROJECTOR_REFRESH must be true or wait_for, got {raw!r}")
+    raise ConfigError(f"CHRONOS_PROJECTOR_REFRESH must be interval, true or wait_for, got {raw!r}")

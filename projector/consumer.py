@@ -40,12 +40,14 @@ from chronos.metrics import (
     KAFKA_CONSUMER_LAG,
     PROJECTED_EVENTS,
     PROJECTION_LAG,
+    PROJECTION_SEARCH_LAG,
     PROJECTION_WATERMARK,
 )
 from chronos.outbox import contract
 from chronos.read_model import ReadModelUnavailable
 from chronos.read_model.documents import EventRecord, Outcome, fold_batch, record_from_envelope
 from chronos.read_model.es_writer import EsWriter, WriteResult
+from chronos.read_model.watermark import APPLIED, SEARCHABLE
 from chronos.v1 import events_pb2
 from projector.config import ProjectorConfig
 
@@ -54,6 +56,7 @@ _logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 # How often the consumer lag gauge is refreshed (from librdkafka's cached offsets).
 _CONSUMER_LAG_REPORT_SECONDS = 1.0
+_SEARCH_LAG_SAMPLES_MAX = 10_000
 
 
 class ProjectorError(ChronosError):
@@ -108,7 +111,14 @@ class Projector:
         self._clock = clock
         self._partition_count = 0
         self._random = random.Random()
+        # Applied and searchable positions per partition (this process's view).
         self._watermarks: dict[int, int] = {}
+        self._searchable: dict[int, int] = {}
+        self._searchable_lock = threading.Lock()
+        self._refresher_stop = threading.Event()
+        self._refresher: threading.Thread | None = None
+        # Commit times of applied events not yet searchable (bounded), for the search lag.
+        self._not_searchable: list[datetime] = []
         self._lag_reported_monotonic = 0.0
 
     @property
@@ -137,6 +147,11 @@ class Projector:
                 raise ProjectorStopped("stopped while waiting for the topic")
         self._partition_count = count
         self._consumer.subscribe([self._config.topic], on_assign=self._on_assign)
+        if self._config.refresh == "interval":
+            self._refresher = threading.Thread(
+                target=self._refresh_searches, name="search-refresher", daemon=True
+            )
+            self._refresher.start()
 
     def _topic_partition_count(self) -> int:
         try:
@@ -201,7 +216,7 @@ class Projector:
             self._retrying(
                 "writing watermarks",
                 lambda: self._writer.write_watermarks(
-                    self._config.topic, self._partition_count, watermarks
+                    self._config.topic, self._partition_count, watermarks, kind=APPLIED
                 ),
             )
         if records:
@@ -210,13 +225,21 @@ class Projector:
             report.lag_seconds_max = (visible_at - newest).total_seconds()
             for record in records:
                 PROJECTION_LAG.observe(max(0.0, (visible_at - record.recorded_at).total_seconds()))
+            with self._searchable_lock:
+                room = _SEARCH_LAG_SAMPLES_MAX - len(self._not_searchable)
+                self._not_searchable.extend(r.recorded_at for r in records[:room])
             PROJECTED_EVENTS.inc(len(records))
-        for partition, position in report.watermarks.items():
-            self._watermarks[partition] = max(self._watermarks.get(partition, 0), position)
+        with self._searchable_lock:
+            for partition, position in report.watermarks.items():
+                self._watermarks[partition] = max(self._watermarks.get(partition, 0), position)
         if self._watermarks:
             PROJECTION_WATERMARK.set(min(self._watermarks.values()))
         if commit and offsets:
             report.committed = self._commit(offsets)
+        if self._config.refresh != "interval" or first is None:
+            # Bulks that refreshed are searchable already; an idle projector refreshes
+            # now rather than waiting for the background refresher's next tick.
+            self.make_searchable()
         for traceparent in traceparents:
             # consume (poll → commit) continues the publish span; the bulk write is its child.
             consumed = telemetry.record_span(
@@ -294,7 +317,9 @@ class Projector:
         current = self._writer.get_accounts(record.stream_id for record in records)
         documents = fold_batch(current, records)
         result = self._writer.write_documents(
-            documents.accounts, documents.transactions, refresh=self._config.refresh
+            documents.accounts,
+            documents.transactions,
+            refresh=False if self._config.refresh == "interval" else self._config.refresh,
         )
         return result, documents.outcomes
 
@@ -335,6 +360,47 @@ class Projector:
             return False
         return True
 
+    def make_searchable(self) -> None:
+        """Advances the searchable watermarks to the applied ones, refreshing the indices
+        first when the bulks did not (interval mode). Thread-safe: the background
+        refresher calls it every search_refresh_interval_seconds while the main loop
+        keeps applying batches, so a refresh never holds up the next bulk."""
+        with self._searchable_lock:
+            pending = {
+                partition: position
+                for partition, position in self._watermarks.items()
+                if position > self._searchable.get(partition, -1)
+            }
+            samples, self._not_searchable = self._not_searchable, []
+        if not pending:
+            return
+        if self._config.refresh == "interval":
+            # Everything up to `pending` was acknowledged before this refresh starts, so
+            # the refresh makes it searchable.
+            self._retrying("refreshing", self._writer.refresh_data)
+        self._retrying(
+            "writing searchable watermarks",
+            lambda: self._writer.write_watermarks(
+                self._config.topic, self._partition_count, pending, kind=SEARCHABLE
+            ),
+        )
+        with self._searchable_lock:
+            for partition, position in pending.items():
+                self._searchable[partition] = max(self._searchable.get(partition, 0), position)
+        searchable_at = self._clock()
+        for recorded_at in samples:
+            PROJECTION_SEARCH_LAG.observe(max(0.0, (searchable_at - recorded_at).total_seconds()))
+
+    def _refresh_searches(self) -> None:
+        """Background refresher (interval mode): bounded by the stop event."""
+        interval = self._config.search_refresh_interval_seconds
+        while not self._refresher_stop.wait(interval):
+            try:
+                self.make_searchable()
+            except ChronosError as error:
+                # The next tick retries; searches wait (PROJECTION_BEHIND) meanwhile.
+                _logger.warning("making the projection searchable failed: %s", error)
+
     def _maybe_report_consumer_lag(self) -> None:
         now = time.monotonic()
         if now - self._lag_reported_monotonic < _CONSUMER_LAG_REPORT_SECONDS:
@@ -352,6 +418,9 @@ class Projector:
 
     def close(self) -> None:
         """Leaves the group without committing anything further."""
+        self._refresher_stop.set()
+        if self._refresher is not None:
+            self._refresher.join(timeout=30)
         self._consumer.close()
 
 

@@ -10,7 +10,7 @@ from elasticsearch import AsyncElasticsearch
 
 from chronos import telemetry
 from chronos.process import run_grpc_server
-from chronos.read_model.watermark import AsyncWatermarkReader
+from chronos.read_model.watermark import APPLIED, SEARCHABLE, AsyncWatermarkReader
 from chronos.rpc import serve
 from chronos.v1 import queries_pb2, queries_pb2_grpc
 from query_server.config import QueryServerConfig
@@ -29,13 +29,17 @@ async def run(config: QueryServerConfig) -> None:
         retry_on_timeout=False,
     )
     names = config.index_names
-    watermark = WatermarkCache(
-        AsyncWatermarkReader(es, names), refresh_seconds=config.watermark_refresh_seconds
+    searchable, applied = (
+        WatermarkCache(
+            AsyncWatermarkReader(es, names, kind), refresh_seconds=config.watermark_refresh_seconds
+        )
+        for kind in (SEARCHABLE, APPLIED)
     )
     servicer = QueryServicer(
         ReadModelClient(es, names),
-        watermark,
+        searchable,
         min_position_wait_seconds_max=config.min_position_wait_seconds_max,
+        applied_watermark=applied,
     )
 
     def register(server: grpc.aio.Server) -> list[str]:

@@ -481,9 +481,13 @@ class QueryServicer(queries_pb2_grpc.QueryServiceServicer):
         watermark: WatermarkCache,
         *,
         min_position_wait_seconds_max: float,
+        applied_watermark: WatermarkCache | None = None,
     ) -> None:
         self._read = read_model
+        # Searches (statement, balance-at-time, account search) need the searchable
+        # watermark; GetAccount reads by id (realtime GET), so the applied one suffices.
         self._watermark = watermark
+        self._applied_watermark = applied_watermark or watermark
         self._wait_max = min_position_wait_seconds_max
 
     async def _serve(
@@ -507,17 +511,27 @@ class QueryServicer(queries_pb2_grpc.QueryServiceServicer):
             )
         raise AssertionError("abort() returned")
 
-    async def _as_of(self, min_position: int, context: grpc.aio.ServicerContext[Any, Any]) -> int:
-        """The visible position, after waiting for ``min_position`` if it is > 0."""
+    async def _as_of(
+        self,
+        min_position: int,
+        context: grpc.aio.ServicerContext[Any, Any],
+        *,
+        by_id: bool = False,
+    ) -> int:
+        """The visible position, after waiting for ``min_position`` if it is > 0.
+
+        ``by_id``: the answer is a realtime GET, so documents need only be applied.
+        """
+        watermark = self._applied_watermark if by_id else self._watermark
         if min_position <= 0:
-            return await self._watermark.current()
+            return await watermark.current()
         remaining = context.time_remaining()
         timeout = self._wait_max
         if remaining is not None:
             timeout = min(timeout, remaining - _ANSWER_MARGIN_SECONDS)
-        visible = await self._watermark.wait_for(min_position, timeout)
+        visible = await watermark.wait_for(min_position, timeout)
         if visible is None:
-            current = await self._watermark.current()
+            current = await watermark.current()
             raise _Refusal(
                 rich_status(
                     grpc.StatusCode.UNAVAILABLE,
@@ -540,7 +554,7 @@ class QueryServicer(queries_pb2_grpc.QueryServiceServicer):
             _min_position(request.min_position, violations)
             if violations:
                 raise _invalid(violations)
-            as_of = await self._as_of(request.min_position, context)
+            as_of = await self._as_of(request.min_position, context, by_id=True)
             source = await self._read.get_account(account_id)
             if source is None:
                 raise _not_found(account_id)

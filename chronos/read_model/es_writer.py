@@ -25,6 +25,7 @@ from elasticsearch import ApiError, Elasticsearch, TransportError
 from chronos.read_model import ReadModelError, ReadModelUnavailable
 from chronos.read_model.documents import AccountDocument, format_time
 from chronos.read_model.indices import IndexNames, translate
+from chronos.read_model.watermark import SEARCHABLE, watermark_id
 
 _logger = logging.getLogger(__name__)
 
@@ -193,10 +194,26 @@ class EsWriter:
             transactions_duplicate=lines_duplicate,
         )
 
-    def write_watermarks(self, topic: str, partition_count: int, positions: dict[int, int]) -> None:
-        """Records each partition's watermark (monotonic: external version = position).
+    def refresh_data(self) -> None:
+        """Makes every document written so far visible to searches (both data indices)."""
+        try:
+            self._es.indices.refresh(index=f"{self._names.accounts},{self._names.transactions}")
+        except (ApiError, TransportError) as error:
+            raise translate(error, "refreshing the read model") from error
 
-        Call only after the data documents up to these positions are searchable.
+    def write_watermarks(
+        self,
+        topic: str,
+        partition_count: int,
+        positions: dict[int, int],
+        *,
+        kind: str = SEARCHABLE,
+    ) -> None:
+        """Records each partition's watermark of ``kind`` (monotonic: external version =
+        position).
+
+        Call only after the data documents up to these positions are written (APPLIED)
+        or written and refreshed (SEARCHABLE).
         """
         if not positions:
             return
@@ -208,7 +225,7 @@ class EsWriter:
                 {
                     "index": {
                         "_index": self._names.projection,
-                        "_id": str(partition),
+                        "_id": watermark_id(partition, kind),
                         "version": position,
                         "version_type": "external",
                     }

@@ -1,11 +1,11 @@
 """How far the projection has got: per-partition watermarks and the visible position.
 
-The projector keeps one document per Kafka partition in the projection index: ``_id``
-is the partition number, ``position`` the highest position of any event or marker it
-has applied there (written only after the data is searchable), ``partition_count`` the
-topic's partition count when it wrote. Following ``chronos.outbox.contract``, position
-P is visible once *every* partition's watermark is >= P; a partition with no document
-yet counts as 0.
+The projector keeps two documents per Kafka partition in the projection index (see
+``APPLIED`` and ``SEARCHABLE``): ``position`` is the highest position of any event or
+marker whose documents are written (applied) or also searchable there, and
+``partition_count`` the topic's partition count when it wrote. Following
+``chronos.outbox.contract``, position P is visible once *every* partition's watermark
+is >= P; a partition with no document yet counts as 0.
 
 Reads are realtime GETs (``mget``), so they need no index refresh.
 """
@@ -42,8 +42,21 @@ class Watermarks:
         return position <= self.visible_position
 
 
-def _ids(partition_count: int) -> list[str]:
-    return [str(p) for p in range(max(partition_count, 1))]
+# Two watermarks per partition. "applied": the partition's documents up to the position are
+# written and can be read by id (realtime GET: GetAccount). "searchable": they are also
+# visible to searches (statement lines, balance-at-time, account search), which takes an
+# index refresh; the projector refreshes on an interval and then advances this one.
+APPLIED = "applied"
+SEARCHABLE = "searchable"
+_ID_PREFIX = {APPLIED: "", SEARCHABLE: "s"}
+
+
+def watermark_id(partition: int, kind: str) -> str:
+    return f"{_ID_PREFIX[kind]}{partition}"
+
+
+def _ids(partition_count: int, kind: str) -> list[str]:
+    return [watermark_id(p, kind) for p in range(max(partition_count, 1))]
 
 
 def _parse(response: Any, known_count: int) -> Watermarks:
@@ -65,9 +78,11 @@ def _parse(response: Any, known_count: int) -> Watermarks:
 class WatermarkReader:
     """Reads the watermarks with a synchronous client (reconcile, rebuild, tests)."""
 
-    def __init__(self, es: Elasticsearch, names: IndexNames) -> None:
+    def __init__(self, es: Elasticsearch, names: IndexNames, kind: str = SEARCHABLE) -> None:
+        assert kind in _ID_PREFIX
         self._es = es
         self._names = names
+        self._kind = kind
         self._partition_count = 0
 
     def read(self) -> Watermarks:
@@ -75,7 +90,9 @@ class WatermarkReader:
         while True:
             try:
                 response = self._es.mget(
-                    index=self._names.projection, ids=_ids(self._partition_count), realtime=True
+                    index=self._names.projection,
+                    ids=_ids(self._partition_count, self._kind),
+                    realtime=True,
                 )
             except (ApiError, TransportError) as error:
                 raise translate(error, "reading watermarks") from error
@@ -89,9 +106,11 @@ class WatermarkReader:
 class AsyncWatermarkReader:
     """Reads the watermarks with the async client (query server)."""
 
-    def __init__(self, es: AsyncElasticsearch, names: IndexNames) -> None:
+    def __init__(self, es: AsyncElasticsearch, names: IndexNames, kind: str = SEARCHABLE) -> None:
+        assert kind in _ID_PREFIX
         self._es = es
         self._names = names
+        self._kind = kind
         self._partition_count = 0
 
     async def read(self) -> Watermarks:
@@ -99,7 +118,9 @@ class AsyncWatermarkReader:
         while True:
             try:
                 response = await self._es.mget(
-                    index=self._names.projection, ids=_ids(self._partition_count), realtime=True
+                    index=self._names.projection,
+                    ids=_ids(self._partition_count, self._kind),
+                    realtime=True,
                 )
             except (ApiError, TransportError) as error:
                 raise translate(error, "reading watermarks") from error

@@ -28,7 +28,7 @@ from chronos.domain.events import (
 )
 from chronos.event_store import mapper
 from chronos.read_model.indices import IndexNames
-from chronos.read_model.watermark import WatermarkReader
+from chronos.read_model.watermark import APPLIED, SEARCHABLE, WatermarkReader
 from projector.consumer import Projector
 from tests.integration.readside_support import (
     FakePoller,
@@ -253,6 +253,9 @@ def committed_offsets(bootstrap: str, group: str, topic: str) -> list[int | None
     return [p.offset if p.offset >= 0 else None for p in partitions]
 
 
+_NON_LINE_EVENTS = {"AccountOpened", "AccountFrozen", "AccountUnfrozen", "AccountClosed"}
+
+
 def test_watermark_needs_every_partition(
     es_client: Elasticsearch, kafka_bootstrap: str, es_url: str, names: IndexNames, topic: str
 ) -> None:
@@ -264,7 +267,7 @@ def test_watermark_needs_every_partition(
     projector = build_projector(
         es_client, projector_config(kafka_bootstrap, es_url, topic, names, unique("g"))
     )
-    reader = WatermarkReader(es_client, names)
+    reader = WatermarkReader(es_client, names, APPLIED)
     try:
         consume_events(projector, len(events))
         watermarks = reader.read()
@@ -294,6 +297,13 @@ def test_watermark_needs_every_partition(
         wait_for_watermarks(projector, reader, {0: 3, 1: 3, 2: 9})
         assert reader.read().visible_position == 3
         assert reader.read().visible(3) and not reader.read().visible(4)
+
+        # An idle step refreshes the indices and brings the searchable watermarks up to
+        # the applied ones; the statement lines are then found by search.
+        searchable = WatermarkReader(es_client, names, SEARCHABLE)
+        wait_for_watermarks(projector, searchable, {0: 3, 1: 3, 2: 9})
+        found = es_client.search(index=names.transactions, size=10)["hits"]["total"]["value"]
+        assert found == sum(1 for e in events if e.event_type not in _NON_LINE_EVENTS)
     finally:
         projector.close()
 
