@@ -50,6 +50,7 @@ How each figure is measured
 (e) **Lags at half load**: the load test's open-loop runner sends TransferFunds at half
     of (b)'s throughput for ``--duration-seconds`` (latency from each request's scheduled
     time, so queueing shows up). The projector's ``chronos_projection_lag_seconds``
+    (commit -> written, readable by id), ``chronos_projection_search_lag_seconds``
     (commit -> searchable) and the poller's ``chronos_outbox_publish_latency_seconds``
     (commit -> broker ack) are scraped before the run and after the projection caught up
     with its end; p50/p99 come from the bucket deltas (:func:`chronos.top.quantile`: the

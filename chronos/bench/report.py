@@ -232,6 +232,10 @@ def format_table(results: dict[str, Any]) -> str:
         "projection lag p99 at half load (e)",
     )
     row(
+        "(e) search lag (histogram)",
+        _latency_text(stage("half_load", "projection_search_lag_ms")),
+    )
+    row(
         "(e) outbox publish lag (histogram)",
         _latency_text(stage("half_load", "outbox_publish_lag_ms")),
         "outbox publish lag p99 at half load (e)",
