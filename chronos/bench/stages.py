@@ -250,16 +250,7 @@ def _transfer_funds(context: BenchContext) -> ThroughputResult:
             schema_arguments=chronos_schema("commands.proto"),
             data_file=_transfer_templates(context, context.work_dir / "transfers.json"),
         )
-        return run_ghz(
-            context.ghz_path,
-            call,
-            target=target,
-            concurrency=options.concurrency,
-            connections=options.connections,
-            duration_seconds=options.duration_seconds,
-            rpc_timeout_seconds=options.rpc_timeout_seconds,
-            report_path=context.work_dir / "ghz-transfer-funds.json",
-        )
+        return _closed_loop_ghz(context, call, target, context.work_dir / "ghz-transfer-funds.json")
     loadtest = loadtest_options(
         context,
         scenario="transfers",
@@ -296,15 +287,11 @@ def empty_call(context: BenchContext, target: str) -> ThroughputResult:
             schema_arguments=("--protoset", str(protoset)),
             data="{}",
         )
-        return run_ghz(
-            context.ghz_path,
+        return _closed_loop_ghz(
+            context,
             call,
-            target=target,
-            concurrency=options.concurrency,
-            connections=options.connections,
-            duration_seconds=options.duration_seconds,
-            rpc_timeout_seconds=options.rpc_timeout_seconds,
-            report_path=context.work_dir / f"ghz-health-check-{target.rsplit(':', 1)[1]}.json",
+            target,
+            context.work_dir / f"ghz-health-check-{target.rsplit(':', 1)[1]}.json",
         )
     return run_unary_load(
         UnaryLoad(
@@ -331,16 +318,7 @@ def get_account(context: BenchContext) -> ThroughputResult:
             schema_arguments=chronos_schema("queries.proto"),
             data_file=data_file,
         )
-        return run_ghz(
-            context.ghz_path,
-            call,
-            target=target,
-            concurrency=options.concurrency,
-            connections=options.connections,
-            duration_seconds=options.duration_seconds,
-            rpc_timeout_seconds=options.rpc_timeout_seconds,
-            report_path=context.work_dir / "ghz-get-account.json",
-        )
+        return _closed_loop_ghz(context, call, target, context.work_dir / "ghz-get-account.json")
     return run_unary_load(
         UnaryLoad(
             rpc=GET_ACCOUNT,
@@ -541,3 +519,21 @@ def rebuild(context: BenchContext) -> dict[str, Any]:
 def _base_environment() -> dict[str, str]:
     python_path = [str(PROJECT_ROOT), *filter(None, [os.environ.get("PYTHONPATH", "")])]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}
+
+
+def _closed_loop_ghz(
+    context: BenchContext, call: GhzCall, target: str, report_path: Path
+) -> ThroughputResult:
+    """One closed-loop ghz stage with the bench's concurrency, connections and duration."""
+    options = context.options
+    assert context.ghz_path is not None
+    return run_ghz(
+        context.ghz_path,
+        call,
+        target=target,
+        concurrency=options.concurrency,
+        connections=options.connections,
+        duration_seconds=options.duration_seconds,
+        rpc_timeout_seconds=options.rpc_timeout_seconds,
+        report_path=report_path,
+    )
