@@ -9,10 +9,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from google.rpc import status_pb2
 from grpc_tools import protoc
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = PROJECT_ROOT / "protos"
+
+
+def googleapis_proto_root() -> Path:
+    """Where ``google/rpc/*.proto`` are: googleapis-common-protos ships them next to
+    their generated code."""
+    return Path(status_pb2.__file__).resolve().parent.parent.parent
 
 
 def proto_files() -> list[Path]:
@@ -31,6 +38,7 @@ def generate() -> None:
         "grpc_tools.protoc",
         f"-I{PROTO_ROOT}",
         f"-I{well_known}",
+        f"-I{googleapis_proto_root()}",
         f"--python_out={PROJECT_ROOT}",
         f"--pyi_out={PROJECT_ROOT}",
         f"--grpc_python_out={PROJECT_ROOT}",

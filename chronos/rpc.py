@@ -43,15 +43,16 @@ STATUS_BY_REASON: dict[Reason, grpc.StatusCode] = {
 assert set(STATUS_BY_REASON) == set(Reason), "every reason needs a status code"
 
 
-def rich_status(
+def status_proto(
     code: grpc.StatusCode,
     reason: str,
     message: str,
     *,
     violations: Sequence[FieldViolation] = (),
     metadata: dict[str, str] | None = None,
-) -> grpc.Status:
-    """Builds a status carrying ErrorInfo (and BadRequest when there are violations)."""
+) -> status_pb2.Status:
+    """A ``google.rpc.Status`` carrying ErrorInfo (and BadRequest when there are
+    violations): sent as a call's status, or as one item's outcome inside a batch."""
     details: list[any_pb2.Any] = []
     info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata or {})
     packed = any_pb2.Any()
@@ -69,20 +70,35 @@ def rich_status(
         packed = any_pb2.Any()
         packed.Pack(bad_request)
         details.append(packed)
-    proto_status = status_pb2.Status(
-        code=getattr(code_pb2, code.name), message=message, details=details
+    return status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=details)
+
+
+def rich_status(
+    code: grpc.StatusCode,
+    reason: str,
+    message: str,
+    *,
+    violations: Sequence[FieldViolation] = (),
+    metadata: dict[str, str] | None = None,
+) -> grpc.Status:
+    """Builds a call status carrying ErrorInfo (and BadRequest when there are violations)."""
+    return rpc_status.to_status(
+        status_proto(code, reason, message, violations=violations, metadata=metadata)
     )
-    return rpc_status.to_status(proto_status)
 
 
-def rejection_status(rejection: Rejection) -> grpc.Status:
-    return rich_status(
+def rejection_proto(rejection: Rejection) -> status_pb2.Status:
+    return status_proto(
         STATUS_BY_REASON[rejection.reason],
         rejection.reason.value,
         rejection.message,
         violations=rejection.violations,
         metadata=rejection.metadata,
     )
+
+
+def rejection_status(rejection: Rejection) -> grpc.Status:
+    return rpc_status.to_status(rejection_proto(rejection))
 
 
 async def abort(context: grpc.aio.ServicerContext[object, object], status: grpc.Status) -> None:

@@ -14,8 +14,10 @@ from dataclasses import replace
 from typing import Any
 
 import grpc
+from google.rpc import status_pb2
+from grpc_status import rpc_status
 
-from chronos.domain import validation
+from chronos.domain import limits, validation
 from chronos.domain.commands import (
     CloseAccount,
     Command,
@@ -29,17 +31,13 @@ from chronos.domain.commands import (
     UnfreezeAccount,
     Withdraw,
 )
-from chronos.domain.errors import Rejection
+from chronos.domain.errors import FieldViolation, Rejection, validation_failed
+from chronos.errors import ChronosError
 from chronos.event_store.mapper import side_from_proto
 from chronos.event_store.results import CommandResult
-from chronos.event_store.writer import (
-    CommandContext,
-    LedgerWriter,
-    StoreFailure,
-    StoreUnavailable,
-)
+from chronos.event_store.writer import CommandContext, LedgerWriter, StoreUnavailable
 from chronos.metrics import COMMANDS_REJECTED
-from chronos.rpc import abort, rejection_status, rich_status
+from chronos.rpc import abort, rejection_proto, status_proto
 from chronos.v1 import commands_pb2, commands_pb2_grpc, ledger_pb2
 
 _logger = logging.getLogger(__name__)
@@ -150,6 +148,19 @@ def _metadata_value(context: grpc.aio.ServicerContext[Any, Any], key: str) -> st
     return ""
 
 
+# Which mapping reads each field of the BatchCommand oneof.
+_FROM_PROTO: dict[str, Callable[[Any], Command]] = {
+    "open_account": open_account_from_proto,
+    "deposit": deposit_from_proto,
+    "withdraw": withdraw_from_proto,
+    "transfer_funds": transfer_from_proto,
+    "post_journal_entry": journal_from_proto,
+    "freeze_account": freeze_from_proto,
+    "unfreeze_account": unfreeze_from_proto,
+    "close_account": close_from_proto,
+}
+
+
 class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
     """Implements every CommandService method the same way: map, validate, execute, map."""
 
@@ -164,54 +175,56 @@ class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
         self._new_account_id = new_account_id
         self._traceparent = traceparent
 
+    def _prepare(
+        self, command: Command, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tuple[Command, bytes, CommandContext]:
+        """Validates and canonicalizes; raises Rejection (VALIDATION_FAILED)."""
+        validation.validate(command)
+        command = validation.canonicalize(command)
+        payload_hash = validation.fingerprint(command)
+        if isinstance(command, OpenAccount) and not command.account_id:
+            # Generated after fingerprinting, so a retry (also without an id) matches
+            # and replays the id generated the first time.
+            command = _with_account_id(command, self._new_account_id())
+        command_context = CommandContext(
+            request_id=command.request_id,
+            correlation_id=_metadata_value(context, "x-correlation-id"),
+            causation_id=_metadata_value(context, "x-causation-id"),
+            traceparent=self._traceparent(),
+        )
+        return command, payload_hash, command_context
+
+    @staticmethod
+    def _failure(error: ChronosError, request_id: str) -> status_pb2.Status:
+        """The one translation of a failed command into the status a client sees."""
+        if isinstance(error, Rejection):
+            COMMANDS_REJECTED.labels(error.reason.value).inc()
+            _logger.info(
+                "command rejected: %s", error.reason.value, extra={"request_id": request_id}
+            )
+            return rejection_proto(error)
+        if isinstance(error, StoreUnavailable):
+            return status_proto(
+                grpc.StatusCode.UNAVAILABLE,
+                "DATABASE_UNAVAILABLE",
+                f"The ledger cannot write right now; nothing was recorded. Retry with the "
+                f"same request_id. ({error})",
+            )
+        _logger.error("write failed: %s", error, extra={"request_id": request_id})
+        return status_proto(
+            grpc.StatusCode.INTERNAL,
+            "INTERNAL_ERROR",
+            "The ledger failed to record the command; nothing was recorded.",
+        )
+
     async def _run(
         self, command: Command, context: grpc.aio.ServicerContext[Any, Any]
     ) -> commands_pb2.CommandResponse:
         try:
-            validation.validate(command)
-            command = validation.canonicalize(command)
-            payload_hash = validation.fingerprint(command)
-            if isinstance(command, OpenAccount) and not command.account_id:
-                # Generated after fingerprinting, so a retry (also without an id) matches
-                # and replays the id generated the first time.
-                command = _with_account_id(command, self._new_account_id())
-            command_context = CommandContext(
-                request_id=command.request_id,
-                correlation_id=_metadata_value(context, "x-correlation-id"),
-                causation_id=_metadata_value(context, "x-causation-id"),
-                traceparent=self._traceparent(),
-            )
-            result = await self._writer.execute(command, payload_hash, command_context)
-        except Rejection as rejection:
-            COMMANDS_REJECTED.labels(rejection.reason.value).inc()
-            _logger.info(
-                "command rejected: %s",
-                rejection.reason.value,
-                extra={"request_id": command.request_id},
-            )
-            await abort(context, rejection_status(rejection))
-            raise AssertionError("abort() returned") from rejection
-        except StoreUnavailable as error:
-            await abort(
-                context,
-                rich_status(
-                    grpc.StatusCode.UNAVAILABLE,
-                    "DATABASE_UNAVAILABLE",
-                    f"The ledger cannot write right now; nothing was recorded. Retry with the "
-                    f"same request_id. ({error})",
-                ),
-            )
-            raise AssertionError("abort() returned") from error
-        except StoreFailure as error:
-            _logger.error("write failed: %s", error)
-            await abort(
-                context,
-                rich_status(
-                    grpc.StatusCode.INTERNAL,
-                    "INTERNAL_ERROR",
-                    "The ledger failed to record the command; nothing was recorded.",
-                ),
-            )
+            result = await self._writer.execute(*self._prepare(command, context))
+        except ChronosError as error:
+            status = rpc_status.to_status(self._failure(error, command.request_id))
+            await abort(context, status)
             raise AssertionError("abort() returned") from error
         return result_to_proto(result)
 
@@ -238,6 +251,49 @@ class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
 
     async def CloseAccount(self, request: Any, context: Any) -> commands_pb2.CommandResponse:
         return await self._run(close_from_proto(request), context)
+
+    async def ExecuteBatch(self, request: Any, context: Any) -> commands_pb2.ExecuteBatchResponse:
+        count = len(request.commands)
+        if not 1 <= count <= limits.BATCH_COMMANDS_MAX:
+            rejection = validation_failed(
+                [
+                    FieldViolation(
+                        "commands",
+                        f"must hold 1 to {limits.BATCH_COMMANDS_MAX} commands, got {count}",
+                    )
+                ]
+            )
+            await abort(context, rpc_status.to_status(self._failure(rejection, "")))
+            raise AssertionError("abort() returned")
+        results: list[commands_pb2.BatchResult | None] = [None] * count
+        prepared: list[tuple[Command, bytes, CommandContext]] = []
+        prepared_at: list[int] = []
+        for index, item in enumerate(request.commands):
+            kind = item.WhichOneof("command")
+            if kind is None:
+                error: ChronosError = validation_failed(
+                    [FieldViolation("command", "exactly one command must be set")]
+                )
+                results[index] = commands_pb2.BatchResult(error=self._failure(error, ""))
+                continue
+            command = _FROM_PROTO[kind](getattr(item, kind))
+            try:
+                prepared.append(self._prepare(command, context))
+            except Rejection as rejection:
+                failure = self._failure(rejection, command.request_id)
+                results[index] = commands_pb2.BatchResult(error=failure)
+                continue
+            prepared_at.append(index)
+        outcomes = await self._writer.execute_in_order(prepared)
+        for index, (command, _, _), outcome in zip(prepared_at, prepared, outcomes, strict=True):
+            if isinstance(outcome, CommandResult):
+                results[index] = commands_pb2.BatchResult(response=result_to_proto(outcome))
+            else:
+                failure = self._failure(outcome, command.request_id)
+                results[index] = commands_pb2.BatchResult(error=failure)
+        answered = [result for result in results if result is not None]
+        assert len(answered) == count, "every command of a batch needs a result"
+        return commands_pb2.ExecuteBatchResponse(results=answered)
 
 
 def _with_account_id(command: OpenAccount, account_id: str) -> OpenAccount:

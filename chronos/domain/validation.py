@@ -7,6 +7,7 @@ one round trip.
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from dataclasses import replace
 
@@ -28,9 +29,15 @@ from chronos.domain.currencies import ISO_4217_CODES
 from chronos.domain.errors import FieldViolation, validation_failed
 from chronos.domain.ledger import SYSTEM_ACCOUNT_IDS
 
+# The form clients normally send; checked by one regular expression before the slower
+# uuid.UUID parse, which also accepts braces, "urn:uuid:" and missing hyphens.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
 
 def canonical_account_id(raw: str) -> str | None:
     """Returns the canonical (lower-case, hyphenated) form of a UUID, or None."""
+    if _CANONICAL_UUID.fullmatch(raw):
+        return raw
     if len(raw) > 64:
         return None
     try:

@@ -218,8 +218,8 @@ METADATA_KEYS = ("request_id", "correlation_id", "causation_id", "traceparent")
 def envelope_from_outbox(key: str, payload: bytes, headers: dict[str, str]) -> bytes:
     """The Kafka message value for an outbox row: its event as an ``EventEnvelope``.
 
-    The outbox row holds the event's payload and its headers (see
-    ``writer.outbox_headers``); the envelope is assembled here, at publish time, so the
+    The outbox row holds the event's payload and its headers (built by the writer's
+    append statement); the envelope is assembled here, at publish time, so the
     write transaction never has to know the position before it takes it.
 
     Raises:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -30,19 +29,17 @@ class CommandResult:
     event_ids: tuple[str, ...]
     replayed: bool = False
 
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "position": self.position,
-                "account_id": self.account_id,
-                "entry_id": self.entry_id,
-                "balances": [
-                    [b.account_id, b.currency, b.balance_minor, b.version] for b in self.balances
-                ],
-                "event_ids": list(self.event_ids),
-            },
-            separators=(",", ":"),
-        )
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form (JSON-ready); :meth:`from_json` reads it back."""
+        return {
+            "position": self.position,
+            "account_id": self.account_id,
+            "entry_id": self.entry_id,
+            "balances": [
+                [b.account_id, b.currency, b.balance_minor, b.version] for b in self.balances
+            ],
+            "event_ids": list(self.event_ids),
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CommandResult:

@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
@@ -80,6 +80,12 @@ def error_of(call: Any, request: Any) -> tuple[grpc.StatusCode, str, str, list[s
     error = caught.value
     status = rpc_status.from_call(error)
     assert status is not None, "no rich status details"
+    reason, fields = details_of(status)
+    return error.code(), reason, error.details(), fields
+
+
+def details_of(status: status_pb2.Status) -> tuple[str, list[str]]:
+    """The ErrorInfo reason and the BadRequest field paths of a rich status."""
     reason, fields = "", []
     for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
@@ -91,7 +97,7 @@ def error_of(call: Any, request: Any) -> tuple[grpc.StatusCode, str, str, list[s
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
             fields = [v.field for v in bad.field_violations]
-    return error.code(), reason, error.details(), fields
+    return reason, fields
 
 
 def test_money_moves_and_every_response_carries_position_and_balances(stub: Any) -> None:
@@ -257,6 +263,79 @@ def test_business_rejections_map_to_their_codes(stub: Any) -> None:
         code, reason, message, _ = error_of(call, request)
         assert (code, reason) == expected
         assert message and "Traceback" not in message
+
+
+def test_execute_batch_runs_commands_in_order_each_with_its_own_outcome(stub: Any) -> None:
+    new, other = str(uuid.uuid4()), open_account(stub)
+    commands = [
+        pb.BatchCommand(
+            open_account=pb.OpenAccountRequest(
+                request_id=rid(), account_id=new, owner_name="Batch", currency="EUR"
+            )
+        ),
+        pb.BatchCommand(
+            deposit=pb.DepositRequest(request_id=rid(), account_id=new, amount=eur(100))
+        ),
+        pb.BatchCommand(
+            transfer_funds=pb.TransferFundsRequest(
+                request_id=rid(), from_account_id=new, to_account_id=other, amount=eur(60)
+            )
+        ),
+        pb.BatchCommand(
+            transfer_funds=pb.TransferFundsRequest(
+                request_id=rid(), from_account_id=new, to_account_id=other, amount=eur(60)
+            )
+        ),
+        pb.BatchCommand(
+            deposit=pb.DepositRequest(request_id="x", account_id="not-a-uuid", amount=eur(0))
+        ),
+        pb.BatchCommand(),
+        pb.BatchCommand(
+            withdraw=pb.WithdrawRequest(request_id=rid(), account_id=new, amount=eur(40))
+        ),
+    ]
+    request = pb.ExecuteBatchRequest(commands=commands)
+    first = stub.ExecuteBatch(request, timeout=10)
+    kinds = [result.WhichOneof("outcome") for result in first.results]
+    assert kinds == ["response", "response", "response", "error", "error", "error", "response"]
+    errors = [(r.error.code, *details_of(r.error)) for r in first.results if r.HasField("error")]
+    assert errors == [
+        (code_pb2.FAILED_PRECONDITION, "INSUFFICIENT_FUNDS", []),
+        (code_pb2.INVALID_ARGUMENT, "VALIDATION_FAILED", ["account_id", "amount.minor_units"]),
+        (code_pb2.INVALID_ARGUMENT, "VALIDATION_FAILED", ["command"]),
+    ]
+    assert all(r.error.message for r in first.results if r.HasField("error"))
+    answers = [r.response for r in first.results if r.HasField("response")]
+    positions = [answer.position for answer in answers]
+    assert positions == sorted(positions) and len(set(positions)) == 4
+    final = {b.account_id: b.balance.minor_units for b in answers[-1].balances}
+    assert final[new] == 0 and answers[2].balances[1].balance.minor_units >= 60
+    assert not any(answer.replayed for answer in answers)
+
+    # The same batch again: accepted commands replay, rejected ones are judged anew.
+    again = stub.ExecuteBatch(request, timeout=10)
+    assert [r.WhichOneof("outcome") for r in again.results] == kinds
+    replays = [r.response for r in again.results if r.HasField("response")]
+    assert all(answer.replayed for answer in replays)
+    assert [answer.position for answer in replays] == positions
+    assert again.results[3].error.code == code_pb2.FAILED_PRECONDITION
+
+
+def test_execute_batch_refuses_an_empty_or_oversized_batch(stub: Any) -> None:
+    too_many = [
+        pb.BatchCommand(deposit=pb.DepositRequest(request_id=rid(), amount=eur(1)))
+        for _ in range(1001)
+    ]
+    for commands in ([], too_many):
+        code, reason, message, fields = error_of(
+            stub.ExecuteBatch, pb.ExecuteBatchRequest(commands=commands)
+        )
+        assert (code, reason, fields) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "VALIDATION_FAILED",
+            ["commands"],
+        )
+        assert "1 to 1000 commands" in message
 
 
 def test_health_and_reflection_list_the_service(server: tuple[str, str]) -> None:

@@ -24,10 +24,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from chronos.domain import validation
 from chronos.domain.commands import Command
+from chronos.event_store import mapper
 from chronos.event_store.mapper import StoredEvent, envelope
 from chronos.event_store.reader import iter_events
 from chronos.event_store.results import CommandResult
-from chronos.event_store.writer import CommandContext, LedgerWriter, WriterSettings, outbox_headers
+from chronos.event_store.writer import CommandContext, LedgerWriter, WriterSettings
 from chronos.outbox import contract
 from chronos.read_model.es_writer import EsWriter
 from chronos.read_model.indices import IndexNames, ensure_indices
@@ -113,16 +114,17 @@ def stored_events(dsn: str, after_position: int = 0) -> list[StoredEvent]:
 
 
 def _headers(stored: StoredEvent) -> dict[str, str]:
-    headers = outbox_headers(
-        event_id=stored.event_id,
-        event_type=stored.event_type,
-        schema_version=stored.schema_version,
-        stream_version=stored.stream_version,
-        metadata=stored.metadata,
-    )
-    headers[contract.HEADER_POSITION] = str(stored.position)
-    headers[contract.HEADER_RECORDED_AT] = stored.recorded_at.isoformat()
-    return headers
+    # The headers the writer stores with each outbox row (chronos.outbox.contract).
+    return {
+        **stored.metadata,
+        contract.HEADER_EVENT_ID: stored.event_id,
+        contract.HEADER_EVENT_TYPE: stored.event_type,
+        contract.HEADER_SCHEMA: f"{mapper.PROTO_PACKAGE}.{stored.event_type}",
+        contract.HEADER_SCHEMA_VERSION: str(stored.schema_version),
+        contract.HEADER_STREAM_VERSION: str(stored.stream_version),
+        contract.HEADER_POSITION: str(stored.position),
+        contract.HEADER_RECORDED_AT: stored.recorded_at.isoformat(),
+    }
 
 
 class FakePoller:

@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from chronos.domain.commands import (
     Deposit,
+    OpenAccount,
     TransferFunds,
     Withdraw,
 )
@@ -29,7 +30,14 @@ from chronos.event_store.writer import (
     StoreUnavailable,
     WriterSettings,
 )
-from tests.integration.writer_helpers import eur, new_id, open_funded, run, with_writers
+from tests.integration.writer_helpers import (
+    eur,
+    new_id,
+    open_funded,
+    prepared,
+    run,
+    with_writers,
+)
 
 
 def test_events_cannot_be_updated_deleted_or_truncated(
@@ -165,6 +173,45 @@ def test_concurrent_duplicates_produce_exactly_one_effect(
         "SELECT count(*) FROM events WHERE metadata->>'request_id' = 'w-dup'"
     ).fetchone()
     assert effects == (2,)  # one entry: the account's line and the system account's line
+
+
+def test_in_order_commands_apply_in_order_across_chunks_and_stay_independent(
+    ledger_dsn: str, ledger_conn: psycopg.Connection[Any]
+) -> None:
+    account = new_id()
+    commands: list[Any] = [
+        OpenAccount(request_id=new_id(), account_id=account, owner_name="O", currency="EUR")
+    ]
+    # Each withdrawal needs the deposit just before it: any reordering would reject one.
+    for _ in range(6):
+        commands.append(Deposit(request_id=new_id(), account_id=account, amount=eur(10)))
+        commands.append(Withdraw(request_id=new_id(), account_id=account, amount=eur(10)))
+    # Refused (balance 0 here), and the deposit after it still goes through.
+    commands.append(Withdraw(request_id="in-order-refused", account_id=account, amount=eur(1)))
+    commands.append(Deposit(request_id=new_id(), account_id=account, amount=eur(7)))
+
+    async def body(writers: list[LedgerWriter]) -> list[Any]:
+        # Unrelated single commands race with the ordered ones for the same lanes.
+        other = asyncio.gather(*(open_funded(writers[0], 5) for _ in range(6)))
+        outcomes = await writers[0].execute_in_order([prepared(c) for c in commands])
+        await other
+        return outcomes
+
+    # Chunks of 4: the 15 commands span four transactions, on two lanes.
+    outcomes = asyncio.run(with_writers(ledger_dsn, body, batch_size_max=4))
+    assert len(outcomes) == len(commands)
+    refused = outcomes[-2]
+    assert isinstance(refused, Rejection) and refused.reason is Reason.INSUFFICIENT_FUNDS
+    accepted = [o for i, o in enumerate(outcomes) if i != len(outcomes) - 2]
+    assert all(isinstance(o, CommandResult) and not o.replayed for o in accepted)
+    positions = [o.position for o in accepted]
+    assert positions == sorted(positions) and len(set(positions)) == len(positions)
+    assert ledger_conn.execute(
+        "SELECT balance_minor FROM accounts WHERE account_id = %s", (account,)
+    ).fetchone() == (7,)
+    assert ledger_conn.execute(
+        "SELECT count(*) FROM idempotency WHERE request_id = 'in-order-refused'"
+    ).fetchone() == (0,)
 
 
 def test_database_outage_is_unavailable_and_writes_nothing() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -20,6 +21,7 @@ async def with_writers(
     *,
     writers: int = 1,
     lanes: int = 2,
+    batch_size_max: int | None = None,
 ) -> Any:
     """Runs ``body`` with ``writers`` independent writers (as separate server processes
     would have: each its own pool and lanes)."""
@@ -29,7 +31,10 @@ async def with_writers(
     built: list[LedgerWriter] = []
     for pool in pools:
         await pool.open(wait=True, timeout=20)
-        writer = LedgerWriter(pool, WriterSettings(lanes=lanes))
+        settings = WriterSettings(lanes=lanes)
+        if batch_size_max is not None:
+            settings = replace(settings, batch_size_max=batch_size_max)
+        writer = LedgerWriter(pool, settings)
         writer.start()
         built.append(writer)
     try:
@@ -41,12 +46,15 @@ async def with_writers(
             await pool.close()
 
 
-async def run(writer: LedgerWriter, command: Command) -> CommandResult:
+def prepared(command: Command) -> tuple[Command, bytes, CommandContext]:
+    """What the command server hands the writer: validated, canonical, fingerprinted."""
     validation.validate(command)
     command = validation.canonicalize(command)
-    return await writer.execute(
-        command, validation.fingerprint(command), CommandContext(request_id=command.request_id)
-    )
+    return command, validation.fingerprint(command), CommandContext(request_id=command.request_id)
+
+
+async def run(writer: LedgerWriter, command: Command) -> CommandResult:
+    return await writer.execute(*prepared(command))
 
 
 def eur(minor: int) -> Money:
