@@ -65,7 +65,10 @@ _MEMORY_METHOD = (
 class _Stages:
     """Runs stages, records failures and skips the stages that need a failed one."""
 
-    def __init__(self, results: dict[str, Any], sampler: MemorySampler) -> None:
+    def __init__(
+        self, results: dict[str, Any], sampler: MemorySampler, only: frozenset[str]
+    ) -> None:
+        self._only = only
         self._results = results
         self._sampler = sampler
         self._failed: set[str] = set()
@@ -76,6 +79,9 @@ class _Stages:
     def attempt(
         self, key: str, title: str, run: Callable[[], _T], *, needs: tuple[str, ...] = ()
     ) -> _T | None:
+        if self._only and key not in self._only and key != "setup":
+            self._results.setdefault("not_run", []).append(key)
+            return None
         missing = [need for need in needs if need in self._failed]
         if missing:
             self._errors[key] = f"skipped: needs {', '.join(missing)}"
@@ -110,6 +116,7 @@ class _Stages:
 def _options_json(options: BenchOptions) -> dict[str, Any]:
     values = dataclasses.asdict(options)
     values["output_dir"] = str(options.output_dir)
+    values["only"] = sorted(options.only)
     return values
 
 
@@ -171,7 +178,7 @@ def _run_with_services(
 ) -> None:
     work_dir = options.output_dir / "work"
     work_dir.mkdir(parents=True, exist_ok=True)
-    runner = _Stages(results, sampler)
+    runner = _Stages(results, sampler, options.only)
 
     pgbench_path = pgbench.find_pgbench(options.pgbench_path)
 
@@ -227,6 +234,28 @@ def _run_with_services(
             f"(b) TransferFunds, closed loop, concurrency {options.concurrency}",
             lambda: stages.transfer_funds(context),
             needs=("setup",),
+        )
+        batches = (
+            f"transfers in ExecuteBatch calls of {options.batch_size}, closed loop, "
+            f"{options.batch_concurrency} calls in flight"
+        )
+        runner.attempt(
+            "transfer_batches",
+            f"(b') {batches}, read side paused (the write path alone, as in a)",
+            lambda: stages.transfer_batches(context, read_side=False),
+            needs=("setup",),
+        )
+        runner.attempt(
+            "drain",
+            "the read side catches up with the paused stage's backlog",
+            lambda: {"seconds": round(stages.wait_for_projection(context), 3)},
+            needs=("setup",),
+        )
+        runner.attempt(
+            "transfer_batches_pipeline",
+            f"(b'') {batches}, read side running",
+            lambda: stages.transfer_batches(context, read_side=True),
+            needs=("setup", "drain"),
         )
         runner.attempt(
             "empty_call",
@@ -297,7 +326,8 @@ def _check_invariants(context: stages.BenchContext) -> dict[str, Any]:
         "passed": all(check.passed for check in checks),
         "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in checks],
         "note": (
-            "exactly-once covers the requests of the Python client (setup, half load); "
+            "exactly-once covers the requests of the Python client (setup, batches, half "
+            "load); "
             "the other checks cover every event, ghz's transfers included"
         ),
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from chronos.loadtest.outcomes import Outcomes
 from chronos.loadtest.runner import PhaseReport
 from chronos.loadtest.stats import LatencyHistogram
 
@@ -28,6 +29,11 @@ class ThroughputResult:
     # Latencies of the OK answers.
     histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
     extra: dict[str, Any] = field(default_factory=dict)
+    # Calls made when one call carries several commands (ExecuteBatch); ``ok`` and
+    # ``failed`` then count commands, and latencies are per call.
+    calls: int | None = None
+    # What became of each command, when the client kept track (for the invariants).
+    outcomes: Outcomes | None = None
 
     @property
     def throughput_per_second(self) -> float:
@@ -46,6 +52,7 @@ class ThroughputResult:
             "elapsed_seconds": round(self.elapsed_seconds, 3),
             "ok": self.ok,
             "failed": self.failed,
+            **({"calls": self.calls} if self.calls is not None else {}),
             "errors": dict(sorted(self.errors.items())),
             "throughput_per_second": round(self.throughput_per_second, 1),
             "latency_ms": {

@@ -38,6 +38,7 @@ from grpc_health.v1 import health_pb2
 from chronos.bench.clients import ThroughputResult
 from chronos.bench.resources import BenchError
 from chronos.bench.services import PROJECT_ROOT
+from chronos.codegen import googleapis_proto_root
 from chronos.loadtest.stats import LatencyHistogram
 
 GHZ_INSTALL_COMMAND = "go install github.com/bojand/ghz/cmd/ghz@v0.120.0"
@@ -113,12 +114,13 @@ class GhzCall:
 
 
 def chronos_schema(proto_file: str) -> tuple[str, ...]:
-    """ghz arguments for a file under ``protos/chronos/v1``."""
+    """ghz arguments for a file under ``protos/chronos/v1`` (commands.proto imports
+    google/rpc/status.proto)."""
     return (
         "--proto",
         str(PROTOS_DIR / "chronos" / "v1" / proto_file),
         "--import-paths",
-        str(PROTOS_DIR),
+        f"{PROTOS_DIR},{googleapis_proto_root()}",
     )
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from chronos.domain import limits
 from chronos.loadtest.options import float_in, positive_int
 
 _T = TypeVar("_T", int, float)
@@ -26,6 +27,8 @@ QUICK_ACCOUNTS = 20
 QUICK_PGBENCH_CLIENTS = 4
 QUICK_CONCURRENCY = 8
 QUICK_CONNECTIONS = 4
+QUICK_BATCH_SIZE = 10
+QUICK_BATCH_CONCURRENCY = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -40,6 +43,9 @@ class BenchOptions:
     concurrency: int
     connections: int
     client_processes: int
+    # (b') ExecuteBatch: transfers per call and calls in flight.
+    batch_size: int
+    batch_concurrency: int
     pgbench_clients: int
     pgbench_threads: int
     use_ghz: bool
@@ -52,6 +58,8 @@ class BenchOptions:
     rpc_timeout_seconds: float
     memory_interval_seconds: float
     seed: int
+    # Stage keys to run (empty: all).
+    only: frozenset[str] = frozenset()
 
 
 def _chosen(value: _T | None, default: _T, quick_default: _T, quick: bool) -> _T:
@@ -124,6 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes of the Python client (default 2)",
     )
     parser.add_argument(
+        "--batch-size",
+        type=positive_int(limits.BATCH_COMMANDS_MAX),
+        help="transfers per ExecuteBatch call in stage (b') (default 100)",
+    )
+    parser.add_argument(
+        "--batch-concurrency",
+        type=positive_int(_CONCURRENCY_MAX),
+        help="ExecuteBatch calls in flight in stage (b') (default 4)",
+    )
+    parser.add_argument(
         "--pgbench-clients",
         type=positive_int(_PGBENCH_CLIENTS_MAX),
         help="pgbench -c (default 32)",
@@ -171,6 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="how often memory is sampled (default 0.5)",
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the generated requests")
+    parser.add_argument(
+        "--only",
+        type=lambda text: frozenset(filter(None, text.split(","))),
+        default=frozenset(),
+        help=(
+            "run only these stages (comma-separated keys of bench.json, e.g. "
+            "transfer_batches,drain); the setup always runs. Default: all"
+        ),
+    )
     return parser
 
 
@@ -199,6 +226,8 @@ def parse_options(argv: list[str] | None = None) -> BenchOptions:
         concurrency=concurrency,
         connections=_chosen(args.connections, 16, QUICK_CONNECTIONS, quick),
         client_processes=args.client_processes,
+        batch_size=_chosen(args.batch_size, 100, QUICK_BATCH_SIZE, quick),
+        batch_concurrency=_chosen(args.batch_concurrency, 4, QUICK_BATCH_CONCURRENCY, quick),
         pgbench_clients=_chosen(args.pgbench_clients, 32, QUICK_PGBENCH_CLIENTS, quick),
         pgbench_threads=args.pgbench_threads,
         use_ghz=not args.no_ghz,
@@ -211,4 +240,5 @@ def parse_options(argv: list[str] | None = None) -> BenchOptions:
         rpc_timeout_seconds=args.rpc_timeout_seconds,
         memory_interval_seconds=args.memory_interval_seconds,
         seed=args.seed,
+        only=args.only,
     )

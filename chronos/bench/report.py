@@ -64,6 +64,10 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
     b_over_a = _ratio(
         _get(results, "transfer_funds", "throughput_per_second"), _get(results, "pgbench", "tps")
     )
+    batches_over_a = _ratio(
+        _get(results, "transfer_batches", "throughput_per_second"),
+        _get(results, "pgbench", "tps"),
+    )
     d_over_c = _ratio(
         _get(results, "get_account", "throughput_per_second"),
         _get(results, "empty_call", "throughput_per_second"),
@@ -74,6 +78,9 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
     )
     return {
         "transfer_funds_over_pgbench": None if b_over_a is None else round(b_over_a, 3),
+        "transfer_batches_over_pgbench": (
+            None if batches_over_a is None else round(batches_over_a, 3)
+        ),
         "get_account_over_empty_call": None if d_over_c is None else round(d_over_c, 3),
         "get_account_over_query_server_empty_call": (
             None if d_over_query_c is None else round(d_over_query_c, 3)
@@ -95,6 +102,20 @@ def targets(results: dict[str, Any]) -> list[Target]:
         Target(
             name="TransferFunds p99 at max throughput (b)",
             value=_get(results, "transfer_funds", "latency_ms", "p99_ms"),
+            comparison="<=",
+            threshold=25.0,
+            unit=" ms",
+        ),
+        Target(
+            name="transfers in batches / pgbench (b'/a)",
+            value=ratio["transfer_batches_over_pgbench"],
+            comparison=">=",
+            threshold=1.5,
+            unit="x",
+        ),
+        Target(
+            name="ExecuteBatch call p99 at max throughput (b')",
+            value=_get(results, "transfer_batches", "latency_ms", "p99_ms"),
             comparison="<=",
             threshold=25.0,
             unit=" ms",
@@ -178,25 +199,46 @@ def format_table(results: dict[str, Any]) -> str:
 
     row("(a) pgbench transfer, tps", _number(stage("pgbench", "tps")) + " /s")
     row("(a) pgbench latency", _latency_text(stage("pgbench", "latency_ms")))
-    row(
-        "(b) TransferFunds max throughput",
-        _number(stage("transfer_funds", "throughput_per_second")) + " /s",
+
+    def command_stage(
+        tag: str, key: str, what: str, unit: str, ratio_key: str, targets_of: tuple[str, str]
+    ) -> None:
+        """Throughput, latency, server side and the ratio to (a) of one command stage."""
+        latency_target, ratio_target = targets_of
+        row(f"({tag}) {what}", _number(stage(key, "throughput_per_second")) + unit)
+        row(f"({tag}) latency", _latency_text(stage(key, "latency_ms")), latency_target)
+        row(
+            f"({tag}) server side (histogram)",
+            _latency_text(stage(key, "server_side_latency_ms"))
+            + f", {_number(stage(key, 'writer_commands_per_transaction_mean'), 1)}"
+            " commands per transaction",
+        )
+        row(f"{tag}/a", _number(stage("ratios", ratio_key), 2), ratio_target)
+
+    command_stage(
+        "b",
+        "transfer_funds",
+        "TransferFunds max throughput",
+        " /s",
+        "transfer_funds_over_pgbench",
+        ("TransferFunds p99 at max throughput (b)", "TransferFunds / pgbench (b/a)"),
+    )
+    command_stage(
+        "b'",
+        "transfer_batches",
+        f"transfers in ExecuteBatch calls of {stage('transfer_batches', 'batch_size') or '-'}",
+        " transfers/s",
+        "transfer_batches_over_pgbench",
+        (
+            "ExecuteBatch call p99 at max throughput (b')",
+            "transfers in batches / pgbench (b'/a)",
+        ),
     )
     row(
-        "(b) TransferFunds latency",
-        _latency_text(stage("transfer_funds", "latency_ms")),
-        "TransferFunds p99 at max throughput (b)",
-    )
-    row(
-        "(b) server side (histogram)",
-        _latency_text(stage("transfer_funds", "server_side_latency_ms"))
-        + f", {_number(stage('transfer_funds', 'writer_commands_per_transaction_mean'), 1)}"
-        " commands per transaction",
-    )
-    row(
-        "b/a",
-        _number(stage("ratios", "transfer_funds_over_pgbench"), 2),
-        "TransferFunds / pgbench (b/a)",
+        "(b'') the same, read side running",
+        _number(stage("transfer_batches_pipeline", "throughput_per_second"))
+        + " transfers/s, "
+        + _latency_text(stage("transfer_batches_pipeline", "latency_ms")),
     )
     row("(c) empty call throughput", _number(stage("empty_call", "throughput_per_second")) + " /s")
     row("(c) empty call latency", _latency_text(stage("empty_call", "latency_ms")))

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,21 @@ class ServiceSet:
     # "command_server worker <i>" -> pid (the worker itself when there is one process).
     command_worker_pids: dict[str, int] = field(default_factory=dict)
     query_worker_pids: dict[str, int] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def read_side_paused(self) -> Iterator[None]:
+        """Freezes the outbox poller and the projector (SIGSTOP) and thaws them on exit
+        (SIGCONT), so a stage measures the write path alone, as pgbench does; commits
+        wait in the outbox meanwhile. A pause shorter than the Kafka consumer's session
+        timeout (45 s) keeps the projector in its group."""
+        pids = [self.processes[module].pid for module in ("outbox_poller", "projector")]
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
 
 
 class Services:

@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,13 @@ import psycopg
 from chronos.bench.clients import ThroughputResult, from_phase_report
 from chronos.bench.ghz import GhzCall, chronos_schema, run_ghz, write_health_protoset
 from chronos.bench.options import BenchOptions
-from chronos.bench.pyclient import GET_ACCOUNT, HEALTH_CHECK, UnaryLoad, run_unary_load
+from chronos.bench.pyclient import (
+    EXECUTE_BATCH,
+    GET_ACCOUNT,
+    HEALTH_CHECK,
+    UnaryLoad,
+    run_unary_load,
+)
 from chronos.bench.resources import (
     PG_CONNECT_TIMEOUT_SECONDS,
     BenchError,
@@ -220,17 +227,59 @@ def _transfer_templates(context: BenchContext, path: Path) -> Path:
 
 
 def transfer_funds(context: BenchContext) -> ThroughputResult:
-    """(b) TransferFunds closed loop, as fast as the command server answers.
+    """(b) TransferFunds closed loop, as fast as the command server answers."""
+    return _with_server_figures(context, "TransferFunds", lambda: _transfer_funds(context))
 
-    Besides the client's figures, the command workers' own histograms tell the time
-    spent in the server and how many commands each group-commit transaction carried.
+
+def transfer_batches(context: BenchContext, *, read_side: bool) -> ThroughputResult:
+    """(b') Transfers in ExecuteBatch calls, closed loop: the bulk path's throughput.
+
+    Counts commands (accepted transfers), not calls; latencies are per call. Every
+    command's outcome goes into the exactly-once check. Without ``read_side`` the
+    poller and the projector are paused for the stage: the write path alone, like
+    pgbench in (a).
     """
+    options = context.options
+    load = UnaryLoad(
+        rpc=EXECUTE_BATCH,
+        address=context.services.command_addr,
+        account_ids=tuple(context.funded_account_ids),
+        concurrency=options.batch_concurrency,
+        # One channel (connection) per process: the kernel spreads connections, not
+        # calls, over the command server's processes.
+        processes=min(options.client_processes, options.batch_concurrency),
+        duration_seconds=options.duration_seconds,
+        rpc_timeout_seconds=options.rpc_timeout_seconds,
+        batch_size=options.batch_size,
+        currency=CURRENCY,
+        amount_max_minor=AMOUNT_MAX_MINOR,
+        seed=options.seed,
+        # Unique per stage: the two batch stages' call counters both start at zero.
+        request_id_prefix=f"lt-{context.run_id}-{'br' if read_side else 'bp'}-",
+    )
+    if read_side:
+        result = _with_server_figures(context, "ExecuteBatch", lambda: run_unary_load(load))
+    else:
+        with context.services.read_side_paused():
+            result = _with_server_figures(context, "ExecuteBatch", lambda: run_unary_load(load))
+    result.extra["batch_size"] = options.batch_size
+    result.extra["read_side"] = "running" if read_side else "paused (poller, projector)"
+    if result.outcomes is not None:
+        context.outcomes.merge(result.outcomes)
+    return result
+
+
+def _with_server_figures(
+    context: BenchContext, method: str, run: Callable[[], ThroughputResult]
+) -> ThroughputResult:
+    """Runs a command stage and adds the command workers' own figures: the time spent in
+    the server and how many commands each group-commit transaction carried."""
     endpoints = context.services.command_metrics
     before = _scrape_all(endpoints)
-    result = _transfer_funds(context)
+    result = run()
     after = _scrape_all(endpoints)
     result.extra["server_side_latency_ms"] = _histogram_figures(
-        before, after, _REQUEST_DURATION, method="TransferFunds"
+        before, after, _REQUEST_DURATION, method=method
     )
     batches = after.total(f"{_BATCH_SIZE}_count") - before.total(f"{_BATCH_SIZE}_count")
     commands = after.total(f"{_BATCH_SIZE}_sum") - before.total(f"{_BATCH_SIZE}_sum")

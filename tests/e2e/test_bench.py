@@ -107,6 +107,18 @@ def test_quick_bench_fills_every_section(
 
     assert result["setup"]["accounts_funded"] == 12
     assert_closed_loop(result["transfer_funds"], tool, "TransferFunds")
+    for key, read_side in (
+        ("transfer_batches", "paused (poller, projector)"),
+        ("transfer_batches_pipeline", "running"),
+    ):
+        batches = result[key]
+        # Counted in transfers, timed per call, whichever tool runs the unary stages.
+        assert batches["tool"] == "python" and batches["rpc"] == "ExecuteBatch"
+        assert batches["read_side"] == read_side
+        assert batches["failed"] == 0, batches["errors"]
+        assert batches["ok"] == batches["calls"] * batches["batch_size"] > 0
+        assert batches["latency_ms"]["count"] == batches["calls"]
+    assert result["drain"]["seconds"] >= 0
     assert_closed_loop(result["empty_call"], tool, "Check")
     assert_closed_loop(result["get_account"], tool, "GetAccount")
 
@@ -131,6 +143,8 @@ def test_quick_bench_fills_every_section(
     assert {target["name"] for target in result["targets"]} >= {
         "TransferFunds / pgbench (b/a)",
         "TransferFunds p99 at max throughput (b)",
+        "transfers in batches / pgbench (b'/a)",
+        "ExecuteBatch call p99 at max throughput (b')",
         "projection lag p99 at half load (e)",
         "outbox publish lag p99 at half load (e)",
         "GetAccount / empty call (d/c)",
