@@ -37,7 +37,7 @@ class CommandServerConfig:
             parse_address(address)
         except ValueError as error:
             raise ConfigError(f"CHRONOS_COMMAND_ADDR: {error}") from error
-        lanes = env_int("CHRONOS_WRITER_LANES", 2, minimum=1, maximum=32)
+        lanes = env_int("CHRONOS_WRITER_LANES", 1, minimum=1, maximum=32)
         retention = env_int(
             "CHRONOS_IDEMPOTENCY_RETENTION_SECONDS", 24 * 3600, minimum=24 * 3600, maximum=10**9
         )

@@ -134,12 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--batch-size",
         type=positive_int(limits.BATCH_COMMANDS_MAX),
-        help="transfers per ExecuteBatch call in stage (b') (default 100)",
+        help="transfers per ExecuteBatch call in stage (b') (default 200)",
     )
     parser.add_argument(
         "--batch-concurrency",
         type=positive_int(_CONCURRENCY_MAX),
-        help="ExecuteBatch calls in flight in stage (b') (default 4)",
+        help="ExecuteBatch calls in flight in stage (b') (default 8)",
     )
     parser.add_argument(
         "--pgbench-clients",
@@ -226,8 +226,8 @@ def parse_options(argv: list[str] | None = None) -> BenchOptions:
         concurrency=concurrency,
         connections=_chosen(args.connections, 16, QUICK_CONNECTIONS, quick),
         client_processes=args.client_processes,
-        batch_size=_chosen(args.batch_size, 100, QUICK_BATCH_SIZE, quick),
-        batch_concurrency=_chosen(args.batch_concurrency, 4, QUICK_BATCH_CONCURRENCY, quick),
+        batch_size=_chosen(args.batch_size, 200, QUICK_BATCH_SIZE, quick),
+        batch_concurrency=_chosen(args.batch_concurrency, 8, QUICK_BATCH_CONCURRENCY, quick),
         pgbench_clients=_chosen(args.pgbench_clients, 32, QUICK_PGBENCH_CLIENTS, quick),
         pgbench_threads=args.pgbench_threads,
         use_ghz=not args.no_ghz,

@@ -16,6 +16,7 @@ processes. All processes start together (a barrier) and stop after the same dura
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import queue
 import random
@@ -109,8 +110,20 @@ def _batch_templates(load: UnaryLoad, worker_index: int) -> list[bytes]:
 async def _run_worker(load: UnaryLoad, worker_index: int, barrier: Any) -> _WorkerResult:
     result = _WorkerResult()
     slots = split_evenly(load.concurrency, load.processes)[worker_index]
-    async with grpc.aio.insecure_channel(load.address) as channel:
-        await asyncio.wait_for(channel.channel_ready(), CONNECT_WAIT_SECONDS_MAX)
+    # ExecuteBatch: one connection per slot (a local subchannel pool stops gRPC from
+    # sharing one), because the kernel spreads connections, not calls, over the server's
+    # SO_REUSEPORT processes, and a few long calls on one connection can all land on one.
+    connections = slots if load.rpc == EXECUTE_BATCH else 1
+    async with contextlib.AsyncExitStack() as stack:
+        channels = []
+        for _ in range(max(1, connections)):
+            channel = await stack.enter_async_context(
+                grpc.aio.insecure_channel(
+                    load.address, options=[("grpc.use_local_subchannel_pool", 1)]
+                )
+            )
+            await asyncio.wait_for(channel.channel_ready(), CONNECT_WAIT_SECONDS_MAX)
+            channels.append(channel)
         if load.rpc == HEALTH_CHECK:
             health = health_pb2_grpc.HealthStub(channel)
             health_request = health_pb2.HealthCheckRequest(service="")
@@ -121,17 +134,21 @@ async def _run_worker(load: UnaryLoad, worker_index: int, barrier: Any) -> _Work
 
         elif load.rpc == EXECUTE_BATCH:
             assert load.batch_size > 0 and len(load.account_ids) >= 2
-            execute = channel.unary_unary(
-                EXECUTE_BATCH_METHOD,
-                request_serializer=None,  # the templates are serialized already
-                response_deserializer=commands_pb2.ExecuteBatchResponse.FromString,
-            )
+            executes = [
+                each.unary_unary(
+                    EXECUTE_BATCH_METHOD,
+                    request_serializer=None,  # the templates are serialized already
+                    response_deserializer=commands_pb2.ExecuteBatchResponse.FromString,
+                )
+                for each in channels
+            ]
             templates = _batch_templates(load, worker_index)
             token = _ID_TOKEN.encode()
 
             async def call() -> int:
                 prefix = f"b{worker_index:02d}{result.calls:013d}"
                 request = templates[result.calls % len(templates)].replace(token, prefix.encode())
+                execute = executes[result.calls % len(executes)]
                 result.calls += 1
                 request_ids = [
                     f"{load.request_id_prefix}{prefix}-{index:04d}"

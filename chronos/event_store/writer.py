@@ -98,7 +98,10 @@ class CommandContext:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WriterSettings:
     topic: str = contract.DEFAULT_TOPIC
-    lanes: int = 2
+    # One lane per process measured best (bench, 2 processes): concurrent transactions
+    # of one process mostly wait on each other's account locks, and one lane makes
+    # fewer, larger transactions (TransferFunds 629 -> 719/s; batches 4,439 -> 4,957/s).
+    lanes: int = 1
     batch_size_max: int = 256
     retries_max: int = 5
     retry_backoff_seconds_max: float = 0.05
@@ -488,14 +491,16 @@ class LedgerWriter:
         conn: psycopg.AsyncConnection[Any], account_ids: list[str]
     ) -> dict[str, Account | None]:
         cursor = await conn.execute(
+            # Not the metadata: it is written once, when the account opens, and no rule
+            # reads it (parsing it per account was a visible cost under load).
             """SELECT account_id::text, kind, owner_name, currency, overdraft_limit_minor,
-                      status, balance_minor, version, metadata
+                      status, balance_minor, version
                FROM accounts WHERE account_id = ANY(%s::uuid[])""",
             (_uuid_array(account_ids),),
         )
         accounts: dict[str, Account | None] = dict.fromkeys(account_ids)
         for row in await cursor.fetchall():
-            account_id, kind, owner, currency, limit, status, balance, version, meta = row
+            account_id, kind, owner, currency, limit, status, balance, version = row
             accounts[str(account_id)] = Account(
                 account_id=str(account_id),
                 kind=AccountKind(kind),
@@ -505,7 +510,6 @@ class LedgerWriter:
                 status=AccountStatus(status),
                 balance_minor=int(balance),
                 version=int(version),
-                metadata=tuple(sorted(dict(meta).items())),
             )
         return accounts
 
@@ -609,7 +613,9 @@ WITH head AS (
     SET position = position + %(count)s,
         recorded_at = greatest(recorded_at, clock_timestamp())
     WHERE id = 1
-    RETURNING position - %(count)s AS base, recorded_at
+    RETURNING position - %(count)s AS base, recorded_at,
+              to_char(recorded_at AT TIME ZONE 'UTC',
+                      'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') AS recorded_at_text
 ), appended AS (
     INSERT INTO events (position, event_id, stream_id, stream_version, event_type,
                         schema_version, payload, metadata, recorded_at)
@@ -628,8 +634,7 @@ WITH head AS (
                '{contract.HEADER_SCHEMA_VERSION}', s.schema_version::text,
                '{contract.HEADER_STREAM_VERSION}', s.stream_version::text,
                '{contract.HEADER_POSITION}', (head.base + s.ordinal)::text,
-               '{contract.HEADER_RECORDED_AT}', to_char(head.recorded_at AT TIME ZONE 'UTC',
-                                      'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')),
+               '{contract.HEADER_RECORDED_AT}', head.recorded_at_text),
            head.recorded_at
     FROM stage_events AS s CROSS JOIN head
 ), answered AS (
