@@ -77,6 +77,9 @@ def producer_settings(bootstrap: str) -> dict[str, Any]:
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 1,
+        # librdkafka leaves Nagle's algorithm on by default: a small produce request can
+        # then wait for the previous one's TCP acknowledgement (up to tens of ms).
+        "socket.nagle.disable": True,
         "compression.type": "lz4",
         "message.timeout.ms": 30000,
         "client.id": "chronos-outbox-poller",

@@ -116,6 +116,7 @@ class Projector:
         self._searchable: dict[int, int] = {}
         self._searchable_lock = threading.Lock()
         self._refresher_stop = threading.Event()
+        self._refresh_wanted = threading.Event()
         self._refresher: threading.Thread | None = None
         # Commit times of applied events not yet searchable (bounded), for the search lag.
         self._not_searchable: list[datetime] = []
@@ -236,10 +237,14 @@ class Projector:
             PROJECTION_WATERMARK.set(min(self._watermarks.values()))
         if commit and offsets:
             report.committed = self._commit(offsets)
-        if self._config.refresh != "interval" or first is None:
-            # Bulks that refreshed are searchable already; an idle projector refreshes
-            # now rather than waiting for the background refresher's next tick.
+        if self._config.refresh != "interval":
+            # Bulks that refreshed (or waited for a refresh) are searchable already.
             self.make_searchable()
+        elif first is None:
+            # Idle: have the background refresher refresh now rather than at its next
+            # tick. Not here: a refresh takes tens of ms under load, and the next bulk
+            # (what GetAccount waits for) must not wait behind it.
+            self._refresh_wanted.set()
         for traceparent in traceparents:
             # consume (poll → commit) continues the publish span; the bulk write is its child.
             consumed = telemetry.record_span(
@@ -394,12 +399,21 @@ class Projector:
     def _refresh_searches(self) -> None:
         """Background refresher (interval mode): bounded by the stop event."""
         interval = self._config.search_refresh_interval_seconds
-        while not self._refresher_stop.wait(interval):
+        while not self._refresher_stop.is_set():
+            # Every interval, or sooner when the main loop found nothing to apply.
+            self._refresh_wanted.wait(interval)
+            self._refresh_wanted.clear()
+            if self._refresher_stop.is_set():
+                return
+            started = time.monotonic()
             try:
                 self.make_searchable()
             except ChronosError as error:
                 # The next tick retries; searches wait (PROJECTION_BEHIND) meanwhile.
                 _logger.warning("making the projection searchable failed: %s", error)
+            # At most one refresh per interval, idle or not: each refresh writes a new
+            # segment that Elasticsearch must later merge.
+            self._refresher_stop.wait(max(0.0, interval - (time.monotonic() - started)))
 
     def _maybe_report_consumer_lag(self) -> None:
         now = time.monotonic()
@@ -419,6 +433,7 @@ class Projector:
     def close(self) -> None:
         """Leaves the group without committing anything further."""
         self._refresher_stop.set()
+        self._refresh_wanted.set()
         if self._refresher is not None:
             self._refresher.join(timeout=30)
         self._consumer.close()

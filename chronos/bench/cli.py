@@ -282,11 +282,14 @@ def _run_with_services(
             needs=("setup", "catch_up"),
         )
         half_rate = (transfer.throughput_per_second / 2) if transfer is not None else 0.0
+        rate_source = "half of b"
+        if options.half_load_rate is not None:
+            half_rate, rate_source = options.half_load_rate, "--half-load-rate"
         runner.attempt(
             "half_load",
-            f"(e) TransferFunds open loop at {half_rate:.0f}/s (half of b) and the lags",
+            f"(e) TransferFunds open loop at {half_rate:.0f}/s ({rate_source}) and the lags",
             lambda: _half_load(context, half_rate),
-            needs=("transfer_funds", "catch_up"),
+            needs=("catch_up",) if options.half_load_rate else ("transfer_funds", "catch_up"),
         )
         runner.attempt(
             "rebuild",

@@ -60,6 +60,8 @@ class BenchOptions:
     seed: int
     # Stage keys to run (empty: all).
     only: frozenset[str] = frozenset()
+    # Rate of stage (e); None: half of (b)'s throughput.
+    half_load_rate: float | None = None
 
 
 def _chosen(value: _T | None, default: _T, quick_default: _T, quick: bool) -> _T:
@@ -190,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the generated requests")
     parser.add_argument(
+        "--half-load-rate",
+        type=float_in(1.0, 1_000_000.0),
+        help="rate of stage (e) in transfers/s (default: half of what (b) measured)",
+    )
+    parser.add_argument(
         "--only",
         type=lambda text: frozenset(filter(None, text.split(","))),
         default=frozenset(),
@@ -241,4 +248,5 @@ def parse_options(argv: list[str] | None = None) -> BenchOptions:
         memory_interval_seconds=args.memory_interval_seconds,
         seed=args.seed,
         only=args.only,
+        half_load_rate=args.half_load_rate,
     )
