@@ -35,8 +35,9 @@ async def run(config: QueryServerConfig) -> None:
         )
         for kind in (SEARCHABLE, APPLIED)
     )
+    read_model = ReadModelClient(es, names, piggybacked=applied)
     servicer = QueryServicer(
-        ReadModelClient(es, names),
+        read_model,
         searchable,
         min_position_wait_seconds_max=config.min_position_wait_seconds_max,
         applied_watermark=applied,
@@ -47,6 +48,7 @@ async def run(config: QueryServerConfig) -> None:
         return [queries_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name]
 
     async def on_stop() -> None:
+        await read_model.close()
         await es.close()
 
     await serve(

@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -36,10 +37,11 @@ from chronos.domain.ledger import AccountStatus
 from chronos.domain.validation import canonical_account_id
 from chronos.errors import ChronosError
 from chronos.read_model import ReadModelError, ReadModelUnavailable
-from chronos.read_model.indices import IndexNames, translate
+from chronos.read_model.indices import IndexNames, found_documents, translate
 from chronos.read_model.watermark import AsyncWatermarkReader
 from chronos.rpc import abort, rich_status
 from chronos.v1 import ledger_pb2, queries_pb2, queries_pb2_grpc
+from query_server.coalesce import CoalescingGetter
 
 _logger = logging.getLogger(__name__)
 
@@ -51,6 +53,11 @@ ACCOUNTS_PAGE_SIZE_DEFAULT = 20
 ACCOUNTS_PAGE_SIZE_MAX = 100
 SEARCH_QUERY_LENGTH_MAX = 200
 PAGE_TOKEN_LENGTH_MAX = 1024
+# Account lookups coalesced into one multi-get, and multi-gets at once per process. With
+# one in flight the calls queue behind it and go together: GetAccount 1,300-1,450 ->
+# 1,618/s in scripts/bench (with two in flight the batches stayed at about three ids).
+MGET_IDS_MAX = 500
+MGETS_IN_FLIGHT_MAX = 1
 # Kept from the call's deadline for answering after a min_position wait.
 _ANSWER_MARGIN_SECONDS = 0.05
 
@@ -184,11 +191,28 @@ class WatermarkCache:
 
     async def _read(self) -> int:
         started = self._clock()
-        visible = (await self._reader.read()).visible_position
+        self._observe((await self._reader.read()).visible_position, started)
+        return self._value
+
+    def _observe(self, visible: int, read_started: float) -> None:
         # Watermarks only move forward; never report an older read over a newer one.
         self._value = max(self._value, visible)
-        self._read_at = started
-        return self._value
+        self._read_at = max(self._read_at, read_started)
+
+    def piggyback(self) -> tuple[list[dict[str, str]], Callable[[list[Any]], None]]:
+        """Lets another multi-get read the watermarks too, saving a request of their own.
+
+        Returns:
+            The ``mget`` items to add, and the function to call with what they read.
+        """
+        started = self._clock()
+
+        def accept(docs: list[Any]) -> None:
+            watermarks = self._reader.accept(docs)
+            if watermarks is not None:
+                self._observe(watermarks.visible_position, started)
+
+        return self._reader.docs(), accept
 
     async def wait_for(self, position: int, timeout_seconds: float) -> int | None:
         """Waits until the visible position is >= ``position``; None on timeout."""
@@ -213,14 +237,30 @@ class Page:
 
 
 class ReadModelClient:
-    """The query server's reads, one Elasticsearch request each (async client)."""
+    """The query server's reads (async client).
 
-    def __init__(self, es: AsyncElasticsearch, names: IndexNames) -> None:
+    Reads by account id are coalesced (``query_server.coalesce``): the calls that arrive
+    while a multi-get is in flight share the next one, which also reads the watermarks of
+    ``piggybacked`` (so that, under load, the cached watermark needs no reads of its own).
+    """
+
+    def __init__(
+        self,
+        es: AsyncElasticsearch,
+        names: IndexNames,
+        *,
+        piggybacked: WatermarkCache | None = None,
+        ids_per_mget_max: int = MGET_IDS_MAX,
+        mgets_in_flight_max: int = MGETS_IN_FLIGHT_MAX,
+    ) -> None:
         self._es = es
-        # options() builds a new client object: once here, not per request (it was a
-        # fifth of GetAccount's CPU).
-        self._es_missing_ok = es.options(ignore_status=404)
         self._names = names
+        self._piggybacked = piggybacked
+        self._accounts = CoalescingGetter(
+            self._get_accounts,
+            keys_per_fetch_max=ids_per_mget_max,
+            fetches_in_flight_max=mgets_in_flight_max,
+        )
 
     async def _call(self, what: str, request: Awaitable[Any]) -> Any:
         try:
@@ -228,16 +268,33 @@ class ReadModelClient:
         except (ApiError, TransportError) as error:
             raise translate(error, what) from error
 
+    async def _get_accounts(self, account_ids: list[str]) -> dict[str, dict[str, Any]]:
+        watermark_docs: list[dict[str, str]] = []
+        if self._piggybacked is not None:
+            watermark_docs, accept_watermarks = self._piggybacked.piggyback()
+        index = self._names.accounts
+        docs = [*watermark_docs, *({"_index": index, "_id": i} for i in account_ids)]
+        response = await self._call("get accounts", self._es.mget(docs=docs, realtime=True))
+        read = response.body["docs"]
+        if watermark_docs:
+            accept_watermarks(read[: len(watermark_docs)])
+        return {
+            account_id: doc["_source"]
+            for account_id, doc in found_documents(
+                read[len(watermark_docs) :], "get accounts"
+            ).items()
+        }
+
     async def get_account(self, account_id: str) -> dict[str, Any] | None:
-        """The account document (realtime GET: no refresh needed), None if unknown."""
-        response = await self._call(
-            "get account",
-            self._es_missing_ok.get(index=self._names.accounts, id=account_id, realtime=True),
-        )
-        body = response.body
-        if "error" in body:
-            raise ReadModelError(f"get account: {body['error']}")
-        return body["_source"] if body.get("found") else None
+        """The account document (realtime: no refresh needed), None if unknown.
+
+        The lookup is sent after this call began, so the document is at least as new as
+        any watermark the caller read before calling.
+        """
+        return await self._accounts.get(account_id)
+
+    async def close(self) -> None:
+        await self._accounts.close()
 
     async def lines(
         self,
@@ -338,10 +395,17 @@ class ReadModelClient:
 # --- protobuf mapping ----------------------------------------------------------------
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _timestamp(text: str) -> timestamp_pb2.Timestamp:
-    message = timestamp_pb2.Timestamp()
-    message.FromJsonString(text)
-    return message
+    # The read model writes one spelling (documents.format_time); fromisoformat parses it
+    # in C, about ten times faster than Timestamp.FromJsonString.
+    since_epoch = datetime.fromisoformat(text) - _EPOCH
+    return timestamp_pb2.Timestamp(
+        seconds=since_epoch.days * 86_400 + since_epoch.seconds,
+        nanos=since_epoch.microseconds * 1_000,
+    )
 
 
 def account_to_proto(source: dict[str, Any], as_of: int) -> queries_pb2.GetAccountResponse:

@@ -24,7 +24,7 @@ from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from chronos.read_model import ReadModelError, ReadModelUnavailable
 from chronos.read_model.documents import AccountDocument, format_time
-from chronos.read_model.indices import IndexNames, translate
+from chronos.read_model.indices import IndexNames, found_documents, translate
 from chronos.read_model.watermark import SEARCHABLE, watermark_id
 
 _logger = logging.getLogger(__name__)
@@ -81,14 +81,11 @@ class EsWriter:
             response = self._es.mget(index=target, ids=ids, realtime=True)
         except (ApiError, TransportError) as error:
             raise translate(error, f"mget on {target}") from error
-        for doc in response["docs"]:
-            if "error" in doc:
-                raise ReadModelError(f"mget on {target}: {doc['error']}")
-            if doc.get("found"):
-                document = AccountDocument.from_source(doc["_source"])
-                # The external version and the document's own version are written together.
-                assert document.version == doc["_version"], f"account {doc['_id']} out of sync"
-                result[doc["_id"]] = document
+        for account_id, doc in found_documents(response["docs"], f"mget on {target}").items():
+            document = AccountDocument.from_source(doc["_source"])
+            # The external version and the document's own version are written together.
+            assert document.version == doc["_version"], f"account {account_id} out of sync"
+            result[account_id] = document
         return result
 
     def write_documents(

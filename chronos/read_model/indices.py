@@ -154,6 +154,17 @@ def translate(error: Exception, action: str) -> Exception:
     return error
 
 
+def found_documents(docs: list[Any], action: str) -> dict[str, dict[str, Any]]:
+    """The documents an ``mget`` found, by id; a per-document error raises ReadModelError."""
+    found: dict[str, dict[str, Any]] = {}
+    for doc in docs:
+        if "error" in doc:
+            raise ReadModelError(f"{action}: {doc['error']}")
+        if doc.get("found"):
+            found[doc["_id"]] = doc
+    return found
+
+
 def alias_targets(es: Elasticsearch, alias: str) -> list[str]:
     """The concrete indices ``alias`` points to (empty when the alias does not exist)."""
     try:

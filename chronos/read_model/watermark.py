@@ -75,57 +75,61 @@ def _parse(response: Any, known_count: int) -> Watermarks:
     return Watermarks(partition_count=count, positions=positions)
 
 
-class WatermarkReader:
-    """Reads the watermarks with a synchronous client (reconcile, rebuild, tests)."""
+class _WatermarkIds:
+    """Which watermark documents to read, and the partition count learnt from them."""
 
-    def __init__(self, es: Elasticsearch, names: IndexNames, kind: str = SEARCHABLE) -> None:
+    def __init__(self, names: IndexNames, kind: str) -> None:
         assert kind in _ID_PREFIX
-        self._es = es
         self._names = names
         self._kind = kind
         self._partition_count = 0
+
+    def docs(self) -> list[dict[str, str]]:
+        """The ``mget`` items of the watermarks, so that they can share a request."""
+        index = self._names.projection
+        return [{"_index": index, "_id": i} for i in _ids(self._partition_count, self._kind)]
+
+    def accept(self, docs: list[Any]) -> Watermarks | None:
+        """Parses what ``docs()`` read; None when the partition count grew (read again)."""
+        watermarks = _parse({"docs": docs}, self._partition_count)
+        grew = watermarks.partition_count > max(self._partition_count, 1)
+        self._partition_count = watermarks.partition_count
+        return None if grew else watermarks
+
+
+class WatermarkReader(_WatermarkIds):
+    """Reads the watermarks with a synchronous client (reconcile, rebuild, tests)."""
+
+    def __init__(self, es: Elasticsearch, names: IndexNames, kind: str = SEARCHABLE) -> None:
+        super().__init__(names, kind)
+        self._es = es
 
     def read(self) -> Watermarks:
         """The current watermarks (two round trips only when the partition count grows)."""
         while True:
             try:
-                response = self._es.mget(
-                    index=self._names.projection,
-                    ids=_ids(self._partition_count, self._kind),
-                    realtime=True,
-                )
+                response = self._es.mget(docs=self.docs(), realtime=True)
             except (ApiError, TransportError) as error:
                 raise translate(error, "reading watermarks") from error
-            watermarks = _parse(response, self._partition_count)
-            if watermarks.partition_count <= max(self._partition_count, 1):
-                self._partition_count = watermarks.partition_count
+            watermarks = self.accept(response["docs"])
+            if watermarks is not None:
                 return watermarks
-            self._partition_count = watermarks.partition_count
 
 
-class AsyncWatermarkReader:
+class AsyncWatermarkReader(_WatermarkIds):
     """Reads the watermarks with the async client (query server)."""
 
     def __init__(self, es: AsyncElasticsearch, names: IndexNames, kind: str = SEARCHABLE) -> None:
-        assert kind in _ID_PREFIX
+        super().__init__(names, kind)
         self._es = es
-        self._names = names
-        self._kind = kind
-        self._partition_count = 0
 
     async def read(self) -> Watermarks:
         """The current watermarks; raises the translated client error on failure."""
         while True:
             try:
-                response = await self._es.mget(
-                    index=self._names.projection,
-                    ids=_ids(self._partition_count, self._kind),
-                    realtime=True,
-                )
+                response = await self._es.mget(docs=self.docs(), realtime=True)
             except (ApiError, TransportError) as error:
                 raise translate(error, "reading watermarks") from error
-            watermarks = _parse(response, self._partition_count)
-            if watermarks.partition_count <= max(self._partition_count, 1):
-                self._partition_count = watermarks.partition_count
+            watermarks = self.accept(response["docs"])
+            if watermarks is not None:
                 return watermarks
-            self._partition_count = watermarks.partition_count

@@ -205,6 +205,29 @@ def test_get_account(stack: Stack) -> None:
     assert answer.opened_at.ToDatetime(tzinfo=UTC) == opened.recorded_at
 
 
+def test_concurrent_get_accounts_each_get_their_own_answer(stack: Stack) -> None:
+    # Calls in flight together share multi-gets in the server; each must still get its
+    # own account, or NOT_FOUND for an unknown one, whatever it was batched with.
+    unknown = str(uuid.UUID(int=(0xE2E << 112) + 99))
+    asked = [ADA, BOB, CHEN, unknown] * 25
+    futures = [
+        stack.stub.GetAccount.future(
+            queries_pb2.GetAccountRequest(account_id=account_id), timeout=CALL_TIMEOUT_SECONDS
+        )
+        for account_id in asked
+    ]
+    owners = {ADA: "Ada Lovelace", BOB: "Bob Lovelace", CHEN: "Chen Wei"}
+    for account_id, future in zip(asked, futures, strict=True):
+        if account_id == unknown:
+            with pytest.raises(grpc.RpcError) as failure:
+                future.result()
+            assert failure.value.code() == grpc.StatusCode.NOT_FOUND
+            continue
+        answer = future.result()
+        assert answer.account_id == account_id
+        assert answer.owner_name == owners[account_id]
+
+
 def test_list_transactions_pages_newest_first(stack: Stack) -> None:
     expected = sorted((e.position for e in lines_of(stack, ADA)), reverse=True)
     assert len(expected) == 1 + TRANSFERS
