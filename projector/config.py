@@ -17,6 +17,8 @@ Variables (all optional except the two addresses):
   projector refreshes every ``CHRONOS_PROJECTOR_SEARCH_REFRESH_SECONDS``, default 0.1, or
   when idle, then advances the searchable watermark), ``true`` (each bulk refreshes) or
   ``wait_for`` (each bulk waits for the index's scheduled refresh).
+* ``CHRONOS_PROJECTOR_DOCUMENT_CACHE_SIZE_MAX``: account documents kept in memory so a
+  batch can be folded without reading them back (default 20000; 0 turns it off).
 * ``CHRONOS_PROJECTOR_TOPIC_WAIT_SECONDS_MAX``: how long to wait at start for the topic
   to exist (the outbox poller creates it; default 600).
 """
@@ -30,6 +32,10 @@ from typing import Any
 from chronos.config import ConfigError, env_float, env_int, require_es_url, require_kafka_bootstrap
 from chronos.outbox import contract
 from chronos.read_model.indices import DEFAULT_PREFIX, IndexNames
+
+# Bounds of the consumer's prefetch queue (messages are a few hundred bytes each).
+QUEUED_KILOBYTES_MAX = 8192
+QUEUED_MESSAGES_MIN = 10_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,6 +58,9 @@ class ProjectorConfig:
     # advance together). "wait_for": each bulk waits for the scheduled refresh.
     refresh: str | bool = "interval"
     search_refresh_interval_seconds: float = 0.1
+    # Account documents kept to fold the next batch without reading them back (0: none;
+    # a document is a few hundred bytes).
+    document_cache_size_max: int = 20_000
     metrics_port: int = 0
 
     @property
@@ -73,6 +82,10 @@ class ProjectorConfig:
             # The projector never creates the topic; the outbox poller does.
             "allow.auto.create.topics": False,
             "client.id": f"chronos-projector-{os.getpid()}",
+            # librdkafka prefetches up to 64 MB / 100,000 messages by default: catching up
+            # a backlog took the projector to 261 MB. A few batches ahead is enough.
+            "queued.max.messages.kbytes": QUEUED_KILOBYTES_MAX,
+            "queued.min.messages": QUEUED_MESSAGES_MIN,
         }
 
     @classmethod
@@ -116,6 +129,9 @@ class ProjectorConfig:
             refresh=_refresh_mode(os.environ.get("CHRONOS_PROJECTOR_REFRESH", "interval")),
             search_refresh_interval_seconds=env_float(
                 "CHRONOS_PROJECTOR_SEARCH_REFRESH_SECONDS", 0.1, minimum=0.01, maximum=60
+            ),
+            document_cache_size_max=env_int(
+                "CHRONOS_PROJECTOR_DOCUMENT_CACHE_SIZE_MAX", 20_000, minimum=0, maximum=1_000_000
             ),
         )
 

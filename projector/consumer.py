@@ -23,7 +23,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -45,7 +46,13 @@ from chronos.metrics import (
 )
 from chronos.outbox import contract
 from chronos.read_model import ReadModelUnavailable
-from chronos.read_model.documents import EventRecord, Outcome, fold_batch, record_from_envelope
+from chronos.read_model.documents import (
+    AccountDocument,
+    EventRecord,
+    Outcome,
+    fold_batch,
+    record_from_envelope,
+)
 from chronos.read_model.es_writer import EsWriter, WriteResult
 from chronos.read_model.watermark import APPLIED, SEARCHABLE
 from chronos.v1 import events_pb2
@@ -61,6 +68,52 @@ _SEARCH_LAG_SAMPLES_MAX = 10_000
 
 class ProjectorError(ChronosError):
     """The projector cannot go on (undecodable event, topic missing, Kafka fatal error)."""
+
+
+class DocumentCache:
+    """Account documents as this process last wrote them, least recently used first out.
+
+    A cached document is used only when the batch's first event of its account is the very
+    next version (``version + 1``). Folding is deterministic, so the cached state then
+    equals the stored one, even after a rebuild swapped the index (same events, same
+    documents). Anything else (a redelivery, a gap, an account never seen) is read from
+    Elasticsearch as before.
+    """
+
+    def __init__(self, size_max: int) -> None:
+        self._size_max = size_max
+        self._documents: OrderedDict[str, AccountDocument] = OrderedDict()
+
+    def continuing(
+        self, first_versions: dict[str, int]
+    ) -> tuple[dict[str, AccountDocument | None], list[str]]:
+        """Splits accounts into those with a usable cached document and the rest.
+
+        Args:
+            first_versions: Each account's first stream version in the batch.
+
+        Returns:
+            The usable documents by account, and the accounts to read.
+        """
+        found: dict[str, AccountDocument | None] = {}
+        missing: list[str] = []
+        for account_id, version in first_versions.items():
+            document = self._documents.get(account_id)
+            if document is not None and document.version + 1 == version:
+                found[account_id] = document
+            else:
+                missing.append(account_id)
+        return found, missing
+
+    def remember(self, documents: Iterable[AccountDocument]) -> None:
+        for document in documents:
+            self._documents[document.account_id] = document
+            self._documents.move_to_end(document.account_id)
+        while len(self._documents) > self._size_max:
+            self._documents.popitem(last=False)
+
+    def clear(self) -> None:
+        self._documents.clear()
 
 
 class ProjectorStopped(ChronosError):
@@ -118,6 +171,9 @@ class Projector:
         self._refresher_stop = threading.Event()
         self._refresh_wanted = threading.Event()
         self._refresher: threading.Thread | None = None
+        # The documents this process wrote last (bounded), so that most batches need no
+        # read of the current documents before folding.
+        self._documents = DocumentCache(config.document_cache_size_max)
         # Commit times of applied events not yet searchable (bounded), for the search lag.
         self._not_searchable: list[datetime] = []
         self._lag_reported_monotonic = 0.0
@@ -171,6 +227,8 @@ class Projector:
         count = self._topic_partition_count()
         if count > self._partition_count:
             self._partition_count = count
+        # Another process may have projected these partitions meanwhile.
+        self._documents.clear()
         _logger.info("assigned partitions %s", sorted(p.partition for p in partitions))
 
     def step(self, *, commit: bool = True) -> BatchReport:
@@ -319,14 +377,28 @@ class Projector:
     def _write_documents(
         self, records: list[EventRecord]
     ) -> tuple[WriteResult, dict[Outcome, int]]:
-        current = self._writer.get_accounts(record.stream_id for record in records)
+        current = self._current_documents(records)
         documents = fold_batch(current, records)
         result = self._writer.write_documents(
             documents.accounts,
             documents.transactions,
             refresh=False if self._config.refresh == "interval" else self._config.refresh,
         )
+        if not result.accounts_stale:
+            # Else another writer got there first, and what it stored is what counts: the
+            # cache keeps the states before this batch, which no later event continues.
+            self._documents.remember(documents.accounts)
         return result, documents.outcomes
+
+    def _current_documents(self, records: list[EventRecord]) -> dict[str, AccountDocument | None]:
+        """The stored document of each account of ``records``: cached, else read."""
+        first_versions: dict[str, int] = {}
+        for record in records:
+            first_versions.setdefault(record.stream_id, record.stream_version)
+        current, missing = self._documents.continuing(first_versions)
+        if missing:
+            current.update(self._writer.get_accounts(missing))
+        return current
 
     def _retrying(self, what: str, action: Callable[[], _T]) -> _T:
         """Runs ``action``, retrying while Elasticsearch is unavailable (bounded)."""

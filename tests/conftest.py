@@ -144,7 +144,7 @@ def _docker_infrastructure() -> Iterator[Infrastructure]:
 
     postgres = PostgresContainer(
         POSTGRES_IMAGE, username="postgres", password="postgres", dbname="chronos", driver=None
-    )
+    ).with_command("postgres -c track_commit_timestamp=on")
     kafka = KafkaContainer(KAFKA_IMAGE).with_kraft()
     elasticsearch = ElasticSearchContainer(ELASTICSEARCH_IMAGE, mem_limit="2G").with_env(
         "discovery.type", "single-node"

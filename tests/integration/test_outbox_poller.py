@@ -8,6 +8,7 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -337,3 +338,24 @@ def _wait_for(condition: Any, what: str, timeout_seconds: float = 60) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_unpublished_rows_carry_their_transaction_commit_time(
+    ledger_dsn: str, kafka_bootstrap: str, topic: str
+) -> None:
+    # The publish latency starts at the writer's commit: the local stack's server tracks
+    # commit times, and an unpublished row's xmin is still the writer's transaction.
+    write_some_transfers(ledger_dsn, 3)
+    relay = OutboxRelay(poller_config(ledger_dsn, kafka_bootstrap, topic))
+    with psycopg.connect(ledger_dsn, autocommit=True) as conn:
+        rows = relay.fetch_unpublished(conn)
+        commits = conn.execute("SELECT count(DISTINCT xmin::text) FROM outbox").fetchone()
+    assert rows
+    assert commits is not None
+    for row in rows:
+        assert row.committed_at is not None
+        recorded_at = datetime.fromisoformat(row.headers[contract.HEADER_RECORDED_AT])
+        # Committed after the writer took recorded_at, and not in the future.
+        assert recorded_at <= row.committed_at <= datetime.now(UTC)
+    # Rows of one transaction share its commit time.
+    assert len({row.committed_at for row in rows}) == commits[0]

@@ -213,6 +213,53 @@ def test_duplicates_and_out_of_order_delivery_change_nothing(
     assert after == before
 
 
+def test_cached_documents_yield_to_another_writer(
+    es_client: Elasticsearch, kafka_bootstrap: str, es_url: str, names: IndexNames, topic: str
+) -> None:
+    # The projector folds most batches onto the documents it wrote last. If another
+    # process projected the next event meanwhile, its document must win and be read back.
+    events = ledger_history()
+    poller = FakePoller(kafka_bootstrap, topic)
+    poller.publish(events)
+    projector = build_projector(
+        es_client, projector_config(kafka_bootstrap, es_url, topic, names, unique("g"))
+    )
+    try:
+        project_until_visible(projector, es_client, names, events[-1].position)
+        # Another writer applies ALICE's version 4 (a deposit of 50) before this projector.
+        deposit = stored(line(FundsDeposited, ALICE, Side.CREDIT, 50, 750, BOB, "e4"), ALICE, 4, 8)
+        alice = es_client.get(index=names.accounts, id=ALICE)["_source"]
+        es_client.index(
+            index=names.accounts,
+            id=ALICE,
+            document={
+                **alice,
+                "owner_name": "Alice, as the other writer left her",
+                "balance_minor": 750,
+                "version": 4,
+                "last_position": 8,
+            },
+            version=4,
+            version_type="external",
+            refresh=True,
+        )
+        poller.publish([deposit])
+        first = consume_events(projector, 1)
+        # Version 5 follows the other writer's document, which must be read back.
+        withdrawal = stored(
+            line(FundsDeposited, ALICE, Side.DEBIT, 150, 600, BOB, "e5"), ALICE, 5, 9
+        )
+        poller.publish([withdrawal])
+        consume_events(projector, 1)
+    finally:
+        projector.close()
+
+    assert first["accounts_stale"] == 1
+    version, source = snapshot(es_client, names)["accounts"][ALICE]
+    assert (version, source["version"], source["balance_minor"]) == (5, 5, 600)
+    assert source["owner_name"] == "Alice, as the other writer left her"
+
+
 def test_crash_between_bulk_and_commit_redelivers_harmlessly(
     es_client: Elasticsearch, kafka_bootstrap: str, es_url: str, names: IndexNames, topic: str
 ) -> None:
