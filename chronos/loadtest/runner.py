@@ -14,6 +14,7 @@ gRPC is unsafe. With ``--processes 1`` the phase runs in this process instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import queue
 import random
@@ -39,6 +40,11 @@ from chronos.loadtest.stats import (
 
 # Bounds on the process plumbing (the RPCs have their own deadlines).
 CONNECT_WAIT_SECONDS_MAX = 30.0
+# Connections per client process to each service. A server's processes share its port
+# (SO_REUSEPORT) and the kernel spreads connections, not calls, over them: with one
+# connection per client process, both of a two-process client's connections often
+# landed on the same server process, which then did all the work.
+CHANNELS_PER_PROCESS = 4
 STARTUP_WAIT_SECONDS_MAX = 120.0
 # Margin between "every process is ready" and the first scheduled request.
 START_DELAY_SECONDS = 0.1
@@ -126,12 +132,24 @@ async def run_worker(
     worker_count = options.processes
     concurrency = split_evenly(options.concurrency, worker_count)[worker_index]
     seed_text = f"{options.seed}:{plan.phase}:{worker_index}"
-    async with (
-        grpc.aio.insecure_channel(options.command_addr) as command_channel,
-        grpc.aio.insecure_channel(options.query_addr) as query_channel,
-    ):
+    async with contextlib.AsyncExitStack() as stack:
+        command_channels: list[grpc.aio.Channel] = []
+        query_channels: list[grpc.aio.Channel] = []
+        for _ in range(CHANNELS_PER_PROCESS):
+            for channels, address in (
+                (command_channels, options.command_addr),
+                (query_channels, options.query_addr),
+            ):
+                # A local subchannel pool gives each channel a connection of its own.
+                channel = grpc.aio.insecure_channel(
+                    address, options=[("grpc.use_local_subchannel_pool", 1)]
+                )
+                channels.append(await stack.enter_async_context(channel))
         try:
-            await asyncio.wait_for(command_channel.channel_ready(), CONNECT_WAIT_SECONDS_MAX)
+            await asyncio.wait_for(
+                asyncio.gather(*(c.channel_ready() for c in command_channels)),
+                CONNECT_WAIT_SECONDS_MAX,
+            )
         except TimeoutError as error:
             raise LoadTestError(
                 f"command service at {options.command_addr} not reachable within "
@@ -147,8 +165,8 @@ async def run_worker(
         )
         client = Client(
             options,
-            command_channel,
-            query_channel,
+            command_channels,
+            query_channels,
             recorder,
             lag_rng=random.Random(f"lag:{seed_text}"),
         )

@@ -20,10 +20,11 @@ finds no free slot is skipped rather than queued, so probes never pile up.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,17 +108,33 @@ class Client:
     def __init__(
         self,
         options: Options,
-        command_channel: grpc.aio.Channel,
-        query_channel: grpc.aio.Channel,
+        command_channels: Sequence[grpc.aio.Channel],
+        query_channels: Sequence[grpc.aio.Channel],
         recorder: Recorder,
         lag_rng: random.Random,
     ) -> None:
         self.options = options
         self._lag_rng = lag_rng
-        self.commands = commands_pb2_grpc.CommandServiceStub(command_channel)  # type: ignore[no-untyped-call]
-        self.queries = queries_pb2_grpc.QueryServiceStub(query_channel)  # type: ignore[no-untyped-call]
+        # Calls go round the channels (each its own connection), so the kernel spreads
+        # them over the processes of a server sharing its port.
+        self._commands = itertools.cycle(
+            [commands_pb2_grpc.CommandServiceStub(c) for c in command_channels]  # type: ignore[no-untyped-call]
+        )
+        self._queries = itertools.cycle(
+            [queries_pb2_grpc.QueryServiceStub(c) for c in query_channels]  # type: ignore[no-untyped-call]
+        )
         self.recorder = recorder
         self._probes: set[asyncio.Task[None]] = set()
+
+    @property
+    def commands(self) -> commands_pb2_grpc.CommandServiceStub:
+        """The command stub for the next call."""
+        return next(self._commands)
+
+    @property
+    def queries(self) -> queries_pb2_grpc.QueryServiceStub:
+        """The query stub for the next call."""
+        return next(self._queries)
 
     async def call(
         self,
