@@ -219,8 +219,8 @@ class OutboxRelay:
     def fetch_unpublished(self, conn: psycopg.Connection[Any]) -> list[OutboxRow]:
         # An unpublished row was never updated, so its xmin is the writer's transaction,
         # and with track_commit_timestamp the server knows when that committed: the
-        # publish latency then starts at the commit, not at recorded_at (taken before
-        # the transaction's statements and its WAL flush).
+        # publish latency then starts at the commit, not at recorded_at (taken in the
+        # transaction's last statement, before the commit waited for its WAL flush).
         committed_at = (
             "pg_xact_commit_timestamp(xmin)" if self._commit_times_tracked(conn) else "NULL"
         )
