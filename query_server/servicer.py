@@ -206,6 +206,11 @@ class WatermarkCache:
             The ``mget`` items to add, and the function to call with what they read.
         """
         started = self._clock()
+        if started - self._read_at < self._refresh_seconds / 2:
+            # Fresh enough: every watermark read is a shard-level get for Elasticsearch,
+            # so under load they ride along about once per refresh interval, early
+            # enough that current() never finds the value stale.
+            return [], _ignore
 
         def accept(docs: list[Any]) -> None:
             watermarks = self._reader.accept(docs)
@@ -225,6 +230,10 @@ class WatermarkCache:
             if remaining <= 0:
                 return None
             await asyncio.sleep(min(self._refresh_seconds, remaining))
+
+
+def _ignore(_docs: list[Any]) -> None:
+    pass
 
 
 # --- Elasticsearch reads -------------------------------------------------------------
