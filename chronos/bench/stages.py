@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from elasticsearch import Elasticsearch
 
 from chronos.bench.clients import ThroughputResult, from_phase_report
 from chronos.bench.ghz import GhzCall, chronos_schema, run_ghz, write_health_protoset
@@ -59,6 +60,8 @@ LAG_PROBES_IN_FLIGHT_MAX = 16
 PLOT_SAMPLES_MAX = 1000
 REBUILD_TIMEOUT_SECONDS = 3600.0
 _POLL_INTERVAL_SECONDS = 0.2
+# Longest wait for Elasticsearch's merges to finish before a read ceiling is measured.
+_SETTLE_SECONDS_MAX = 60.0
 _PROJECTION_LAG = "chronos_projection_lag_seconds"
 _SEARCH_LAG = "chronos_projection_search_lag_seconds"
 _PUBLISH_LATENCY = "chronos_outbox_publish_latency_seconds"
@@ -199,6 +202,25 @@ def wait_for_projection(context: BenchContext) -> float:
         f"the projection stayed at position {watermark:.0f} of {head} for "
         f"{context.options.catch_up_wait_seconds_max:.0f} s"
     )
+
+
+def wait_for_merges(context: BenchContext) -> float:
+    """Waits (bounded) until Elasticsearch runs no segment merge, twice in a row.
+
+    After a write stage, merges go on for seconds and take a core's share; the read
+    ceilings (c) and (d) are measured without them, as pgbench (a) runs on a quiet
+    machine. Returns the seconds waited (the bound is not an error: the stage runs).
+    """
+    started = time.monotonic()
+    deadline = started + _SETTLE_SECONDS_MAX
+    quiet = 0
+    with Elasticsearch(context.infrastructure.es_url, request_timeout=10) as es:
+        while time.monotonic() < deadline and quiet < 2:
+            nodes = es.nodes.stats(metric="indices", index_metric="merge")["nodes"]
+            merging = sum(node["indices"]["merges"]["current"] for node in nodes.values())
+            quiet = quiet + 1 if merging == 0 else 0
+            time.sleep(_POLL_INTERVAL_SECONDS)
+    return time.monotonic() - started
 
 
 # --- (b) TransferFunds, (c) the empty call, (d) GetAccount -----------------------------
