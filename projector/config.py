@@ -14,7 +14,7 @@ Variables (all optional except the two addresses):
   backoff between attempts (default 5).
 * ``CHRONOS_PROJECTOR_METRICS_PORT``: port of ``/metrics`` (default 9104; 0 disables).
 * ``CHRONOS_PROJECTOR_REFRESH``: ``interval`` (default: bulks do not refresh; the
-  projector refreshes every ``CHRONOS_PROJECTOR_SEARCH_REFRESH_SECONDS``, default 0.1, or
+  projector refreshes every ``CHRONOS_PROJECTOR_SEARCH_REFRESH_SECONDS``, default 0.5, or
   when idle, then advances the searchable watermark), ``true`` (each bulk refreshes) or
   ``wait_for`` (each bulk waits for the index's scheduled refresh).
 * ``CHRONOS_PROJECTOR_DOCUMENT_CACHE_SIZE_MAX``: account documents kept in memory so a
@@ -57,7 +57,7 @@ class ProjectorConfig:
     # and advances the searchable watermark. True: each bulk refreshes (both watermarks
     # advance together). "wait_for": each bulk waits for the scheduled refresh.
     refresh: str | bool = "interval"
-    search_refresh_interval_seconds: float = 0.1
+    search_refresh_interval_seconds: float = 0.5
     # Account documents kept to fold the next batch without reading them back (0: none;
     # a document is a few hundred bytes).
     document_cache_size_max: int = 20_000
@@ -128,7 +128,7 @@ class ProjectorConfig:
             metrics_port=env_int("CHRONOS_PROJECTOR_METRICS_PORT", 9104, minimum=0, maximum=65535),
             refresh=_refresh_mode(os.environ.get("CHRONOS_PROJECTOR_REFRESH", "interval")),
             search_refresh_interval_seconds=env_float(
-                "CHRONOS_PROJECTOR_SEARCH_REFRESH_SECONDS", 0.1, minimum=0.01, maximum=60
+                "CHRONOS_PROJECTOR_SEARCH_REFRESH_SECONDS", 0.5, minimum=0.01, maximum=60
             ),
             document_cache_size_max=env_int(
                 "CHRONOS_PROJECTOR_DOCUMENT_CACHE_SIZE_MAX", 20_000, minimum=0, maximum=1_000_000
