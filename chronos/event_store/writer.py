@@ -358,33 +358,50 @@ class LedgerWriter:
     ) -> list[CommandResult | Rejection]:
         settings = self._settings
         outcomes: list[CommandResult | Rejection | None] = [None] * len(batch)
+        # Every account any command of the batch may touch, in one global order.
+        touched = sorted({a for pending in batch for a in accounts_touched(pending.command)})
         async with conn.transaction():
-            # 1. Idempotency placeholders, sorted, so concurrent duplicates serialize.
-            order = sorted(range(len(batch)), key=lambda i: batch[i].context.request_id)
-            cursor = await conn.execute(
-                """INSERT INTO idempotency
-                       (request_id, command_type, payload_hash, created_at, expires_at)
-                   SELECT u.e->>0, u.e->>1, decode(u.e->>2, 'hex'), now(),
-                          now() + make_interval(secs => %s)
-                   FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS u(e, n)
-                   ORDER BY u.n
-                   ON CONFLICT (request_id) DO NOTHING
-                   RETURNING request_id""",
-                (
-                    settings.idempotency_retention_seconds,
-                    _json(
-                        [
-                            (
-                                batch[i].context.request_id,
-                                type(batch[i].command).__name__,
-                                batch[i].payload_hash.hex(),
-                            )
-                            for i in order
-                        ]
+            # Steps 1 and 2 go in one round trip (pipeline mode): the server still runs
+            # them one after the other, so the accounts are read only once their locks are
+            # held, and read-committed gives that last statement a snapshot of its own.
+            async with conn.pipeline():
+                # 1. Idempotency placeholders, sorted, so concurrent duplicates serialize.
+                order = sorted(range(len(batch)), key=lambda i: batch[i].context.request_id)
+                placed = await conn.execute(
+                    """INSERT INTO idempotency
+                           (request_id, command_type, payload_hash, created_at, expires_at)
+                       SELECT u.e->>0, u.e->>1, decode(u.e->>2, 'hex'), now(),
+                              now() + make_interval(secs => %s)
+                       FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS u(e, n)
+                       ORDER BY u.n
+                       ON CONFLICT (request_id) DO NOTHING
+                       RETURNING request_id""",
+                    (
+                        settings.idempotency_retention_seconds,
+                        _json(
+                            [
+                                (
+                                    batch[i].context.request_id,
+                                    type(batch[i].command).__name__,
+                                    batch[i].payload_hash.hex(),
+                                )
+                                for i in order
+                            ]
+                        ),
                     ),
-                ),
-            )
-            fresh = {row[0] for row in await cursor.fetchall()}
+                )
+                # 2. Lock every touched account (existing or not), in one global order,
+                # then read them. Duplicates' accounts are locked too: the answers are
+                # only known after this round trip, and an extra lock changes nothing.
+                await conn.execute(
+                    """SELECT pg_advisory_xact_lock(k) FROM (
+                           SELECT DISTINCT hashtextextended(a, 0) AS k
+                           FROM jsonb_array_elements_text(%s::jsonb) AS a ORDER BY k) AS keys""",
+                    (_json(touched),),
+                )
+                loaded = await conn.execute(_LOAD_ACCOUNTS, (_uuid_array(touched),))
+                fresh = {row[0] for row in await placed.fetchall()}
+                accounts = _accounts_from_rows(touched, await loaded.fetchall())
             duplicates = [i for i, p in enumerate(batch) if p.context.request_id not in fresh]
             if duplicates:
                 await self._resolve_duplicates(conn, batch, duplicates, outcomes)
@@ -392,16 +409,6 @@ class LedgerWriter:
             new = [i for i in range(len(batch)) if outcomes[i] is None]
             if not new:
                 return [o for o in outcomes if o is not None]
-
-            # 2. Lock every touched account (existing or not), in one global order.
-            touched = sorted({a for i in new for a in accounts_touched(batch[i].command)})
-            await conn.execute(
-                """SELECT pg_advisory_xact_lock(k) FROM (
-                       SELECT DISTINCT hashtextextended(a, 0) AS k
-                       FROM jsonb_array_elements_text(%s::jsonb) AS a ORDER BY k) AS keys""",
-                (_json(touched),),
-            )
-            accounts = await self._load_accounts(conn, touched)
 
             # 3. Decide each command against the state left by the ones before it.
             new_events: list[_NewEvent] = []
@@ -515,33 +522,6 @@ class LedgerWriter:
             else:
                 data = response if isinstance(response, dict) else json.loads(response)
                 outcomes[i] = CommandResult.from_json(data).as_replay()
-
-    @staticmethod
-    async def _load_accounts(
-        conn: psycopg.AsyncConnection[Any], account_ids: list[str]
-    ) -> dict[str, Account | None]:
-        cursor = await conn.execute(
-            # Not the metadata: it is written once, when the account opens, and no rule
-            # reads it (parsing it per account was a visible cost under load).
-            """SELECT account_id::text, kind, owner_name, currency, overdraft_limit_minor,
-                      status, balance_minor, version
-               FROM accounts WHERE account_id = ANY(%s::uuid[])""",
-            (_uuid_array(account_ids),),
-        )
-        accounts: dict[str, Account | None] = dict.fromkeys(account_ids)
-        for row in await cursor.fetchall():
-            account_id, kind, owner, currency, limit, status, balance, version = row
-            accounts[str(account_id)] = Account(
-                account_id=str(account_id),
-                kind=AccountKind(kind),
-                owner_name=str(owner),
-                currency=str(currency),
-                overdraft_limit_minor=int(limit),
-                status=AccountStatus(status),
-                balance_minor=int(balance),
-                version=int(version),
-            )
-        return accounts
 
     async def _stage(
         self,
@@ -679,6 +659,30 @@ WITH head AS (
 )
 SELECT base, recorded_at FROM head
 """
+
+
+# Not the metadata: it is written once, when the account opens, and no rule reads it
+# (parsing it per account was a visible cost under load).
+_LOAD_ACCOUNTS = """SELECT account_id::text, kind, owner_name, currency, overdraft_limit_minor,
+                           status, balance_minor, version
+                    FROM accounts WHERE account_id = ANY(%s::uuid[])"""
+
+
+def _accounts_from_rows(account_ids: list[str], rows: list[Any]) -> dict[str, Account | None]:
+    """The write-side state of each account (None: not opened yet)."""
+    accounts: dict[str, Account | None] = dict.fromkeys(account_ids)
+    for account_id, kind, owner, currency, limit, status, balance, version in rows:
+        accounts[str(account_id)] = Account(
+            account_id=str(account_id),
+            kind=AccountKind(kind),
+            owner_name=str(owner),
+            currency=str(currency),
+            overdraft_limit_minor=int(limit),
+            status=AccountStatus(status),
+            balance_minor=int(balance),
+            version=int(version),
+        )
+    return accounts
 
 
 async def _ensure_staging(conn: psycopg.AsyncConnection[Any]) -> None:
