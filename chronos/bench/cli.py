@@ -229,6 +229,14 @@ def _run_with_services(
             f"opening and funding {options.accounts} accounts",
             lambda: stages.open_and_fund_accounts(context),
         )
+        if options.warm_up_seconds > 0:
+            runner.attempt(
+                "warm_up",
+                f"warm-up: {options.warm_up_seconds:g} s of transfers at "
+                f"{stages.WARM_UP_RATE_PER_SECOND:g}/s through the whole pipeline, unmeasured",
+                lambda: stages.warm_up(context),
+                needs=("setup",),
+            )
         transfer = runner.attempt(
             "transfer_funds",
             f"(b) TransferFunds, closed loop, concurrency {options.concurrency}",

@@ -29,6 +29,7 @@ QUICK_CONCURRENCY = 8
 QUICK_CONNECTIONS = 4
 QUICK_BATCH_SIZE = 10
 QUICK_BATCH_CONCURRENCY = 2
+QUICK_WARM_UP_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,6 +61,8 @@ class BenchOptions:
     seed: int
     # Stage keys to run (empty: all).
     only: frozenset[str] = frozenset()
+    # Seconds of transfers through the whole pipeline before the first measured stage.
+    warm_up_seconds: float = 0.0
     # Rate of stage (e); None: half of (b)'s throughput.
     half_load_rate: float | None = None
 
@@ -192,6 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the generated requests")
     parser.add_argument(
+        "--warm-up-seconds",
+        type=float_in(0.0, 600.0),
+        help=(
+            "transfers through the whole pipeline before (b), unmeasured, so that the "
+            "JVMs of Kafka and Elasticsearch have compiled their hot paths (default 20; 0 skips)"
+        ),
+    )
+    parser.add_argument(
         "--half-load-rate",
         type=float_in(1.0, 1_000_000.0),
         help="rate of stage (e) in transfers/s (default: half of what (b) measured)",
@@ -248,5 +259,6 @@ def parse_options(argv: list[str] | None = None) -> BenchOptions:
         memory_interval_seconds=args.memory_interval_seconds,
         seed=args.seed,
         only=args.only,
+        warm_up_seconds=_chosen(args.warm_up_seconds, 20.0, QUICK_WARM_UP_SECONDS, quick),
         half_load_rate=args.half_load_rate,
     )

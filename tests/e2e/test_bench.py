@@ -106,6 +106,9 @@ def test_quick_bench_fills_every_section(
     assert result["environment"]["postgres_settings"]["fsync"] in ("on", "off")
 
     assert result["setup"]["accounts_funded"] == 12
+    warm_up = result["warm_up"]
+    assert warm_up["operations"] > 0 and warm_up["failed"] == 0
+    assert warm_up["catch_up_seconds"] >= 0 and warm_up["merges_seconds"] >= 0
     assert_closed_loop(result["transfer_funds"], tool, "TransferFunds")
     for key, read_side in (
         ("transfer_batches", "paused (poller, projector)"),
