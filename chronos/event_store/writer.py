@@ -413,7 +413,7 @@ class LedgerWriter:
             # 3. Decide each command against the state left by the ones before it.
             new_events: list[_NewEvent] = []
             event_ranges: dict[int, tuple[int, int]] = {}
-            decisions: dict[int, tuple[str, str, tuple[str, ...]]] = {}
+            decisions: dict[int, tuple[str, str, tuple[AccountBalance, ...]]] = {}
             rejected: list[str] = []
             for i in new:
                 pending = batch[i]
@@ -437,8 +437,11 @@ class LedgerWriter:
                         _NewEvent(event, stream_id, version, self._new_id(), metadata_json)
                     )
                 event_ranges[i] = (start, len(new_events))
-                touched_here = tuple(dict.fromkeys(e.stream_id for e in new_events[start:]))
-                decisions[i] = (decision.account_id, decision.entry_id, touched_here)
+                touched_here = dict.fromkeys(e.stream_id for e in new_events[start:])
+                # The balances right after this command's own events: a later command of
+                # the batch may move the same accounts again.
+                balances_here = tuple(_balance(accounts[a]) for a in touched_here)
+                decisions[i] = (decision.account_id, decision.entry_id, balances_here)
 
             if rejected:
                 # Rejections write nothing: the same request_id may be retried later.
@@ -456,12 +459,12 @@ class LedgerWriter:
             await self._save_accounts(conn, [_present(accounts[a]) for a in changed], opened)
             pending_results: dict[int, CommandResult] = {}
             for i, (start, end) in event_ranges.items():
-                account_id, entry_id, touched_here = decisions[i]
+                account_id, entry_id, balances_here = decisions[i]
                 pending_results[i] = CommandResult(
                     position=end,  # ordinal in this batch until the head assigns positions
                     account_id=account_id,
                     entry_id=entry_id,
-                    balances=tuple(_balance(accounts[a]) for a in touched_here),
+                    balances=balances_here,
                     event_ids=tuple(e.event_id for e in new_events[start:end]),
                 )
             await self._stage(conn, new_events)

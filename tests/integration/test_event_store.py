@@ -214,6 +214,33 @@ def test_in_order_commands_apply_in_order_across_chunks_and_stay_independent(
     ).fetchone() == (0,)
 
 
+def test_each_command_of_a_transaction_answers_with_its_own_balances(ledger_dsn: str) -> None:
+    # Both transfers go in one transaction and move the same two accounts; each answer
+    # must show the balances right after its own events, not the transaction's last.
+    async def body(writers: list[LedgerWriter]) -> tuple[str, str, list[Any]]:
+        ada = await open_funded(writers[0], 1_000)
+        bob = await open_funded(writers[0], 1_000)
+        transfers = [
+            TransferFunds(
+                request_id=new_id(), from_account_id=ada, to_account_id=bob, amount=eur(300)
+            ),
+            TransferFunds(
+                request_id=new_id(), from_account_id=bob, to_account_id=ada, amount=eur(200)
+            ),
+        ]
+        return ada, bob, await writers[0].execute_in_order([prepared(t) for t in transfers])
+
+    ada, bob, outcomes = asyncio.run(with_writers(ledger_dsn, body))
+    first, second = outcomes
+    assert isinstance(first, CommandResult) and isinstance(second, CommandResult)
+    assert first.position < second.position
+    after_first = {b.account_id: (b.balance_minor, b.version) for b in first.balances}
+    after_second = {b.account_id: (b.balance_minor, b.version) for b in second.balances}
+    # Opened (1) and funded (2): the first transfer is version 3, the second version 4.
+    assert after_first == {ada: (700, 3), bob: (1_300, 3)}
+    assert after_second == {bob: (1_100, 4), ada: (900, 4)}
+
+
 def test_database_outage_is_unavailable_and_writes_nothing() -> None:
     # A port nothing listens on: every connection attempt is refused.
     dsn = "postgresql://postgres@127.0.0.1:1/nowhere?connect_timeout=1"
