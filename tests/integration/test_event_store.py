@@ -26,6 +26,7 @@ from chronos.event_store.migrate import migrate
 from chronos.event_store.reader import iter_events
 from chronos.event_store.results import CommandResult
 from chronos.event_store.writer import (
+    NOTIFY_CHANNEL,
     LedgerWriter,
     StoreUnavailable,
     WriterSettings,
@@ -239,6 +240,28 @@ def test_each_command_of_a_transaction_answers_with_its_own_balances(ledger_dsn:
     # Opened (1) and funded (2): the first transfer is version 3, the second version 4.
     assert after_first == {ada: (700, 3), bob: (1_300, 3)}
     assert after_second == {bob: (1_100, 4), ada: (900, 4)}
+
+
+def test_a_committed_write_notifies_the_outbox_channel_and_a_rejection_does_not(
+    ledger_dsn: str,
+) -> None:
+    # The outbox poller sleeps until this notification (or its next poll): a lost one
+    # shows only as publish latency, so it is checked here directly.
+    with psycopg.connect(ledger_dsn, autocommit=True) as listener:
+        listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+
+        async def body(writers: list[LedgerWriter]) -> None:
+            account = await open_funded(writers[0], 0)
+            with pytest.raises(Rejection):
+                await run(
+                    writers[0], Withdraw(request_id=new_id(), account_id=account, amount=eur(1))
+                )
+
+        asyncio.run(with_writers(ledger_dsn, body))
+        received = list(listener.notifies(timeout=2.0, stop_after=10))
+    # Opening the account is one committed transaction; the refused withdrawal writes and
+    # commits nothing, so it sends nothing.
+    assert [n.channel for n in received] == [NOTIFY_CHANNEL]
 
 
 def test_database_outage_is_unavailable_and_writes_nothing() -> None:
