@@ -251,17 +251,17 @@ def test_a_committed_write_notifies_the_outbox_channel_and_a_rejection_does_not(
         listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
 
         async def body(writers: list[LedgerWriter]) -> None:
-            account = await open_funded(writers[0], 0)
+            # Two committed writes, one after the other: the opening and the deposit.
+            account = await open_funded(writers[0], 5)
             with pytest.raises(Rejection):
                 await run(
-                    writers[0], Withdraw(request_id=new_id(), account_id=account, amount=eur(1))
+                    writers[0], Withdraw(request_id=new_id(), account_id=account, amount=eur(6))
                 )
 
         asyncio.run(with_writers(ledger_dsn, body))
         received = list(listener.notifies(timeout=2.0, stop_after=10))
-    # Opening the account is one committed transaction; the refused withdrawal writes and
-    # commits nothing, so it sends nothing.
-    assert [n.channel for n in received] == [NOTIFY_CHANNEL]
+    # The refused withdrawal writes and commits nothing, so it sends nothing.
+    assert [n.channel for n in received] == [NOTIFY_CHANNEL] * 2
 
 
 def test_database_outage_is_unavailable_and_writes_nothing() -> None:
