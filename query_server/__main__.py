@@ -35,7 +35,9 @@ async def run(config: QueryServerConfig) -> None:
         )
         for kind in (SEARCHABLE, APPLIED)
     )
-    read_model = ReadModelClient(es, names, piggybacked=applied)
+    read_model = ReadModelClient(
+        es, names, piggybacked=applied, linger_seconds=config.read_linger_seconds
+    )
     servicer = QueryServicer(
         read_model,
         searchable,

@@ -9,6 +9,9 @@
 * ``CHRONOS_QUERY_WATERMARK_REFRESH_SECONDS``: how stale the cached watermark may be,
   i.e. how often it is re-read while calls wait (default 0.01).
 * ``CHRONOS_QUERY_ES_TIMEOUT_SECONDS``: timeout of one Elasticsearch request (default 5).
+* ``CHRONOS_QUERY_LINGER_SECONDS``: while lookups by id overlap, how long a multi-get
+  waits for more of them before it is sent (default 0.005; 0 never waits; a lone call
+  never waits).
 * ``CHRONOS_QUERY_METRICS_PORT``: port of ``/metrics`` (default 9102; 0 disables).
 * ``CHRONOS_QUERY_PROCESSES``: server processes sharing the port (default 1).
 * ``CHRONOS_SHUTDOWN_GRACE_SECONDS``: how long in-flight calls may finish on SIGTERM.
@@ -32,6 +35,7 @@ class QueryServerConfig:
     min_position_wait_seconds_max: float = 5.0
     watermark_refresh_seconds: float = 0.01
     es_request_timeout_seconds: float = 5.0
+    read_linger_seconds: float = 0.0
     shutdown_grace_seconds: float = 10.0
     metrics_port: int = 0
     processes: int = 1
@@ -70,6 +74,9 @@ class QueryServerConfig:
             ),
             es_request_timeout_seconds=env_float(
                 "CHRONOS_QUERY_ES_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=120.0
+            ),
+            read_linger_seconds=env_float(
+                "CHRONOS_QUERY_LINGER_SECONDS", 0.005, minimum=0.0, maximum=0.1
             ),
             metrics_port=env_int("CHRONOS_QUERY_METRICS_PORT", 9102, minimum=0, maximum=65535),
             processes=env_int("CHRONOS_QUERY_PROCESSES", 1, minimum=1, maximum=64),

@@ -261,6 +261,7 @@ class ReadModelClient:
         piggybacked: WatermarkCache | None = None,
         ids_per_mget_max: int = MGET_IDS_MAX,
         mgets_in_flight_max: int = MGETS_IN_FLIGHT_MAX,
+        linger_seconds: float = 0.0,
     ) -> None:
         self._es = es
         self._names = names
@@ -269,6 +270,7 @@ class ReadModelClient:
             self._get_accounts,
             keys_per_fetch_max=ids_per_mget_max,
             fetches_in_flight_max=mgets_in_flight_max,
+            linger_seconds=linger_seconds,
         )
 
     async def _call(self, what: str, request: Awaitable[Any]) -> Any:

@@ -155,3 +155,29 @@ def test_close_cancels_the_fetches_in_flight() -> None:
             await waiting
 
     run(scenario())
+
+
+def test_while_calls_overlap_a_fetch_lingers_to_gather_more_keys() -> None:
+    async def scenario() -> None:
+        store = RecordingStore({"a": 1, "b": 2, "c": 3, "d": 4})
+        getter = CoalescingGetter(
+            store.fetch, keys_per_fetch_max=10, fetches_in_flight_max=1, linger_seconds=0.05
+        )
+        # A lone call is sent at once, without lingering.
+        assert await asyncio.wait_for(getter.get("a"), timeout=0.04) == 1
+        # Two calls together: one fetch; from now on calls overlap.
+        assert await asyncio.gather(getter.get("a"), getter.get("b")) == [1, 2]
+        assert store.calls == [["a"], ["a", "b"]]
+        first = asyncio.create_task(getter.get("c"))
+        await settle()
+        # The fetch lingers: a key asked meanwhile, and the same key asked again, join it.
+        later = [asyncio.create_task(getter.get(key)) for key in ("d", "c")]
+        assert await first == 3
+        assert [await task for task in later] == [4, 3]
+        assert store.calls[2:] == [["c", "d"]]
+        # That fetch had two keys, so the next lingers too, and then carries one key only:
+        # after it, a lone call is sent at once again.
+        assert await getter.get("a") == 1
+        assert await asyncio.wait_for(getter.get("b"), timeout=0.04) == 2
+
+    run(scenario())
