@@ -7,6 +7,7 @@ events and published to a unique topic; the indices live under a unique prefix.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -153,18 +154,31 @@ def snapshot(es: Elasticsearch, names: IndexNames) -> dict[str, Any]:
     }
 
 
-def test_projects_the_history(
+@contextlib.contextmanager
+def projected_history(
     es_client: Elasticsearch, kafka_bootstrap: str, es_url: str, names: IndexNames, topic: str
-) -> None:
+) -> Iterator[tuple[FakePoller, Projector]]:
+    """Publishes ``ledger_history()``, projects it until visible, yields the poller and the
+    still-running projector, and closes the projector afterwards."""
     events = ledger_history()
-    FakePoller(kafka_bootstrap, topic).publish(events)
+    poller = FakePoller(kafka_bootstrap, topic)
+    poller.publish(events)
     projector = build_projector(
         es_client, projector_config(kafka_bootstrap, es_url, topic, names, unique("g"))
     )
     try:
         project_until_visible(projector, es_client, names, events[-1].position)
+        yield poller, projector
     finally:
         projector.close()
+
+
+def test_projects_the_history(
+    es_client: Elasticsearch, kafka_bootstrap: str, es_url: str, names: IndexNames, topic: str
+) -> None:
+    events = ledger_history()
+    with projected_history(es_client, kafka_bootstrap, es_url, names, topic):
+        pass
 
     state = snapshot(es_client, names)
     alice_version, alice = state["accounts"][ALICE]
@@ -191,21 +205,15 @@ def test_duplicates_and_out_of_order_delivery_change_nothing(
     es_client: Elasticsearch, kafka_bootstrap: str, es_url: str, names: IndexNames, topic: str
 ) -> None:
     events = ledger_history()
-    poller = FakePoller(kafka_bootstrap, topic)
-    poller.publish(events)
-    projector = build_projector(
-        es_client, projector_config(kafka_bootstrap, es_url, topic, names, unique("g"))
-    )
-    try:
-        project_until_visible(projector, es_client, names, events[-1].position)
+    with projected_history(es_client, kafka_bootstrap, es_url, names, topic) as (
+        poller,
+        projector,
+    ):
         before = snapshot(es_client, names)
-
         # Everything again, newest first (out of order within each stream), twice.
         replay = list(reversed(events)) * 2
         poller.publish(replay)
         totals = consume_events(projector, len(replay))
-    finally:
-        projector.close()
 
     assert totals["lines_written"] == 0
     assert totals["lines_duplicate"] == 2 * LINES
@@ -218,14 +226,10 @@ def test_cached_documents_yield_to_another_writer(
 ) -> None:
     # The projector folds most batches onto the documents it wrote last. If another
     # process projected the next event meanwhile, its document must win and be read back.
-    events = ledger_history()
-    poller = FakePoller(kafka_bootstrap, topic)
-    poller.publish(events)
-    projector = build_projector(
-        es_client, projector_config(kafka_bootstrap, es_url, topic, names, unique("g"))
-    )
-    try:
-        project_until_visible(projector, es_client, names, events[-1].position)
+    with projected_history(es_client, kafka_bootstrap, es_url, names, topic) as (
+        poller,
+        projector,
+    ):
         # Another writer applies ALICE's version 4 (a deposit of 50) before this projector.
         deposit = stored(line(FundsDeposited, ALICE, Side.CREDIT, 50, 750, BOB, "e4"), ALICE, 4, 8)
         alice = es_client.get(index=names.accounts, id=ALICE)["_source"]
@@ -251,8 +255,6 @@ def test_cached_documents_yield_to_another_writer(
         )
         poller.publish([withdrawal])
         consume_events(projector, 1)
-    finally:
-        projector.close()
 
     assert first["accounts_stale"] == 1
     version, source = snapshot(es_client, names)["accounts"][ALICE]
