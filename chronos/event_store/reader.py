@@ -61,3 +61,18 @@ def iter_events(
         for row in rows:
             yield _stored(row)
         last = rows[-1][0]
+
+
+def stream_events(
+    conn: psycopg.Connection[Any], stream_id: str, *, up_to_version: int
+) -> list[StoredEvent]:
+    """One stream's events with ``stream_version <= up_to_version``, in version order.
+
+    Bounded by the caller's version (reconcile passes a document's version).
+    """
+    rows = conn.execute(
+        f"{_SELECT} WHERE stream_id = %(stream)s AND stream_version <= %(up_to)s"
+        " ORDER BY stream_version",
+        {"stream": stream_id, "up_to": up_to_version},
+    ).fetchall()
+    return [_stored(row) for row in rows]

@@ -6,6 +6,13 @@ accounts (system accounts included: double entry), waits (bounded) until the
 projection's visible position reaches the store's head so that in-flight events are not
 mistaken for drift, and then compares every account document in Elasticsearch with the
 fold: balance, status, and documents missing on either side.
+
+It runs against a live ledger: while it reads, commands keep committing and the
+projector keeps applying them, so a document may already reflect events after the head
+the fold stopped at (or belong to an account opened since). Such a document is not
+drift: an account that differs is checked again against its own stream, folded up to
+the stream version the document says it reflects. A document that is wrong as of its
+own version, or behind the head, stays a drift.
 """
 
 from __future__ import annotations
@@ -27,12 +34,14 @@ from chronos.domain.events import (
 )
 from chronos.domain.ledger import AccountStatus
 from chronos.errors import ChronosError
-from chronos.event_store.mapper import decode
-from chronos.event_store.reader import head_position, iter_events
+from chronos.event_store.mapper import StoredEvent, decode
+from chronos.event_store.reader import head_position, iter_events, stream_events
 from chronos.read_model.indices import IndexNames, translate
 from chronos.read_model.watermark import WatermarkReader
 
 _SCAN_PAGE_SIZE = 5000
+# Accounts whose documents moved on during a run that are read back from their streams.
+_RECHECKS_MAX = 100_000
 
 
 class ProjectionBehind(ChronosError):
@@ -44,6 +53,8 @@ class ExpectedAccount:
     currency: str
     balance_minor: int = 0
     status: str = AccountStatus.ACTIVE.value
+    # The stream version of the last event folded.
+    version: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,6 +80,9 @@ class ReconcileReport:
     unbalanced_currencies: dict[str, int] = field(default_factory=dict)
     # Lines whose balance_after disagrees with the fold of their stream.
     store_errors: tuple[str, ...] = ()
+    # Accounts whose documents had moved past the head during the run, compared again
+    # against their own streams.
+    rechecked_accounts: int = 0
 
     @property
     def ok(self) -> bool:
@@ -87,31 +101,41 @@ def fold_store(
     accounts: dict[str, ExpectedAccount] = {}
     errors: list[str] = []
     for stored in iter_events(conn, up_to_position=up_to_position):
-        event = decode(stored.event_type, stored.schema_version, stored.payload)
-        if isinstance(event, AccountOpened):
-            accounts[stored.stream_id] = ExpectedAccount(currency=event.currency)
-            continue
-        account = accounts.get(stored.stream_id)
-        if account is None:
-            errors.append(f"position {stored.position}: event for unopened {stored.stream_id}")
-            continue
-        if isinstance(event, LinePosted):
-            account.balance_minor += event.signed_amount_minor
-            if account.balance_minor != event.balance_after_minor:
-                errors.append(
-                    f"position {stored.position}: {stored.stream_id} balance_after "
-                    f"{event.balance_after_minor}, running sum {account.balance_minor}"
-                )
-        elif isinstance(event, AccountFrozen):
-            account.status = AccountStatus.FROZEN.value
-        elif isinstance(event, AccountUnfrozen):
-            account.status = AccountStatus.ACTIVE.value
-        elif isinstance(event, AccountClosed):
-            account.status = AccountStatus.CLOSED.value
+        _fold_event(accounts, stored, errors)
     totals: dict[str, int] = {}
     for account in accounts.values():
         totals[account.currency] = totals.get(account.currency, 0) + account.balance_minor
     return accounts, totals, errors
+
+
+def _fold_event(
+    accounts: dict[str, ExpectedAccount], stored: StoredEvent, errors: list[str]
+) -> None:
+    """Applies one stored event to ``accounts``; inconsistencies go to ``errors``."""
+    event = decode(stored.event_type, stored.schema_version, stored.payload)
+    if isinstance(event, AccountOpened):
+        accounts[stored.stream_id] = ExpectedAccount(
+            currency=event.currency, version=stored.stream_version
+        )
+        return
+    account = accounts.get(stored.stream_id)
+    if account is None:
+        errors.append(f"position {stored.position}: event for unopened {stored.stream_id}")
+        return
+    account.version = stored.stream_version
+    if isinstance(event, LinePosted):
+        account.balance_minor += event.signed_amount_minor
+        if account.balance_minor != event.balance_after_minor:
+            errors.append(
+                f"position {stored.position}: {stored.stream_id} balance_after "
+                f"{event.balance_after_minor}, running sum {account.balance_minor}"
+            )
+    elif isinstance(event, AccountFrozen):
+        account.status = AccountStatus.FROZEN.value
+    elif isinstance(event, AccountUnfrozen):
+        account.status = AccountStatus.ACTIVE.value
+    elif isinstance(event, AccountClosed):
+        account.status = AccountStatus.CLOSED.value
 
 
 def read_account_documents(es: Elasticsearch, names: IndexNames) -> dict[str, dict[str, Any]]:
@@ -125,7 +149,7 @@ def read_account_documents(es: Elasticsearch, names: IndexNames) -> dict[str, di
                 index=names.accounts,
                 size=_SCAN_PAGE_SIZE,
                 sort=[{"account_id": "asc"}],
-                source_includes=["account_id", "currency", "balance_minor", "status"],
+                source_includes=["account_id", "currency", "balance_minor", "status", "version"],
                 search_after=search_after,
                 track_total_hits=False,
             )
@@ -184,10 +208,44 @@ def reconcile(
     expected, totals, store_errors = fold_store(conn, head)
     visible = wait_for_projection(es, names, head, wait_seconds=wait_seconds)
     actual = read_account_documents(es, names)
+    drifts = compare(expected, actual, sorted(set(expected) | set(actual)))
+    rechecked = 0
+    if drifts:
+        drifts, rechecked = _recheck_moved_on(conn, expected, actual, drifts)
+    return ReconcileReport(
+        head_position=head,
+        visible_position=visible,
+        accounts_checked=len(expected),
+        drifts=tuple(drifts),
+        unbalanced_currencies={c: total for c, total in sorted(totals.items()) if total != 0},
+        store_errors=tuple(store_errors),
+        rechecked_accounts=rechecked,
+    )
+
+
+def compare(
+    expected: dict[str, ExpectedAccount],
+    actual: dict[str, dict[str, Any]],
+    account_ids: list[str],
+) -> list[Drift]:
+    """The differences between the fold and the documents, for ``account_ids`` in order."""
     drifts: list[Drift] = []
-    for account_id in sorted(expected):
-        want = expected[account_id]
+    for account_id in account_ids:
+        want = expected.get(account_id)
         document = actual.get(account_id)
+        if want is None:
+            assert document is not None, account_id
+            drifts.append(
+                Drift(
+                    account_id=account_id,
+                    currency=str(document.get("currency", "")),
+                    field="unexpected",
+                    expected="-",
+                    actual=str(document.get("balance_minor")),
+                    difference_minor=int(document.get("balance_minor", 0)),
+                )
+            )
+            continue
         if document is None:
             drifts.append(
                 Drift(
@@ -222,26 +280,46 @@ def reconcile(
                     actual=str(document["status"]),
                 )
             )
-    for account_id in sorted(set(actual) - set(expected)):
-        document = actual[account_id]
-        drifts.append(
-            Drift(
-                account_id=account_id,
-                currency=str(document.get("currency", "")),
-                field="unexpected",
-                expected="-",
-                actual=str(document.get("balance_minor")),
-                difference_minor=int(document.get("balance_minor", 0)),
-            )
-        )
-    return ReconcileReport(
-        head_position=head,
-        visible_position=visible,
-        accounts_checked=len(expected),
-        drifts=tuple(drifts),
-        unbalanced_currencies={c: total for c, total in sorted(totals.items()) if total != 0},
-        store_errors=tuple(store_errors),
-    )
+    return drifts
+
+
+def _recheck_moved_on(
+    conn: psycopg.Connection[Any],
+    expected: dict[str, ExpectedAccount],
+    actual: dict[str, dict[str, Any]],
+    drifts: list[Drift],
+) -> tuple[list[Drift], int]:
+    """Compares again, against its own stream, each drifted account whose document
+    reflects events committed after the fold's head (see the module docstring).
+
+    At most ``_RECHECKS_MAX`` accounts are read back (one query each); beyond that the
+    drifts stand as found.
+
+    Returns:
+        The drifts that remain, and how many accounts were compared again.
+    """
+    rechecked: dict[str, ExpectedAccount] = {}
+    for account_id in dict.fromkeys(drift.account_id for drift in drifts):
+        if len(rechecked) == _RECHECKS_MAX:
+            break
+        document = actual.get(account_id)
+        want = expected.get(account_id)
+        if document is None or "version" not in document:
+            continue
+        document_version = int(document["version"])
+        if want is not None and document_version <= want.version:
+            # The document is not ahead of the fold: the difference is real.
+            continue
+        refold: dict[str, ExpectedAccount] = {}
+        errors: list[str] = []
+        for stored in stream_events(conn, account_id, up_to_version=document_version):
+            _fold_event(refold, stored, errors)
+        if account_id in refold and refold[account_id].version == document_version:
+            rechecked[account_id] = refold[account_id]
+    if not rechecked:
+        return drifts, 0
+    kept = [drift for drift in drifts if drift.account_id not in rechecked]
+    return kept + compare(rechecked, actual, sorted(rechecked)), len(rechecked)
 
 
 def format_report(report: ReconcileReport) -> str:
@@ -250,6 +328,11 @@ def format_report(report: ReconcileReport) -> str:
         f"event store head: {report.head_position}; projection visible up to: "
         f"{report.visible_position}; accounts checked: {report.accounts_checked}"
     ]
+    if report.rechecked_accounts:
+        lines.append(
+            f"documents that moved past the head while reading, compared with their own "
+            f"streams: {report.rechecked_accounts}"
+        )
     if report.drifts:
         lines.append(
             f"{'ACCOUNT':36}  {'CURRENCY':8}  {'FIELD':10}  {'EXPECTED':>20}  "

@@ -6,6 +6,7 @@ poller publishes its events; the real projector builds the live read model.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from chronos.domain.commands import (
     UnfreezeAccount,
     Withdraw,
 )
+from chronos.read_model import reconcile as reconcile_module
 from chronos.read_model.indices import IndexNames, alias_targets
 from chronos.read_model.rebuild import rebuild
 from tests.integration.readside_support import (
@@ -211,35 +213,63 @@ def test_rebuild_while_the_ledger_and_the_projector_are_busy(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    execute(dsn, history())
-    poller = FakePoller(kafka_bootstrap, topic)
-    poller.publish(stored_events(dsn))
-    config = projector_config(kafka_bootstrap, es_url, topic, names, unique("g"))
-    stop_writing = threading.Event()
-    published = [head(dsn)]
-
-    def keep_writing() -> None:
-        # Commands keep committing and being published while the rebuild runs.
-        while not stop_writing.is_set():
-            execute(dsn, more_history(5))
-            poller.publish(stored_events(dsn, after_position=published[-1]))
-            published.append(head(dsn))
-
-    with BackgroundProjector(es_client, config):
-        writer = threading.Thread(target=keep_writing)
-        writer.start()
-        try:
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                for _ in range(3):
-                    rebuild(conn, es_client, names, batch_size=10)
-        finally:
-            stop_writing.set()
-            writer.join(timeout=120)
+    with busy_ledger(es_client, kafka_bootstrap, es_url, dsn, names, topic) as published:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for _ in range(3):
+                rebuild(conn, es_client, names, batch_size=10)
         assert len(published) > 1, "no event was committed during the rebuilds"
         # Every event, including those committed mid-rebuild, reaches the final version.
         code = run_reconcile(monkeypatch, dsn, es_url, names)
     assert code == 0, capsys.readouterr().out
     assert "no drift" in capsys.readouterr().out
+
+
+@contextlib.contextmanager
+def busy_ledger(
+    es: Elasticsearch,
+    kafka_bootstrap: str,
+    es_url: str,
+    dsn: str,
+    names: IndexNames,
+    topic: str,
+) -> Iterator[list[int]]:
+    """The history, then transfers committed and published in a loop while a projector
+    applies them, until the block ends; yields the heads published so far."""
+    execute(dsn, history())
+    poller = FakePoller(kafka_bootstrap, topic)
+    poller.publish(stored_events(dsn))
+    published = [head(dsn)]
+    stop_writing = threading.Event()
+
+    def keep_writing() -> None:
+        while not stop_writing.is_set():
+            execute(dsn, more_history(3))
+            poller.publish(stored_events(dsn, after_position=published[-1]))
+            published.append(head(dsn))
+
+    config = projector_config(kafka_bootstrap, es_url, topic, names, unique("g"))
+    with BackgroundProjector(es, config):
+        writer = threading.Thread(target=keep_writing)
+        writer.start()
+        try:
+            yield published
+        finally:
+            stop_writing.set()
+            writer.join(timeout=120)
+
+
+def project_everything(
+    es: Elasticsearch, kafka_bootstrap: str, es_url: str, dsn: str, names: IndexNames, topic: str
+) -> None:
+    """Publishes the whole store and projects it until all of it is visible."""
+    FakePoller(kafka_bootstrap, topic).publish(stored_events(dsn))
+    projector = build_projector(
+        es, projector_config(kafka_bootstrap, es_url, topic, names, unique("g"))
+    )
+    try:
+        project_until_visible(projector, es, names, head(dsn))
+    finally:
+        projector.close()
 
 
 def run_reconcile(monkeypatch: pytest.MonkeyPatch, dsn: str, es_url: str, names: IndexNames) -> int:
@@ -259,14 +289,7 @@ def test_reconcile_finds_no_drift_then_reports_a_tampered_balance(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     execute(dsn, history())
-    FakePoller(kafka_bootstrap, topic).publish(stored_events(dsn))
-    projector = build_projector(
-        es_client, projector_config(kafka_bootstrap, es_url, topic, names, unique("g"))
-    )
-    try:
-        project_until_visible(projector, es_client, names, head(dsn))
-    finally:
-        projector.close()
+    project_everything(es_client, kafka_bootstrap, es_url, dsn, names, topic)
 
     assert run_reconcile(monkeypatch, dsn, es_url, names) == 0
     output = capsys.readouterr().out
@@ -310,3 +333,81 @@ def test_reconcile_refuses_to_compare_while_the_projection_is_behind(
     code = cli.main(["reconcile", "--index-prefix", names.prefix, "--wait-seconds", "0.5"])
     assert code == 2
     assert "behind" in capsys.readouterr().err
+
+
+def test_reconcile_checks_documents_that_moved_past_the_head_against_their_streams(
+    es_client: Elasticsearch,
+    kafka_bootstrap: str,
+    es_url: str,
+    dsn: str,
+    names: IndexNames,
+    topic: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The race of a live ledger, made deterministic: reconcile folds the store up to a
+    # head read before transfers that the projector has applied since.
+    execute(dsn, history())
+    old_head = head(dsn)
+    execute(dsn, more_history(6))
+    project_everything(es_client, kafka_bootstrap, es_url, dsn, names, topic)
+    monkeypatch.setattr(reconcile_module, "head_position", lambda conn: old_head)
+
+    assert run_reconcile(monkeypatch, dsn, es_url, names) == 0
+    output = capsys.readouterr().out
+    assert f"event store head: {old_head};" in output
+    # a, b and d took part in the later transfers; their documents are ahead of the fold.
+    assert "compared with their own streams: 3" in output
+    assert "no drift" in output
+
+    # Still caught when ahead of the fold: a document wrong as of its own version (a), and
+    # one claiming a version its stream never reached (d).
+    a, _, _, d = ACCOUNTS
+    source_a = dict(es_client.get(index=names.accounts, id=a)["_source"])
+    tamper(es_client, names, a, {**source_a, "balance_minor": source_a["balance_minor"] + 7})
+    source_d = dict(es_client.get(index=names.accounts, id=d)["_source"])
+    tamper(es_client, names, d, {**source_d, "version": source_d["version"] + 1})
+
+    assert run_reconcile(monkeypatch, dsn, es_url, names) == 1
+    output = capsys.readouterr().out
+    rows = {row.split()[0]: row.split()[1:] for row in output.splitlines() if row[:36] in (a, d)}
+    assert rows[a] == [
+        "EUR",
+        "balance",
+        str(source_a["balance_minor"]),
+        str(source_a["balance_minor"] + 7),
+        "+7",
+    ]
+    # d's document is compared with the fold at the old head, where d had less.
+    assert rows[d][:2] == ["EUR", "balance"]
+    assert "DRIFT: 2 differences" in output
+
+
+def tamper(es: Elasticsearch, names: IndexNames, account_id: str, source: dict[str, Any]) -> None:
+    current = es.get(index=names.accounts, id=account_id)
+    es.index(
+        index=names.accounts,
+        id=account_id,
+        document=source,
+        version=int(current["_version"]) + 1,
+        version_type="external",
+        refresh=True,
+    )
+
+
+def test_reconcile_finds_no_drift_while_the_ledger_and_the_projector_are_busy(
+    es_client: Elasticsearch,
+    kafka_bootstrap: str,
+    es_url: str,
+    dsn: str,
+    names: IndexNames,
+    topic: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with busy_ledger(es_client, kafka_bootstrap, es_url, dsn, names, topic) as published:
+        codes = [run_reconcile(monkeypatch, dsn, es_url, names) for _ in range(5)]
+    output = capsys.readouterr().out
+    assert len(published) > 5, "too few commits while reconcile ran"
+    assert codes == [0] * 5, output
+    assert output.count("no drift") == 5
