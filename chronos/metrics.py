@@ -13,7 +13,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    multiprocess,
+    start_http_server,
+)
 
 # Latency buckets from 0.5 ms to 10 s: the interesting range for a ledger on one machine.
 _LATENCY_BUCKETS_SECONDS = (
@@ -37,9 +44,18 @@ WRITER_BATCH_SIZE = Histogram(
     "Commands per group-commit transaction.",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
-DB_POOL_IN_USE = Gauge("chronos_db_pool_connections_in_use", "Pool connections lent out.", ["pool"])
+# Summed over the live workers when a server runs several (see serve_metrics_of_workers).
+DB_POOL_IN_USE = Gauge(
+    "chronos_db_pool_connections_in_use",
+    "Pool connections lent out.",
+    ["pool"],
+    multiprocess_mode="livesum",
+)
 DB_POOL_WAITING = Gauge(
-    "chronos_db_pool_requests_waiting", "Requests waiting for a pool connection.", ["pool"]
+    "chronos_db_pool_requests_waiting",
+    "Requests waiting for a pool connection.",
+    ["pool"],
+    multiprocess_mode="livesum",
 )
 OUTBOX_BACKLOG = Gauge("chronos_outbox_backlog_rows", "Outbox rows not yet published.")
 OUTBOX_OLDEST_AGE = Gauge(
@@ -87,6 +103,25 @@ def serve_metrics(port: int) -> None:
     """
     if port:
         start_http_server(port, addr=os.environ.get("CHRONOS_METRICS_HOST", "127.0.0.1"))
+
+
+def serve_metrics_of_workers(port: int, directory: str) -> None:
+    """Serves on ``port`` the metrics of every worker process that records them in
+    ``directory`` (their ``PROMETHEUS_MULTIPROC_DIR``), added up: one scrape target per
+    server, however many processes it runs. Counters and histograms are summed over
+    all workers, dead ones included, so totals never go back; pool gauges over the
+    live ones."""
+    if port:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        start_http_server(
+            port, addr=os.environ.get("CHRONOS_METRICS_HOST", "127.0.0.1"), registry=registry
+        )
+
+
+def forget_worker(pid: int, directory: str) -> None:
+    """Drops an exited worker's live gauges (its counters stay in the totals)."""
+    multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 from chronos import telemetry
 from chronos.config import ConfigError
-from chronos.metrics import serve_metrics
+from chronos.metrics import forget_worker, serve_metrics, serve_metrics_of_workers
 
 
 class ServiceConfig(Protocol):
@@ -56,29 +58,41 @@ def supervise(*, module: str, prefix: str, processes: int, metrics_port: int) ->
     """Runs ``processes`` copies of ``python -m module`` sharing one port (SO_REUSEPORT).
 
     Python runs one core's worth of work per process; the kernel spreads incoming
-    connections over the workers. Worker i gets ``CHRONOS_<prefix>_PROCESSES=1``,
-    ``CHRONOS_REUSE_PORT=1`` and serves its metrics on ``metrics_port + i``.
-    SIGTERM/SIGINT are passed on; returns when every worker has exited.
+    connections over the workers. Worker i gets ``CHRONOS_<prefix>_PROCESSES=1`` and
+    ``CHRONOS_REUSE_PORT=1``. The workers record their metrics in a private directory
+    and the supervisor serves their sum on ``metrics_port``, so a server is one scrape
+    target however many processes it runs (a port per worker collided with the next
+    service's port and showed each worker's share only). SIGTERM/SIGINT are passed on;
+    returns when every worker has exited.
     """
-    workers = []
-    for index in range(processes):
-        env = dict(os.environ)
-        env[f"CHRONOS_{prefix}_WORKER_INDEX"] = str(index)
-        env[f"CHRONOS_{prefix}_PROCESSES"] = "1"
-        env["CHRONOS_REUSE_PORT"] = "1"
-        if metrics_port:
-            env[f"CHRONOS_{prefix}_METRICS_PORT"] = str(metrics_port + index)
-        workers.append(subprocess.Popen([sys.executable, "-m", module], env=env))
+    metrics_dir = tempfile.mkdtemp(prefix=f"chronos-{prefix.lower()}-metrics-")
+    try:
+        # First, so that a taken port fails before any worker starts.
+        serve_metrics_of_workers(metrics_port, metrics_dir)
+        workers = []
+        for index in range(processes):
+            env = dict(os.environ)
+            env[f"CHRONOS_{prefix}_WORKER_INDEX"] = str(index)
+            env[f"CHRONOS_{prefix}_PROCESSES"] = "1"
+            env["CHRONOS_REUSE_PORT"] = "1"
+            env[f"CHRONOS_{prefix}_METRICS_PORT"] = "0"
+            env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+            workers.append(subprocess.Popen([sys.executable, "-m", module], env=env))
 
-    def forward(signum: int, _frame: object) -> None:
+        def forward(signum: int, _frame: object) -> None:
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.send_signal(signum)
+
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
+        codes = []
         for worker in workers:
-            if worker.poll() is None:
-                worker.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    codes = [worker.wait() for worker in workers]
-    return max(codes, key=abs)
+            codes.append(worker.wait())
+            forget_worker(worker.pid, metrics_dir)
+        return max(codes, key=abs)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def run_grpc_server(

@@ -33,19 +33,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 START_WAIT_SECONDS_MAX = 120.0
 STOP_WAIT_SECONDS_MAX = 30.0
 KILL_WAIT_SECONDS_MAX = 10.0
-_PORT_ATTEMPTS_MAX = 50
 _POLL_INTERVAL_SECONDS = 0.1
 # Environment variables removed from the services' environment (see the docstring).
 _TRACING_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "CHRONOS_TRACE_FILE")
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def free_port() -> int:
@@ -55,22 +45,14 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def free_port_range(count: int) -> int:
-    """The first of ``count`` consecutive free ports."""
-    for _ in range(_PORT_ATTEMPTS_MAX):
-        base = free_port()
-        if base + count <= 65535 and all(_port_is_free(base + i) for i in range(1, count)):
-            return base
-    raise BenchError(f"no {count} consecutive free ports found")
-
-
 @dataclass(slots=True)
 class ServiceSet:
     """The running services: addresses, metrics endpoints and processes."""
 
     command_addr: str
     query_addr: str
-    # Metrics endpoint (host:port) of every command worker, by worker index.
+    # Metrics endpoints (host:port) of the command server: one, which adds up its
+    # workers' metrics however many there are.
     command_metrics: list[str]
     poller_metrics: str
     projector_metrics: str
@@ -114,17 +96,15 @@ class Services:
         self._query_processes = query_processes
         self._log_dir = log_dir
         self._stack = ExitStack()
-        command_metrics_port = free_port_range(command_processes)
-        query_metrics_port = free_port_range(query_processes)
+        command_metrics_port = free_port()
+        query_metrics_port = free_port()
         self.services = ServiceSet(
             command_addr=f"127.0.0.1:{free_port()}",
             query_addr=f"127.0.0.1:{free_port()}",
-            command_metrics=[
-                f"127.0.0.1:{command_metrics_port + i}" for i in range(command_processes)
-            ],
+            command_metrics=[f"127.0.0.1:{command_metrics_port}"],
             poller_metrics=f"127.0.0.1:{free_port()}",
             projector_metrics=f"127.0.0.1:{free_port()}",
-            query_metrics=[f"127.0.0.1:{query_metrics_port + i}" for i in range(query_processes)],
+            query_metrics=[f"127.0.0.1:{query_metrics_port}"],
         )
         self._command_metrics_port = command_metrics_port
         self._query_metrics_port = query_metrics_port

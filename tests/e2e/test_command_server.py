@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -383,6 +384,45 @@ def test_metrics_count_requests_rejections_and_batches(stub: Any) -> None:
         delta('chronos_grpc_request_duration_seconds_count{method="OpenAccount",service="command"}')
         == 1
     )
+
+
+def test_two_workers_count_every_call_on_the_one_metrics_port(pg_dsn: str, tmp_path: Path) -> None:
+    name, dsn = create_database(pg_dsn)
+    address = f"127.0.0.1:{free_port()}"
+    metrics_port = free_port()
+    calls = 24
+    # The port after the metrics port is taken (here by this test, in `scripts/run` by
+    # the query server): workers must not each want a port of their own.
+    with socket.socket() as neighbour:
+        neighbour.bind(("127.0.0.1", metrics_port + 1))
+        neighbour.listen()
+        try:
+            with service_process(
+                "command_server",
+                {
+                    "CHRONOS_PG_DSN": dsn,
+                    "CHRONOS_COMMAND_ADDR": address,
+                    "CHRONOS_COMMAND_PROCESSES": "2",
+                    "CHRONOS_COMMAND_METRICS_PORT": str(metrics_port),
+                    # The workers' metrics files go here and must be gone afterwards.
+                    "TMPDIR": str(tmp_path),
+                },
+                log_path=tmp_path / "server.log",
+                grpc_address=address,
+            ) as process:
+                before = scrape(metrics_port)
+                for _ in range(calls):
+                    # A channel each: the kernel spreads connections over the workers.
+                    with grpc.insecure_channel(address) as channel:
+                        open_account(commands_pb2_grpc.CommandServiceStub(channel))
+                after = scrape(metrics_port)
+                process.send_signal(signal.SIGTERM)
+                assert process.wait(timeout=30) == 0
+        finally:
+            drop_database(pg_dsn, name)
+    opened = 'chronos_grpc_requests_total{code="OK",method="OpenAccount",service="command"}'
+    assert after.get(opened, 0.0) - before.get(opened, 0.0) == calls
+    assert list(tmp_path.glob("chronos-command-metrics-*")) == []
 
 
 def test_sigterm_shuts_down_cleanly(pg_dsn: str, tmp_path: Path) -> None:
