@@ -7,136 +7,44 @@ that every invariant held. Timings are printed by the load test, never asserted.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient
-from elasticsearch import Elasticsearch
 
-from tests.e2e.helpers import PROJECT_ROOT, free_port, service_process
-from tests.integration.conftest import create_database, drop_database
-
-LOADTEST_TIMEOUT_SECONDS = 240
-
-
-@dataclass(frozen=True)
-class Services:
-    command_addr: str
-    query_addr: str
-    pg_dsn: str
-    es_url: str
-    index_prefix: str
+from tests.e2e.helpers import PipelineEnv, pipeline_env, run_loadtest, service_process
 
 
 @pytest.fixture(scope="module")
 def services(
     pg_dsn: str, kafka_bootstrap: str, es_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Services]:
-    name, dsn = create_database(pg_dsn)
-    tag = uuid.uuid4().hex[:12]
-    topic = f"chronos-loadtest-e2e-{tag}"
-    prefix = f"lt-e2e-{tag}"
+) -> Iterator[PipelineEnv]:
     logs = tmp_path_factory.mktemp("loadtest-services")
-    command_addr = f"127.0.0.1:{free_port()}"
-    query_addr = f"127.0.0.1:{free_port()}"
-    env = {
-        "CHRONOS_PG_DSN": dsn,
-        "CHRONOS_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "CHRONOS_ES_URL": es_url,
-        "CHRONOS_EVENTS_TOPIC": topic,
-        "CHRONOS_INDEX_PREFIX": prefix,
-        "CHRONOS_PROJECTOR_GROUP": f"chronos-loadtest-e2e-{tag}",
-        "CHRONOS_COMMAND_ADDR": command_addr,
-        "CHRONOS_QUERY_ADDR": query_addr,
-        "CHRONOS_COMMAND_METRICS_PORT": "0",
-        "CHRONOS_POLLER_METRICS_PORT": "0",
-        "CHRONOS_PROJECTOR_METRICS_PORT": "0",
-        "CHRONOS_QUERY_METRICS_PORT": "0",
-    }
-    try:
-        with ExitStack() as stack:
-            stack.enter_context(
-                service_process(
-                    "command_server",
-                    env,
-                    log_path=logs / "command_server.log",
-                    grpc_address=command_addr,
-                )
+    with pipeline_env(pg_dsn, kafka_bootstrap, es_url, "lt-e2e") as pipeline, ExitStack() as stack:
+        env = pipeline.env
+        stack.enter_context(
+            service_process(
+                "command_server",
+                env,
+                log_path=logs / "command_server.log",
+                grpc_address=pipeline.command_addr,
             )
-            stack.enter_context(
-                service_process("outbox_poller", env, log_path=logs / "outbox_poller.log")
+        )
+        stack.enter_context(
+            service_process("outbox_poller", env, log_path=logs / "outbox_poller.log")
+        )
+        stack.enter_context(service_process("projector", env, log_path=logs / "projector.log"))
+        stack.enter_context(
+            service_process(
+                "query_server",
+                env,
+                log_path=logs / "query_server.log",
+                grpc_address=pipeline.query_addr,
             )
-            stack.enter_context(service_process("projector", env, log_path=logs / "projector.log"))
-            stack.enter_context(
-                service_process(
-                    "query_server", env, log_path=logs / "query_server.log", grpc_address=query_addr
-                )
-            )
-            yield Services(
-                command_addr=command_addr,
-                query_addr=query_addr,
-                pg_dsn=dsn,
-                es_url=es_url,
-                index_prefix=prefix,
-            )
-    finally:
-        drop_database(pg_dsn, name)
-        es = Elasticsearch(es_url, request_timeout=30)
-        try:
-            es.options(ignore_status=404).indices.delete(
-                index=f"{prefix}-*", expand_wildcards="all"
-            )
-        finally:
-            es.close()
-        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-        futures = admin.delete_topics([topic], operation_timeout=30)
-        # The topic only exists once the poller created it; a failure here leaves nothing.
-        with contextlib.suppress(Exception):
-            futures[topic].result(timeout=30)
-
-
-def run_loadtest(services: Services, output_dir: Path, *arguments: str) -> tuple[int, str]:
-    command = [
-        sys.executable,
-        "-m",
-        "chronos.loadtest",
-        *arguments,
-        "--command-addr",
-        services.command_addr,
-        "--query-addr",
-        services.query_addr,
-        "--pg-dsn",
-        services.pg_dsn,
-        "--es-url",
-        services.es_url,
-        "--index-prefix",
-        services.index_prefix,
-        "--output-dir",
-        str(output_dir),
-        "--rpc-timeout-seconds",
-        "20",
-        "--catch-up-wait-seconds-max",
-        "90",
-    ]
-    completed = subprocess.run(
-        command,
-        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=LOADTEST_TIMEOUT_SECONDS,
-    )
-    output = f"{completed.stdout}\n--- stderr ---\n{completed.stderr[-4000:]}"
-    return completed.returncode, output
+        )
+        yield pipeline
 
 
 @pytest.mark.parametrize(
@@ -163,13 +71,15 @@ def run_loadtest(services: Services, output_dir: Path, *arguments: str) -> tuple
     ],
 )
 def test_loadtest_runs_and_every_invariant_holds(
-    services: Services, tmp_path: Path, scenario: str, arguments: list[str], rpcs: set[str]
+    services: PipelineEnv, tmp_path: Path, scenario: str, arguments: list[str], rpcs: set[str]
 ) -> None:
     output_dir = tmp_path / "result"
     status, output = run_loadtest(
         services,
         output_dir,
         scenario,
+        "--rpc-timeout-seconds",
+        "20",
         "--accounts",
         "20",
         "--concurrency",
