@@ -579,8 +579,8 @@ def half_load(context: BenchContext, rate_per_second: float) -> dict[str, Any]:
         "drain_seconds": round(caught_up_seconds, 3),
         "histogram_quantile_note": (
             "p50/p99 of the service histograms are bucket upper bounds (buckets 0.5, 1, 2, "
-            "5, 10, 25, 50, 100, 250, 500 ms ...), like Prometheus' histogram_quantile "
-            "without interpolation; mean is exact"
+            "5, 10, 25, 50, 75, 100, 150, 200, 250, 300, 400, 500, 750, 1000, 2500 ms ...), "
+            "like Prometheus' histogram_quantile without interpolation; mean is exact"
         ),
     }
 
