@@ -130,6 +130,7 @@ class BatchReport:
     write: WriteResult = field(default_factory=WriteResult)
     watermarks: dict[int, int] = field(default_factory=dict)
     outcomes: dict[Outcome, int] = field(default_factory=dict)
+    # The offsets were handed to the consumer to commit (asynchronously).
     committed: bool = False
     # Seconds from the newest event's commit in PostgreSQL to its watermark being
     # written: the projection lag as a reader sees it.
@@ -429,7 +430,11 @@ class Projector:
             for partition, offset in sorted(offsets.items())
         ]
         try:
-            self._consumer.commit(offsets=partitions, asynchronous=False)
+            # Not waited for: the next batch need not wait for the broker's answer (a
+            # round trip per batch, 7% of the loop at 330 transfers/s). librdkafka sends
+            # commits in order and close() waits for those in flight; one lost to a
+            # crash only means its events are applied again, which is harmless.
+            self._consumer.commit(offsets=partitions, asynchronous=True)
         except KafkaException as error:
             # Typically a rebalance took the partitions away: their new owner re-reads
             # from the last committed offsets, and re-applying is harmless.
