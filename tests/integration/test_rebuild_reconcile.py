@@ -349,15 +349,24 @@ def test_reconcile_checks_documents_that_moved_past_the_head_against_their_strea
     # head read before transfers that the projector has applied since.
     execute(dsn, history())
     old_head = head(dsn)
-    execute(dsn, more_history(6))
+    late = str(uuid.UUID(int=0xACC0_0000_0000_4000_8000_0000_0000_0099))
+    execute(
+        dsn,
+        [
+            *more_history(6),
+            OpenAccount(request_id=rid(), account_id=late, owner_name="Late", currency="EUR"),
+            Deposit(request_id=rid(), account_id=late, amount=Money(currency="EUR", minor_units=7)),
+        ],
+    )
     project_everything(es_client, kafka_bootstrap, es_url, dsn, names, topic)
     monkeypatch.setattr(reconcile_module, "head_position", lambda conn: old_head)
 
     assert run_reconcile(monkeypatch, dsn, es_url, names) == 0
     output = capsys.readouterr().out
     assert f"event store head: {old_head};" in output
-    # a, b and d took part in the later transfers; their documents are ahead of the fold.
-    assert "compared with their own streams: 3" in output
+    # a, b and d took part in the later transfers, `late` was opened after the head and
+    # its deposit debited the EUR system account: five documents are ahead of the fold.
+    assert "compared with their own streams: 5" in output
     assert "no drift" in output
 
     # Still caught when ahead of the fold: a document wrong as of its own version (a), and
