@@ -5,6 +5,7 @@ roots (``*/__main__.py``) differ only in what they build."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -63,7 +64,10 @@ def supervise(*, module: str, prefix: str, processes: int, metrics_port: int) ->
     and the supervisor serves their sum on ``metrics_port``, so a server is one scrape
     target however many processes it runs (a port per worker collided with the next
     service's port and showed each worker's share only). SIGTERM/SIGINT are passed on;
-    returns when every worker has exited.
+    returns when every worker has exited. A worker that exits on its own (a crash, an
+    OOM kill) stops the others and the supervisor exits non-zero: the server would
+    otherwise go on with fewer workers and nobody would notice; whoever runs it
+    (``scripts/run``, an orchestrator) restarts it whole.
     """
     metrics_dir = tempfile.mkdtemp(prefix=f"chronos-{prefix.lower()}-metrics-")
     try:
@@ -79,18 +83,38 @@ def supervise(*, module: str, prefix: str, processes: int, metrics_port: int) ->
             env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
             workers.append(subprocess.Popen([sys.executable, "-m", module], env=env))
 
+        alive = {worker.pid: worker for worker in workers}
+        stopping = False
+
         def forward(signum: int, _frame: object) -> None:
-            for worker in workers:
-                if worker.poll() is None:
-                    worker.send_signal(signum)
+            nonlocal stopping
+            stopping = True
+            for pid in list(alive):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signum)
 
         signal.signal(signal.SIGTERM, forward)
         signal.signal(signal.SIGINT, forward)
-        codes = []
-        for worker in workers:
-            codes.append(worker.wait())
-            forget_worker(worker.pid, metrics_dir)
-        return max(codes, key=abs)
+        code = 0
+        while alive:
+            pid, status = os.wait()
+            worker = alive.pop(pid, None)
+            if worker is None:
+                continue
+            worker.returncode = os.waitstatus_to_exitcode(status)
+            forget_worker(pid, metrics_dir)
+            if not stopping:
+                print(
+                    f"{module}: worker {pid} exited on its own ({worker.returncode}); "
+                    "stopping the others",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                forward(signal.SIGTERM, None)
+                code = worker.returncode if worker.returncode > 0 else 1
+            elif abs(worker.returncode) > abs(code):
+                code = worker.returncode
+        return code
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 

@@ -425,6 +425,36 @@ def test_two_workers_count_every_call_on_the_one_metrics_port(pg_dsn: str, tmp_p
     assert list(tmp_path.glob("chronos-command-metrics-*")) == []
 
 
+def test_a_worker_that_dies_takes_the_server_down(pg_dsn: str, tmp_path: Path) -> None:
+    name, dsn = create_database(pg_dsn)
+    address = f"127.0.0.1:{free_port()}"
+    try:
+        with service_process(
+            "command_server",
+            {
+                "CHRONOS_PG_DSN": dsn,
+                "CHRONOS_COMMAND_ADDR": address,
+                "CHRONOS_COMMAND_PROCESSES": "2",
+            },
+            log_path=tmp_path / "server.log",
+            grpc_address=address,
+        ) as supervisor:
+            workers = children(supervisor.pid)
+            assert len(workers) == 2
+            os.kill(workers[0], signal.SIGKILL)  # as the kernel's OOM killer would
+            # Not left serving with one worker: the other is stopped and the
+            # supervisor exits non-zero, for whoever runs it to restart it whole.
+            assert supervisor.wait(timeout=30) != 0
+            assert not Path(f"/proc/{workers[1]}").exists()
+    finally:
+        drop_database(pg_dsn, name)
+    assert f"worker {workers[0]} exited on its own" in (tmp_path / "server.log").read_text()
+
+
+def children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
 def test_sigterm_shuts_down_cleanly(pg_dsn: str, tmp_path: Path) -> None:
     name, dsn = create_database(pg_dsn)
     address = f"127.0.0.1:{free_port()}"
