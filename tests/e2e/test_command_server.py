@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -386,9 +387,27 @@ def test_metrics_count_requests_rejections_and_batches(stub: Any) -> None:
     )
 
 
-def test_two_workers_count_every_call_on_the_one_metrics_port(pg_dsn: str, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def command_server(
+    pg_dsn: str, tmp_path: Path, **env: str
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A command server process on a fresh database (dropped afterwards), serving;
+    yields it and its address. ``env`` adds CHRONOS_* settings."""
     name, dsn = create_database(pg_dsn)
     address = f"127.0.0.1:{free_port()}"
+    try:
+        with service_process(
+            "command_server",
+            {"CHRONOS_PG_DSN": dsn, "CHRONOS_COMMAND_ADDR": address, **env},
+            log_path=tmp_path / "server.log",
+            grpc_address=address,
+        ) as process:
+            yield process, address
+    finally:
+        drop_database(pg_dsn, name)
+
+
+def test_two_workers_count_every_call_on_the_one_metrics_port(pg_dsn: str, tmp_path: Path) -> None:
     metrics_port = free_port()
     calls = 24
     # The port after the metrics port is taken (here by this test, in `scripts/run` by
@@ -396,58 +415,36 @@ def test_two_workers_count_every_call_on_the_one_metrics_port(pg_dsn: str, tmp_p
     with socket.socket() as neighbour:
         neighbour.bind(("127.0.0.1", metrics_port + 1))
         neighbour.listen()
-        try:
-            with service_process(
-                "command_server",
-                {
-                    "CHRONOS_PG_DSN": dsn,
-                    "CHRONOS_COMMAND_ADDR": address,
-                    "CHRONOS_COMMAND_PROCESSES": "2",
-                    "CHRONOS_COMMAND_METRICS_PORT": str(metrics_port),
-                    # The workers' metrics files go here and must be gone afterwards.
-                    "TMPDIR": str(tmp_path),
-                },
-                log_path=tmp_path / "server.log",
-                grpc_address=address,
-            ) as process:
-                before = scrape(metrics_port)
-                for _ in range(calls):
-                    # A channel each: the kernel spreads connections over the workers.
-                    with grpc.insecure_channel(address) as channel:
-                        open_account(commands_pb2_grpc.CommandServiceStub(channel))
-                after = scrape(metrics_port)
-                process.send_signal(signal.SIGTERM)
-                assert process.wait(timeout=30) == 0
-        finally:
-            drop_database(pg_dsn, name)
+        with command_server(
+            pg_dsn,
+            tmp_path,
+            CHRONOS_COMMAND_PROCESSES="2",
+            CHRONOS_COMMAND_METRICS_PORT=str(metrics_port),
+            # The workers' metrics files go here and must be gone afterwards.
+            TMPDIR=str(tmp_path),
+        ) as (process, address):
+            before = scrape(metrics_port)
+            for _ in range(calls):
+                # A channel each: the kernel spreads connections over the workers.
+                with grpc.insecure_channel(address) as channel:
+                    open_account(commands_pb2_grpc.CommandServiceStub(channel))
+            after = scrape(metrics_port)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0
     opened = 'chronos_grpc_requests_total{code="OK",method="OpenAccount",service="command"}'
     assert after.get(opened, 0.0) - before.get(opened, 0.0) == calls
     assert list(tmp_path.glob("chronos-command-metrics-*")) == []
 
 
 def test_a_worker_that_dies_takes_the_server_down(pg_dsn: str, tmp_path: Path) -> None:
-    name, dsn = create_database(pg_dsn)
-    address = f"127.0.0.1:{free_port()}"
-    try:
-        with service_process(
-            "command_server",
-            {
-                "CHRONOS_PG_DSN": dsn,
-                "CHRONOS_COMMAND_ADDR": address,
-                "CHRONOS_COMMAND_PROCESSES": "2",
-            },
-            log_path=tmp_path / "server.log",
-            grpc_address=address,
-        ) as supervisor:
-            workers = children(supervisor.pid)
-            assert len(workers) == 2
-            os.kill(workers[0], signal.SIGKILL)  # as the kernel's OOM killer would
-            # Not left serving with one worker: the other is stopped and the
-            # supervisor exits non-zero, for whoever runs it to restart it whole.
-            assert supervisor.wait(timeout=30) != 0
-            assert not Path(f"/proc/{workers[1]}").exists()
-    finally:
-        drop_database(pg_dsn, name)
+    with command_server(pg_dsn, tmp_path, CHRONOS_COMMAND_PROCESSES="2") as (supervisor, _):
+        workers = children(supervisor.pid)
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)  # as the kernel's OOM killer would
+        # Not left serving with one worker: the other is stopped and the supervisor
+        # exits non-zero, for whoever runs it to restart it whole.
+        assert supervisor.wait(timeout=30) != 0
+        assert not Path(f"/proc/{workers[1]}").exists()
     assert f"worker {workers[0]} exited on its own" in (tmp_path / "server.log").read_text()
 
 
@@ -456,26 +453,15 @@ def children(pid: int) -> list[int]:
 
 
 def test_sigterm_shuts_down_cleanly(pg_dsn: str, tmp_path: Path) -> None:
-    name, dsn = create_database(pg_dsn)
-    address = f"127.0.0.1:{free_port()}"
-    try:
-        with service_process(
-            "command_server",
-            {
-                "CHRONOS_PG_DSN": dsn,
-                "CHRONOS_COMMAND_ADDR": address,
-                "CHRONOS_COMMAND_METRICS_PORT": "0",
-            },
-            log_path=tmp_path / "server.log",
-            grpc_address=address,
-        ) as process:
-            with grpc.insecure_channel(address) as channel:
-                open_account(commands_pb2_grpc.CommandServiceStub(channel))
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=30) == 0
-        assert "command server stopped" in (tmp_path / "server.log").read_text()
-    finally:
-        drop_database(pg_dsn, name)
+    with command_server(pg_dsn, tmp_path, CHRONOS_COMMAND_METRICS_PORT="0") as (
+        process,
+        address,
+    ):
+        with grpc.insecure_channel(address) as channel:
+            open_account(commands_pb2_grpc.CommandServiceStub(channel))
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    assert "command server stopped" in (tmp_path / "server.log").read_text()
 
 
 def test_bad_configuration_exits_with_a_clear_message() -> None:
