@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chronos.bench.memory import children_of, environment_of
 from chronos.bench.resources import BenchError, BenchResources, Infrastructure
+from chronos.infra.stack import free_port
 from chronos.top import scrape
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -36,13 +36,6 @@ KILL_WAIT_SECONDS_MAX = 10.0
 _POLL_INTERVAL_SECONDS = 0.1
 # Environment variables removed from the services' environment (see the docstring).
 _TRACING_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "CHRONOS_TRACE_FILE")
-
-
-def free_port() -> int:
-    """A port of 127.0.0.1 nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass(slots=True)
@@ -96,14 +89,22 @@ class Services:
         self._query_processes = query_processes
         self._log_dir = log_dir
         self._stack = ExitStack()
-        command_metrics_port = free_port()
-        query_metrics_port = free_port()
+        # Six different ports: the kernel may pick the same free port twice in a row.
+        taken: set[int] = set()
+
+        def port() -> int:
+            chosen = free_port(avoid=taken)
+            taken.add(chosen)
+            return chosen
+
+        command_metrics_port = port()
+        query_metrics_port = port()
         self.services = ServiceSet(
-            command_addr=f"127.0.0.1:{free_port()}",
-            query_addr=f"127.0.0.1:{free_port()}",
+            command_addr=f"127.0.0.1:{port()}",
+            query_addr=f"127.0.0.1:{port()}",
             command_metrics=[f"127.0.0.1:{command_metrics_port}"],
-            poller_metrics=f"127.0.0.1:{free_port()}",
-            projector_metrics=f"127.0.0.1:{free_port()}",
+            poller_metrics=f"127.0.0.1:{port()}",
+            projector_metrics=f"127.0.0.1:{port()}",
             query_metrics=[f"127.0.0.1:{query_metrics_port}"],
         )
         self._command_metrics_port = command_metrics_port

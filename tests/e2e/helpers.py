@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,16 +19,23 @@ from confluent_kafka.admin import AdminClient
 from elasticsearch import Elasticsearch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from chronos.infra.stack import free_port as infra_free_port
 from tests.integration.conftest import create_database, drop_database
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _METRICS_NAMES = ("COMMAND", "QUERY", "POLLER", "PROJECTOR")
 
 
+# Ports handed out in this test session. The kernel may pick the same free port twice
+# in a row, and two services given one port fail (it happened in CI: the query
+# server's and the projector's metrics port).
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    port = infra_free_port(avoid=_HANDED_OUT)
+    _HANDED_OUT.add(port)
+    return port
 
 
 def _spawn(module: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
