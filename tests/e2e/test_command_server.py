@@ -408,13 +408,11 @@ def command_server(
 
 
 def test_two_workers_count_every_call_on_the_one_metrics_port(pg_dsn: str, tmp_path: Path) -> None:
-    metrics_port = free_port()
     calls = 24
     # The port after the metrics port is taken (here by this test, in `scripts/run` by
     # the query server): workers must not each want a port of their own.
     with socket.socket() as neighbour:
-        neighbour.bind(("127.0.0.1", metrics_port + 1))
-        neighbour.listen()
+        metrics_port = taken_port_after_free_one(neighbour)
         with command_server(
             pg_dsn,
             tmp_path,
@@ -434,6 +432,19 @@ def test_two_workers_count_every_call_on_the_one_metrics_port(pg_dsn: str, tmp_p
     opened = 'chronos_grpc_requests_total{code="OK",method="OpenAccount",service="command"}'
     assert after.get(opened, 0.0) - before.get(opened, 0.0) == calls
     assert list(tmp_path.glob("chronos-command-metrics-*")) == []
+
+
+def taken_port_after_free_one(neighbour: socket.socket) -> int:
+    """A free port whose next port ``neighbour`` now listens on."""
+    for _ in range(50):
+        port = free_port()
+        try:
+            neighbour.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        neighbour.listen()
+        return port
+    raise AssertionError("no free port with a free neighbour")
 
 
 def test_a_worker_that_dies_takes_the_server_down(pg_dsn: str, tmp_path: Path) -> None:
