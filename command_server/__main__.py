@@ -13,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from chronos import telemetry
 from chronos.event_store.maintenance import expire_idempotency_records, run_periodically
-from chronos.event_store.writer import LedgerWriter, WriterSettings
+from chronos.event_store.writer import LedgerWriter, WriterSettings, writer_pool
 from chronos.metrics import DB_POOL_IN_USE, DB_POOL_WAITING
 from chronos.process import run_grpc_server
 from chronos.rpc import serve
@@ -25,13 +25,12 @@ _logger = logging.getLogger("command_server")
 
 
 async def run(config: CommandServerConfig) -> None:
-    pool: AsyncConnectionPool = AsyncConnectionPool(
+    pool = writer_pool(
         config.pg_dsn,
         min_size=config.writer_lanes,
         max_size=config.pool_size_max,
-        open=False,
         name="command-writer",
-        kwargs={"application_name": "chronos-command-server"},
+        application_name="chronos-command-server",
     )
     await pool.open(wait=False)
     writer = LedgerWriter(

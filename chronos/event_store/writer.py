@@ -21,13 +21,14 @@ A→B and B→A transfers):
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import json
 import logging
 import os
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -157,11 +158,30 @@ class _NewEvent:
     metadata_json: str
 
 
+def writer_pool(
+    dsn: str,
+    *,
+    min_size: int,
+    max_size: int,
+    name: str | None = None,
+    application_name: str = "",
+) -> AsyncConnectionPool:
+    """A pool (not yet open) of the connections :class:`LedgerWriter` needs: autocommit,
+    because the writer sends BEGIN and COMMIT itself, inside a pipeline."""
+    kwargs: dict[str, Any] = {"autocommit": True}
+    if application_name:
+        kwargs["application_name"] = application_name
+    return AsyncConnectionPool(
+        dsn, min_size=min_size, max_size=max_size, open=False, name=name, kwargs=kwargs
+    )
+
+
 class LedgerWriter:
     """Runs commands against the event store with group commit.
 
     Args:
-        pool: Async pool; the writer uses at most ``settings.lanes`` connections.
+        pool: From :func:`writer_pool`; the writer uses at most ``settings.lanes``
+            connections.
         settings: Limits and names.
         new_id: Id generator (entry and event ids); injected so tests control it.
     """
@@ -351,108 +371,139 @@ class LedgerWriter:
     async def _transaction_on(
         self, conn: psycopg.AsyncConnection[Any], batch: list[_Pending], traceparents: list[str]
     ) -> list[CommandResult | Rejection]:
+        assert conn.autocommit, "the writer sends BEGIN and COMMIT itself: use writer_pool()"
+        try:
+            # Two round trips per batch: BEGIN with the reads, then every write with the
+            # COMMIT, sent by the pipeline's exit. psycopg's transaction() would add a
+            # round trip at BEGIN and another at COMMIT, and on a busy machine each round
+            # trip is also a wait for a core.
+            async with conn.pipeline():
+                outcomes, results, appended = await self._pipelined(conn, batch, traceparents)
+            if appended is not None:
+                head = await appended.fetchone()
+                assert head is not None, "ledger_head row missing: run `chronos db migrate`"
+                for i, result in results.items():
+                    outcomes[i] = replace(result, position=int(head[0]) + result.position)
+        except BaseException:
+            # A failed statement leaves the transaction aborted, and an exception between
+            # the round trips leaves it open: end it before the connection goes back.
+            with contextlib.suppress(psycopg.Error):
+                await conn.rollback()
+            raise
+        final = [o for o in outcomes if o is not None]
+        assert len(final) == len(batch), "every command must have an outcome"
+        return final
+
+    async def _pipelined(
+        self, conn: psycopg.AsyncConnection[Any], batch: list[_Pending], traceparents: list[str]
+    ) -> tuple[
+        list[CommandResult | Rejection | None],
+        dict[int, CommandResult],
+        psycopg.AsyncCursor[Any] | None,
+    ]:
+        """Queues the whole transaction, COMMIT last; sends all but the last round trip.
+
+        Returns:
+            The outcomes known so far, the results still waiting for their positions, and
+            the cursor that will hold the base position once the pipeline is synced.
+        """
         settings = self._settings
         outcomes: list[CommandResult | Rejection | None] = [None] * len(batch)
         # Every account any command of the batch may touch, in one global order.
         touched = sorted({a for pending in batch for a in accounts_touched(pending.command)})
-        async with conn.transaction():
-            # Steps 1 and 2 go in one round trip (pipeline mode): the server still runs
-            # them one after the other, so the accounts are read only once their locks are
-            # held, and read-committed gives that last statement a snapshot of its own.
-            async with conn.pipeline():
-                # 1. Idempotency placeholders, sorted, so concurrent duplicates serialize.
-                order = sorted(range(len(batch)), key=lambda i: batch[i].context.request_id)
-                placed = await conn.execute(
-                    """INSERT INTO idempotency
-                           (request_id, command_type, payload_hash, created_at, expires_at)
-                       SELECT u.e->>0, u.e->>1, decode(u.e->>2, 'hex'), now(),
-                              now() + make_interval(secs => %s)
-                       FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS u(e, n)
-                       ORDER BY u.n
-                       ON CONFLICT (request_id) DO NOTHING
-                       RETURNING request_id""",
-                    (
-                        settings.idempotency_retention_seconds,
-                        _json(
-                            [
-                                (
-                                    batch[i].context.request_id,
-                                    type(batch[i].command).__name__,
-                                    batch[i].payload_hash.hex(),
-                                )
-                                for i in order
-                            ]
-                        ),
-                    ),
+        # Round trip 1. The server runs the statements one after the other, so the
+        # accounts are read only once their locks are held, and read-committed gives
+        # that last statement a snapshot of its own.
+        await conn.execute("BEGIN")
+        # 1. Idempotency placeholders, sorted, so concurrent duplicates serialize.
+        order = sorted(range(len(batch)), key=lambda i: batch[i].context.request_id)
+        placed = await conn.execute(
+            """INSERT INTO idempotency
+                   (request_id, command_type, payload_hash, created_at, expires_at)
+               SELECT u.e->>0, u.e->>1, decode(u.e->>2, 'hex'), now(),
+                      now() + make_interval(secs => %s)
+               FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS u(e, n)
+               ORDER BY u.n
+               ON CONFLICT (request_id) DO NOTHING
+               RETURNING request_id""",
+            (
+                settings.idempotency_retention_seconds,
+                _json(
+                    [
+                        (
+                            batch[i].context.request_id,
+                            type(batch[i].command).__name__,
+                            batch[i].payload_hash.hex(),
+                        )
+                        for i in order
+                    ]
+                ),
+            ),
+        )
+        # 2. Lock every touched account (existing or not), in one global order, then read
+        # them. Duplicates' accounts are locked too: the answers are only known after this
+        # round trip, and an extra lock changes nothing.
+        await conn.execute(
+            """SELECT pg_advisory_xact_lock(k) FROM (
+                   SELECT DISTINCT hashtextextended(a, 0) AS k
+                   FROM jsonb_array_elements_text(%s::jsonb) AS a ORDER BY k) AS keys""",
+            (_json(touched),),
+        )
+        loaded = await conn.execute(_LOAD_ACCOUNTS, (_uuid_array(touched),))
+        fresh = {row[0] for row in await placed.fetchall()}  # sends round trip 1
+        accounts = _accounts_from_rows(touched, await loaded.fetchall())
+        duplicates = [i for i, p in enumerate(batch) if p.context.request_id not in fresh]
+        if duplicates:
+            await self._resolve_duplicates(conn, batch, duplicates, outcomes)
+
+        # 3. Decide each command against the state left by the ones before it.
+        new_events: list[_NewEvent] = []
+        event_ranges: dict[int, tuple[int, int]] = {}
+        decisions: dict[int, tuple[str, str, tuple[AccountBalance, ...]]] = {}
+        rejected: list[str] = []
+        for i in range(len(batch)):
+            if outcomes[i] is not None:
+                continue
+            pending = batch[i]
+            try:
+                decision = decide(pending.command, accounts, self._new_id)
+            except Rejection as rejection:
+                outcomes[i] = rejection
+                rejected.append(pending.context.request_id)
+                continue
+            start = len(new_events)
+            metadata = pending.context.metadata()
+            if traceparents[i]:
+                metadata["traceparent"] = traceparents[i]
+            metadata_json = _json(metadata)
+            for event in decision.events:
+                stream_id = event.account_id
+                current = accounts.get(stream_id)
+                version = 1 if current is None else current.version + 1
+                accounts[stream_id] = evolve(current, event, version)
+                new_events.append(
+                    _NewEvent(event, stream_id, version, self._new_id(), metadata_json)
                 )
-                # 2. Lock every touched account (existing or not), in one global order,
-                # then read them. Duplicates' accounts are locked too: the answers are
-                # only known after this round trip, and an extra lock changes nothing.
-                await conn.execute(
-                    """SELECT pg_advisory_xact_lock(k) FROM (
-                           SELECT DISTINCT hashtextextended(a, 0) AS k
-                           FROM jsonb_array_elements_text(%s::jsonb) AS a ORDER BY k) AS keys""",
-                    (_json(touched),),
-                )
-                loaded = await conn.execute(_LOAD_ACCOUNTS, (_uuid_array(touched),))
-                fresh = {row[0] for row in await placed.fetchall()}
-                accounts = _accounts_from_rows(touched, await loaded.fetchall())
-            duplicates = [i for i, p in enumerate(batch) if p.context.request_id not in fresh]
-            if duplicates:
-                await self._resolve_duplicates(conn, batch, duplicates, outcomes)
+            event_ranges[i] = (start, len(new_events))
+            touched_here = dict.fromkeys(e.stream_id for e in new_events[start:])
+            # The balances right after this command's own events: a later command of the
+            # batch may move the same accounts again.
+            balances_here = tuple(_balance(accounts[a]) for a in touched_here)
+            decisions[i] = (decision.account_id, decision.entry_id, balances_here)
 
-            new = [i for i in range(len(batch)) if outcomes[i] is None]
-            if not new:
-                return [o for o in outcomes if o is not None]
-
-            # 3. Decide each command against the state left by the ones before it.
-            new_events: list[_NewEvent] = []
-            event_ranges: dict[int, tuple[int, int]] = {}
-            decisions: dict[int, tuple[str, str, tuple[AccountBalance, ...]]] = {}
-            rejected: list[str] = []
-            for i in new:
-                pending = batch[i]
-                try:
-                    decision = decide(pending.command, accounts, self._new_id)
-                except Rejection as rejection:
-                    outcomes[i] = rejection
-                    rejected.append(pending.context.request_id)
-                    continue
-                start = len(new_events)
-                metadata = pending.context.metadata()
-                if traceparents[i]:
-                    metadata["traceparent"] = traceparents[i]
-                metadata_json = _json(metadata)
-                for event in decision.events:
-                    stream_id = event.account_id
-                    current = accounts.get(stream_id)
-                    version = 1 if current is None else current.version + 1
-                    accounts[stream_id] = evolve(current, event, version)
-                    new_events.append(
-                        _NewEvent(event, stream_id, version, self._new_id(), metadata_json)
-                    )
-                event_ranges[i] = (start, len(new_events))
-                touched_here = dict.fromkeys(e.stream_id for e in new_events[start:])
-                # The balances right after this command's own events: a later command of
-                # the batch may move the same accounts again.
-                balances_here = tuple(_balance(accounts[a]) for a in touched_here)
-                decisions[i] = (decision.account_id, decision.entry_id, balances_here)
-
-            if rejected:
-                # Rejections write nothing: the same request_id may be retried later.
-                await conn.execute(
-                    "DELETE FROM idempotency WHERE request_id = ANY(%s::text[])", (rejected,)
-                )
-            if not new_events:
-                return [o for o in outcomes if o is not None]
-
-            # 4. Everything that does not need a position is written first, while only
-            # the touched accounts are locked: account state, and the events staged in
-            # temporary tables (COPY: formatted in C by psycopg).
+        # Round trip 2: every write, then the COMMIT.
+        if rejected:
+            # Rejections write nothing: the same request_id may be retried later.
+            await conn.execute(
+                "DELETE FROM idempotency WHERE request_id = ANY(%s::text[])", (rejected,)
+            )
+        appended: psycopg.AsyncCursor[Any] | None = None
+        pending_results: dict[int, CommandResult] = {}
+        if new_events:
+            # 4. Account state first, while only the touched accounts are locked.
             changed = dict.fromkeys(e.stream_id for e in new_events)
             opened = {e.stream_id for e in new_events if e.stream_version == 1}
             await self._save_accounts(conn, [_present(accounts[a]) for a in changed], opened)
-            pending_results: dict[int, CommandResult] = {}
             for i, (start, end) in event_ranges.items():
                 account_id, entry_id, balances_here = decisions[i]
                 pending_results[i] = CommandResult(
@@ -462,16 +513,15 @@ class LedgerWriter:
                     balances=balances_here,
                     event_ids=tuple(e.event_id for e in new_events[start:end]),
                 )
-            await self._stage(conn, new_events)
-
-            # 5. Positions last, in one statement: the head row lock is held from here to
-            # the commit only, so concurrent transactions queue on it for a moment, not
-            # for their whole write.
-            cursor = await conn.execute(
-                _APPEND_STAGED,
+            # 5. Positions last, in one statement with the events, outbox rows and answers:
+            # the head row lock is held from here to the COMMIT that follows it in the
+            # same round trip, so concurrent transactions queue on it for a moment only.
+            appended = await conn.execute(
+                _APPEND,
                 {
                     "count": len(new_events),
                     "topic": self._settings.topic,
+                    "events": _events_json(new_events),
                     "answers": _json(
                         [
                             (batch[i].context.request_id, r.to_dict(), r.position)
@@ -480,14 +530,8 @@ class LedgerWriter:
                     ),
                 },
             )
-            head = await cursor.fetchone()
-            assert head is not None, "ledger_head row missing: run `chronos db migrate`"
-            base_position = int(head[0])
-            for i, result in pending_results.items():
-                outcomes[i] = replace(result, position=base_position + result.position)
-        final = [o for o in outcomes if o is not None]
-        assert len(final) == len(batch), "every command must have an outcome"
-        return final
+        await conn.execute("COMMIT")
+        return outcomes, pending_results, appended
 
     async def _resolve_duplicates(
         self,
@@ -521,64 +565,46 @@ class LedgerWriter:
                 data = response if isinstance(response, dict) else json.loads(response)
                 outcomes[i] = CommandResult.from_json(data).as_replay()
 
-    async def _stage(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        new_events: list[_NewEvent],
-    ) -> None:
-        """Copies the batch's events into this session's staging table."""
-        await _ensure_staging(conn)
-        cursor = conn.cursor()
-        async with cursor.copy(
-            """COPY stage_events (ordinal, event_id, stream_id, stream_version, event_type,
-                                  schema_version, payload, metadata) FROM STDIN"""
-        ) as copy:
-            for ordinal, new in enumerate(new_events, start=1):
-                event_type, schema_version, payload = mapper.encode(new.event)
-                await copy.write_row(
-                    (
-                        ordinal,
-                        new.event_id,
-                        new.stream_id,
-                        new.stream_version,
-                        event_type,
-                        schema_version,
-                        payload,
-                        new.metadata_json,
-                    )
-                )
-
     @staticmethod
     async def _save_accounts(
         conn: psycopg.AsyncConnection[Any], accounts: list[Account], opened: set[str]
     ) -> None:
-        """Writes the new state of every changed account: new ones by COPY, existing ones
-        by one UPDATE of the four columns that can change."""
+        """Queues the new state of every changed account: one INSERT of the opened ones,
+        one UPDATE of the four columns that can change on the others. The rows travel as
+        one JSON text each (no COPY: it cannot be pipelined)."""
         new = [a for a in accounts if a.account_id in opened]
         existing = [a for a in accounts if a.account_id not in opened]
-        now = datetime.now(UTC)
         if new:
-            async with conn.cursor().copy(
-                """COPY accounts (account_id, kind, owner_name, currency, overdraft_limit_minor,
-                                  status, balance_minor, version, metadata, opened_at,
-                                  updated_at) FROM STDIN"""
-            ) as copy:
-                for a in new:
-                    await copy.write_row(
-                        (
-                            a.account_id,
-                            a.kind.value,
-                            a.owner_name,
-                            a.currency,
-                            a.overdraft_limit_minor,
-                            a.status.value,
-                            a.balance_minor,
-                            a.version,
-                            json.dumps(dict(a.metadata)),
-                            now,
-                            now,
-                        )
-                    )
+            await conn.execute(
+                """INSERT INTO accounts (account_id, kind, owner_name, currency,
+                                         overdraft_limit_minor, status, balance_minor, version,
+                                         metadata, opened_at, updated_at)
+                   SELECT a.account_id, a.kind, a.owner_name, a.currency,
+                          a.overdraft_limit_minor, a.status, a.balance_minor, a.version,
+                          a.metadata, now(), now()
+                   FROM jsonb_to_recordset(%s::jsonb)
+                        AS a(account_id uuid, kind text, owner_name text, currency text,
+                             overdraft_limit_minor bigint, status text, balance_minor bigint,
+                             version bigint, metadata jsonb)""",
+                (
+                    _json(
+                        [
+                            {
+                                "account_id": a.account_id,
+                                "kind": a.kind.value,
+                                "owner_name": a.owner_name,
+                                "currency": a.currency,
+                                "overdraft_limit_minor": a.overdraft_limit_minor,
+                                "status": a.status.value,
+                                "balance_minor": a.balance_minor,
+                                "version": a.version,
+                                "metadata": dict(a.metadata),
+                            }
+                            for a in new
+                        ]
+                    ),
+                ),
+            )
         if existing:
             await conn.execute(
                 """UPDATE accounts AS a
@@ -603,20 +629,19 @@ class LedgerWriter:
             )
 
 
-# Session-local staging tables, emptied at every commit.
-_STAGING_DDL = """
-CREATE TEMP TABLE IF NOT EXISTS stage_events (
-    ordinal integer NOT NULL, event_id uuid NOT NULL, stream_id uuid NOT NULL,
-    stream_version bigint NOT NULL, event_type text NOT NULL, schema_version integer NOT NULL,
-    payload bytea NOT NULL, metadata jsonb NOT NULL
-) ON COMMIT DELETE ROWS;
-"""
-
-# Takes the batch's positions from the head row and writes the staged events, their outbox
-# rows and the final answers in one statement. Positions are head + ordinal, so they are
-# gapless and in commit order; recorded_at never goes backwards.
-_APPEND_STAGED = f"""
-WITH head AS (
+# Takes the batch's positions from the head row and writes the events, their outbox rows
+# and the final answers in one statement. Positions are head + ordinal, so they are
+# gapless and in commit order; recorded_at never goes backwards. The events come as one
+# JSON text (payloads in base64): psycopg formats array parameters element by element in
+# Python, and COPY would need round trips of its own.
+_APPEND = f"""
+WITH staged AS MATERIALIZED (
+    SELECT e.n AS ordinal, (e.v->>0)::uuid AS event_id, (e.v->>1)::uuid AS stream_id,
+           (e.v->>2)::bigint AS stream_version, e.v->>3 AS event_type,
+           (e.v->>4)::integer AS schema_version, decode(e.v->>5, 'base64') AS payload,
+           (e.v->>6)::jsonb AS metadata
+    FROM jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY AS e(v, n)
+), head AS (
     UPDATE ledger_head
     SET position = position + %(count)s,
         recorded_at = greatest(recorded_at, clock_timestamp())
@@ -629,7 +654,7 @@ WITH head AS (
                         schema_version, payload, metadata, recorded_at)
     SELECT head.base + s.ordinal, s.event_id, s.stream_id, s.stream_version, s.event_type,
            s.schema_version, s.payload, s.metadata, head.recorded_at
-    FROM stage_events AS s CROSS JOIN head
+    FROM staged AS s CROSS JOIN head
 ), outboxed AS (
     INSERT INTO outbox (position, event_id, topic, key, payload, headers, created_at)
     SELECT head.base + s.ordinal, s.event_id, %(topic)s, s.stream_id::text, s.payload,
@@ -644,11 +669,8 @@ WITH head AS (
                '{contract.HEADER_POSITION}', (head.base + s.ordinal)::text,
                '{contract.HEADER_RECORDED_AT}', head.recorded_at_text),
            head.recorded_at
-    FROM stage_events AS s CROSS JOIN head
+    FROM staged AS s CROSS JOIN head
 ), answered AS (
-    -- From a parameter, not a staging table: a temporary table has no statistics, and
-    -- the planner then joins it to idempotency by scanning the whole table. One JSON
-    -- text, because psycopg formats array parameters element by element in Python.
     UPDATE idempotency AS i
     SET response = (r.e->1) || jsonb_build_object('position', head.base + (r.e->>2)::bigint)
     FROM jsonb_array_elements(%(answers)s::jsonb) AS r(e)
@@ -687,12 +709,23 @@ def _accounts_from_rows(account_ids: list[str], rows: list[Any]) -> dict[str, Ac
     return accounts
 
 
-async def _ensure_staging(conn: psycopg.AsyncConnection[Any]) -> None:
-    # Temporary tables live as long as the session; create them once per connection.
-    if getattr(conn, "_chronos_staging", False):
-        return
-    await conn.execute(_STAGING_DDL)
-    conn._chronos_staging = True  # type: ignore[attr-defined]
+def _events_json(new_events: list[_NewEvent]) -> str:
+    """The events as the JSON text ``_APPEND`` reads: one array per event."""
+    rows = []
+    for new in new_events:
+        event_type, schema_version, payload = mapper.encode(new.event)
+        rows.append(
+            (
+                new.event_id,
+                new.stream_id,
+                new.stream_version,
+                event_type,
+                schema_version,
+                base64.b64encode(payload).decode("ascii"),
+                new.metadata_json,
+            )
+        )
+    return _json(rows)
 
 
 def _json(value: Any) -> str:

@@ -20,7 +20,6 @@ import psycopg
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from elasticsearch import Elasticsearch
-from psycopg_pool import AsyncConnectionPool
 
 from chronos.domain import validation
 from chronos.domain.commands import Command
@@ -28,7 +27,7 @@ from chronos.event_store import mapper
 from chronos.event_store.mapper import StoredEvent, envelope
 from chronos.event_store.reader import iter_events
 from chronos.event_store.results import CommandResult
-from chronos.event_store.writer import CommandContext, LedgerWriter, WriterSettings
+from chronos.event_store.writer import CommandContext, LedgerWriter, WriterSettings, writer_pool
 from chronos.outbox import contract
 from chronos.read_model.es_writer import EsWriter
 from chronos.read_model.indices import IndexNames, ensure_indices
@@ -84,7 +83,7 @@ def execute(dsn: str, commands: Sequence[Command]) -> list[CommandResult]:
     """Runs commands one after the other through the real group-commit writer."""
 
     async def run() -> list[CommandResult]:
-        pool = AsyncConnectionPool(dsn, min_size=1, max_size=2, open=False)
+        pool = writer_pool(dsn, min_size=1, max_size=2)
         await pool.open(wait=True)
         writer = LedgerWriter(pool, WriterSettings(lanes=1))
         writer.start()

@@ -9,7 +9,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
 from chronos.domain.commands import (
     Deposit,
@@ -30,6 +29,7 @@ from chronos.event_store.writer import (
     LedgerWriter,
     StoreUnavailable,
     WriterSettings,
+    writer_pool,
 )
 from tests.integration.writer_helpers import (
     eur,
@@ -269,7 +269,7 @@ def test_database_outage_is_unavailable_and_writes_nothing() -> None:
     dsn = "postgresql://postgres@127.0.0.1:1/nowhere?connect_timeout=1"
 
     async def body() -> None:
-        pool = AsyncConnectionPool(dsn, min_size=0, max_size=1, open=False)
+        pool = writer_pool(dsn, min_size=0, max_size=1)
         await pool.open(wait=False)
         writer = LedgerWriter(pool, WriterSettings(lanes=1, connection_timeout_seconds=1.0))
         writer.start()
@@ -387,7 +387,7 @@ def test_expiry_job_removes_only_expired_records(
             "INSERT INTO idempotency VALUES ('old', 'Deposit', '\\x00', '{}', "
             "now() - interval '2 days', now() - interval '1 day')"
         )
-        pool = AsyncConnectionPool(ledger_dsn, min_size=1, max_size=1, open=False)
+        pool = writer_pool(ledger_dsn, min_size=1, max_size=1)
         await pool.open(wait=True)
         try:
             return await expire_idempotency_records(pool)

@@ -7,12 +7,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
-
 from chronos.domain import validation
 from chronos.domain.commands import Command, Deposit, Money, OpenAccount
 from chronos.event_store.results import CommandResult
-from chronos.event_store.writer import CommandContext, LedgerWriter, WriterSettings
+from chronos.event_store.writer import CommandContext, LedgerWriter, WriterSettings, writer_pool
 
 
 async def with_writers(
@@ -25,9 +23,7 @@ async def with_writers(
 ) -> Any:
     """Runs ``body`` with ``writers`` independent writers (as separate server processes
     would have: each its own pool and lanes)."""
-    pools = [
-        AsyncConnectionPool(dsn, min_size=1, max_size=lanes + 1, open=False) for _ in range(writers)
-    ]
+    pools = [writer_pool(dsn, min_size=1, max_size=lanes + 1) for _ in range(writers)]
     built: list[LedgerWriter] = []
     for pool in pools:
         await pool.open(wait=True, timeout=20)
