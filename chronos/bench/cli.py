@@ -240,7 +240,15 @@ def _run_with_services(
         transfer = runner.attempt(
             "transfer_funds",
             f"(b) TransferFunds, closed loop, concurrency {options.concurrency}",
-            lambda: stages.transfer_funds(context),
+            lambda: stages.transfer_funds(context, read_side=True),
+            needs=("setup",),
+        )
+        # Its backlog waits, with (b')'s, for the drain below.
+        runner.attempt(
+            "transfer_funds_write_path",
+            f"(bw) TransferFunds, closed loop, concurrency {options.concurrency}, read side "
+            "paused (the write path alone, as in a)",
+            lambda: stages.transfer_funds(context, read_side=False),
             needs=("setup",),
         )
         batches = (
@@ -255,7 +263,7 @@ def _run_with_services(
         )
         runner.attempt(
             "drain",
-            "the read side catches up with the paused stage's backlog",
+            "the read side catches up with the paused stages' backlog",
             lambda: {"seconds": round(stages.wait_for_projection(context), 3)},
             needs=("setup",),
         )

@@ -64,6 +64,10 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
     b_over_a = _ratio(
         _get(results, "transfer_funds", "throughput_per_second"), _get(results, "pgbench", "tps")
     )
+    write_path_over_a = _ratio(
+        _get(results, "transfer_funds_write_path", "throughput_per_second"),
+        _get(results, "pgbench", "tps"),
+    )
     batches_over_a = _ratio(
         _get(results, "transfer_batches", "throughput_per_second"),
         _get(results, "pgbench", "tps"),
@@ -78,6 +82,9 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
     )
     return {
         "transfer_funds_over_pgbench": None if b_over_a is None else round(b_over_a, 3),
+        "transfer_funds_write_path_over_pgbench": (
+            None if write_path_over_a is None else round(write_path_over_a, 3)
+        ),
         "transfer_batches_over_pgbench": (
             None if batches_over_a is None else round(batches_over_a, 3)
         ),
@@ -102,6 +109,20 @@ def targets(results: dict[str, Any]) -> list[Target]:
         Target(
             name="TransferFunds p99 at max throughput (b)",
             value=_get(results, "transfer_funds", "latency_ms", "p99_ms"),
+            comparison="<=",
+            threshold=25.0,
+            unit=" ms",
+        ),
+        Target(
+            name="TransferFunds, read side paused / pgbench (bw/a)",
+            value=ratio["transfer_funds_write_path_over_pgbench"],
+            comparison=">=",
+            threshold=1.5,
+            unit="x",
+        ),
+        Target(
+            name="TransferFunds p99 at max throughput, read side paused (bw)",
+            value=_get(results, "transfer_funds_write_path", "latency_ms", "p99_ms"),
             comparison="<=",
             threshold=25.0,
             unit=" ms",
@@ -222,6 +243,17 @@ def format_table(results: dict[str, Any]) -> str:
         " /s",
         "transfer_funds_over_pgbench",
         ("TransferFunds p99 at max throughput (b)", "TransferFunds / pgbench (b/a)"),
+    )
+    command_stage(
+        "bw",
+        "transfer_funds_write_path",
+        "TransferFunds, read side paused",
+        " /s",
+        "transfer_funds_write_path_over_pgbench",
+        (
+            "TransferFunds p99 at max throughput, read side paused (bw)",
+            "TransferFunds, read side paused / pgbench (bw/a)",
+        ),
     )
     command_stage(
         "b'",

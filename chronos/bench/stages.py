@@ -309,9 +309,27 @@ def _transfer_templates(context: BenchContext, path: Path) -> Path:
     return path
 
 
-def transfer_funds(context: BenchContext) -> ThroughputResult:
-    """(b) TransferFunds closed loop, as fast as the command server answers."""
-    return _with_server_figures(context, "TransferFunds", lambda: _transfer_funds(context))
+def transfer_funds(context: BenchContext, *, read_side: bool) -> ThroughputResult:
+    """(b) TransferFunds closed loop, as fast as the command server answers. Without
+    ``read_side`` the poller and the projector are paused for the stage: the write path
+    alone, like pgbench in (a)."""
+    # The phase names the load test's request ids: each stage needs its own.
+    phase = "transfers" if read_side else "transfers-write-path"
+    if read_side:
+        result = _with_server_figures(
+            context, "TransferFunds", lambda: _transfer_funds(context, phase)
+        )
+    else:
+        with context.services.read_side_paused():
+            result = _with_server_figures(
+                context, "TransferFunds", lambda: _transfer_funds(context, phase)
+            )
+    result.extra["read_side"] = _read_side_state(read_side)
+    return result
+
+
+def _read_side_state(running: bool) -> str:
+    return "running" if running else "paused (poller, projector)"
 
 
 def transfer_batches(context: BenchContext, *, read_side: bool) -> ThroughputResult:
@@ -346,7 +364,7 @@ def transfer_batches(context: BenchContext, *, read_side: bool) -> ThroughputRes
         with context.services.read_side_paused():
             result = _with_server_figures(context, "ExecuteBatch", lambda: run_unary_load(load))
     result.extra["batch_size"] = options.batch_size
-    result.extra["read_side"] = "running" if read_side else "paused (poller, projector)"
+    result.extra["read_side"] = _read_side_state(read_side)
     if result.outcomes is not None:
         context.outcomes.merge(result.outcomes)
     return result
@@ -373,7 +391,7 @@ def _with_server_figures(
     return result
 
 
-def _transfer_funds(context: BenchContext) -> ThroughputResult:
+def _transfer_funds(context: BenchContext, phase: str) -> ThroughputResult:
     options = context.options
     target = context.services.command_addr
     if context.ghz_path is not None:
@@ -382,7 +400,7 @@ def _transfer_funds(context: BenchContext) -> ThroughputResult:
             schema_arguments=chronos_schema("commands.proto"),
             data_file=_transfer_templates(context, context.work_dir / "transfers.json"),
         )
-        return _closed_loop_ghz(context, call, target, context.work_dir / "ghz-transfer-funds.json")
+        return _closed_loop_ghz(context, call, target, context.work_dir / f"ghz-{phase}.json")
     loadtest = loadtest_options(
         context,
         scenario="transfers",
@@ -391,7 +409,7 @@ def _transfer_funds(context: BenchContext) -> ThroughputResult:
         lag_sample_fraction=0.0,
     )
     plan = PhasePlan(
-        phase="transfers",
+        phase=phase,
         run_id=context.run_id,
         account_indices=context.funded_account_indices,
         count_total=None,

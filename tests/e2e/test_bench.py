@@ -109,7 +109,12 @@ def test_quick_bench_fills_every_section(
     warm_up = result["warm_up"]
     assert warm_up["operations"] > 0 and warm_up["failed"] == 0
     assert warm_up["catch_up_seconds"] >= 0 and warm_up["merges_seconds"] >= 0
-    assert_closed_loop(result["transfer_funds"], tool, "TransferFunds")
+    for key, read_side in (
+        ("transfer_funds", "running"),
+        ("transfer_funds_write_path", "paused (poller, projector)"),
+    ):
+        assert_closed_loop(result[key], tool, "TransferFunds")
+        assert result[key]["read_side"] == read_side
     for key, read_side in (
         ("transfer_batches", "paused (poller, projector)"),
         ("transfer_batches_pipeline", "running"),
@@ -146,6 +151,7 @@ def test_quick_bench_fills_every_section(
     assert {target["name"] for target in result["targets"]} >= {
         "TransferFunds / pgbench (b/a)",
         "TransferFunds p99 at max throughput (b)",
+        "TransferFunds, read side paused / pgbench (bw/a)",
         "transfers in batches / pgbench (b'/a)",
         "ExecuteBatch call p99 at max throughput (b')",
         "projection lag p99 at half load (e)",
