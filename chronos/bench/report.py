@@ -53,6 +53,50 @@ def _get(results: dict[str, Any], *path: str) -> Any:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class _CommandStage:
+    """A closed-loop command stage, compared with pgbench (a)."""
+
+    tag: str
+    key: str
+    what: str  # may name {batch_size}
+    unit: str
+    ratio_target: str
+    p99_target: str
+
+    @property
+    def ratio_key(self) -> str:
+        return f"{self.key}_over_pgbench"
+
+
+_COMMAND_STAGES = (
+    _CommandStage(
+        "b",
+        "transfer_funds",
+        "TransferFunds max throughput",
+        " /s",
+        "TransferFunds / pgbench (b/a)",
+        "TransferFunds p99 at max throughput (b)",
+    ),
+    _CommandStage(
+        "bw",
+        "transfer_funds_write_path",
+        "TransferFunds, read side paused",
+        " /s",
+        "TransferFunds, read side paused / pgbench (bw/a)",
+        "TransferFunds p99 at max throughput, read side paused (bw)",
+    ),
+    _CommandStage(
+        "b'",
+        "transfer_batches",
+        "transfers in ExecuteBatch calls of {batch_size}",
+        " transfers/s",
+        "transfers in batches / pgbench (b'/a)",
+        "ExecuteBatch call p99 at max throughput (b')",
+    ),
+)
+
+
 def _ratio(numerator: Any, denominator: Any) -> float | None:
     if not isinstance(numerator, int | float) or not isinstance(denominator, int | float):
         return None
@@ -60,87 +104,49 @@ def _ratio(numerator: Any, denominator: Any) -> float | None:
 
 
 def ratios(results: dict[str, Any]) -> dict[str, float | None]:
-    """b/a (TransferFunds over pgbench tps) and d/c (GetAccount over the empty call)."""
-    b_over_a = _ratio(
-        _get(results, "transfer_funds", "throughput_per_second"), _get(results, "pgbench", "tps")
-    )
-    write_path_over_a = _ratio(
-        _get(results, "transfer_funds_write_path", "throughput_per_second"),
-        _get(results, "pgbench", "tps"),
-    )
-    batches_over_a = _ratio(
-        _get(results, "transfer_batches", "throughput_per_second"),
-        _get(results, "pgbench", "tps"),
-    )
-    d_over_c = _ratio(
+    """Each command stage over pgbench tps (b/a, ...) and d/c (GetAccount over the empty
+    call)."""
+    found = {
+        stage.ratio_key: _ratio(
+            _get(results, stage.key, "throughput_per_second"), _get(results, "pgbench", "tps")
+        )
+        for stage in _COMMAND_STAGES
+    }
+    found["get_account_over_empty_call"] = _ratio(
         _get(results, "get_account", "throughput_per_second"),
         _get(results, "empty_call", "throughput_per_second"),
     )
-    d_over_query_c = _ratio(
+    found["get_account_over_query_server_empty_call"] = _ratio(
         _get(results, "get_account", "throughput_per_second"),
         _get(results, "empty_call_query_server", "throughput_per_second"),
     )
-    return {
-        "transfer_funds_over_pgbench": None if b_over_a is None else round(b_over_a, 3),
-        "transfer_funds_write_path_over_pgbench": (
-            None if write_path_over_a is None else round(write_path_over_a, 3)
-        ),
-        "transfer_batches_over_pgbench": (
-            None if batches_over_a is None else round(batches_over_a, 3)
-        ),
-        "get_account_over_empty_call": None if d_over_c is None else round(d_over_c, 3),
-        "get_account_over_query_server_empty_call": (
-            None if d_over_query_c is None else round(d_over_query_c, 3)
-        ),
-    }
+    return {key: None if value is None else round(value, 3) for key, value in found.items()}
 
 
 def targets(results: dict[str, Any]) -> list[Target]:
     """The issue's targets, evaluated on ``results`` (None where a figure is missing)."""
     ratio = ratios(results)
-    found = [
-        Target(
-            name="TransferFunds / pgbench (b/a)",
-            value=ratio["transfer_funds_over_pgbench"],
-            comparison=">=",
-            threshold=1.5,
-            unit="x",
-        ),
-        Target(
-            name="TransferFunds p99 at max throughput (b)",
-            value=_get(results, "transfer_funds", "latency_ms", "p99_ms"),
-            comparison="<=",
-            threshold=25.0,
-            unit=" ms",
-        ),
-        Target(
-            name="TransferFunds, read side paused / pgbench (bw/a)",
-            value=ratio["transfer_funds_write_path_over_pgbench"],
-            comparison=">=",
-            threshold=1.5,
-            unit="x",
-        ),
-        Target(
-            name="TransferFunds p99 at max throughput, read side paused (bw)",
-            value=_get(results, "transfer_funds_write_path", "latency_ms", "p99_ms"),
-            comparison="<=",
-            threshold=25.0,
-            unit=" ms",
-        ),
-        Target(
-            name="transfers in batches / pgbench (b'/a)",
-            value=ratio["transfer_batches_over_pgbench"],
-            comparison=">=",
-            threshold=1.5,
-            unit="x",
-        ),
-        Target(
-            name="ExecuteBatch call p99 at max throughput (b')",
-            value=_get(results, "transfer_batches", "latency_ms", "p99_ms"),
-            comparison="<=",
-            threshold=25.0,
-            unit=" ms",
-        ),
+    found: list[Target] = []
+    for stage in _COMMAND_STAGES:
+        found.append(
+            Target(
+                name=stage.ratio_target,
+                value=ratio[stage.ratio_key],
+                comparison=">=",
+                threshold=1.5,
+                unit="x",
+            )
+        )
+        found.append(
+            Target(
+                name=stage.p99_target,
+                value=_get(results, stage.key, "latency_ms", "p99_ms"),
+                comparison="<=",
+                threshold=25.0,
+                unit=" ms",
+            )
+        )
+    found += [
         Target(
             name="projection lag p99 at half load (e)",
             value=_get(results, "half_load", "projection_lag_ms", "p99_ms"),
@@ -221,51 +227,18 @@ def format_table(results: dict[str, Any]) -> str:
     row("(a) pgbench transfer, tps", _number(stage("pgbench", "tps")) + " /s")
     row("(a) pgbench latency", _latency_text(stage("pgbench", "latency_ms")))
 
-    def command_stage(
-        tag: str, key: str, what: str, unit: str, ratio_key: str, targets_of: tuple[str, str]
-    ) -> None:
-        """Throughput, latency, server side and the ratio to (a) of one command stage."""
-        latency_target, ratio_target = targets_of
-        row(f"({tag}) {what}", _number(stage(key, "throughput_per_second")) + unit)
-        row(f"({tag}) latency", _latency_text(stage(key, "latency_ms")), latency_target)
+    for command in _COMMAND_STAGES:
+        tag, key = command.tag, command.key
+        what = command.what.format(batch_size=stage(key, "batch_size") or "-")
+        row(f"({tag}) {what}", _number(stage(key, "throughput_per_second")) + command.unit)
+        row(f"({tag}) latency", _latency_text(stage(key, "latency_ms")), command.p99_target)
         row(
             f"({tag}) server side (histogram)",
             _latency_text(stage(key, "server_side_latency_ms"))
             + f", {_number(stage(key, 'writer_commands_per_transaction_mean'), 1)}"
             " commands per transaction",
         )
-        row(f"{tag}/a", _number(stage("ratios", ratio_key), 2), ratio_target)
-
-    command_stage(
-        "b",
-        "transfer_funds",
-        "TransferFunds max throughput",
-        " /s",
-        "transfer_funds_over_pgbench",
-        ("TransferFunds p99 at max throughput (b)", "TransferFunds / pgbench (b/a)"),
-    )
-    command_stage(
-        "bw",
-        "transfer_funds_write_path",
-        "TransferFunds, read side paused",
-        " /s",
-        "transfer_funds_write_path_over_pgbench",
-        (
-            "TransferFunds p99 at max throughput, read side paused (bw)",
-            "TransferFunds, read side paused / pgbench (bw/a)",
-        ),
-    )
-    command_stage(
-        "b'",
-        "transfer_batches",
-        f"transfers in ExecuteBatch calls of {stage('transfer_batches', 'batch_size') or '-'}",
-        " transfers/s",
-        "transfer_batches_over_pgbench",
-        (
-            "ExecuteBatch call p99 at max throughput (b')",
-            "transfers in batches / pgbench (b'/a)",
-        ),
-    )
+        row(f"{tag}/a", _number(stage("ratios", command.ratio_key), 2), command.ratio_target)
     row(
         "(b'') the same, read side running",
         _number(stage("transfer_batches_pipeline", "throughput_per_second"))
