@@ -167,8 +167,20 @@ def writer_pool(
     application_name: str = "",
 ) -> AsyncConnectionPool:
     """A pool (not yet open) of the connections :class:`LedgerWriter` needs: autocommit,
-    because the writer sends BEGIN and COMMIT itself, inside a pipeline."""
-    kwargs: dict[str, Any] = {"autocommit": True}
+    because the writer sends BEGIN and COMMIT itself, inside a pipeline; and a planner
+    that only looks rows up by key.
+
+    Every statement of the writer finds a batch's rows by primary key. With statistics
+    taken while a table was small (a new ledger, before autoanalyze catches up), the
+    planner chose to scan the whole idempotency table into a hash join once per commit,
+    and its prepared plan kept doing so as the table grew (auto_explain: "Seq Scan on
+    idempotency (rows=769)" with tens of thousands of rows in it; PostgreSQL spent 4 ms
+    of CPU per transaction at 8 transfers in flight).
+    """
+    kwargs: dict[str, Any] = {
+        "autocommit": True,
+        "options": "-c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off",
+    }
     if application_name:
         kwargs["application_name"] = application_name
     return AsyncConnectionPool(
