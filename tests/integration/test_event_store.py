@@ -19,6 +19,7 @@ from chronos.domain.commands import (
 from chronos.domain.errors import Reason, Rejection
 from chronos.domain.events import LinePosted
 from chronos.domain.ledger import system_account_id
+from chronos.errors import ChronosError
 from chronos.event_store import mapper
 from chronos.event_store.maintenance import expire_idempotency_records
 from chronos.event_store.migrate import migrate
@@ -27,6 +28,7 @@ from chronos.event_store.results import CommandResult
 from chronos.event_store.writer import (
     NOTIFY_CHANNEL,
     LedgerWriter,
+    StoreFailure,
     StoreUnavailable,
     WriterSettings,
     writer_pool,
@@ -262,6 +264,58 @@ def test_a_committed_write_notifies_the_outbox_channel_and_a_rejection_does_not(
         received = list(listener.notifies(timeout=2.0, stop_after=10))
     # The refused withdrawal writes and commits nothing, so it sends nothing.
     assert [n.channel for n in received] == [NOTIFY_CHANNEL] * 2
+
+
+def test_a_write_refused_in_the_commit_round_trip_fails_only_its_command(
+    ledger_dsn: str, ledger_conn: psycopg.Connection[Any]
+) -> None:
+    # The database refuses one command's outbox row: the failure surfaces in the second
+    # round trip (the writes and COMMIT), after BEGIN and the reads succeeded.
+    ledger_conn.execute(
+        """CREATE FUNCTION refuse_for_test() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+               IF NEW.headers->>'request_id' = 'refused' THEN
+                   RAISE EXCEPTION 'refused by the test';
+               END IF;
+               RETURN NEW;
+           END $$"""
+    )
+    ledger_conn.execute(
+        "CREATE TRIGGER refuse_for_test BEFORE INSERT ON outbox "
+        "FOR EACH ROW EXECUTE FUNCTION refuse_for_test()"
+    )
+
+    async def body(writers: list[LedgerWriter]) -> list[CommandResult | ChronosError]:
+        account = await open_funded(writers[0], 1_000)
+        # One writer lane and one connection: every later transaction reuses the
+        # connection the failed one ran on.
+        outcomes = await writers[0].execute_in_order(
+            [
+                prepared(Deposit(request_id=request_id, account_id=account, amount=eur(10)))
+                for request_id in ("before", "refused", "after")
+            ]
+        )
+        outcomes.append(
+            await run(writers[0], Withdraw(request_id="later", account_id=account, amount=eur(5)))
+        )
+        return outcomes
+
+    try:
+        outcomes = asyncio.run(with_writers(ledger_dsn, body, lanes=1, pool_size_max=1))
+    finally:
+        ledger_conn.execute("DROP TRIGGER refuse_for_test ON outbox")
+        ledger_conn.execute("DROP FUNCTION refuse_for_test()")
+    before, refused, after, later = outcomes
+    assert isinstance(refused, StoreFailure) and "refused by the test" in str(refused)
+    for result in (before, after, later):
+        assert isinstance(result, CommandResult) and not result.replayed, result
+    assert isinstance(later, CommandResult)
+    system = system_account_id("EUR")
+    assert [b.balance_minor for b in later.balances if b.account_id != system] == [1_015]
+    stored = ledger_conn.execute(
+        "SELECT request_id FROM idempotency WHERE request_id IN ('before', 'refused', 'after')"
+    ).fetchall()
+    assert sorted(row[0] for row in stored) == ["after", "before"]
 
 
 def test_database_outage_is_unavailable_and_writes_nothing() -> None:

@@ -20,10 +20,12 @@ async def with_writers(
     writers: int = 1,
     lanes: int = 2,
     batch_size_max: int | None = None,
+    pool_size_max: int | None = None,
 ) -> Any:
     """Runs ``body`` with ``writers`` independent writers (as separate server processes
     would have: each its own pool and lanes)."""
-    pools = [writer_pool(dsn, min_size=1, max_size=lanes + 1) for _ in range(writers)]
+    size_max = pool_size_max or lanes + 1
+    pools = [writer_pool(dsn, min_size=1, max_size=size_max) for _ in range(writers)]
     built: list[LedgerWriter] = []
     for pool in pools:
         await pool.open(wait=True, timeout=20)
