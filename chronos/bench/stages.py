@@ -6,6 +6,7 @@ composition root (:mod:`chronos.bench.cli`) runs them in order.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -315,21 +317,20 @@ def transfer_funds(context: BenchContext, *, read_side: bool) -> ThroughputResul
     alone, like pgbench in (a)."""
     # The phase names the load test's request ids: each stage needs its own.
     phase = "transfers" if read_side else "transfers-write-path"
-    if read_side:
+    with _read_side(context, read_side):
         result = _with_server_figures(
             context, "TransferFunds", lambda: _transfer_funds(context, phase)
         )
-    else:
-        with context.services.read_side_paused():
-            result = _with_server_figures(
-                context, "TransferFunds", lambda: _transfer_funds(context, phase)
-            )
-    result.extra["read_side"] = _read_side_state(read_side)
+    result.extra["read_side"] = _READ_SIDE_STATES[read_side]
     return result
 
 
-def _read_side_state(running: bool) -> str:
-    return "running" if running else "paused (poller, projector)"
+_READ_SIDE_STATES = {True: "running", False: "paused (poller, projector)"}
+
+
+def _read_side(context: BenchContext, running: bool) -> AbstractContextManager[None]:
+    """Leaves the read side running, or pauses it for the block."""
+    return contextlib.nullcontext() if running else context.services.read_side_paused()
 
 
 def transfer_batches(context: BenchContext, *, read_side: bool) -> ThroughputResult:
@@ -358,13 +359,10 @@ def transfer_batches(context: BenchContext, *, read_side: bool) -> ThroughputRes
         # Unique per stage: the two batch stages' call counters both start at zero.
         request_id_prefix=f"lt-{context.run_id}-{'br' if read_side else 'bp'}-",
     )
-    if read_side:
+    with _read_side(context, read_side):
         result = _with_server_figures(context, "ExecuteBatch", lambda: run_unary_load(load))
-    else:
-        with context.services.read_side_paused():
-            result = _with_server_figures(context, "ExecuteBatch", lambda: run_unary_load(load))
     result.extra["batch_size"] = options.batch_size
-    result.extra["read_side"] = _read_side_state(read_side)
+    result.extra["read_side"] = _READ_SIDE_STATES[read_side]
     if result.outcomes is not None:
         context.outcomes.merge(result.outcomes)
     return result
