@@ -4,7 +4,6 @@ roots (``*/__main__.py``) differ only in what they build."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
@@ -14,6 +13,8 @@ import sys
 import tempfile
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
+
+import uvloop
 
 from chronos import telemetry
 from chronos.config import ConfigError
@@ -143,7 +144,10 @@ def run_grpc_server(
         )
 
     def body(loaded: ServerConfigT) -> int:
-        asyncio.run(serve(loaded))
+        # uvloop's event loop (libuv, in C) instead of asyncio's: gRPC's Python server
+        # spends most of its time in event-loop callbacks. Three interleaved bench pairs:
+        # empty call +10 to +20%, TransferFunds +4 to +8%, GetAccount 0 to +14%.
+        uvloop.run(serve(loaded))
         return 0
 
     return run_service(service, lambda: config, body)
