@@ -272,10 +272,19 @@ def project_everything(
         projector.close()
 
 
-def run_reconcile(monkeypatch: pytest.MonkeyPatch, dsn: str, es_url: str, names: IndexNames) -> int:
+def run_reconcile(
+    monkeypatch: pytest.MonkeyPatch,
+    dsn: str,
+    es_url: str,
+    names: IndexNames,
+    *,
+    wait_seconds: float = 30,
+) -> int:
     monkeypatch.setenv("CHRONOS_PG_DSN", dsn)
     monkeypatch.setenv("CHRONOS_ES_URL", es_url)
-    return cli.main(["reconcile", "--index-prefix", names.prefix, "--wait-seconds", "30"])
+    return cli.main(
+        ["reconcile", "--index-prefix", names.prefix, "--wait-seconds", f"{wait_seconds:g}"]
+    )
 
 
 def test_reconcile_finds_no_drift_then_reports_a_tampered_balance(
@@ -328,10 +337,7 @@ def test_reconcile_refuses_to_compare_while_the_projection_is_behind(
     execute(dsn, history()[:5])
     with psycopg.connect(dsn, autocommit=True) as conn:
         rebuild(conn, es_client, names)  # documents, but no projector: no watermark
-    monkeypatch.setenv("CHRONOS_PG_DSN", dsn)
-    monkeypatch.setenv("CHRONOS_ES_URL", es_url)
-    code = cli.main(["reconcile", "--index-prefix", names.prefix, "--wait-seconds", "0.5"])
-    assert code == 2
+    assert run_reconcile(monkeypatch, dsn, es_url, names, wait_seconds=0.5) == 2
     assert "behind" in capsys.readouterr().err
 
 
