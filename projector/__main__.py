@@ -14,6 +14,7 @@ from elasticsearch import Elasticsearch
 
 from chronos.errors import ChronosError
 from chronos.process import run_service
+from chronos.read_model.client import elasticsearch_client
 from chronos.read_model.es_writer import EsWriter
 from chronos.read_model.indices import ensure_indices
 from projector.config import ProjectorConfig
@@ -27,7 +28,7 @@ _SUMMARY_INTERVAL_SECONDS = 10.0
 
 def build(config: ProjectorConfig, stop: threading.Event) -> tuple[Projector, Elasticsearch]:
     """Builds the clients and the projector; creates the indices if missing."""
-    es = Elasticsearch(config.es_url, request_timeout=config.es_request_timeout_seconds)
+    es = elasticsearch_client(config.es_url, request_timeout=config.es_request_timeout_seconds)
     ensure_indices(es, config.index_names)
     consumer = Consumer(config.consumer_settings())
     projector = Projector(consumer, EsWriter(es, config.index_names), config, stop=stop)

@@ -6,10 +6,10 @@ import logging
 import sys
 
 import grpc
-from elasticsearch import AsyncElasticsearch
 
 from chronos import telemetry
 from chronos.process import run_grpc_server
+from chronos.read_model.client import async_elasticsearch_client
 from chronos.read_model.watermark import APPLIED, SEARCHABLE, AsyncWatermarkReader
 from chronos.rpc import serve
 from chronos.v1 import queries_pb2, queries_pb2_grpc
@@ -22,7 +22,7 @@ _logger = logging.getLogger("query_server")
 async def run(config: QueryServerConfig) -> None:
     # Nothing connects here: the client opens connections on the first call, so the
     # server starts (and reports UNAVAILABLE per call) even while Elasticsearch is down.
-    es = AsyncElasticsearch(
+    es = async_elasticsearch_client(
         config.es_url,
         request_timeout=config.es_request_timeout_seconds,
         max_retries=1,

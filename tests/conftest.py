@@ -26,6 +26,8 @@ import psycopg
 import pytest
 from elasticsearch import Elasticsearch
 
+from chronos.read_model.client import elasticsearch_client
+
 TESTS_DIR = Path(__file__).resolve().parent
 INFRA_ENV_VARS = ("CHRONOS_PG_DSN", "CHRONOS_KAFKA_BOOTSTRAP", "CHRONOS_ES_URL")
 
@@ -95,8 +97,8 @@ def pg_conn(pg_dsn: str) -> Iterator[psycopg.Connection[Any]]:
 
 @pytest.fixture(scope="session")
 def es_client(es_url: str) -> Iterator[Elasticsearch]:
-    """An ``elasticsearch.Elasticsearch`` client for ``es_url``."""
-    client = Elasticsearch(es_url, request_timeout=30)
+    """A client for ``es_url``, built as the services build theirs."""
+    client = elasticsearch_client(es_url, request_timeout=30)
     try:
         yield client
     finally:

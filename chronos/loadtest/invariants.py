@@ -354,12 +354,11 @@ def _reconcile(
     conn: psycopg.Connection[Any], es_url: str, index_prefix: str, wait_seconds: float
 ) -> tuple[bool, str]:
     # Imported here: only this check needs the Elasticsearch client.
-    from elasticsearch import Elasticsearch
-
+    from chronos.read_model.client import elasticsearch_client
     from chronos.read_model.indices import IndexNames
     from chronos.read_model.reconcile import reconcile
 
-    es = Elasticsearch(es_url, request_timeout=30, max_retries=1)
+    es = elasticsearch_client(es_url, request_timeout=30, max_retries=1)
     try:
         report = reconcile(conn, es, IndexNames(prefix=index_prefix), wait_seconds=wait_seconds)
     except ChronosError as error:

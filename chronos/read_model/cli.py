@@ -77,8 +77,8 @@ def _format_seconds(seconds: float | None) -> str:
 
 def _rebuild(args: argparse.Namespace) -> int:
     import psycopg
-    from elasticsearch import Elasticsearch
 
+    from chronos.read_model.client import elasticsearch_client
     from chronos.read_model.rebuild import Progress, rebuild
 
     if not 1 <= args.batch_size <= 50_000:
@@ -102,7 +102,7 @@ def _rebuild(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    es = Elasticsearch(es_url, request_timeout=120)
+    es = elasticsearch_client(es_url, request_timeout=120)
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
             report = rebuild(
@@ -129,8 +129,8 @@ def _rebuild(args: argparse.Namespace) -> int:
 
 def _reconcile(args: argparse.Namespace) -> int:
     import psycopg
-    from elasticsearch import Elasticsearch
 
+    from chronos.read_model.client import elasticsearch_client
     from chronos.read_model.reconcile import ProjectionBehind, format_report, reconcile
 
     if not 0 <= args.wait_seconds <= WAIT_SECONDS_MAX:
@@ -142,7 +142,7 @@ def _reconcile(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as error:
         print(f"chronos reconcile: {error}", file=sys.stderr)
         return EXIT_CANNOT_CHECK
-    es = Elasticsearch(es_url, request_timeout=60)
+    es = elasticsearch_client(es_url, request_timeout=60)
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
             report = reconcile(conn, es, names, wait_seconds=args.wait_seconds)

@@ -32,6 +32,12 @@ _logger = logging.getLogger(__name__)
 BULK_ACTIONS_MAX = 5000
 MGET_IDS_MAX = 5000
 _TRANSIENT_ITEM_STATUSES = frozenset({429, 502, 503, 504})
+# Only what the writers read of a bulk answer: each item's status, and its error when it
+# failed (a full item also carries its index, id, version, sequence number and shard
+# counts). With orjson, 100-item bulks: 1.1-1.4 -> 1.0-1.2 ms of the writer's CPU, no
+# change measured in Elasticsearch's. (On mget answers the same filter cost
+# Elasticsearch more than it saved the reader, so reads are not filtered.)
+BULK_RESPONSE_FILTER = "items.*.status,items.*.error"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,15 +160,21 @@ class EsWriter:
     ) -> WriteResult:
         try:
             response = self._es.bulk(
-                operations=operations, refresh=refresh, require_alias=require_alias
+                operations=operations,
+                refresh=refresh,
+                require_alias=require_alias,
+                filter_path=BULK_RESPONSE_FILTER,
             )
         except (ApiError, TransportError) as error:
             raise translate(error, "bulk write") from error
         accounts_written = accounts_stale = lines_written = lines_duplicate = 0
         transient: list[str] = []
         failed: list[str] = []
-        for item in response["items"]:
+        # Items answer the actions in request order; the filtered response leaves out
+        # their index and id, which the request has.
+        for item, request in zip(response["items"], operations[0::2], strict=True):
             (action, outcome), *_ = item.items()
+            (target,) = request.values()
             status = int(outcome["status"])
             if 200 <= status < 300:
                 if action == "index":
@@ -175,9 +187,9 @@ class EsWriter:
                 else:
                     lines_duplicate += 1
             elif status in _TRANSIENT_ITEM_STATUSES:
-                transient.append(f"{outcome['_id']}: {outcome.get('error')}")
+                transient.append(f"{target['_id']}: {outcome.get('error')}")
             else:
-                failed.append(f"{outcome['_index']}/{outcome['_id']}: {outcome.get('error')}")
+                failed.append(f"{target['_index']}/{target['_id']}: {outcome.get('error')}")
         if failed:
             raise ReadModelError(f"bulk write: {len(failed)} items failed, first: {failed[0]}")
         if transient:
@@ -238,7 +250,9 @@ class EsWriter:
                 }
             )
         try:
-            response = self._es.bulk(operations=operations, refresh=False)
+            response = self._es.bulk(
+                operations=operations, refresh=False, filter_path=BULK_RESPONSE_FILTER
+            )
         except (ApiError, TransportError) as error:
             raise translate(error, "writing watermarks") from error
         for item in response["items"]:
