@@ -78,7 +78,12 @@ def producer_settings(bootstrap: str) -> dict[str, Any]:
         # retries, and no reordering within a partition.
         "enable.idempotence": True,
         "acks": "all",
-        "linger.ms": 1,
+        # A batch never waits for the linger: flush() sends at once whatever is queued.
+        # Only the markers queued after it wait (at most this long, or until the next
+        # batch's flush). With 1 ms, librdkafka's broker thread woke every millisecond
+        # while they waited: 0.08-0.14 cores at 435 transfers/s, against 0.03-0.04
+        # with 5 ms (two alternating runs each).
+        "linger.ms": 5,
         # librdkafka leaves Nagle's algorithm on by default: a small produce request can
         # then wait for the previous one's TCP acknowledgement (up to tens of ms).
         "socket.nagle.disable": True,
