@@ -31,7 +31,9 @@ async def run(config: QueryServerConfig) -> None:
     names = config.index_names
     searchable, applied = (
         WatermarkCache(
-            AsyncWatermarkReader(es, names, kind), refresh_seconds=config.watermark_refresh_seconds
+            AsyncWatermarkReader(es, names, kind),
+            refresh_seconds=config.watermark_refresh_seconds,
+            report_max_age_seconds=config.watermark_report_max_age_seconds,
         )
         for kind in (SEARCHABLE, APPLIED)
     )

@@ -6,8 +6,12 @@
 * ``CHRONOS_QUERY_MIN_POSITION_WAIT_SECONDS_MAX``: longest a call waits for the
   projection to reach its ``min_position`` (default 5; the call's deadline may cut it
   shorter).
-* ``CHRONOS_QUERY_WATERMARK_REFRESH_SECONDS``: how stale the cached watermark may be,
-  i.e. how often it is re-read while calls wait (default 0.01).
+* ``CHRONOS_QUERY_WATERMARK_REFRESH_SECONDS``: how stale the cached watermark may be
+  while a call waits for its ``min_position``, i.e. how often it is re-read then
+  (default 0.01).
+* ``CHRONOS_QUERY_WATERMARK_REPORT_MAX_AGE_SECONDS``: how stale it may be when a call
+  only reports it as ``as_of_position`` (default 0.05; any older value is still a lower
+  bound of what the answer reflects).
 * ``CHRONOS_QUERY_ES_TIMEOUT_SECONDS``: timeout of one Elasticsearch request (default 5).
 * ``CHRONOS_QUERY_LINGER_SECONDS``: while lookups by id overlap, how long a multi-get
   waits for more of them before it is sent (default 0.005; 0 never waits; a lone call
@@ -34,6 +38,8 @@ class QueryServerConfig:
     index_prefix: str = DEFAULT_PREFIX
     min_position_wait_seconds_max: float = 5.0
     watermark_refresh_seconds: float = 0.01
+    # How old the watermark reported as as_of_position may be (see WatermarkCache).
+    watermark_report_max_age_seconds: float = 0.05
     es_request_timeout_seconds: float = 5.0
     read_linger_seconds: float = 0.0
     shutdown_grace_seconds: float = 10.0
@@ -71,6 +77,9 @@ class QueryServerConfig:
             ),
             watermark_refresh_seconds=env_float(
                 "CHRONOS_QUERY_WATERMARK_REFRESH_SECONDS", 0.01, minimum=0.001, maximum=1.0
+            ),
+            watermark_report_max_age_seconds=env_float(
+                "CHRONOS_QUERY_WATERMARK_REPORT_MAX_AGE_SECONDS", 0.05, minimum=0.001, maximum=10.0
             ),
             es_request_timeout_seconds=env_float(
                 "CHRONOS_QUERY_ES_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=120.0
