@@ -299,7 +299,7 @@ def _run_with_services(
         )
         runner.attempt(
             "get_account",
-            "(d) GetAccount, round-robin over the funded accounts",
+            "(d) GetAccount, round-robin over the funded accounts (after 10 s unmeasured)",
             lambda: stages.get_account(context),
             needs=("setup", "catch_up"),
         )

@@ -66,6 +66,11 @@ _POLL_INTERVAL_SECONDS = 0.2
 WARM_UP_RATE_PER_SECOND = 200.0
 # Longest wait for Elasticsearch's merges to finish before a read ceiling is measured.
 _SETTLE_SECONDS_MAX = 60.0
+# Unmeasured GetAccount calls before (d). Every bench run reads fresh indices, and on a
+# stack started minutes before, Elasticsearch's CPU for the same 2,500 gets/s fell from
+# 0.75 to 0.25 cores over the first 20 s of (d) (node stats every 2 s: no refresh, flush
+# or merge meanwhile), so without this (d) measured Elasticsearch warming up.
+GET_ACCOUNT_WARM_UP_SECONDS = 10.0
 _PROJECTION_LAG = "chronos_projection_lag_seconds"
 _SEARCH_LAG = "chronos_projection_search_lag_seconds"
 _PUBLISH_LATENCY = "chronos_outbox_publish_latency_seconds"
@@ -455,29 +460,43 @@ def empty_call(context: BenchContext, target: str) -> ThroughputResult:
 
 
 def get_account(context: BenchContext) -> ThroughputResult:
-    """(d) GetAccount on the query server, round-robin over the funded accounts."""
+    """(d) GetAccount on the query server, round-robin over the funded accounts, after
+    ``GET_ACCOUNT_WARM_UP_SECONDS`` of the same calls, unmeasured."""
     options = context.options
     target = context.services.query_addr
-    if context.ghz_path is not None:
-        data_file = context.work_dir / "accounts.json"
-        data_file.write_text(json.dumps([{"account_id": a} for a in context.funded_account_ids]))
-        call = GhzCall(
-            method="chronos.v1.QueryService/GetAccount",
-            schema_arguments=chronos_schema("queries.proto"),
-            data_file=data_file,
+
+    def run(duration_seconds: float) -> ThroughputResult:
+        if context.ghz_path is not None:
+            data_file = context.work_dir / "accounts.json"
+            data_file.write_text(
+                json.dumps([{"account_id": a} for a in context.funded_account_ids])
+            )
+            call = GhzCall(
+                method="chronos.v1.QueryService/GetAccount",
+                schema_arguments=chronos_schema("queries.proto"),
+                data_file=data_file,
+            )
+            return _closed_loop_ghz(
+                context,
+                call,
+                target,
+                context.work_dir / "ghz-get-account.json",
+                duration_seconds=duration_seconds,
+            )
+        return run_unary_load(
+            UnaryLoad(
+                rpc=GET_ACCOUNT,
+                address=target,
+                account_ids=tuple(context.funded_account_ids),
+                concurrency=options.concurrency,
+                processes=options.client_processes,
+                duration_seconds=duration_seconds,
+                rpc_timeout_seconds=options.rpc_timeout_seconds,
+            )
         )
-        return _closed_loop_ghz(context, call, target, context.work_dir / "ghz-get-account.json")
-    return run_unary_load(
-        UnaryLoad(
-            rpc=GET_ACCOUNT,
-            address=target,
-            account_ids=tuple(context.funded_account_ids),
-            concurrency=options.concurrency,
-            processes=options.client_processes,
-            duration_seconds=options.duration_seconds,
-            rpc_timeout_seconds=options.rpc_timeout_seconds,
-        )
-    )
+
+    run(min(GET_ACCOUNT_WARM_UP_SECONDS, options.duration_seconds))
+    return run(options.duration_seconds)
 
 
 # --- (e) lags at half load ------------------------------------------------------------
@@ -660,9 +679,15 @@ def _base_environment() -> dict[str, str]:
 
 
 def _closed_loop_ghz(
-    context: BenchContext, call: GhzCall, target: str, report_path: Path
+    context: BenchContext,
+    call: GhzCall,
+    target: str,
+    report_path: Path,
+    *,
+    duration_seconds: float | None = None,
 ) -> ThroughputResult:
-    """One closed-loop ghz stage with the bench's concurrency, connections and duration."""
+    """One closed-loop ghz stage with the bench's concurrency and connections, for the
+    bench's duration unless ``duration_seconds`` is given."""
     options = context.options
     assert context.ghz_path is not None
     return run_ghz(
@@ -671,7 +696,7 @@ def _closed_loop_ghz(
         target=target,
         concurrency=options.concurrency,
         connections=options.connections,
-        duration_seconds=options.duration_seconds,
+        duration_seconds=options.duration_seconds if duration_seconds is None else duration_seconds,
         rpc_timeout_seconds=options.rpc_timeout_seconds,
         report_path=report_path,
     )
