@@ -464,18 +464,18 @@ def get_account(context: BenchContext) -> ThroughputResult:
     ``GET_ACCOUNT_WARM_UP_SECONDS`` of the same calls, unmeasured."""
     options = context.options
     target = context.services.query_addr
+    call: GhzCall | None = None
+    if context.ghz_path is not None:
+        data_file = context.work_dir / "accounts.json"
+        data_file.write_text(json.dumps([{"account_id": a} for a in context.funded_account_ids]))
+        call = GhzCall(
+            method="chronos.v1.QueryService/GetAccount",
+            schema_arguments=chronos_schema("queries.proto"),
+            data_file=data_file,
+        )
 
     def run(duration_seconds: float) -> ThroughputResult:
-        if context.ghz_path is not None:
-            data_file = context.work_dir / "accounts.json"
-            data_file.write_text(
-                json.dumps([{"account_id": a} for a in context.funded_account_ids])
-            )
-            call = GhzCall(
-                method="chronos.v1.QueryService/GetAccount",
-                schema_arguments=chronos_schema("queries.proto"),
-                data_file=data_file,
-            )
+        if call is not None:
             return _closed_loop_ghz(
                 context,
                 call,

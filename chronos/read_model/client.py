@@ -13,6 +13,7 @@ widely used implementation with the same output for the types the read model sen
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -20,27 +21,26 @@ from elasticsearch import AsyncElasticsearch, Elasticsearch
 from elasticsearch.serializer import JsonSerializer, NdjsonSerializer
 
 
-def _dumps(serializer: JsonSerializer, data: Any) -> bytes:
-    # The client's own fallback (`default`) stays in charge of what orjson cannot encode.
-    return orjson.dumps(data, default=serializer.default)
+class _Orjson:
+    """orjson in place of the standard library's json; first among the bases, so that
+    these two methods win over the client's serializers' own."""
 
+    # The client's fallback for what orjson cannot encode (from the serializer bases).
+    default: Callable[[Any], Any]
 
-class _OrjsonJson(JsonSerializer):
     def json_dumps(self, data: Any) -> bytes:
-        return _dumps(self, data)
+        return orjson.dumps(data, default=self.default)
 
     def json_loads(self, data: bytes) -> Any:
         return orjson.loads(data)
 
 
-class _OrjsonNdjson(NdjsonSerializer):
+class _OrjsonJson(_Orjson, JsonSerializer):
+    """Request and answer bodies."""
+
+
+class _OrjsonNdjson(_Orjson, NdjsonSerializer):
     """Bulk bodies: one orjson-encoded line per operation."""
-
-    def json_dumps(self, data: Any) -> bytes:
-        return _dumps(self, data)
-
-    def json_loads(self, data: bytes) -> Any:
-        return orjson.loads(data)
 
 
 def _serializers() -> dict[str, Any]:
