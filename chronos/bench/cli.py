@@ -36,6 +36,7 @@ from chronos.bench.resources import (
     Infrastructure,
     acquire_stack,
     create_resources,
+    leftover_resources,
     postgres_settings,
     release_stack,
     remove_resources,
@@ -358,6 +359,22 @@ def _check_invariants(context: stages.BenchContext) -> dict[str, Any]:
     }
 
 
+def _leftovers(options: BenchOptions, infrastructure: Infrastructure) -> list[str]:
+    """Removes earlier runs' leftovers when asked, else says they are there."""
+    leftovers = leftover_resources(infrastructure)
+    if not leftovers:
+        return []
+    if not options.remove_leftovers:
+        stages.progress(
+            f"{len(leftovers)} earlier run(s) stopped before removing their databases, "
+            f"topics and indices ({leftovers[0].database} ...); --remove-leftovers removes them"
+        )
+        return []
+    for leftover in leftovers:
+        remove_resources(infrastructure, leftover)
+    return [leftover.database for leftover in leftovers]
+
+
 def run(options: BenchOptions) -> int:
     """Runs the whole bench; returns the exit status (see the module docstring)."""
     options.output_dir.mkdir(parents=True, exist_ok=True)
@@ -389,6 +406,7 @@ def run(options: BenchOptions) -> int:
         infrastructure = acquire_stack()
         results["environment"] = {"stack_started_by_bench": infrastructure.started}
         is_service.update(_watch_stack(sampler, infrastructure))
+        results["environment"]["leftovers_removed"] = _leftovers(options, infrastructure)
         resources = create_resources(infrastructure)
         stages.progress(
             f"bench database {resources.database}, index prefix {resources.index_prefix}"

@@ -54,6 +54,7 @@ class BenchOptions:
     pgbench_path: str | None
     output_dir: Path
     keep_resources: bool
+    remove_leftovers: bool
     lag_sample_fraction: float
     catch_up_wait_seconds_max: float
     rpc_timeout_seconds: float
@@ -170,6 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the bench database, topic, consumer group and indices afterwards",
     )
     parser.add_argument(
+        "--remove-leftovers",
+        action="store_true",
+        help=(
+            "first remove what earlier runs stopped before their end left on the servers "
+            "(bench_* databases, their topics, consumer groups and indices)"
+        ),
+    )
+    parser.add_argument(
         "--lag-sample-fraction",
         type=float_in(0.0, 1.0),
         default=0.05,
@@ -253,6 +262,7 @@ def parse_options(argv: list[str] | None = None) -> BenchOptions:
         pgbench_path=args.pgbench_path,
         output_dir=output_dir,
         keep_resources=bool(args.keep),
+        remove_leftovers=bool(args.remove_leftovers),
         lag_sample_fraction=args.lag_sample_fraction,
         catch_up_wait_seconds_max=args.catch_up_wait_seconds_max,
         rpc_timeout_seconds=args.rpc_timeout_seconds,

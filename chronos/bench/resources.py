@@ -4,12 +4,14 @@ The local stack (``chronos infra``) is used as it is when it runs; when it does 
 bench starts it and stops afterwards exactly the servers it started. On those servers a
 run gets its own database ``bench_<timestamp>_<tag>`` (migrated), events topic, consumer
 group and index prefix, so it neither sees nor disturbs anybody else's data; they are
-removed at the end unless ``--keep``.
+removed at the end unless ``--keep``. A run killed before its end leaves them behind;
+:func:`leftover_resources` finds them by that naming, ``--remove-leftovers`` removes them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import time
 import uuid
@@ -114,42 +116,69 @@ class BenchResources:
         }
 
 
+# bench_<yyyymmdd>_<hhmmss>_<6 hex>: the database name create_resources gives a run.
+_DATABASE_NAME = re.compile(r"bench_\d{8}_\d{6}_[0-9a-f]{6}")
+
+
+def _named(database: str, dsn: str) -> BenchResources:
+    """The names of a run's things, all derived from its database name."""
+    dashed = database.removeprefix("bench_").replace("_", "-")
+    return BenchResources(
+        database=database,
+        pg_dsn=dsn,
+        topic=f"chronos-bench-{dashed}",
+        index_prefix=f"bench-{dashed}",
+        consumer_group=f"chronos-bench-{dashed}",
+    )
+
+
+def _server_session(infrastructure: Infrastructure) -> psycopg.Connection[Any]:
+    """A session on the server's own database, for creating and dropping databases."""
+    return psycopg.connect(
+        infrastructure.pg_server_dsn, autocommit=True, connect_timeout=PG_CONNECT_TIMEOUT_SECONDS
+    )
+
+
 def create_resources(infrastructure: Infrastructure) -> BenchResources:
     """Creates and migrates a fresh database; the topic, group and indices are only
     named here (the outbox poller creates the topic, the projector the indices)."""
-    tag = uuid.uuid4().hex[:6]
-    stamp = time.strftime("%Y%m%d_%H%M%S")
-    database = f"bench_{stamp}_{tag}"
+    database = f"bench_{time.strftime('%Y%m%d_%H%M%S')}_{uuid.uuid4().hex[:6]}"
     try:
-        with psycopg.connect(
-            infrastructure.pg_server_dsn,
-            autocommit=True,
-            connect_timeout=PG_CONNECT_TIMEOUT_SECONDS,
-        ) as conn:
+        with _server_session(infrastructure) as conn:
             conn.execute(f'CREATE DATABASE "{database}"')
         dsn = database_dsn(infrastructure.pg_server_dsn, database)
         migrate(dsn)
     except psycopg.Error as error:
         raise BenchError(f"cannot create the bench database: {error}") from error
-    dashed = stamp.replace("_", "-")
-    return BenchResources(
-        database=database,
-        pg_dsn=dsn,
-        topic=f"chronos-bench-{dashed}-{tag}",
-        index_prefix=f"bench-{dashed}-{tag}",
-        consumer_group=f"chronos-bench-{dashed}-{tag}",
-    )
+    return _named(database, dsn)
+
+
+def leftover_resources(infrastructure: Infrastructure) -> list[BenchResources]:
+    """The databases (and with them the names of the topics, groups and indices) of
+    earlier runs that were stopped before removing them, oldest first.
+
+    Raises:
+        BenchError: PostgreSQL cannot be read.
+    """
+    try:
+        with _server_session(infrastructure) as conn:
+            rows = conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'bench\\_%' ORDER BY datname"
+            ).fetchall()
+    except psycopg.Error as error:
+        raise BenchError(f"cannot list the bench databases: {error}") from error
+    return [
+        _named(name, database_dsn(infrastructure.pg_server_dsn, name))
+        for (name,) in rows
+        if _DATABASE_NAME.fullmatch(name)
+    ]
 
 
 def remove_resources(infrastructure: Infrastructure, resources: BenchResources) -> None:
     """Drops the database, indices, topic and consumer group; reports, never raises."""
     _progress(f"removing {resources.database}, topic, consumer group and indices")
     try:
-        with psycopg.connect(
-            infrastructure.pg_server_dsn,
-            autocommit=True,
-            connect_timeout=PG_CONNECT_TIMEOUT_SECONDS,
-        ) as conn:
+        with _server_session(infrastructure) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{resources.database}" WITH (FORCE)')
     except psycopg.Error as error:
         _progress(f"warning: could not drop {resources.database}: {error}")
