@@ -69,8 +69,10 @@ _SETTLE_SECONDS_MAX = 60.0
 # Unmeasured GetAccount calls before (d). Every bench run reads fresh indices, and on a
 # stack started minutes before, Elasticsearch's CPU for the same 2,500 gets/s fell from
 # 0.75 to 0.25 cores over the first 20 s of (d) (node stats every 2 s: no refresh, flush
-# or merge meanwhile), so without this (d) measured Elasticsearch warming up.
-GET_ACCOUNT_WARM_UP_SECONDS = 10.0
+# or merge meanwhile), so without this (d) measured Elasticsearch warming up. 20 s, not
+# 10: on a stack the bench itself started (cold JVMs), two interleaved pairs gave d/c
+# 0.63 / 0.65 after 10 s and 0.79 / 0.69 after 20 s.
+GET_ACCOUNT_WARM_UP_SECONDS = 20.0
 _PROJECTION_LAG = "chronos_projection_lag_seconds"
 _SEARCH_LAG = "chronos_projection_search_lag_seconds"
 _PUBLISH_LATENCY = "chronos_outbox_publish_latency_seconds"
