@@ -47,7 +47,8 @@ How each figure is measured
 (d) **GetAccount** on the query server, round-robin over the funded accounts, after
     waiting for the projection to reach the event store's head (so every read finds its
     account) and ``stages.GET_ACCOUNT_WARM_UP_SECONDS`` (20 s) of the same calls,
-    unmeasured (Elasticsearch warms up to the reads of the run's fresh indices). d/c says how close reads come to the empty call.
+    unmeasured (Elasticsearch warms up to the reads of the run's fresh indices). d/c says
+    how close reads come to the empty call.
 (e) **Lags at half load**: the load test's open-loop runner sends TransferFunds at half
     of (b)'s throughput for ``--duration-seconds`` (latency from each request's scheduled
     time, so queueing shows up). The projector's ``chronos_projection_lag_seconds``
