@@ -77,9 +77,11 @@ class Account:
     metadata: tuple[tuple[str, str], ...] = ()
 
     @property
-    def balance_floor_minor(self) -> int:
+    def balance_floor_minor(self) -> int | None:
+        """The lowest balance the account may reach; None for a system account, which
+        only the signed 64-bit range bounds (leaving it is ``BALANCE_OVERFLOW``)."""
         if self.kind is AccountKind.SYSTEM:
-            return limits.INT64_MIN
+            return None
         return -self.overdraft_limit_minor
 
 
@@ -371,7 +373,8 @@ def _post(
         account = state(leg.account_id)
         signed = leg.amount.minor_units if leg.side is Side.CREDIT else -leg.amount.minor_units
         balance_after = balances[leg.account_id] + signed
-        if balance_after < account.balance_floor_minor:
+        floor = account.balance_floor_minor
+        if floor is not None and balance_after < floor:
             raise Rejection(
                 Reason.INSUFFICIENT_FUNDS,
                 f"Insufficient funds in account {account.account_id}: the balance is "

@@ -33,6 +33,12 @@ from chronos.domain.ledger import SYSTEM_ACCOUNT_IDS
 # uuid.UUID parse, which also accepts braces, "urn:uuid:" and missing hyphens.
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
+# Control characters (Unicode category Cc: C0, DEL and C1). PostgreSQL cannot store NUL in
+# text at all, and the rest have no place in a name or a key; free text (descriptions,
+# reasons, metadata values) may keep tabs and line breaks.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_LINE_BREAKS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
 
 def canonical_account_id(raw: str) -> str | None:
     """Returns the canonical (lower-case, hyphenated) form of a UUID, or None."""
@@ -62,7 +68,13 @@ def validate(command: Command) -> None:
                     violations.append(
                         FieldViolation("account_id", "is reserved for a system account")
                     )
-            _check_text(command.owner_name, "owner_name", limits.OWNER_NAME_LENGTH_MAX, violations)
+            _check_text(
+                command.owner_name,
+                "owner_name",
+                limits.OWNER_NAME_LENGTH_MAX,
+                violations,
+                line_breaks=False,
+            )
             if not command.owner_name.strip():
                 violations.append(FieldViolation("owner_name", "is required"))
             _check_currency(command.currency, "currency", violations)
@@ -150,9 +162,32 @@ def _check_money(amount: Money | None, field: str, violations: list[FieldViolati
         )
 
 
-def _check_text(text: str, field: str, length_max: int, violations: list[FieldViolation]) -> None:
+def _check_text(
+    text: str,
+    field: str,
+    length_max: int,
+    violations: list[FieldViolation],
+    *,
+    line_breaks: bool = True,
+) -> None:
     if len(text) > length_max:
         violations.append(FieldViolation(field, f"must be at most {length_max} characters"))
+    _check_control(text, field, violations, line_breaks=line_breaks)
+
+
+def _check_control(
+    text: str, field: str, violations: list[FieldViolation], *, line_breaks: bool, what: str = ""
+) -> None:
+    control = (_CONTROL_BUT_LINE_BREAKS if line_breaks else _CONTROL).search(text)
+    if control is not None:
+        allowed = " other than tab and line breaks" if line_breaks else ""
+        violations.append(
+            FieldViolation(
+                field,
+                f"{what}must not contain control characters{allowed} "
+                f"(U+{ord(control.group()):04X} at index {control.start()})",
+            )
+        )
 
 
 def _check_metadata(
@@ -163,20 +198,19 @@ def _check_metadata(
             FieldViolation("metadata", f"must have at most {limits.METADATA_ENTRIES_MAX} entries")
         )
     for key, value in metadata:
+        field = f"metadata[{key[:32]!r}]"
         if not key or len(key) > limits.METADATA_KEY_LENGTH_MAX:
             violations.append(
-                FieldViolation(
-                    f"metadata[{key[:32]!r}]",
-                    f"key must be 1-{limits.METADATA_KEY_LENGTH_MAX} characters",
-                )
+                FieldViolation(field, f"key must be 1-{limits.METADATA_KEY_LENGTH_MAX} characters")
             )
+        _check_control(key, field, violations, line_breaks=False, what="key ")
         if len(value) > limits.METADATA_VALUE_LENGTH_MAX:
             violations.append(
                 FieldViolation(
-                    f"metadata[{key[:32]!r}]",
-                    f"value must be at most {limits.METADATA_VALUE_LENGTH_MAX} characters",
+                    field, f"value must be at most {limits.METADATA_VALUE_LENGTH_MAX} characters"
                 )
             )
+        _check_control(value, field, violations, line_breaks=True, what="value ")
 
 
 def _check_journal(command: PostJournalEntry, violations: list[FieldViolation]) -> None:

@@ -217,6 +217,17 @@ def test_replay_and_key_reuse(stub: Any) -> None:
             pb.FreezeAccountRequest(request_id="r" * 129, account_id=str(uuid.uuid4())),
             ["request_id"],
         ),
+        # NUL reaches no database column: PostgreSQL text cannot hold it.
+        (
+            "OpenAccount",
+            pb.OpenAccountRequest(
+                request_id="r",
+                owner_name="Ada\x00",
+                currency="EUR",
+                metadata={"ok": "fine", "segment\x00": "retail"},
+            ),
+            ["owner_name", "metadata['segment\\x00']"],
+        ),
     ],
 )
 def test_invalid_requests_get_invalid_argument_with_field_violations(

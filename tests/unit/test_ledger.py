@@ -273,6 +273,34 @@ def test_journal_entry_with_fee_is_atomic_and_balanced(ledger: FakeLedger) -> No
             Deposit(request_id="r", account_id=A, amount=eur(1), description="d" * 501),
             {"description"},
         ),
+        # PostgreSQL refuses NUL in text; other control characters have no place in a
+        # name or a key, and free text keeps only tabs and line breaks.
+        (
+            OpenAccount(request_id="r", account_id="", owner_name="A\x00da", currency="EUR"),
+            {"owner_name"},
+        ),
+        (
+            OpenAccount(request_id="r", account_id="", owner_name="Ada\n", currency="EUR"),
+            {"owner_name"},
+        ),
+        (
+            OpenAccount(
+                request_id="r",
+                account_id="",
+                owner_name="Ada",
+                currency="EUR",
+                metadata=(("k\x00", "v"), ("ok", "line\nbreak\ttab"), ("x", "\x1b[31m")),
+            ),
+            {"metadata['k\\x00']", "metadata['x']"},
+        ),
+        (
+            Withdraw(request_id="r", account_id=A, amount=eur(1), description="a\x00"),
+            {"description"},
+        ),
+        (
+            CloseAccount(request_id="r", account_id=A, reason="\x9b2J"),
+            {"reason"},
+        ),
     ],
 )
 def test_validation_reports_each_bad_field(command: Command, fields: set[str]) -> None:
@@ -287,6 +315,47 @@ def test_overflowing_balance_is_refused(ledger: FakeLedger) -> None:
     rejection = rejection_of(ledger, Deposit(request_id="d2", account_id=A, amount=eur(1)))
     assert rejection.reason is Reason.BALANCE_OVERFLOW
     assert ledger.balance(A) == 2**63 - 1
+
+
+def test_text_may_hold_line_breaks_and_any_script_but_no_control_characters(
+    ledger: FakeLedger,
+) -> None:
+    ledger.run(
+        OpenAccount(
+            request_id="o",
+            account_id=C,
+            # A zero-width non-joiner (U+200C, a format character, not a control one)
+            # belongs in Persian names.
+            owner_name="Zoë \u0645\u06cc\u200c\u0634\u0648\u062f 👩‍💻",
+            currency="EUR",
+            metadata=(("note", "two\r\nlines\tand a tab"),),
+        )
+    )
+    ledger.run(Deposit(request_id="d", account_id=C, amount=eur(1), description="a\nb"))
+    assert ledger.balance(C) == 1
+    rejection = rejection_of(
+        ledger, Deposit(request_id="d2", account_id=C, amount=eur(1), description="a\x07b")
+    )
+    assert rejection.reason is Reason.VALIDATION_FAILED
+    assert [(v.field, v.description) for v in rejection.violations] == [
+        (
+            "description",
+            "must not contain control characters other than tab and line breaks "
+            "(U+0007 at index 1)",
+        )
+    ]
+
+
+def test_a_system_account_leaving_the_int64_range_is_an_overflow(ledger: FakeLedger) -> None:
+    # A system account has no overdraft limit: only the signed 64-bit range bounds it,
+    # so going below it is an overflow, not a lack of funds.
+    ledger.run(Deposit(request_id="d", account_id=A, amount=eur(2**63 - 1)))
+    system = system_account_id("EUR")
+    assert ledger.balance(system) == -(2**63 - 1)
+    rejection = rejection_of(ledger, Deposit(request_id="d2", account_id=B, amount=eur(2)))
+    assert rejection.reason is Reason.BALANCE_OVERFLOW
+    assert rejection.metadata == {"account_id": system}
+    assert ledger.balance(B) == 0
 
 
 def test_evolve_refuses_a_version_gap(ledger: FakeLedger) -> None:
