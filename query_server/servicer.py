@@ -540,6 +540,9 @@ def _min_position(value: int, violations: list[FieldViolation]) -> None:
         violations.append(FieldViolation("min_position", "must be zero or positive"))
 
 
+_DATE_NANOS_MAX = 2**63 - 1
+
+
 def _time(
     request: Any, field: str, violations: list[FieldViolation], *, required: bool = False
 ) -> str | None:
@@ -549,11 +552,16 @@ def _time(
         return None
     message: timestamp_pb2.Timestamp = getattr(request, field)
     try:
-        # RFC 3339 with up to nanoseconds: recorded_at is a date_nanos field.
-        return str(message.ToJsonString())
+        message.ToJsonString()  # refuses what is not a valid timestamp (years 1-9999)
     except ValueError:
         violations.append(FieldViolation(field, "is not a valid timestamp"))
         return None
+    # recorded_at is a date_nanos field: signed 64-bit nanoseconds since the epoch, so
+    # 1970-01-01 to 2262-04-11. Elasticsearch refuses a bound outside that range, and no
+    # line lies outside it, so a bound clamped into it selects the same lines.
+    bound = timestamp_pb2.Timestamp()
+    bound.FromNanoseconds(min(max(message.ToNanoseconds(), 0), _DATE_NANOS_MAX))
+    return str(bound.ToJsonString())
 
 
 class QueryServicer(queries_pb2_grpc.QueryServiceServicer):

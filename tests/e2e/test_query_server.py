@@ -313,6 +313,33 @@ def test_balance_at(stack: Stack) -> None:
     assert after_three.as_of_position >= stack.events[-1].position
 
 
+def test_times_outside_the_indexable_range_still_answer(stack: Stack) -> None:
+    # Valid timestamps Elasticsearch's date_nanos cannot hold (before 1970, after 2262).
+    year_1 = timestamp_pb2.Timestamp(seconds=-62_135_596_800)
+    year_9999 = timestamp_pb2.Timestamp(seconds=253_402_300_799, nanos=999_999_999)
+    ada_lines = sorted(lines_of(stack, ADA), key=lambda e: e.position)
+    latest = stack.stub.GetBalanceAt(
+        queries_pb2.GetBalanceAtRequest(account_id=ADA, at_time=year_9999),
+        timeout=CALL_TIMEOUT_SECONDS,
+    )
+    assert latest.line_position == ada_lines[-1].position
+    assert latest.balance.minor_units == 10_000 - sum(100 + i for i in range(TRANSFERS))
+    first = stack.stub.GetBalanceAt(
+        queries_pb2.GetBalanceAtRequest(account_id=ADA, at_time=year_1),
+        timeout=CALL_TIMEOUT_SECONDS,
+    )
+    assert (first.balance.minor_units, first.line_position) == (0, 0)
+    everything = stack.stub.ListTransactions(
+        queries_pb2.ListTransactionsRequest(
+            account_id=BOB, start_time=year_1, end_time=year_9999, page_size=500
+        ),
+        timeout=CALL_TIMEOUT_SECONDS,
+    )
+    assert [line.position for line in everything.lines] == sorted(
+        (e.position for e in lines_of(stack, BOB)), reverse=True
+    )
+
+
 def test_search_accounts(stack: Stack) -> None:
     found = stack.stub.SearchAccounts(
         queries_pb2.SearchAccountsRequest(query="ada lovelace"), timeout=CALL_TIMEOUT_SECONDS
