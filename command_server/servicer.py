@@ -254,15 +254,22 @@ class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
 
     async def ExecuteBatch(self, request: Any, context: Any) -> commands_pb2.ExecuteBatchResponse:
         count = len(request.commands)
+        violation = None
         if not 1 <= count <= limits.BATCH_COMMANDS_MAX:
-            rejection = validation_failed(
-                [
-                    FieldViolation(
-                        "commands",
-                        f"must hold 1 to {limits.BATCH_COMMANDS_MAX} commands, got {count}",
-                    )
-                ]
+            violation = f"must hold 1 to {limits.BATCH_COMMANDS_MAX} commands, got {count}"
+        else:
+            lines = sum(
+                len(item.post_journal_entry.lines)
+                for item in request.commands
+                if item.HasField("post_journal_entry")
             )
+            if lines > limits.BATCH_JOURNAL_LINES_MAX:
+                violation = (
+                    f"journal entries must hold at most {limits.BATCH_JOURNAL_LINES_MAX} "
+                    f"lines in all, got {lines}: split the batch"
+                )
+        if violation is not None:
+            rejection = validation_failed([FieldViolation("commands", violation)])
             await abort(context, rpc_status.to_status(self._failure(rejection, "")))
             raise AssertionError("abort() returned")
         results: list[commands_pb2.BatchResult | None] = [None] * count

@@ -340,15 +340,58 @@ def test_execute_batch_refuses_an_empty_or_oversized_batch(stub: Any) -> None:
         for _ in range(1001)
     ]
     for commands in ([], too_many):
-        code, reason, message, fields = error_of(
-            stub.ExecuteBatch, pb.ExecuteBatchRequest(commands=commands)
+        assert "1 to 1000 commands" in batch_refusal(stub, commands)
+
+
+def batch_refusal(stub: Any, commands: list[pb.BatchCommand]) -> str:
+    """Asserts the whole batch is refused as invalid; returns the message."""
+    code, reason, message, fields = error_of(
+        stub.ExecuteBatch, pb.ExecuteBatchRequest(commands=commands)
+    )
+    assert (code, reason, fields) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "VALIDATION_FAILED",
+        ["commands"],
+    )
+    return message
+
+
+def test_a_batch_answer_fits_a_default_client_so_journal_lines_are_capped(stub: Any) -> None:
+    accounts = [open_account(stub) for _ in range(64)]
+    for account in accounts[:32]:
+        stub.Deposit(
+            pb.DepositRequest(request_id=rid(), account_id=account, amount=eur(1_000)), timeout=10
         )
-        assert (code, reason, fields) == (
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "VALIDATION_FAILED",
-            ["commands"],
+
+    def entry() -> pb.BatchCommand:
+        sides = [ledger_pb2.SIDE_DEBIT] * 32 + [ledger_pb2.SIDE_CREDIT] * 32
+        lines = [
+            pb.JournalLine(account_id=account, amount=eur(1), side=side)
+            for account, side in zip(accounts, sides, strict=True)
+        ]
+        return pb.BatchCommand(
+            post_journal_entry=pb.PostJournalEntryRequest(
+                request_id=rid(), lines=lines, description="d" * 500
+            )
         )
-        assert "1 to 1000 commands" in message
+
+    # 157 entries of 64 lines: 10,048 lines, over the cap. Refused whole: the account
+    # the batch would open can still be opened by the same request afterwards.
+    opening = pb.OpenAccountRequest(
+        request_id=rid(), account_id=str(uuid.uuid4()), owner_name="Ada", currency="EUR"
+    )
+    over = [pb.BatchCommand(open_account=opening)] + [entry() for _ in range(157)]
+    assert "at most 10000 lines in all, got 10048" in batch_refusal(stub, over)
+    assert not stub.OpenAccount(opening, timeout=10).replayed
+
+    # 156 entries (9,984 lines) commit, and the answer reaches a client with gRPC's
+    # default 4 MB receive limit (the module's channel has no options).
+    answer = stub.ExecuteBatch(
+        pb.ExecuteBatchRequest(commands=[entry() for _ in range(156)]), timeout=60
+    )
+    assert [r.WhichOneof("outcome") for r in answer.results] == ["response"] * 156
+    assert all(len(r.response.balances) == 64 for r in answer.results)
+    assert answer.ByteSize() < 4 * 2**20
 
 
 def test_health_and_reflection_list_the_service(server: tuple[str, str]) -> None:
