@@ -12,9 +12,13 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, message_factory
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import DecodeError, Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -104,6 +108,71 @@ def rejection_status(rejection: Rejection) -> grpc.Status:
 async def abort(context: grpc.aio.ServicerContext[object, object], status: grpc.Status) -> None:
     """Ends the call with ``status`` (raises, as grpc.aio's abort does)."""
     await context.abort(status.code, status.details, trailing_metadata=status.trailing_metadata)
+
+
+@dataclass(frozen=True, slots=True)
+class _Undecodable:
+    """What the deserializer hands over instead of a request it could not decode."""
+
+    message_type: str
+    error: str
+
+
+def add_servicer(server: grpc.aio.Server, servicer: object, service: ServiceDescriptor) -> str:
+    """Registers ``servicer``'s methods for ``service`` (all unary) and returns the
+    service's full name.
+
+    Used instead of the generated ``add_<Service>Servicer_to_server``: with that, a request
+    that is not a well-formed protobuf message (corrupt wire format, or a string field
+    that is not UTF-8, which some clients do not check) fails in gRPC's deserializer,
+    which answers UNKNOWN with a Python exception text. Here it is answered
+    INVALID_ARGUMENT / VALIDATION_FAILED like any other bad input.
+    """
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in service.methods:
+        if method.client_streaming or method.server_streaming:
+            raise ValueError(f"{method.full_name}: only unary methods are supported")
+        request_class = message_factory.GetMessageClass(method.input_type)
+        response_class = message_factory.GetMessageClass(method.output_type)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            _refusing_undecodable(getattr(servicer, method.name)),
+            request_deserializer=_lenient_deserializer(request_class),
+            response_serializer=response_class.SerializeToString,
+        )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+    server.add_registered_method_handlers(service.full_name, handlers)
+    return str(service.full_name)
+
+
+def _lenient_deserializer(request_class: type[Message]) -> Callable[[bytes], object]:
+    def deserialize(data: bytes) -> object:
+        try:
+            return request_class.FromString(data)
+        except DecodeError as error:
+            return _Undecodable(request_class.DESCRIPTOR.full_name, str(error))
+
+    return deserialize
+
+
+def _refusing_undecodable(
+    behavior: Callable[[Any, Any], Awaitable[Any]],
+) -> Callable[[Any, Any], Awaitable[Any]]:
+    async def handle(request: Any, context: Any) -> Any:
+        if isinstance(request, _Undecodable):
+            await abort(
+                context,
+                rich_status(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    Reason.VALIDATION_FAILED.value,
+                    f"The request is invalid: it is not a well-formed {request.message_type} "
+                    f"message ({request.error}).",
+                ),
+            )
+        return await behavior(request, context)
+
+    return handle
 
 
 def parse_address(address: str) -> tuple[str, int]:

@@ -16,8 +16,8 @@ from chronos.event_store.maintenance import expire_idempotency_records, run_peri
 from chronos.event_store.writer import LedgerWriter, WriterSettings, writer_pool
 from chronos.metrics import DB_POOL_IN_USE, DB_POOL_WAITING
 from chronos.process import run_grpc_server
-from chronos.rpc import serve
-from chronos.v1 import commands_pb2, commands_pb2_grpc
+from chronos.rpc import add_servicer, serve
+from chronos.v1 import commands_pb2
 from command_server.config import CommandServerConfig
 from command_server.servicer import CommandServicer
 
@@ -58,8 +58,11 @@ async def run(config: CommandServerConfig) -> None:
 
     def register(server: grpc.aio.Server) -> list[str]:
         servicer = CommandServicer(writer, traceparent=telemetry.current_traceparent)
-        commands_pb2_grpc.add_CommandServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
-        return [commands_pb2.DESCRIPTOR.services_by_name["CommandService"].full_name]
+        return [
+            add_servicer(
+                server, servicer, commands_pb2.DESCRIPTOR.services_by_name["CommandService"]
+            )
+        ]
 
     async def on_stop() -> None:
         stop_jobs.set()

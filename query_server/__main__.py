@@ -11,8 +11,8 @@ from chronos import telemetry
 from chronos.process import run_grpc_server
 from chronos.read_model.client import async_elasticsearch_client
 from chronos.read_model.watermark import APPLIED, SEARCHABLE, AsyncWatermarkReader
-from chronos.rpc import serve
-from chronos.v1 import queries_pb2, queries_pb2_grpc
+from chronos.rpc import add_servicer, serve
+from chronos.v1 import queries_pb2
 from query_server.config import QueryServerConfig
 from query_server.servicer import QueryServicer, ReadModelClient, WatermarkCache
 
@@ -48,8 +48,9 @@ async def run(config: QueryServerConfig) -> None:
     )
 
     def register(server: grpc.aio.Server) -> list[str]:
-        queries_pb2_grpc.add_QueryServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
-        return [queries_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name]
+        return [
+            add_servicer(server, servicer, queries_pb2.DESCRIPTOR.services_by_name["QueryService"])
+        ]
 
     async def on_stop() -> None:
         await read_model.close()

@@ -240,6 +240,27 @@ def test_invalid_requests_get_invalid_argument_with_field_violations(
     assert message.startswith("The request is invalid")
 
 
+def test_a_request_that_is_not_protobuf_is_invalid_argument(server: tuple[str, str]) -> None:
+    # gRPC's own deserializer would answer UNKNOWN with a Python exception's text.
+    with grpc.insecure_channel(server[0]) as channel:
+        call = channel.unary_unary("/chronos.v1.CommandService/TransferFunds")
+        for payload, problem in (
+            (b"\x0a\x03\xff\xfe\xfd", "String field had bad UTF-8"),
+            (b"\x08" + b"\x80" * 11, "Wire format was corrupt"),
+        ):
+            code, reason, message, fields = error_of(call, payload)
+            assert (code, reason, fields) == (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "VALIDATION_FAILED",
+                [],
+            )
+            assert message.startswith(
+                "The request is invalid: it is not a well-formed "
+                "chronos.v1.TransferFundsRequest message"
+            )
+            assert problem in message
+
+
 def test_business_rejections_map_to_their_codes(stub: Any) -> None:
     a = open_account(stub)
     usd = open_account(stub, currency="USD")

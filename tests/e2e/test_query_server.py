@@ -82,6 +82,7 @@ class Stack:
     poller: FakePoller
     events: list[StoredEvent]
     stub: queries_pb2_grpc.QueryServiceStub
+    channel: grpc.Channel
 
     def run(self, batch: list[Any]) -> int:
         """Executes commands, publishes their events; returns the last position."""
@@ -156,7 +157,7 @@ def stack(
                     queries_pb2.GetAccountRequest(account_id=ADA, min_position=events[-1].position),
                     timeout=CALL_TIMEOUT_SECONDS,
                 )
-                yield Stack(dsn, names, poller, events, stub)
+                yield Stack(dsn, names, poller, events, stub, server.channel)
             finally:
                 code = server.stop()
             assert code == 0, f"query server exited with {code} after SIGTERM"
@@ -338,6 +339,19 @@ def test_times_outside_the_indexable_range_still_answer(stack: Stack) -> None:
     assert [line.position for line in everything.lines] == sorted(
         (e.position for e in lines_of(stack, BOB)), reverse=True
     )
+
+
+def test_a_request_that_is_not_protobuf_is_invalid_argument(stack: Stack) -> None:
+    # A string field that is not UTF-8 (some clients do not check) and a corrupt wire.
+    call = stack.channel.unary_unary("/chronos.v1.QueryService/GetAccount")
+    for payload in (b"\x0a\x03\xff\xfe\xfd", b"\xff\xff\xff"):
+        with pytest.raises(grpc.RpcError) as failure:
+            call(payload, timeout=CALL_TIMEOUT_SECONDS)
+        assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error_details(failure.value) == ("VALIDATION_FAILED", [])
+        assert failure.value.details().startswith(
+            "The request is invalid: it is not a well-formed chronos.v1.GetAccountRequest message"
+        )
 
 
 def test_search_accounts(stack: Stack) -> None:
