@@ -16,10 +16,10 @@ from chronos.event_store.maintenance import expire_idempotency_records, run_peri
 from chronos.event_store.writer import LedgerWriter, WriterSettings, writer_pool
 from chronos.metrics import DB_POOL_IN_USE, DB_POOL_WAITING
 from chronos.process import run_grpc_server
-from chronos.rpc import add_servicer, serve
+from chronos.rpc import InFlightLimit, add_servicer, serve
 from chronos.v1 import commands_pb2
 from command_server.config import CommandServerConfig
-from command_server.servicer import CommandServicer
+from command_server.servicer import CommandServicer, commands_in
 
 _logger = logging.getLogger("command_server")
 
@@ -58,11 +58,9 @@ async def run(config: CommandServerConfig) -> None:
 
     def register(server: grpc.aio.Server) -> list[str]:
         servicer = CommandServicer(writer, traceparent=telemetry.current_traceparent)
-        return [
-            add_servicer(
-                server, servicer, commands_pb2.DESCRIPTOR.services_by_name["CommandService"]
-            )
-        ]
+        service = commands_pb2.DESCRIPTOR.services_by_name["CommandService"]
+        limit = InFlightLimit(config.in_flight_max, "commands", weigh=commands_in)
+        return [add_servicer(server, servicer, service, limit)]
 
     async def on_stop() -> None:
         stop_jobs.set()

@@ -161,6 +161,14 @@ _FROM_PROTO: dict[str, Callable[[Any], Command]] = {
 }
 
 
+def commands_in(request: Any) -> int:
+    """How many commands a request carries, for the server's in-flight limit. An
+    oversized batch weighs the most a valid one may, and is then refused as invalid."""
+    if isinstance(request, commands_pb2.ExecuteBatchRequest):
+        return min(len(request.commands), limits.BATCH_COMMANDS_MAX)
+    return 1
+
+
 class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
     """Implements every CommandService method the same way: map, validate, execute, map."""
 

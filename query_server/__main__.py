@@ -11,7 +11,7 @@ from chronos import telemetry
 from chronos.process import run_grpc_server
 from chronos.read_model.client import async_elasticsearch_client
 from chronos.read_model.watermark import APPLIED, SEARCHABLE, AsyncWatermarkReader
-from chronos.rpc import add_servicer, serve
+from chronos.rpc import InFlightLimit, add_servicer, serve
 from chronos.v1 import queries_pb2
 from query_server.config import QueryServerConfig
 from query_server.servicer import QueryServicer, ReadModelClient, WatermarkCache
@@ -48,9 +48,9 @@ async def run(config: QueryServerConfig) -> None:
     )
 
     def register(server: grpc.aio.Server) -> list[str]:
-        return [
-            add_servicer(server, servicer, queries_pb2.DESCRIPTOR.services_by_name["QueryService"])
-        ]
+        service = queries_pb2.DESCRIPTOR.services_by_name["QueryService"]
+        limit = InFlightLimit(config.in_flight_max, "calls")
+        return [add_servicer(server, servicer, service, limit)]
 
     async def on_stop() -> None:
         await read_model.close()

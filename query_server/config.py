@@ -18,6 +18,8 @@
   never waits).
 * ``CHRONOS_QUERY_METRICS_PORT``: port of ``/metrics`` (default 9102; 0 disables).
 * ``CHRONOS_QUERY_PROCESSES``: server processes sharing the port (default 1).
+* ``CHRONOS_QUERY_IN_FLIGHT_MAX``: calls one process holds at once; more are refused
+  with RESOURCE_EXHAUSTED / SERVER_BUSY (default 4096).
 * ``CHRONOS_SHUTDOWN_GRACE_SECONDS``: how long in-flight calls may finish on SIGTERM.
 """
 
@@ -45,6 +47,7 @@ class QueryServerConfig:
     shutdown_grace_seconds: float = 10.0
     metrics_port: int = 0
     processes: int = 1
+    in_flight_max: int = 4096
     reuse_port: bool = False
 
     @property
@@ -89,6 +92,7 @@ class QueryServerConfig:
             ),
             metrics_port=env_int("CHRONOS_QUERY_METRICS_PORT", 9102, minimum=0, maximum=65535),
             processes=env_int("CHRONOS_QUERY_PROCESSES", 1, minimum=1, maximum=64),
+            in_flight_max=env_int("CHRONOS_QUERY_IN_FLIGHT_MAX", 4096, minimum=1, maximum=10**6),
             reuse_port=os.environ.get("CHRONOS_REUSE_PORT", "0") == "1",
             shutdown_grace_seconds=env_float(
                 "CHRONOS_SHUTDOWN_GRACE_SECONDS", 10.0, minimum=0.0, maximum=300

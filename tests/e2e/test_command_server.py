@@ -509,6 +509,64 @@ def test_two_workers_count_every_call_on_the_one_metrics_port(pg_dsn: str, tmp_p
     assert list(tmp_path.glob("chronos-command-metrics-*")) == []
 
 
+def test_work_over_the_in_flight_limit_is_refused_and_not_started(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    # The lowest limit a server accepts: one full batch at a time.
+    with (
+        command_server(pg_dsn, tmp_path, CHRONOS_COMMAND_IN_FLIGHT_MAX="1000") as (_, address),
+        grpc.insecure_channel(address) as channel,
+    ):
+        stub = commands_pb2_grpc.CommandServiceStub(channel)
+        source, target = open_account(stub), open_account(stub)
+        stub.Deposit(
+            pb.DepositRequest(request_id=rid(), account_id=source, amount=eur(10_000)),
+            timeout=10,
+        )
+        batches = [
+            pb.ExecuteBatchRequest(
+                commands=[
+                    pb.BatchCommand(
+                        transfer_funds=pb.TransferFundsRequest(
+                            request_id=rid(),
+                            from_account_id=source,
+                            to_account_id=target,
+                            amount=eur(1),
+                        )
+                    )
+                    for _ in range(1000)
+                ]
+            )
+            for _ in range(4)
+        ]
+        # Sent together: while the first admitted batch runs, the others find the
+        # server full.
+        calls = [stub.ExecuteBatch.future(batch, timeout=60) for batch in batches]
+        admitted, refused = [], []
+        for batch, call in zip(batches, calls, strict=True):
+            if call.exception() is None:
+                admitted.append(batch)
+                continue
+            refused.append(batch)
+            status = rpc_status.from_call(call.exception())
+            assert status is not None
+            assert call.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert details_of(status) == ("SERVER_BUSY", [])
+            assert "in flight and takes at most 1,000" in call.details()
+            assert "nothing was done" in call.details()
+        assert admitted and refused
+        # Refused means not started: sent again, none of its commands replays.
+        for batch, replayed in [(b, False) for b in refused] + [(b, True) for b in admitted]:
+            again = stub.ExecuteBatch(batch, timeout=60)
+            assert [r.WhichOneof("outcome") for r in again.results] == ["response"] * 1000
+            assert {r.response.replayed for r in again.results} == {replayed}
+        last = stub.Deposit(
+            pb.DepositRequest(request_id=rid(), account_id=target, amount=eur(1)), timeout=10
+        )
+        balances = {b.account_id: b.balance.minor_units for b in last.balances}
+        assert balances[target] == 4 * 1000 + 1
+
+
 def taken_port_after_free_one(neighbour: socket.socket) -> int:
     """A free port whose next port ``neighbour`` now listens on."""
     for _ in range(50):
