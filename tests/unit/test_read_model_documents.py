@@ -282,6 +282,30 @@ def test_page_token_is_bound_to_the_query() -> None:
         decode_page_token(token, "SearchAccounts", PARAMS)
 
 
+@pytest.mark.parametrize(
+    ("method", "values"),
+    [
+        ("ListTransactions", [2**64]),  # JSON cannot carry it to Elasticsearch
+        ("ListTransactions", [-1]),
+        ("ListTransactions", [True]),
+        ("ListTransactions", ["12345"]),
+        ("ListTransactions", [1.5]),
+        ("ListTransactions", [1, 2]),
+        ("SearchAccounts", [float("nan"), ACCOUNT]),
+        ("SearchAccounts", [1e39, ACCOUNT]),  # beyond a 32-bit float (_score)
+        ("SearchAccounts", ["score", ACCOUNT]),
+        ("SearchAccounts", [1.5, "not an id"]),
+        ("SearchAccounts", [1.5, ACCOUNT.upper()]),
+        ("SearchAccounts", [1.5]),
+    ],
+)
+def test_forged_sort_values_are_rejected(method: str, values: list[object]) -> None:
+    # The checksum is no secret: a client can mint a token with any values.
+    token = encode_page_token(method, PARAMS, values)
+    with pytest.raises(InvalidPageToken, match="is not a page token"):
+        decode_page_token(token, method, PARAMS)
+
+
 @pytest.mark.parametrize("case", ["flip", "garbage", "empty-body", "forged-values", "long"])
 def test_tampered_page_tokens_are_rejected(case: str) -> None:
     token = encode_page_token("ListTransactions", PARAMS, [12345])
