@@ -71,9 +71,17 @@ class Rejection(ChronosError):
         return f"Rejection({self.reason.value}, {self.message!r})"
 
 
+# Violations the message spells out; the rest are counted (every one is in
+# ``violations``). A status travels in gRPC trailers, which clients refuse beyond 8-16 kB.
+MESSAGE_VIOLATIONS_MAX = 3
+
+
 def validation_failed(violations: list[FieldViolation]) -> Rejection:
     assert violations, "a validation failure needs at least one violation"
-    summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+    shown = violations[:MESSAGE_VIOLATIONS_MAX]
+    summary = "; ".join(f"{v.field}: {v.description}" for v in shown)
+    if len(violations) > len(shown):
+        summary += f"; and {len(violations) - len(shown)} more"
     return Rejection(
         Reason.VALIDATION_FAILED,
         f"The request is invalid: {summary}.",
