@@ -9,18 +9,41 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 
-def load_spans(paths: list[Path]) -> list[dict[str, Any]]:
+def load_spans(paths: list[Path]) -> tuple[list[dict[str, Any]], int]:
+    """The spans in ``paths`` and how many lines were not spans. A file still being
+    written (or cut short by a killed process) may end in half a line: skipped, not
+    fatal.
+
+    Raises:
+        OSError: a file cannot be read.
+    """
     spans = []
+    skipped = 0
     for path in paths:
-        for line in path.read_text().splitlines():
-            if line.strip():
-                spans.append(json.loads(line))
-    return spans
+        for line in path.read_text(errors="replace").splitlines():
+            if not line.strip():
+                continue
+            try:
+                span = json.loads(line)
+            except ValueError:
+                skipped += 1
+                continue
+            if isinstance(span, dict) and span.keys() >= _SPAN_KEYS:
+                spans.append(span)
+            else:
+                skipped += 1
+    return spans, skipped
+
+
+_SPAN_KEYS = frozenset(
+    {"trace_id", "span_id", "parent_span_id", "name", "service", "start_ns", "end_ns"}
+)
 
 
 def render_trace(spans: list[dict[str, Any]], trace_id: str) -> str:
@@ -63,7 +86,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run(args: argparse.Namespace) -> int:
-    spans = load_spans(args.files)
+    try:
+        spans, skipped = load_spans(args.files)
+    except OSError as error:
+        print(f"chronos trace: cannot read {error.filename}: {error.strerror}", file=sys.stderr)
+        return 2
+    if skipped:
+        print(f"chronos trace: skipped {skipped} lines that are not spans", file=sys.stderr)
     roots = sorted(
         (s for s in spans if not s["parent_span_id"] and args.root in s["name"]),
         key=lambda s: s["start_ns"],
