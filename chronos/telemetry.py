@@ -18,7 +18,8 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,6 +42,30 @@ from chronos.metrics import MetricsInterceptor
 _CONTEXT_FIELDS = ("request_id", "account_id", "entry_id", "event_id", "position")
 _configured = False
 _tracing_enabled = False
+
+
+class Throttle:
+    """Lets a repeated log line through at most once per ``interval_seconds``: an outage
+    makes every call fail the same way, and one line per call would bury the log.
+
+    :meth:`admit` returns None while throttled, else how many were held back since the
+    last line it let through (counted, so the log still says how often it happened).
+    """
+
+    def __init__(self, interval_seconds: float, clock: Callable[[], float] = time.monotonic):
+        self._interval_seconds = interval_seconds
+        self._clock = clock
+        self._next_at = float("-inf")
+        self._held_back = 0
+
+    def admit(self) -> int | None:
+        now = self._clock()
+        if now < self._next_at:
+            self._held_back += 1
+            return None
+        held_back, self._held_back = self._held_back, 0
+        self._next_at = now + self._interval_seconds
+        return held_back
 
 
 class JsonFormatter(logging.Formatter):
