@@ -42,6 +42,10 @@ GRPC_LATENCY = Histogram(
 COMMANDS_REJECTED = Counter(
     "chronos_commands_rejected_total", "Commands refused, by reason.", ["reason"]
 )
+WRITER_COMMANDS_ABANDONED = Counter(
+    "chronos_writer_commands_abandoned_total",
+    "Commands left out before their transaction because their caller gave up (deadline).",
+)
 WRITER_BATCH_SIZE = Histogram(
     "chronos_writer_batch_commands",
     "Commands per group-commit transaction.",

@@ -44,7 +44,7 @@ from chronos.domain.ledger import Account, AccountStatus, accounts_touched, deci
 from chronos.errors import ChronosError
 from chronos.event_store import mapper
 from chronos.event_store.results import AccountBalance, CommandResult
-from chronos.metrics import WRITER_BATCH_SIZE
+from chronos.metrics import WRITER_BATCH_SIZE, WRITER_COMMANDS_ABANDONED
 from chronos.outbox import contract
 
 _logger = logging.getLogger(__name__)
@@ -307,17 +307,26 @@ class LedgerWriter:
                     self._queue.task_done()
 
     async def _commit_with_retries(self, batch: list[_Pending]) -> None:
+        # A caller that gave up (its deadline passed, it was cancelled) before its
+        # command's turn gets no answer anyway: its command is left out, so nothing is
+        # recorded (a retry with the request_id runs it) and a server behind on its queue
+        # does not spend itself on work nobody waits for. Once in a transaction, a
+        # command runs to the end whatever its caller does.
         # A request_id twice in one batch: the later copies wait for the next batch,
         # where they meet the first copy's committed record like any other duplicate.
         seen: set[str] = set()
         unique: list[_Pending] = []
         for pending in batch:
-            if pending.context.request_id in seen:
+            if pending.future.cancelled():
+                WRITER_COMMANDS_ABANDONED.inc()
+            elif pending.context.request_id in seen:
                 self._queue.put_nowait([pending])
             else:
                 seen.add(pending.context.request_id)
                 unique.append(pending)
         batch[:] = unique
+        if not batch:
+            return
 
         for attempt in range(self._settings.retries_max + 1):
             try:

@@ -160,6 +160,47 @@ def test_rejected_command_writes_nothing_and_can_be_retried(
     ] == [0]
 
 
+def test_a_command_whose_caller_gave_up_before_its_turn_is_not_run(
+    ledger_dsn: str, ledger_conn: psycopg.Connection[Any]
+) -> None:
+    first_id, abandoned_id, after_id = (f"{name}-{new_id()}" for name in ("first", "gone", "after"))
+
+    async def body(writers: list[LedgerWriter]) -> CommandResult:
+        writer = writers[0]
+        account = await open_funded(writer, 100)
+        # Another session holds the account's lock, so the lane's next transaction waits
+        # on it, and what is queued behind that transaction waits for the lane.
+        with psycopg.connect(ledger_dsn) as blocker:
+            blocker.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (account,))
+            first = asyncio.create_task(
+                run(writer, Deposit(request_id=first_id, account_id=account, amount=eur(1)))
+            )
+            await asyncio.sleep(0.3)
+            abandoned = asyncio.create_task(
+                run(writer, Deposit(request_id=abandoned_id, account_id=account, amount=eur(2)))
+            )
+            await asyncio.sleep(0.05)
+            abandoned.cancel()  # what grpc.aio does when the call's deadline passes
+            blocker.commit()
+        await first
+        with pytest.raises(asyncio.CancelledError):
+            await abandoned
+        return await run(writer, Deposit(request_id=after_id, account_id=account, amount=eur(4)))
+
+    after = asyncio.run(with_writers(ledger_dsn, body, lanes=1))
+    recorded = ledger_conn.execute(
+        "SELECT request_id FROM idempotency WHERE request_id = ANY(%s)",
+        ([first_id, abandoned_id, after_id],),
+    ).fetchall()
+    assert sorted(row[0] for row in recorded) == sorted([first_id, after_id])
+    assert ledger_conn.execute(
+        "SELECT count(*) FROM events WHERE metadata->>'request_id' = %s", (abandoned_id,)
+    ).fetchone() == (0,)
+    assert [
+        b.balance_minor for b in after.balances if b.account_id != system_account_id("EUR")
+    ] == [100 + 1 + 4]
+
+
 def test_concurrent_duplicates_produce_exactly_one_effect(
     ledger_dsn: str, ledger_conn: psycopg.Connection[Any]
 ) -> None:
