@@ -71,17 +71,25 @@ class Rejection(ChronosError):
         return f"Rejection({self.reason.value}, {self.message!r})"
 
 
-# Violations the message spells out; the rest are counted (every one is in
-# ``violations``). A status travels in gRPC trailers, which clients refuse beyond 8-16 kB.
-MESSAGE_VIOLATIONS_MAX = 3
+# How much of the message lists violations: the ones that fit are spelled out, the rest
+# counted (every one stays in ``violations``). A status travels in gRPC trailers, which
+# clients refuse beyond 8-16 kB; a usual request's violations fit whole.
+MESSAGE_SUMMARY_LENGTH_MAX = 300
 
 
 def validation_failed(violations: list[FieldViolation]) -> Rejection:
     assert violations, "a validation failure needs at least one violation"
-    shown = violations[:MESSAGE_VIOLATIONS_MAX]
-    summary = "; ".join(f"{v.field}: {v.description}" for v in shown)
-    if len(violations) > len(shown):
-        summary += f"; and {len(violations) - len(shown)} more"
+    parts: list[str] = []
+    length = 0
+    for violation in violations:
+        part = f"{violation.field}: {violation.description}"
+        length += len(part) + 2
+        if parts and length > MESSAGE_SUMMARY_LENGTH_MAX:
+            break
+        parts.append(part)
+    summary = "; ".join(parts)
+    if len(violations) > len(parts):
+        summary += f"; and {len(violations) - len(parts)} more"
     return Rejection(
         Reason.VALIDATION_FAILED,
         f"The request is invalid: {summary}.",

@@ -6,7 +6,13 @@ import grpc
 import pytest
 
 from chronos.domain import limits, validation
-from chronos.domain.commands import JournalLine, Money, OpenAccount, PostJournalEntry
+from chronos.domain.commands import (
+    JournalLine,
+    Money,
+    OpenAccount,
+    PostJournalEntry,
+    TransferFunds,
+)
 from chronos.domain.errors import Rejection
 from chronos.rpc import rejection_status
 
@@ -53,4 +59,20 @@ def test_the_largest_refusal_fits_a_clients_trailers(command: object) -> None:
     message_bytes = len(status.details.encode()) * 3
     details_bytes = sum(len(value) * 4 // 3 + 4 for _, value in status.trailing_metadata)
     assert message_bytes + details_bytes < TRAILERS_SOFT_LIMIT_BYTES
-    assert status.details.endswith(f"; and {len(rejection.violations) - 3} more.")
+    assert status.details.startswith("The request is invalid: ")
+    assert " more." in status.details[-16:]
+
+
+def test_a_usual_refusal_lists_every_violation_in_its_message() -> None:
+    command = TransferFunds(
+        request_id="",
+        from_account_id="nope",
+        to_account_id="nope",
+        amount=Money(currency="eur", minor_units=-5),
+    )
+    with pytest.raises(Rejection) as caught:
+        validation.validate(command)
+    message = rejection_status(caught.value).details
+    for field in ("request_id", "from_account_id", "to_account_id", "amount.currency"):
+        assert f"{field}: " in message
+    assert message.endswith("amount.minor_units: must be positive.")
