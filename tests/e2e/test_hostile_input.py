@@ -822,6 +822,8 @@ class Services:
     commands: Any  # commands_pb2_grpc.CommandServiceStub
     queries: Any  # queries_pb2_grpc.QueryServiceStub
     log_paths: tuple[Path, ...]
+    command_channel: grpc.Channel
+    query_channel: grpc.Channel
 
 
 @pytest.fixture(scope="module")
@@ -856,6 +858,8 @@ def services(
             commands=commands_pb2_grpc.CommandServiceStub(command_channel),  # type: ignore[no-untyped-call]
             queries=queries_pb2_grpc.QueryServiceStub(query_channel),  # type: ignore[no-untyped-call]
             log_paths=tuple(log_paths),
+            command_channel=command_channel,
+            query_channel=query_channel,
         )
 
 
@@ -1072,6 +1076,31 @@ def oversized_batch(hostile: HostileRequests, storm: Storm, size: int) -> pb.Exe
     )
 
 
+# Bytes no protobuf message decodes from: a field with a truncated varint, and a string
+# field that is not UTF-8 (what a client whose runtime does not check would send).
+UNDECODABLE_PAYLOADS = (b"\x08" + b"\x80" * 11, b"\x0a\x03\xff\xfe\xfd")
+
+
+def undecodable_requests(services: Services, storm: Storm) -> None:
+    """Bytes that are not the method's request message, to every RPC of both services."""
+    for service, channel, rpcs in (
+        ("chronos.v1.CommandService", services.command_channel, (*COMMAND_RPCS, "ExecuteBatch")),
+        ("chronos.v1.QueryService", services.query_channel, QUERY_RPCS),
+    ):
+        for rpc in rpcs:
+            call = channel.unary_unary(f"/{service}/{rpc}")
+            for payload in UNDECODABLE_PAYLOADS:
+                storm.calls += 1
+                try:
+                    call(payload, timeout=CALL_TIMEOUT_SECONDS)
+                except grpc.RpcError as error:
+                    storm.refused_call(rpc, f"{rpc} raw bytes {payload!r}", error)
+                    continue
+                storm.offend(
+                    f"{rpc} raw bytes {payload!r}", "OK", "", "", "undecodable bytes accepted"
+                )
+
+
 def concurrent_burst(services: Services, storm: Storm, hostile: HostileRequests) -> None:
     """Identical requests in flight together (one effect), and one request_id with
     different payloads in flight together (one wins, the others are refused)."""
@@ -1143,6 +1172,7 @@ def storm(services: Services) -> Storm:
     record = Storm()
     hostile = HostileRequests(random.Random(SEED), record)
     baseline(services, record)
+    undecodable_requests(services, record)
     command_storm(services, record, hostile)
     wait_for_projection(services, record)
     query_storm(services, record, hostile)
