@@ -17,6 +17,7 @@ from pathlib import Path
 import grpc
 from confluent_kafka.admin import AdminClient
 from elasticsearch import Elasticsearch
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chronos.infra.stack import free_port as infra_free_port
@@ -225,3 +226,19 @@ def run_loadtest(
     )
     output = f"{completed.stdout}\n--- stderr ---\n{completed.stderr[-4000:]}"
     return completed.returncode, output
+
+
+def details_of(status: status_pb2.Status) -> tuple[str, list[str]]:
+    """The ErrorInfo reason and the BadRequest field paths of a rich status."""
+    reason, fields = "", []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+            assert info.domain == "chronos.ledger"
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields = [v.field for v in bad.field_violations]
+    return reason, fields

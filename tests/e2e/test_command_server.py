@@ -16,14 +16,14 @@ from typing import Any
 
 import grpc
 import pytest
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import code_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
 from chronos.domain.ledger import system_account_id
 from chronos.v1 import commands_pb2 as pb
 from chronos.v1 import commands_pb2_grpc, ledger_pb2
-from tests.e2e.helpers import PROJECT_ROOT, free_port, service_process
+from tests.e2e.helpers import PROJECT_ROOT, details_of, free_port, service_process
 from tests.integration.conftest import create_database, drop_database
 
 METRICS_PORT = free_port()
@@ -84,22 +84,6 @@ def error_of(call: Any, request: Any) -> tuple[grpc.StatusCode, str, str, list[s
     assert status is not None, "no rich status details"
     reason, fields = details_of(status)
     return error.code(), reason, error.details(), fields
-
-
-def details_of(status: status_pb2.Status) -> tuple[str, list[str]]:
-    """The ErrorInfo reason and the BadRequest field paths of a rich status."""
-    reason, fields = "", []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason = info.reason
-            assert info.domain == "chronos.ledger"
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields = [v.field for v in bad.field_violations]
-    return reason, fields
 
 
 def test_money_moves_and_every_response_carries_position_and_balances(stub: Any) -> None:

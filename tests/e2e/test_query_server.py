@@ -23,7 +23,6 @@ import grpc
 import pytest
 from elasticsearch import Elasticsearch
 from google.protobuf import timestamp_pb2
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
@@ -31,7 +30,7 @@ from chronos.domain.commands import Deposit, Money, OpenAccount, TransferFunds
 from chronos.event_store.mapper import StoredEvent
 from chronos.read_model.indices import IndexNames
 from chronos.v1 import ledger_pb2, queries_pb2, queries_pb2_grpc
-from tests.e2e.helpers import free_port
+from tests.e2e.helpers import details_of, free_port
 from tests.integration.readside_support import (
     BackgroundProjector,
     FakePoller,
@@ -167,17 +166,7 @@ def error_details(error: grpc.RpcError) -> tuple[str, list[str]]:
     """ErrorInfo reason and BadRequest fields of a failed call."""
     status = rpc_status.from_call(error)
     assert status is not None, "no rich status"
-    reason, fields = "", []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason = info.reason
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields = [v.field for v in bad.field_violations]
-    return reason, fields
+    return details_of(status)
 
 
 def timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
