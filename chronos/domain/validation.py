@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 import uuid
 from dataclasses import replace
 
@@ -77,6 +78,8 @@ def validate(command: Command) -> None:
             )
             if not command.owner_name.strip():
                 violations.append(FieldViolation("owner_name", "is required"))
+            elif not _has_visible_character(command.owner_name):
+                violations.append(FieldViolation("owner_name", "must contain a visible character"))
             _check_currency(command.currency, "currency", violations)
             if not 0 <= command.overdraft_limit_minor <= limits.INT64_MAX:
                 violations.append(
@@ -173,6 +176,12 @@ def _check_text(
     if len(text) > length_max:
         violations.append(FieldViolation(field, f"must be at most {length_max} characters"))
     _check_control(text, field, violations, line_breaks=line_breaks)
+
+
+def _has_visible_character(text: str) -> bool:
+    # A letter, digit, punctuation or symbol (emoji included): a name of only format
+    # characters (U+200B ...) or combining marks shows as nothing in a listing.
+    return any(unicodedata.category(character)[0] in "LNPS" for character in text)
 
 
 def _check_control(

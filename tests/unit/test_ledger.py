@@ -283,6 +283,11 @@ def test_journal_entry_with_fee_is_atomic_and_balanced(ledger: FakeLedger) -> No
             OpenAccount(request_id="r", account_id="", owner_name="Ada\n", currency="EUR"),
             {"owner_name"},
         ),
+        # Only format characters and combining marks: nothing a listing would show.
+        (
+            OpenAccount(request_id="r", account_id="", owner_name="\u200b\u0301", currency="EUR"),
+            {"owner_name"},
+        ),
         (
             OpenAccount(
                 request_id="r",
