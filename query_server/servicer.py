@@ -32,6 +32,7 @@ import grpc
 from elasticsearch import ApiError, AsyncElasticsearch, TransportError
 from google.protobuf import timestamp_pb2
 
+from chronos.domain import limits
 from chronos.domain.errors import FieldViolation, Reason
 from chronos.domain.events import AccountKind, EntryKind
 from chronos.domain.ledger import AccountStatus
@@ -158,7 +159,7 @@ def decode_page_token(token: str, method: str, params: dict[str, Any]) -> list[A
 
 
 def _is_position(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= limits.INT64_MAX
 
 
 def _is_score(value: Any) -> bool:
@@ -575,9 +576,6 @@ def _min_position(value: int, violations: list[FieldViolation]) -> None:
         violations.append(FieldViolation("min_position", "must be zero or positive"))
 
 
-_DATE_NANOS_MAX = 2**63 - 1
-
-
 def _time(
     request: Any, field: str, violations: list[FieldViolation], *, required: bool = False
 ) -> str | None:
@@ -595,7 +593,7 @@ def _time(
     # 1970-01-01 to 2262-04-11. Elasticsearch refuses a bound outside that range, and no
     # line lies outside it, so a bound clamped into it selects the same lines.
     bound = timestamp_pb2.Timestamp()
-    bound.FromNanoseconds(min(max(message.ToNanoseconds(), 0), _DATE_NANOS_MAX))
+    bound.FromNanoseconds(min(max(message.ToNanoseconds(), 0), limits.INT64_MAX))
     return str(bound.ToJsonString())
 
 
