@@ -16,6 +16,7 @@ from chronos.errors import ChronosError
 from chronos.process import run_service
 from chronos.read_model.client import elasticsearch_client
 from chronos.read_model.es_writer import EsWriter
+from chronos.read_model.history import EventStoreHistory
 from chronos.read_model.indices import ensure_indices
 from projector.config import ProjectorConfig
 from projector.consumer import Projector, ProjectorStopped, describe
@@ -31,7 +32,13 @@ def build(config: ProjectorConfig, stop: threading.Event) -> tuple[Projector, El
     es = elasticsearch_client(config.es_url, request_timeout=config.es_request_timeout_seconds)
     ensure_indices(es, config.index_names)
     consumer = Consumer(config.consumer_settings())
-    projector = Projector(consumer, EsWriter(es, config.index_names), config, stop=stop)
+    projector = Projector(
+        consumer,
+        EsWriter(es, config.index_names),
+        config,
+        history=EventStoreHistory(config.pg_dsn),
+        stop=stop,
+    )
     return projector, es
 
 

@@ -2,7 +2,9 @@
 
 Variables (all optional except the two addresses):
 
-* ``CHRONOS_KAFKA_BOOTSTRAP``, ``CHRONOS_ES_URL``: the servers (required).
+* ``CHRONOS_KAFKA_BOOTSTRAP``, ``CHRONOS_ES_URL``, ``CHRONOS_PG_DSN``: the servers
+  (required; the event store is read only to fill a version gap in what Kafka
+  delivered).
 * ``CHRONOS_EVENTS_TOPIC``: the events topic (default ``chronos.ledger.events``).
 * ``CHRONOS_PROJECTOR_GROUP``: Kafka consumer group (default ``chronos-projector``).
 * ``CHRONOS_INDEX_PREFIX``: prefix of the read-side indices (default ``chronos``).
@@ -29,7 +31,14 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from chronos.config import ConfigError, env_float, env_int, require_es_url, require_kafka_bootstrap
+from chronos.config import (
+    ConfigError,
+    env_float,
+    env_int,
+    require_es_url,
+    require_kafka_bootstrap,
+    require_pg_dsn,
+)
 from chronos.outbox import contract
 from chronos.read_model.indices import DEFAULT_PREFIX, IndexNames
 
@@ -42,6 +51,8 @@ QUEUED_MESSAGES_MIN = 10_000
 class ProjectorConfig:
     kafka_bootstrap: str
     es_url: str
+    # Empty only in tests whose events never reach an event store.
+    pg_dsn: str = ""
     topic: str = contract.DEFAULT_TOPIC
     group_id: str = "chronos-projector"
     index_prefix: str = DEFAULT_PREFIX
@@ -109,6 +120,7 @@ class ProjectorConfig:
         return cls(
             kafka_bootstrap=require_kafka_bootstrap(),
             es_url=require_es_url(),
+            pg_dsn=require_pg_dsn(),
             topic=topic,
             group_id=group,
             index_prefix=prefix,

@@ -8,8 +8,9 @@ One batch at a time, in this order, which is what makes reads consistent:
    changed account documents and the statement lines with a refresh (``refresh=true``
    by default, ``wait_for`` by configuration): when the call returns they are
    searchable;
-3. only then write each partition's watermark (highest event or marker position
-   applied there), so a reader that sees watermark P finds every event <= P;
+3. only then write each partition's watermark (the highest marker position consumed
+   there: a marker follows every event up to its position), so a reader that sees
+   watermark P finds every event <= P;
 4. only then commit the Kafka offsets. A crash before this point redelivers the batch,
    and every write above is idempotent and version-guarded, so that is harmless.
 
@@ -40,6 +41,7 @@ from chronos.metrics import (
     ES_BULK_LATENCY,
     KAFKA_CONSUMER_LAG,
     PROJECTED_EVENTS,
+    PROJECTION_GAPS_FILLED,
     PROJECTION_LAG,
     PROJECTION_SEARCH_LAG,
     PROJECTION_WATERMARK,
@@ -54,6 +56,7 @@ from chronos.read_model.documents import (
     record_from_envelope,
 )
 from chronos.read_model.es_writer import EsWriter, WriteResult
+from chronos.read_model.history import GAP_EVENTS_MAX, EventStoreUnavailable, StreamHistory
 from chronos.read_model.watermark import APPLIED, SEARCHABLE
 from chronos.v1 import events_pb2
 from projector.config import ProjectorConfig
@@ -144,6 +147,8 @@ class Projector:
         consumer: A consumer built with ``ProjectorConfig.consumer_settings()``, not yet
             subscribed.
         writer: The Elasticsearch writer (through the aliases).
+        history: The event store's streams, read when an account's events arrive with a
+            version missing in between (see ``chronos.read_model.history``).
         config: Topic, batch size, retry limits.
         stop: Set to stop after the current batch.
         clock: Wall clock (injected so tests control it).
@@ -155,11 +160,13 @@ class Projector:
         writer: EsWriter,
         config: ProjectorConfig,
         *,
+        history: StreamHistory,
         stop: threading.Event | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._consumer = consumer
         self._writer = writer
+        self._history = history
         self._config = config
         self._stop = stop or threading.Event()
         self._clock = clock
@@ -260,9 +267,9 @@ class Projector:
             partition = message.partition()
             offset = message.offset()
             assert partition is not None and offset is not None
-            position = self._position(message, records, report, traceparents)
-            if position is not None:
-                report.watermarks[partition] = max(report.watermarks.get(partition, 0), position)
+            marker = self._marker_or_event(message, records, report, traceparents)
+            if marker is not None:
+                report.watermarks[partition] = max(report.watermarks.get(partition, 0), marker)
             offsets[partition] = offset + 1
         bulk_start_ns = time.time_ns()
         if records:
@@ -321,13 +328,6 @@ class Projector:
                 {"db.system": "elasticsearch", "chronos.batch_events": len(records)},
             )
         self._maybe_report_consumer_lag()
-        if report.outcomes.get(Outcome.GAP) or report.outcomes.get(Outcome.ORPHAN):
-            _logger.warning(
-                "account documents with missing history: %s gaps, %s orphans; "
-                "run `chronos projection rebuild` if this persists",
-                report.outcomes.get(Outcome.GAP),
-                report.outcomes.get(Outcome.ORPHAN),
-            )
         return report
 
     def _skip_error(self, message: Message) -> bool:
@@ -342,14 +342,20 @@ class Projector:
             _logger.warning("consumer error: %s", error)
         return True
 
-    def _position(
+    def _marker_or_event(
         self,
         message: Message,
         records: list[EventRecord],
         report: BatchReport,
         traceparents: list[str],
     ) -> int | None:
-        """Collects an event into ``records``; returns the message's position."""
+        """Returns a marker's position; collects an event into ``records``.
+
+        Only markers move a watermark. An event's own position says nothing about the
+        positions below it: after a producer timeout a later event of the partition can
+        arrive before an earlier one that is published again. A marker is sent only once
+        every event up to its position is acknowledged, so it follows them in the log.
+        """
         headers = contract.headers_dict(message.headers())
         where = f"{message.topic()}[{message.partition()}]@{message.offset()}"
         if headers.get(contract.HEADER_EVENT_TYPE) == contract.MARKER_EVENT_TYPE:
@@ -373,13 +379,19 @@ class Projector:
         traceparent = headers.get(contract.HEADER_TRACEPARENT, "")
         if traceparent:
             traceparents.append(traceparent)
-        return record.position
+        return None
 
     def _write_documents(
         self, records: list[EventRecord]
     ) -> tuple[WriteResult, dict[Outcome, int]]:
         current = self._current_documents(records)
+        records = self._with_gaps_filled(current, records)
         documents = fold_batch(current, records)
+        if documents.outcomes[Outcome.GAP] or documents.outcomes[Outcome.ORPHAN]:
+            raise ProjectorError(
+                "the event store lacks versions of a stream whose later events Kafka "
+                "delivered; the projector stops rather than fold across the gap"
+            )
         result = self._writer.write_documents(
             documents.accounts,
             documents.transactions,
@@ -390,6 +402,45 @@ class Projector:
             # cache keeps the states before this batch, which no later event continues.
             self._documents.remember(documents.accounts)
         return result, documents.outcomes
+
+    def _with_gaps_filled(
+        self, current: dict[str, AccountDocument | None], records: list[EventRecord]
+    ) -> list[EventRecord]:
+        """``records``, where an account's events skip a version, with that account's
+        events replaced by its stream read from the event store up to the batch's
+        newest version of it: the fold then sees every version in order."""
+        next_version = {
+            account_id: (0 if document is None else document.version) + 1
+            for account_id, document in current.items()
+        }
+        gaps: dict[str, int] = {}
+        for record in records:
+            expected = next_version[record.stream_id]
+            if record.stream_id in gaps:
+                gaps[record.stream_id] = max(gaps[record.stream_id], record.stream_version)
+            elif record.stream_version == expected:
+                next_version[record.stream_id] = expected + 1
+            elif record.stream_version > expected:
+                gaps[record.stream_id] = record.stream_version
+        if not gaps:
+            return records
+        filled = [record for record in records if record.stream_id not in gaps]
+        for account_id, up_to_version in gaps.items():
+            document = current[account_id]
+            after_version = 0 if document is None else document.version
+            if up_to_version - after_version > GAP_EVENTS_MAX:
+                raise ProjectorError(
+                    f"account {account_id}: the document is at version {after_version} and "
+                    f"Kafka delivered version {up_to_version}; run `chronos projection rebuild`"
+                )
+            filled.extend(
+                self._history.events(
+                    account_id, after_version=after_version, up_to_version=up_to_version
+                )
+            )
+        PROJECTION_GAPS_FILLED.inc(len(gaps))
+        _logger.info("filled version gaps of %d accounts from the event store", len(gaps))
+        return filled
 
     def _current_documents(self, records: list[EventRecord]) -> dict[str, AccountDocument | None]:
         """The stored document of each account of ``records``: cached, else read."""
@@ -406,7 +457,7 @@ class Projector:
         for attempt in range(self._config.retries_max + 1):
             try:
                 return action()
-            except ReadModelUnavailable as error:
+            except (ReadModelUnavailable, EventStoreUnavailable) as error:
                 ES_BULK_FAILURES.inc()
                 if attempt == self._config.retries_max:
                     raise

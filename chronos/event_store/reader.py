@@ -64,15 +64,17 @@ def iter_events(
 
 
 def stream_events(
-    conn: psycopg.Connection[Any], stream_id: str, *, up_to_version: int
+    conn: psycopg.Connection[Any], stream_id: str, *, up_to_version: int, after_version: int = 0
 ) -> list[StoredEvent]:
-    """One stream's events with ``stream_version <= up_to_version``, in version order.
+    """One stream's events with ``after_version < stream_version <= up_to_version``, in
+    version order.
 
-    Bounded by the caller's version (reconcile passes a document's version).
+    Bounded by the caller's versions (reconcile passes a document's version, the
+    projector the versions around a gap).
     """
     rows = conn.execute(
-        f"{_SELECT} WHERE stream_id = %(stream)s AND stream_version <= %(up_to)s"
-        " ORDER BY stream_version",
-        {"stream": stream_id, "up_to": up_to_version},
+        f"{_SELECT} WHERE stream_id = %(stream)s AND stream_version > %(after)s"
+        " AND stream_version <= %(up_to)s ORDER BY stream_version",
+        {"stream": stream_id, "after": after_version, "up_to": up_to_version},
     ).fetchall()
     return [_stored(row) for row in rows]

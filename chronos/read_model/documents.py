@@ -136,8 +136,9 @@ class Outcome(enum.Enum):
     APPLIED = "applied"
     # Duplicate or older than the document: ignored (at-least-once delivery).
     STALE = "stale"
-    # Applied, but versions between the document's and the event's were never seen: the
-    # document may miss a status change until the next rebuild.
+    # Not applied: versions between the document's and the event's were never seen, and
+    # folding across them could miss a status change for good. The projector reads the
+    # missing versions from the event store first, so it never meets one.
     GAP = "gap"
     # No document and the event is not AccountOpened: nothing to apply it to.
     ORPHAN = "orphan"
@@ -178,11 +179,10 @@ def apply_event(
     if document is None:
         return None, Outcome.ORPHAN
     assert event.account_id == document.account_id, "event applied to another account"
-    outcome = Outcome.APPLIED if record.stream_version == document.version + 1 else Outcome.GAP
+    if record.stream_version != document.version + 1:
+        return document, Outcome.GAP
     balance_minor, status = document.balance_minor, document.status
     if isinstance(event, LinePosted):
-        # The line carries the balance right after it, so the balance is right even
-        # across a gap.
         balance_minor = event.balance_after_minor
     elif isinstance(event, AccountFrozen):
         status = AccountStatus.FROZEN.value
@@ -209,7 +209,7 @@ def apply_event(
             updated_at=format_time(record.recorded_at),
             metadata=document.metadata,
         ),
-        outcome,
+        Outcome.APPLIED,
     )
 
 

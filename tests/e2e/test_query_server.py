@@ -147,7 +147,7 @@ def stack(
         poller = FakePoller(kafka_bootstrap, topic)
         poller.publish(events)
         config = projector_config(kafka_bootstrap, es_url, topic, names, unique("g"))
-        with BackgroundProjector(es_client, config):
+        with BackgroundProjector(es_client, config, pg_dsn=dsn):
             server = start_server(es_url, names)
             try:
                 stub = queries_pb2_grpc.QueryServiceStub(server.channel)  # type: ignore[no-untyped-call]

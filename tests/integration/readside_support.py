@@ -30,6 +30,7 @@ from chronos.event_store.results import CommandResult
 from chronos.event_store.writer import CommandContext, LedgerWriter, WriterSettings, writer_pool
 from chronos.outbox import contract
 from chronos.read_model.es_writer import EsWriter
+from chronos.read_model.history import EventStoreHistory, StreamHistory
 from chronos.read_model.indices import IndexNames, ensure_indices
 from chronos.read_model.watermark import WatermarkReader
 from projector.config import ProjectorConfig
@@ -191,12 +192,29 @@ def projector_config(
     )
 
 
-def build_projector(es: Elasticsearch, config: ProjectorConfig) -> Projector:
+class NoHistory:
+    """The history of a test whose events are made by hand and never reach an event
+    store: any gap in them is a failure of the test's own setup."""
+
+    def events(self, stream_id: str, *, after_version: int, up_to_version: int) -> list[Any]:
+        raise AssertionError(f"unexpected gap in {stream_id}: {after_version}..{up_to_version}")
+
+
+def history_for(pg_dsn: str | None) -> StreamHistory:
+    return NoHistory() if pg_dsn is None else EventStoreHistory(pg_dsn)
+
+
+def build_projector(
+    es: Elasticsearch, config: ProjectorConfig, *, pg_dsn: str | None = None
+) -> Projector:
     from confluent_kafka import Consumer
 
     ensure_indices(es, config.index_names)
     projector = Projector(
-        Consumer(config.consumer_settings()), EsWriter(es, config.index_names), config
+        Consumer(config.consumer_settings()),
+        EsWriter(es, config.index_names),
+        config,
+        history=history_for(pg_dsn),
     )
     projector.start()
     return projector
@@ -221,7 +239,9 @@ def project_until_visible(
 class BackgroundProjector:
     """Runs a projector loop on a thread (for tests that need it live)."""
 
-    def __init__(self, es: Elasticsearch, config: ProjectorConfig) -> None:
+    def __init__(
+        self, es: Elasticsearch, config: ProjectorConfig, *, pg_dsn: str | None = None
+    ) -> None:
         self._stop = threading.Event()
         from confluent_kafka import Consumer
 
@@ -230,6 +250,7 @@ class BackgroundProjector:
             Consumer(config.consumer_settings()),
             EsWriter(es, config.index_names),
             config,
+            history=history_for(pg_dsn),
             stop=self._stop,
         )
         self.projector.start()

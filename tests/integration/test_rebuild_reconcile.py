@@ -153,7 +153,9 @@ def test_rebuild_equals_the_live_projection_and_the_projector_follows_the_swap(
     poller = FakePoller(kafka_bootstrap, topic)
     poller.publish(stored_events(dsn))
     projector = build_projector(
-        es_client, projector_config(kafka_bootstrap, es_url, topic, names, unique("g"))
+        es_client,
+        projector_config(kafka_bootstrap, es_url, topic, names, unique("g")),
+        pg_dsn=dsn,
     )
     try:
         project_until_visible(projector, es_client, names, head(dsn))
@@ -248,7 +250,7 @@ def busy_ledger(
             published.append(head(dsn))
 
     config = projector_config(kafka_bootstrap, es_url, topic, names, unique("g"))
-    with BackgroundProjector(es, config):
+    with BackgroundProjector(es, config, pg_dsn=dsn):
         writer = threading.Thread(target=keep_writing)
         writer.start()
         try:
@@ -264,7 +266,7 @@ def project_everything(
     """Publishes the whole store and projects it until all of it is visible."""
     FakePoller(kafka_bootstrap, topic).publish(stored_events(dsn))
     projector = build_projector(
-        es, projector_config(kafka_bootstrap, es_url, topic, names, unique("g"))
+        es, projector_config(kafka_bootstrap, es_url, topic, names, unique("g")), pg_dsn=dsn
     )
     try:
         project_until_visible(projector, es, names, head(dsn))
