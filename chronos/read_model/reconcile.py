@@ -5,7 +5,9 @@ each line's ``balance_after``), checks that every currency sums to zero over all
 accounts (system accounts included: double entry), waits (bounded) until the
 projection's visible position reaches the store's head so that in-flight events are not
 mistaken for drift, and then compares every account document in Elasticsearch with the
-fold: balance, status, and documents missing on either side.
+fold, field by field (the fold is the projector's own, ``chronos.read_model.documents``),
+and documents missing on either side. It also reports user accounts opened on a system
+account's id (possible before ids were compared in canonical form).
 
 It runs against a live ledger: while it reads, commands keep committing and the
 projector keeps applying them, so a document may already reflect events after the head
@@ -25,17 +27,12 @@ from typing import Any
 import psycopg
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
-from chronos.domain.events import (
-    AccountClosed,
-    AccountFrozen,
-    AccountOpened,
-    AccountUnfrozen,
-    LinePosted,
-)
-from chronos.domain.ledger import AccountStatus
+from chronos.domain.events import AccountKind, LinePosted
+from chronos.domain.ledger import SYSTEM_ACCOUNT_IDS
 from chronos.errors import ChronosError
-from chronos.event_store.mapper import StoredEvent, decode
+from chronos.event_store.mapper import StoredEvent
 from chronos.event_store.reader import head_position, iter_events, stream_events
+from chronos.read_model.documents import AccountDocument, apply_event, record_from_stored
 from chronos.read_model.indices import IndexNames, translate
 from chronos.read_model.watermark import WatermarkReader
 
@@ -48,13 +45,9 @@ class ProjectionBehind(ChronosError):
     """The projection did not reach the event store's head within the wait."""
 
 
-@dataclass(slots=True)
-class ExpectedAccount:
-    currency: str
-    balance_minor: int = 0
-    status: str = AccountStatus.ACTIVE.value
-    # The stream version of the last event folded.
-    version: int = 0
+# The fields compared, in the order drifts are listed; the first two keep their short
+# names in the report.
+_FIELD_LABELS = {"balance_minor": "balance", "status": "status"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,7 +56,8 @@ class Drift:
 
     account_id: str
     currency: str
-    # "balance", "status", "missing" (no document) or "unexpected" (no stream).
+    # "balance", "status", any other document field, "missing" (no document) or
+    # "unexpected" (no stream).
     field: str
     expected: str
     actual: str
@@ -83,59 +77,64 @@ class ReconcileReport:
     # Accounts whose documents had moved past the head during the run, compared again
     # against their own streams.
     rechecked_accounts: int = 0
+    # (account id, currency) of user accounts whose id is a system account's.
+    system_id_takeovers: tuple[tuple[str, str], ...] = ()
 
     @property
     def ok(self) -> bool:
-        return not self.drifts and not self.unbalanced_currencies and not self.store_errors
+        return not (
+            self.drifts
+            or self.unbalanced_currencies
+            or self.store_errors
+            or self.system_id_takeovers
+        )
 
 
 def fold_store(
     conn: psycopg.Connection[Any], up_to_position: int
-) -> tuple[dict[str, ExpectedAccount], dict[str, int], list[str]]:
+) -> tuple[dict[str, AccountDocument], dict[str, int], list[str]]:
     """Folds the event store up to ``up_to_position``.
 
     Returns:
-        Each account's expected state, each currency's sum over all accounts, and the
-        lines whose ``balance_after_minor`` disagrees with the running sum.
+        Each account's expected document, each currency's sum over all accounts, and
+        the inconsistencies of the store itself (a line whose ``balance_after_minor``
+        disagrees with the running sum, an event of an account never opened).
     """
-    accounts: dict[str, ExpectedAccount] = {}
+    accounts: dict[str, AccountDocument] = {}
+    sums: dict[str, int] = {}
     errors: list[str] = []
     for stored in iter_events(conn, up_to_position=up_to_position):
-        _fold_event(accounts, stored, errors)
+        _fold_event(accounts, sums, stored, errors)
     totals: dict[str, int] = {}
     for account in accounts.values():
-        totals[account.currency] = totals.get(account.currency, 0) + account.balance_minor
+        totals[account.currency] = totals.get(account.currency, 0) + sums[account.account_id]
     return accounts, totals, errors
 
 
 def _fold_event(
-    accounts: dict[str, ExpectedAccount], stored: StoredEvent, errors: list[str]
+    accounts: dict[str, AccountDocument],
+    sums: dict[str, int],
+    stored: StoredEvent,
+    errors: list[str],
 ) -> None:
-    """Applies one stored event to ``accounts``; inconsistencies go to ``errors``."""
-    event = decode(stored.event_type, stored.schema_version, stored.payload)
-    if isinstance(event, AccountOpened):
-        accounts[stored.stream_id] = ExpectedAccount(
-            currency=event.currency, version=stored.stream_version
-        )
-        return
-    account = accounts.get(stored.stream_id)
-    if account is None:
+    """Applies one stored event; inconsistencies go to ``errors``."""
+    record = record_from_stored(stored)
+    document, _ = apply_event(accounts.get(stored.stream_id), record)
+    if document is None:
         errors.append(f"position {stored.position}: event for unopened {stored.stream_id}")
         return
-    account.version = stored.stream_version
+    accounts[stored.stream_id] = document
+    event = record.event
     if isinstance(event, LinePosted):
-        account.balance_minor += event.signed_amount_minor
-        if account.balance_minor != event.balance_after_minor:
+        running = sums.get(stored.stream_id, 0) + event.signed_amount_minor
+        sums[stored.stream_id] = running
+        if running != event.balance_after_minor:
             errors.append(
                 f"position {stored.position}: {stored.stream_id} balance_after "
-                f"{event.balance_after_minor}, running sum {account.balance_minor}"
+                f"{event.balance_after_minor}, running sum {running}"
             )
-    elif isinstance(event, AccountFrozen):
-        account.status = AccountStatus.FROZEN.value
-    elif isinstance(event, AccountUnfrozen):
-        account.status = AccountStatus.ACTIVE.value
-    elif isinstance(event, AccountClosed):
-        account.status = AccountStatus.CLOSED.value
+    else:
+        sums.setdefault(stored.stream_id, 0)
 
 
 def read_account_documents(es: Elasticsearch, names: IndexNames) -> dict[str, dict[str, Any]]:
@@ -149,7 +148,6 @@ def read_account_documents(es: Elasticsearch, names: IndexNames) -> dict[str, di
                 index=names.accounts,
                 size=_SCAN_PAGE_SIZE,
                 sort=[{"account_id": "asc"}],
-                source_includes=["account_id", "currency", "balance_minor", "status", "version"],
                 search_after=search_after,
                 track_total_hits=False,
             )
@@ -209,6 +207,11 @@ def reconcile(
     visible = wait_for_projection(es, names, head, wait_seconds=wait_seconds)
     actual = read_account_documents(es, names)
     drifts = compare(expected, actual, sorted(set(expected) | set(actual)))
+    takeovers = tuple(
+        (account.account_id, account.currency)
+        for account in expected.values()
+        if account.kind == AccountKind.USER.value and account.account_id in SYSTEM_ACCOUNT_IDS
+    )
     rechecked = 0
     if drifts:
         drifts, rechecked = _recheck_moved_on(conn, expected, actual, drifts)
@@ -220,11 +223,12 @@ def reconcile(
         unbalanced_currencies={c: total for c, total in sorted(totals.items()) if total != 0},
         store_errors=tuple(store_errors),
         rechecked_accounts=rechecked,
+        system_id_takeovers=takeovers,
     )
 
 
 def compare(
-    expected: dict[str, ExpectedAccount],
+    expected: dict[str, AccountDocument],
     actual: dict[str, dict[str, Any]],
     account_ids: list[str],
 ) -> list[Drift]:
@@ -258,34 +262,37 @@ def compare(
                 )
             )
             continue
-        balance = int(document["balance_minor"])
-        if balance != want.balance_minor:
+        wanted = want.to_source()
+        for name in sorted(wanted, key=lambda n: (n not in _FIELD_LABELS, n)):
+            value = document.get(name)
+            if value == wanted[name]:
+                continue
+            difference = None
+            if name == "balance_minor" and isinstance(value, int):
+                difference = value - want.balance_minor
             drifts.append(
                 Drift(
                     account_id=account_id,
                     currency=want.currency,
-                    field="balance",
-                    expected=str(want.balance_minor),
-                    actual=str(balance),
-                    difference_minor=balance - want.balance_minor,
-                )
-            )
-        if document["status"] != want.status:
-            drifts.append(
-                Drift(
-                    account_id=account_id,
-                    currency=want.currency,
-                    field="status",
-                    expected=want.status,
-                    actual=str(document["status"]),
+                    field=_FIELD_LABELS.get(name, name),
+                    expected=_shown(wanted[name]),
+                    actual=_shown(value),
+                    difference_minor=difference,
                 )
             )
     return drifts
 
 
+def _shown(value: Any) -> str:
+    """A field's value in one token of the report (no spaces: rows split on them)."""
+    if isinstance(value, dict):
+        value = ",".join(f"{k}={v}" for k, v in sorted(value.items())) or "{}"
+    return str(value).replace(" ", "_") or "-"
+
+
 def _recheck_moved_on(
     conn: psycopg.Connection[Any],
-    expected: dict[str, ExpectedAccount],
+    expected: dict[str, AccountDocument],
     actual: dict[str, dict[str, Any]],
     drifts: list[Drift],
 ) -> tuple[list[Drift], int]:
@@ -298,7 +305,7 @@ def _recheck_moved_on(
     Returns:
         The drifts that remain, and how many accounts were compared again.
     """
-    rechecked: dict[str, ExpectedAccount] = {}
+    rechecked: dict[str, AccountDocument] = {}
     for account_id in dict.fromkeys(drift.account_id for drift in drifts):
         if len(rechecked) == _RECHECKS_MAX:
             break
@@ -310,10 +317,11 @@ def _recheck_moved_on(
         if want is not None and document_version <= want.version:
             # The document is not ahead of the fold: the difference is real.
             continue
-        refold: dict[str, ExpectedAccount] = {}
+        refold: dict[str, AccountDocument] = {}
+        sums: dict[str, int] = {}
         errors: list[str] = []
         for stored in stream_events(conn, account_id, up_to_version=document_version):
-            _fold_event(refold, stored, errors)
+            _fold_event(refold, sums, stored, errors)
         if account_id in refold and refold[account_id].version == document_version:
             rechecked[account_id] = refold[account_id]
     if not rechecked:
@@ -347,12 +355,17 @@ def format_report(report: ReconcileReport) -> str:
     for currency, total in report.unbalanced_currencies.items():
         lines.append(f"currency {currency} does not sum to zero over the event store: {total:+d}")
     lines.extend(f"event store inconsistency: {error}" for error in report.store_errors)
+    lines.extend(
+        f"user account on a system account id: {account_id} ({currency})"
+        for account_id, currency in report.system_id_takeovers
+    )
     if report.ok:
         lines.append("no drift")
     else:
         lines.append(
             f"DRIFT: {len(report.drifts)} differences, "
             f"{len(report.unbalanced_currencies)} unbalanced currencies, "
-            f"{len(report.store_errors)} store inconsistencies"
+            f"{len(report.store_errors)} store inconsistencies, "
+            f"{len(report.system_id_takeovers)} user accounts on system ids"
         )
     return "\n".join(lines)

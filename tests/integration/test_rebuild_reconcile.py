@@ -29,6 +29,7 @@ from chronos.domain.commands import (
     UnfreezeAccount,
     Withdraw,
 )
+from chronos.domain.ledger import system_account_id
 from chronos.read_model import reconcile as reconcile_module
 from chronos.read_model.indices import IndexNames, alias_targets
 from chronos.read_model.rebuild import rebuild
@@ -322,10 +323,14 @@ def test_reconcile_finds_no_drift_then_reports_a_tampered_balance(
     assert run_reconcile(monkeypatch, dsn, es_url, names) == 1
     output = capsys.readouterr().out
     rows = [row.split() for row in output.splitlines() if row.startswith(victim)]
-    assert rows == [[victim, "EUR", "balance", str(expected), str(expected + 4_242), "+4242"]]
+    version = source["version"]
+    assert rows == [
+        [victim, "EUR", "balance", str(expected), str(expected + 4_242), "+4242"],
+        [victim, "EUR", "version", str(version), str(version + 1), "-"],
+    ]
     assert "no drift" not in output
     # Only the tampered account differs; the store itself is consistent.
-    assert "DRIFT: 1 differences, 0 unbalanced currencies, 0 store inconsistencies" in output
+    assert "DRIFT: 2 differences, 0 unbalanced currencies, 0 store inconsistencies" in output
 
 
 def test_reconcile_refuses_to_compare_while_the_projection_is_behind(
@@ -387,17 +392,21 @@ def test_reconcile_checks_documents_that_moved_past_the_head_against_their_strea
 
     assert run_reconcile(monkeypatch, dsn, es_url, names) == 1
     output = capsys.readouterr().out
-    rows = {row.split()[0]: row.split()[1:] for row in output.splitlines() if row[:36] in (a, d)}
-    assert rows[a] == [
-        "EUR",
-        "balance",
-        str(source_a["balance_minor"]),
-        str(source_a["balance_minor"] + 7),
-        "+7",
+    rows = [row.split() for row in output.splitlines() if row[:36] in (a, d)]
+    assert [row for row in rows if row[0] == a] == [
+        [
+            a,
+            "EUR",
+            "balance",
+            str(source_a["balance_minor"]),
+            str(source_a["balance_minor"] + 7),
+            "+7",
+        ]
     ]
     # d's document is compared with the fold at the old head, where d had less.
-    assert rows[d][:2] == ["EUR", "balance"]
-    assert "DRIFT: 2 differences" in output
+    fields_d = [row[2] for row in rows if row[0] == d]
+    assert fields_d[0] == "balance" and "version" in fields_d
+    assert f"DRIFT: {1 + len(fields_d)} differences" in output
 
 
 def tamper(es: Elasticsearch, names: IndexNames, account_id: str, source: dict[str, Any]) -> None:
@@ -428,3 +437,55 @@ def test_reconcile_finds_no_drift_while_the_ledger_and_the_projector_are_busy(
     assert len(published) > 5, "too few commits while reconcile ran"
     assert codes == [0] * 5, output
     assert output.count("no drift") == 5
+
+
+def test_reconcile_compares_every_field_of_a_document(
+    es_client: Elasticsearch,
+    kafka_bootstrap: str,
+    es_url: str,
+    dsn: str,
+    names: IndexNames,
+    topic: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A document that lost a status change or any other field, at the right version and
+    # balance, is drift too.
+    execute(dsn, history())
+    project_everything(es_client, kafka_bootstrap, es_url, dsn, names, topic)
+    _, b, _, d = ACCOUNTS
+    source_b = dict(es_client.get(index=names.accounts, id=b)["_source"])
+    tamper(es_client, names, b, {**source_b, "overdraft_limit_minor": 0, "metadata": {}})
+    source_d = dict(es_client.get(index=names.accounts, id=d)["_source"])
+    tamper(es_client, names, d, {**source_d, "owner_name": "Someone Else"})
+
+    assert run_reconcile(monkeypatch, dsn, es_url, names) == 1
+    output = capsys.readouterr().out
+    fields = sorted(
+        (row.split()[0], row.split()[2]) for row in output.splitlines() if row[:36] in (b, d)
+    )
+    assert fields == [(b, "metadata"), (b, "overdraft_limit_minor"), (d, "owner_name")]
+
+
+def test_reconcile_reports_a_user_account_on_a_system_id(
+    es_client: Elasticsearch,
+    kafka_bootstrap: str,
+    es_url: str,
+    dsn: str,
+    names: IndexNames,
+    topic: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A ledger written before validation compared ids in canonical form: a user account
+    # opened on the ISK system account's id, straight through the writer.
+    takeover = OpenAccount(
+        request_id=rid(), account_id=system_account_id("ISK"), owner_name="Mallory", currency="ISK"
+    )
+    execute(dsn, history()[:2])
+    execute(dsn, [takeover], validate=False)
+    project_everything(es_client, kafka_bootstrap, es_url, dsn, names, topic)
+
+    assert run_reconcile(monkeypatch, dsn, es_url, names) == 1
+    output = capsys.readouterr().out
+    assert f"user account on a system account id: {system_account_id('ISK')} (ISK)" in output
