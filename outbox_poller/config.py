@@ -5,7 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from chronos.config import env_float, env_int, require_kafka_bootstrap, require_pg_dsn
+from chronos.config import (
+    ConfigError,
+    env_float,
+    env_int,
+    require_kafka_bootstrap,
+    require_pg_dsn,
+)
+from chronos.event_store.sessions import SessionBounds
 from chronos.outbox.contract import DEFAULT_TOPIC
 
 
@@ -24,7 +31,44 @@ class PollerConfig:
     retention_seconds: int
     prune_interval_seconds: float
     standby_check_seconds: float
+    # The server ends the poller's session after this long without a statement, which
+    # releases the leadership lock of a leader that stalled (SIGSTOP, a frozen VM).
+    session_idle_timeout_seconds: float
     metrics_port: int = 0
+
+    def __post_init__(self) -> None:
+        # Between two statements the loop blocks at most once on one of these waits and
+        # once on Kafka (a flush slice or a metadata request, each ``kafka_step_seconds_max``),
+        # so a healthy poller stays well inside the idle timeout; only a stalled one meets it.
+        waits = {
+            "CHRONOS_POLLER_IDLE_WAIT_SECONDS_MAX": self.idle_wait_seconds_max,
+            "CHRONOS_POLLER_STANDBY_CHECK_SECONDS": self.standby_check_seconds,
+            "CHRONOS_POLLER_KAFKA_BACKOFF_SECONDS_MAX": self.kafka_backoff_seconds_max,
+        }
+        too_long = [
+            f"{name} ({value})" for name, value in waits.items() if value > self.wait_seconds_max
+        ]
+        if too_long:
+            timeout = self.session_idle_timeout_seconds
+            raise ConfigError(
+                f"CHRONOS_POLLER_SESSION_IDLE_TIMEOUT_SECONDS ({timeout}) must be at least "
+                f"twice {', '.join(too_long)}"
+            )
+
+    @property
+    def wait_seconds_max(self) -> float:
+        """The longest wait between two statements on the poller's session."""
+        return self.session_idle_timeout_seconds / 2
+
+    @property
+    def kafka_step_seconds_max(self) -> float:
+        """The longest the loop blocks on Kafka at once without a statement in between."""
+        return self.session_idle_timeout_seconds / 4
+
+    @property
+    def session_bounds(self) -> SessionBounds:
+        """The limits of the poller's PostgreSQL session."""
+        return SessionBounds(idle_session_timeout_seconds=self.session_idle_timeout_seconds)
 
     @classmethod
     def from_env(cls) -> PollerConfig:
@@ -61,5 +105,8 @@ class PollerConfig:
             metrics_port=env_int("CHRONOS_POLLER_METRICS_PORT", 9103, minimum=0, maximum=65535),
             standby_check_seconds=env_float(
                 "CHRONOS_POLLER_STANDBY_CHECK_SECONDS", 1.0, minimum=0.05, maximum=60.0
+            ),
+            session_idle_timeout_seconds=env_float(
+                "CHRONOS_POLLER_SESSION_IDLE_TIMEOUT_SECONDS", 10.0, minimum=1.0, maximum=3600.0
             ),
         )

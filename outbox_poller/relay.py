@@ -13,9 +13,13 @@ Correctness points, each handled here on purpose:
   duplicates are possible, loss is not; the projector deduplicates.
 * **One leader.** A session-level advisory lock elects the publishing poller; standbys
   retry every ``standby_check_seconds``. If the leader's database session dies, the lock
-  is released and a standby takes over. The leader checks that its session is alive
-  before each batch and marks rows on that same session, so a leader that lost its lock
-  stops at the next statement.
+  is released and a standby takes over. The session is bounded
+  (``chronos.event_store.sessions``): the server ends it when the leader's host stops
+  answering TCP keepalives (a partition) or when the leader sends no statement for
+  ``session_idle_timeout_seconds`` (a stopped process), so a stalled leader cannot hold
+  the lock for the two hours TCP would take to give up. The leader marks rows on that
+  same session, so a leader that lost its lock stops at its next statement and comes
+  back as a standby.
 * **Watermark markers.** After each acknowledged batch, a marker carrying the batch's last
   position goes to every partition (see ``chronos.outbox.contract``).
 """
@@ -164,16 +168,20 @@ class OutboxRelay:
                     application_name="chronos-outbox-poller",
                     # This session only marks rows published and prunes them. A mark lost
                     # to a server crash republishes its rows, which the projector ignores
-                    # as duplicates, so its commits need not wait for the WAL flush (the
-                    # mark took 2.4 ms p50 / 33 ms p99 of each publish cycle).
-                    options="-c synchronous_commit=off",
+                    # as duplicates, so its commits need not wait for the WAL flush.
+                    **self._config.session_bounds.connection_kwargs(
+                        extra_options="-c synchronous_commit=off"
+                    ),
                 ) as conn:
                     self._lead(conn, stop)
                 backoff_seconds = 0.05
             except psycopg.OperationalError as error:
+                if self.is_leader:
+                    _logger.warning("lost the leadership with the database session: %s", error)
+                else:
+                    _logger.warning("database unavailable, retrying: %s", error)
                 self.is_leader = False
                 OUTBOX_LEADER.set(0)
-                _logger.warning("database unavailable, retrying: %s", error)
                 stop.wait(random.uniform(0, backoff_seconds))
                 backoff_seconds = min(backoff_seconds * 2, self._config.kafka_backoff_seconds_max)
         self._producer.flush(self._config.flush_timeout_seconds)
@@ -255,7 +263,7 @@ class OutboxRelay:
         rows = self.fetch_unpublished(conn)
         if not rows:
             return 0
-        acknowledged = self._produce_and_flush(rows)
+        acknowledged = self._produce_and_flush(conn, rows)
         # Mark the acknowledged prefix only: marking a row after an unacknowledged one
         # would let a retry publish them out of order.
         prefix: list[int] = []
@@ -279,7 +287,7 @@ class OutboxRelay:
             (positions,),
         )
 
-    def _produce_and_flush(self, rows: list[OutboxRow]) -> set[int]:
+    def _produce_and_flush(self, conn: psycopg.Connection[Any], rows: list[OutboxRow]) -> set[int]:
         acknowledged: set[int] = set()
         failures: list[str] = []
         start_ns = time.time_ns()
@@ -314,7 +322,7 @@ class OutboxRelay:
                 headers=[(name, value.encode()) for name, value in headers.items()],
                 on_delivery=functools.partial(on_delivery, row),
             )
-        remaining = self._producer.flush(self._config.flush_timeout_seconds)
+        remaining = self._flush(conn)
         for span, row in spans:
             span.set_attribute("chronos.acknowledged", row.position in acknowledged)
             span.end()
@@ -323,6 +331,21 @@ class OutboxRelay:
                 "%d messages unacknowledged, %d failed: %s", remaining, len(failures), failures[:3]
             )
         return acknowledged
+
+    def _flush(self, conn: psycopg.Connection[Any]) -> int:
+        """Waits up to the flush timeout for the delivery reports; returns how many are
+        missing. While Kafka is slow the session hears from the poller between slices,
+        so its idle timeout ends only a stalled leader's session, and a leader that lost
+        its session stops waiting for Kafka."""
+        deadline = time.monotonic() + self._config.flush_timeout_seconds
+        while True:
+            slice_seconds = min(self._config.kafka_step_seconds_max, deadline - time.monotonic())
+            remaining: int = self._producer.flush(max(0.0, slice_seconds))
+            if not remaining:
+                return 0
+            conn.execute("SELECT 1")
+            if time.monotonic() >= deadline:
+                return remaining
 
     def _send_markers(self, position: int) -> None:
         headers = [

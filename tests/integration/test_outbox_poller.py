@@ -46,6 +46,7 @@ def poller_config(dsn: str, bootstrap: str, topic: str) -> PollerConfig:
         retention_seconds=3600,
         prune_interval_seconds=3600,
         standby_check_seconds=0.1,
+        session_idle_timeout_seconds=10.0,
     )
 
 
@@ -302,18 +303,18 @@ def test_two_pollers_elect_one_leader_and_fail_over_in_order(
     for thread in threads:
         thread.start()
     try:
-        _wait_for(lambda: sum(r.is_leader for r in relays) == 1, "a leader")
+        wait_for(lambda: sum(r.is_leader for r in relays) == 1, "a leader")
         write_some_transfers(ledger_dsn, 20)
-        _wait_for(lambda: not unpublished_positions(ledger_conn), "the first batch published")
+        wait_for(lambda: not unpublished_positions(ledger_conn), "the first batch published")
         assert sum(r.is_leader for r in relays) == 1
         leader = next(i for i, r in enumerate(relays) if r.is_leader)
         stops[leader].set()
         threads[leader].join(timeout=30)
         assert not threads[leader].is_alive()
         standby = 1 - leader
-        _wait_for(lambda: relays[standby].is_leader, "the standby taking over")
+        wait_for(lambda: relays[standby].is_leader, "the standby taking over")
         write_some_transfers(ledger_dsn, 20)
-        _wait_for(lambda: not unpublished_positions(ledger_conn), "the second batch published")
+        wait_for(lambda: not unpublished_positions(ledger_conn), "the second batch published")
     finally:
         for stop in stops:
             stop.set()
@@ -331,7 +332,7 @@ def test_two_pollers_elect_one_leader_and_fail_over_in_order(
         assert versions == sorted(versions), f"account {key} out of order across failover"
 
 
-def _wait_for(condition: Any, what: str, timeout_seconds: float = 60) -> None:
+def wait_for(condition: Any, what: str, timeout_seconds: float = 60) -> None:
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline:
         if condition():
