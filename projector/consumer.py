@@ -55,7 +55,7 @@ from chronos.read_model.documents import (
     fold_batch,
     record_from_envelope,
 )
-from chronos.read_model.es_writer import EsWriter, WriteResult
+from chronos.read_model.es_writer import EsWriter, WatermarksFenced, WriteResult
 from chronos.read_model.history import GAP_EVENTS_MAX, EventStoreUnavailable, StreamHistory
 from chronos.read_model.watermark import APPLIED, SEARCHABLE
 from chronos.v1 import events_pb2
@@ -174,6 +174,8 @@ class Projector:
         self._random = random.Random()
         # Applied and searchable positions per partition (this process's view).
         self._watermarks: dict[int, int] = {}
+        # Applied watermarks a rebuild's fence refused, written with the next batch.
+        self._applied_unwritten: dict[int, int] = {}
         self._searchable: dict[int, int] = {}
         self._searchable_lock = threading.Lock()
         self._refresher_stop = threading.Event()
@@ -278,14 +280,7 @@ class Projector:
             )
             ES_BULK_LATENCY.observe((time.time_ns() - bulk_start_ns) / 1e9)
         bulk_end_ns = time.time_ns()
-        if report.watermarks:
-            watermarks = dict(report.watermarks)
-            self._retrying(
-                "writing watermarks",
-                lambda: self._writer.write_watermarks(
-                    self._config.topic, self._partition_count, watermarks, kind=APPLIED
-                ),
-            )
+        written = self._write_applied_watermarks(report.watermarks)
         if records:
             visible_at = self._clock()
             newest = max(record.recorded_at for record in records)
@@ -297,7 +292,7 @@ class Projector:
                 self._not_searchable.extend(r.recorded_at for r in records[:room])
             PROJECTED_EVENTS.inc(len(records))
         with self._searchable_lock:
-            for partition, position in report.watermarks.items():
+            for partition, position in written.items():
                 self._watermarks[partition] = max(self._watermarks.get(partition, 0), position)
         if self._watermarks:
             PROJECTION_WATERMARK.set(min(self._watermarks.values()))
@@ -329,6 +324,28 @@ class Projector:
             )
         self._maybe_report_consumer_lag()
         return report
+
+    def _write_applied_watermarks(self, positions: dict[int, int]) -> dict[int, int]:
+        """Writes this batch's applied watermarks and any a fence held back; returns
+        what was written (nothing while a rebuild fences the watermarks)."""
+        pending = dict(self._applied_unwritten)
+        for partition, position in positions.items():
+            pending[partition] = max(pending.get(partition, 0), position)
+        if not pending:
+            return {}
+        try:
+            self._retrying(
+                "writing watermarks",
+                lambda: self._writer.write_watermarks(
+                    self._config.topic, self._partition_count, pending, kind=APPLIED
+                ),
+            )
+        except WatermarksFenced:
+            _logger.info("watermarks fenced by a rebuild's alias swap; holding them back")
+            self._applied_unwritten = pending
+            return {}
+        self._applied_unwritten = {}
+        return pending
 
     def _skip_error(self, message: Message) -> bool:
         error = message.error()
@@ -511,12 +528,18 @@ class Projector:
             # Everything up to `pending` was acknowledged before this refresh starts, so
             # the refresh makes it searchable.
             self._retrying("refreshing", self._writer.refresh_data)
-        self._retrying(
-            "writing searchable watermarks",
-            lambda: self._writer.write_watermarks(
-                self._config.topic, self._partition_count, pending, kind=SEARCHABLE
-            ),
-        )
+        try:
+            self._retrying(
+                "writing searchable watermarks",
+                lambda: self._writer.write_watermarks(
+                    self._config.topic, self._partition_count, pending, kind=SEARCHABLE
+                ),
+            )
+        except WatermarksFenced:
+            # Tried again at the next refresh: the positions stay pending.
+            with self._searchable_lock:
+                self._not_searchable.extend(samples)
+            return
         with self._searchable_lock:
             for partition, position in pending.items():
                 self._searchable[partition] = max(self._searchable.get(partition, 0), position)

@@ -7,7 +7,9 @@ Idempotent and order-safe by construction:
   which is expected and ignored;
 * statement lines are created with ``_id`` = event id (``op_type=create``), so a
   redelivered line is refused with 409, also ignored;
-* watermark documents use the position as external version, so they only move forward.
+* watermark documents use the position as external version, so they only move forward;
+  while a rebuild swaps the aliases it blocks writes to the watermark index (a fence),
+  and a watermark write then raises :class:`WatermarksFenced` to be tried again later.
 
 Any other per-item failure raises: nothing is silently dropped.
 """
@@ -38,6 +40,29 @@ _TRANSIENT_ITEM_STATUSES = frozenset({429, 502, 503, 504})
 # change measured in Elasticsearch's. (On mget answers the same filter cost
 # Elasticsearch more than it saved the reader, so reads are not filtered.)
 BULK_RESPONSE_FILTER = "items.*.status,items.*.error"
+
+
+class WatermarksFenced(ReadModelError):
+    """A rebuild is swapping the aliases: watermarks must not move until it is done."""
+
+
+# Elasticsearch's error type for a write refused by an index block.
+_BLOCKED = "cluster_block_exception"
+
+
+def fence_watermarks(es: Elasticsearch, names: IndexNames, *, on: bool) -> None:
+    """Blocks (or unblocks) writes to the watermark index.
+
+    The rebuild fences the watermarks from just before its final catch-up to the end of
+    the alias swap: whatever a watermark claims is then already in the new version when
+    the aliases move to it.
+    """
+    try:
+        es.indices.put_settings(
+            index=names.projection, settings={"index": {"blocks": {"write": on or None}}}
+        )
+    except (ApiError, TransportError) as error:
+        raise translate(error, "fencing the watermarks") from error
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -254,10 +279,14 @@ class EsWriter:
                 operations=operations, refresh=False, filter_path=BULK_RESPONSE_FILTER
             )
         except (ApiError, TransportError) as error:
+            if _BLOCKED in str(error):
+                raise WatermarksFenced("a rebuild is swapping the aliases") from error
             raise translate(error, "writing watermarks") from error
         for item in response["items"]:
             outcome = item["index"]
             status = int(outcome["status"])
+            if _BLOCKED in str(outcome.get("error", "")):
+                raise WatermarksFenced("a rebuild is swapping the aliases")
             # 409: another projector instance (or our own earlier write) is already ahead.
             if not (200 <= status < 300 or status == 409):
                 if status in _TRANSIENT_ITEM_STATUSES:

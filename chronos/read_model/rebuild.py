@@ -8,19 +8,24 @@ swap the aliases (blue/green) while the live projection keeps serving.
    memory (no read-back), bulk-writing statement lines as it goes and account documents
    at the end of each pass.
 3. Catch up: replay (H, H'] for the events committed meanwhile, a few bounded rounds.
-4. Restore the refresh interval, refresh, and swap both aliases to ``v<N+1>`` in one
-   atomic ``_aliases`` call (each alias's write index is the new version).
-5. Catch up once more, up to the head read *after* the swap: the live projector wrote
+4. Restore the refresh interval and fence the watermarks (block writes to the
+   watermark index): from here on the live projector keeps applying events, but no
+   watermark moves, so none can claim an event that is only in the old version.
+5. Catch up to the head read after the fence, refresh, and swap both aliases to
+   ``v<N+1>`` in one atomic ``_aliases`` call (each alias's write index is the new
+   version). Every event a watermark claims was applied before the fence, so it is at
+   or below that head: the new version holds it before any reader is sent there.
+6. Catch up once more, up to the head read *after* the swap: the live projector wrote
    events it consumed before the swap into the old version only; every one of them is
    in the event store at or below that head, so this pass puts them into the new
    version. The projector, which writes through the aliases, is in the new version from
    the swap on; writes from both are versioned and idempotent, so overlapping is
-   harmless. This pass uses ``external_gte`` so its documents (folded from the store)
-   also replace any same-version document the projector folded across the gap.
-6. Delete the old versions unless ``keep_old``.
+   harmless. Then lift the fence (also when anything failed): the projector writes the
+   watermarks it held back.
+7. Delete the old versions unless ``keep_old``.
 
-Between steps 4 and 5 (typically milliseconds) a reader may miss an event the projector
-applied to the old version just before the swap.
+A rebuild killed while fenced leaves the watermarks fenced (reads answer
+PROJECTION_BEHIND); running the rebuild again lifts it.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from chronos.read_model.documents import (
     fold_batch,
     record_from_stored,
 )
-from chronos.read_model.es_writer import EsWriter, WriteResult
+from chronos.read_model.es_writer import EsWriter, WriteResult, fence_watermarks
 from chronos.read_model.indices import (
     REFRESH_INTERVAL,
     IndexNames,
@@ -204,6 +209,13 @@ def _set_bulk_load(es: Elasticsearch, indices: list[str], *, on: bool) -> None:
         raise translate(error, "changing index settings") from error
 
 
+def _refresh(es: Elasticsearch, indices: list[str]) -> None:
+    try:
+        es.indices.refresh(index=",".join(indices))
+    except (ApiError, TransportError) as error:
+        raise translate(error, "refreshing the new version") from error
+
+
 def _next_version(es: Elasticsearch, names: IndexNames) -> int:
     try:
         response = es.indices.get(
@@ -241,6 +253,8 @@ def rebuild(
     assert 1 <= batch_size <= BATCH_SIZE_MAX
     started = time.monotonic()
     ensure_indices(es, names)
+    # A rebuild killed while fenced left the watermarks fenced.
+    fence_watermarks(es, names, on=False)
     version = _next_version(es, names)
     accounts_index = names.accounts_version(version)
     transactions_index = names.transactions_version(version)
@@ -271,15 +285,21 @@ def rebuild(
         replayer.replay(target, on_batch=report("catch-up", target))
 
     _set_bulk_load(es, [accounts_index, transactions_index], on=False)
-    previous = swap_aliases(es, names, version)
-
-    target = head_position(conn)
-    replayer.replay(
-        target,
-        on_batch=report("after swap", target),
-        version_type="external_gte",
-        refresh="wait_for",
-    )
+    fence_watermarks(es, names, on=True)
+    try:
+        target = head_position(conn)
+        replayer.replay(target, on_batch=report("fenced catch-up", target), refresh=True)
+        _refresh(es, [accounts_index, transactions_index])
+        previous = swap_aliases(es, names, version)
+        target = head_position(conn)
+        replayer.replay(
+            target,
+            on_batch=report("after swap", target),
+            version_type="external_gte",
+            refresh="wait_for",
+        )
+    finally:
+        fence_watermarks(es, names, on=False)
     deleted: tuple[str, ...] = ()
     if not keep_old and previous:
         try:

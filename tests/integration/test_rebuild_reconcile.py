@@ -30,9 +30,11 @@ from chronos.domain.commands import (
     Withdraw,
 )
 from chronos.domain.ledger import system_account_id
+from chronos.read_model import rebuild as rebuild_module
 from chronos.read_model import reconcile as reconcile_module
 from chronos.read_model.indices import IndexNames, alias_targets
 from chronos.read_model.rebuild import rebuild
+from chronos.read_model.watermark import APPLIED, WatermarkReader
 from tests.integration.readside_support import (
     BackgroundProjector,
     FakePoller,
@@ -47,6 +49,7 @@ from tests.integration.readside_support import (
     stored_events,
     unique,
 )
+from tests.integration.test_projector import consume_events
 
 ACCOUNTS = [str(uuid.UUID(int=0xACC0_0000_0000_4000_8000_0000_0000_0000 + i)) for i in range(1, 5)]
 
@@ -489,3 +492,56 @@ def test_reconcile_reports_a_user_account_on_a_system_id(
     assert run_reconcile(monkeypatch, dsn, es_url, names) == 1
     output = capsys.readouterr().out
     assert f"user account on a system account id: {system_account_id('ISK')} (ISK)" in output
+
+
+def test_the_swap_never_serves_a_version_behind_the_watermarks(
+    es_client: Elasticsearch,
+    kafka_bootstrap: str,
+    es_url: str,
+    dsn: str,
+    names: IndexNames,
+    topic: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    execute(dsn, history())
+    poller = FakePoller(kafka_bootstrap, topic)
+    poller.publish(stored_events(dsn))
+    config = projector_config(kafka_bootstrap, es_url, topic, names, unique("g"))
+    projector = build_projector(es_client, config, pg_dsn=dsn)
+    a = ACCOUNTS[0]
+    seen: list[tuple[int, int, int]] = []
+    swap = rebuild_module.swap_aliases
+
+    def deposit_applied_live_then_swap(es: Elasticsearch, names_: IndexNames, version: int) -> Any:
+        # Just before the swap a deposit commits and the live projector applies it to
+        # the old version; a reader arrives right after the swap.
+        before = head(dsn)
+        execute(
+            dsn,
+            [Deposit(request_id=rid(), account_id=a, amount=Money(currency="EUR", minor_units=77))],
+        )
+        late = stored_events(dsn, after_position=before)
+        poller.publish(late)
+        consume_events(projector, len(late), markers=3)
+        previous = swap(es, names_, version)
+        visible = WatermarkReader(es_client, names, APPLIED).read().visible_position
+        document = es_client.get(index=names.accounts, id=a)["_source"]
+        seen.append((visible, int(document["last_position"]), late[-1].position))
+        return previous
+
+    monkeypatch.setattr(rebuild_module, "swap_aliases", deposit_applied_live_then_swap)
+    try:
+        project_until_visible(projector, es_client, names, head(dsn))
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            rebuild(conn, es_client, names)
+        ((visible, document_position, deposit_position),) = seen
+        assert visible < deposit_position or document_position >= deposit_position, (
+            f"after the swap the watermarks claim {visible} but the account document is "
+            f"at position {document_position}, before the deposit at {deposit_position}"
+        )
+        # The fence lifted, the held-back watermarks are written and the deposit is there.
+        project_until_visible(projector, es_client, names, deposit_position)
+    finally:
+        projector.close()
+    document = es_client.get(index=names.accounts, id=a)["_source"]
+    assert int(document["last_position"]) >= deposit_position
