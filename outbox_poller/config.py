@@ -34,6 +34,12 @@ class PollerConfig:
     # The server ends the poller's session after this long without a statement, which
     # releases the leadership lock of a leader that stalled (SIGSTOP, a frozen VM).
     session_idle_timeout_seconds: float
+    # While idle the leader sends watermark markers again this often: markers lost after
+    # the last batch must not leave readers behind for good.
+    marker_interval_seconds: float
+    # How often the leader re-reads the topic's partition count (and at once after a
+    # failure), so that partitions added later receive markers too.
+    partition_refresh_seconds: float
     metrics_port: int = 0
 
     def __post_init__(self) -> None:
@@ -108,5 +114,11 @@ class PollerConfig:
             ),
             session_idle_timeout_seconds=env_float(
                 "CHRONOS_POLLER_SESSION_IDLE_TIMEOUT_SECONDS", 10.0, minimum=1.0, maximum=3600.0
+            ),
+            marker_interval_seconds=env_float(
+                "CHRONOS_POLLER_MARKER_INTERVAL_SECONDS", 1.0, minimum=0.01, maximum=60.0
+            ),
+            partition_refresh_seconds=env_float(
+                "CHRONOS_POLLER_PARTITION_REFRESH_SECONDS", 30.0, minimum=0.1, maximum=3600.0
             ),
         )

@@ -20,8 +20,9 @@ Correctness points, each handled here on purpose:
   the lock for the two hours TCP would take to give up. The leader marks rows on that
   same session, so a leader that lost its lock stops at its next statement and comes
   back as a standby.
-* **Watermark markers.** After each acknowledged batch, a marker carrying the batch's last
-  position goes to every partition (see ``chronos.outbox.contract``).
+* **Watermark markers.** After each acknowledged batch, and again while idle, a marker
+  carrying the highest position Kafka has acknowledged with all below it goes to every
+  partition, including partitions added later (``outbox_poller.markers``).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from chronos.metrics import (
 )
 from chronos.outbox import contract
 from outbox_poller.config import PollerConfig
+from outbox_poller.markers import MarkerSender, partition_count
 
 _logger = logging.getLogger(__name__)
 
@@ -118,9 +120,9 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int, replication_factor
                 if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
         for _ in range(50):
-            described = admin.list_topics(topic=topic, timeout=10).topics.get(topic)
-            if described is not None and described.error is None and described.partitions:
-                return len(described.partitions)
+            count = partition_count(admin, topic, timeout_seconds=10)
+            if count is not None:
+                return count
             time.sleep(0.1)
     except KafkaException as error:
         raise KafkaUnavailable(f"cannot create or describe topic {topic}: {error}") from error
@@ -143,7 +145,7 @@ class OutboxRelay:
     ) -> None:
         self._config = config
         self._producer = producer or Producer(producer_settings(config.kafka_bootstrap))
-        self._partitions = 0
+        self._markers = MarkerSender(config, self._producer, self._produce)
         self._last_prune_monotonic = 0.0
         self._last_backlog_monotonic = 0.0
         # Whether the server records commit times (read once, on first use).
@@ -152,7 +154,7 @@ class OutboxRelay:
 
     def ensure_topic(self) -> None:
         config = self._config
-        self._partitions = ensure_topic(
+        self._markers.partitions = ensure_topic(
             config.kafka_bootstrap, config.topic, config.partitions, config.replication_factor
         )
 
@@ -199,17 +201,21 @@ class OutboxRelay:
         self.is_leader = True
         OUTBOX_LEADER.set(1)
         _logger.info("outbox poller is the leader")
-        if not self._partitions:
-            self.ensure_topic()
+        self._markers.lead(conn)
         conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
         idle_wait_seconds = config.idle_wait_seconds_min
         kafka_backoff_seconds = config.idle_wait_seconds_min
         while not stop.is_set():
             try:
+                if not self._markers.partitions:
+                    self.ensure_topic()
+                self._markers.maybe_refresh_partitions()
                 published = self.publish_batch(conn)
+                self._markers.maybe_send()
                 kafka_backoff_seconds = config.idle_wait_seconds_min
             except KafkaUnavailable as error:
                 _logger.warning("Kafka unavailable, backing off: %s", error)
+                self._markers.refresh_partitions_soon()
                 stop.wait(random.uniform(kafka_backoff_seconds / 2, kafka_backoff_seconds))
                 kafka_backoff_seconds = min(
                     kafka_backoff_seconds * 2, config.kafka_backoff_seconds_max
@@ -274,7 +280,9 @@ class OutboxRelay:
         if prefix:
             self.mark_published(conn, prefix)
             OUTBOX_PUBLISHED.inc(len(prefix))
-            self._send_markers(prefix[-1])
+            # Every row below the batch was published before it (the batch is the lowest
+            # unpublished rows of one snapshot), so all up to the prefix's end is acknowledged.
+            self._markers.acknowledged(prefix[-1])
         if len(prefix) < len(rows):
             raise KafkaUnavailable(
                 f"{len(rows) - len(prefix)} of {len(rows)} rows not acknowledged"
@@ -346,17 +354,6 @@ class OutboxRelay:
             conn.execute("SELECT 1")
             if time.monotonic() >= deadline:
                 return remaining
-
-    def _send_markers(self, position: int) -> None:
-        headers = [
-            (contract.HEADER_EVENT_TYPE, contract.MARKER_EVENT_TYPE.encode()),
-            (contract.HEADER_POSITION, str(position).encode()),
-        ]
-        for partition in range(self._partitions):
-            self._produce(value=b"", headers=headers, partition=partition)
-        # Markers need no acknowledgement before the next batch: the next flush covers
-        # them, and a lost marker is superseded by the next one.
-        self._producer.poll(0)
 
     def _produce(self, **kwargs: Any) -> None:
         for _ in range(1000):

@@ -7,14 +7,21 @@ Event messages: key = account id (stream id), value = serialized
 ``correlation_id`` and ``causation_id``, and, when the command was traced,
 ``traceparent``.
 
-Watermark markers: after every batch the poller has published and the broker has
-acknowledged, it sends one marker to *every* partition, with header
-``event_type = MARKER_EVENT_TYPE``, ``position = P`` (the batch's last position), no key
-and an empty value. Positions are gapless and in commit order and the poller publishes
-in position order, so when a consumer reaches marker P in partition p, it has seen every
-event of p with position <= P. The projector's watermark for p is therefore the highest
-marker (or event) position it has applied there, and position P is visible on the read
-side once every partition's watermark is >= P.
+Watermark markers: messages with header ``event_type = MARKER_EVENT_TYPE``,
+``position = P``, no key and an empty value. The leading poller sends one to *every*
+partition after every batch the broker has acknowledged, again every
+``CHRONOS_POLLER_MARKER_INTERVAL_SECONDS`` while idle (a marker can be lost: a crash
+within the producer's linger, a broker failure after the batch's acknowledgement), and at
+once to partitions added to the topic (it re-reads the partition count every
+``CHRONOS_POLLER_PARTITION_REFRESH_SECONDS``). P is always a position up to which the
+broker has acknowledged *every* event before the marker was produced (after a failover,
+the new leader derives it from the outbox: ``outbox_poller.markers``), and the producer
+keeps each partition in the order it sent, so when a consumer reaches marker P in
+partition p, it has seen every event of p with position <= P. Markers repeat and may
+arrive out of order across failovers (an older P after a newer one): a consumer keeps
+the highest. The projector's watermark for p is the highest marker position it has
+applied there, and position P is visible on the read side once every partition's
+watermark is >= P.
 """
 
 from __future__ import annotations

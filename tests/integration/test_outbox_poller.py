@@ -47,6 +47,8 @@ def poller_config(dsn: str, bootstrap: str, topic: str) -> PollerConfig:
         prune_interval_seconds=3600,
         standby_check_seconds=0.1,
         session_idle_timeout_seconds=10.0,
+        marker_interval_seconds=0.2,
+        partition_refresh_seconds=0.5,
     )
 
 
