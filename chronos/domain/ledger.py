@@ -181,6 +181,9 @@ def decide(
     """
     match command:
         case OpenAccount():
+            # validate() refuses every spelling of a system id; opened as a user account,
+            # one would make every later deposit in its currency fail for good.
+            assert command.account_id not in SYSTEM_ACCOUNT_IDS, "a system id reached decide()"
             if accounts[command.account_id] is not None:
                 raise Rejection(
                     Reason.ACCOUNT_EXISTS,

@@ -65,7 +65,9 @@ def validate(command: Command) -> None:
         case OpenAccount():
             if command.account_id:
                 _check_account_id(command.account_id, "account_id", violations)
-                if command.account_id.lower() in SYSTEM_ACCOUNT_IDS:
+                # Compared in canonical form: braces, "urn:uuid:" or missing hyphens
+                # spell the same id, which canonicalize() would then open.
+                if canonical_account_id(command.account_id) in SYSTEM_ACCOUNT_IDS:
                     violations.append(
                         FieldViolation("account_id", "is reserved for a system account")
                     )

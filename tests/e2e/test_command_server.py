@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 from google.rpc import code_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -222,6 +223,27 @@ def test_invalid_requests_get_invalid_argument_with_field_violations(
     assert reason == "VALIDATION_FAILED"
     assert violations == fields
     assert message.startswith("The request is invalid")
+
+
+def test_a_system_account_id_in_braces_cannot_be_opened(stub: Any, server: tuple[str, str]) -> None:
+    # ISK: a currency no other test touches, so its system account does not exist yet.
+    system_id = system_account_id("ISK")
+    request = pb.OpenAccountRequest(
+        request_id=rid(), account_id=f"{{{system_id.upper()}}}", owner_name="M", currency="ISK"
+    )
+    code, reason, _, fields = error_of(stub.OpenAccount, request)
+    assert (code, reason, fields) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "VALIDATION_FAILED",
+        ["account_id"],
+    )
+    with psycopg.connect(server[1]) as conn:
+        accounts = conn.execute("SELECT count(*) FROM accounts WHERE account_id = %s", (system_id,))
+        events = conn.execute("SELECT count(*) FROM events WHERE stream_id = %s", (system_id,))
+        records = conn.execute(
+            "SELECT count(*) FROM idempotency WHERE request_id = %s", (request.request_id,)
+        )
+        assert [row.fetchone() for row in (accounts, events, records)] == [(0,), (0,), (0,)]
 
 
 def test_a_request_that_is_not_protobuf_is_invalid_argument(server: tuple[str, str]) -> None:
