@@ -100,6 +100,10 @@ ES_BULK_FAILURES = Counter(
 PROJECTION_WATERMARK = Gauge(
     "chronos_projection_watermark_position", "Highest position visible on the read side."
 )
+PROJECTION_RETENTION_GAPS = Counter(
+    "chronos_projection_retention_gaps_total",
+    "Partitions whose events Kafka deleted before the projector read them (it stops).",
+)
 PROJECTION_GAPS_FILLED = Counter(
     "chronos_projection_gaps_filled_total",
     "Accounts whose events arrived with a version missing, folded from the event store.",

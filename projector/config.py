@@ -21,6 +21,10 @@ Variables (all optional except the two addresses):
   ``wait_for`` (each bulk waits for the index's scheduled refresh).
 * ``CHRONOS_PROJECTOR_DOCUMENT_CACHE_SIZE_MAX``: account documents kept in memory so a
   batch can be folded without reading them back (default 20000; 0 turns it off).
+* ``CHRONOS_PROJECTOR_START_AFTER_RETENTION``: ``1`` lets a partition whose oldest events
+  Kafka's retention deleted before they were projected start at the oldest offset Kafka
+  holds; set it only after ``chronos projection rebuild`` (default ``0``: the projector
+  stops with an error instead).
 * ``CHRONOS_PROJECTOR_TOPIC_WAIT_SECONDS_MAX``: how long to wait at start for the topic
   to exist (the outbox poller creates it; default 600).
 """
@@ -73,6 +77,9 @@ class ProjectorConfig:
     # a document is a few hundred bytes).
     document_cache_size_max: int = 20_000
     metrics_port: int = 0
+    # Set after a rebuild: a partition whose oldest events retention deleted may start
+    # at the oldest offset Kafka holds (the rebuild replayed the deleted events).
+    start_after_retention: bool = False
 
     @property
     def index_names(self) -> IndexNames:
@@ -86,8 +93,9 @@ class ProjectorConfig:
             # Offsets are committed by hand, only after Elasticsearch acknowledged.
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
-            # A new group starts from the beginning: the read model needs every event.
-            "auto.offset.reset": "earliest",
+            # No committed offset, or one Kafka no longer holds: the consumer reports it
+            # and the projector decides (Projector._start_partition) rather than skip.
+            "auto.offset.reset": "error",
             "isolation.level": "read_committed",
             "enable.partition.eof": False,
             # The projector never creates the topic; the outbox poller does.
@@ -139,6 +147,8 @@ class ProjectorConfig:
             ),
             metrics_port=env_int("CHRONOS_PROJECTOR_METRICS_PORT", 9104, minimum=0, maximum=65535),
             refresh=_refresh_mode(os.environ.get("CHRONOS_PROJECTOR_REFRESH", "interval")),
+            start_after_retention=os.environ.get("CHRONOS_PROJECTOR_START_AFTER_RETENTION", "0")
+            == "1",
             search_refresh_interval_seconds=env_float(
                 "CHRONOS_PROJECTOR_SEARCH_REFRESH_SECONDS", 0.5, minimum=0.01, maximum=60
             ),

@@ -43,6 +43,7 @@ from chronos.metrics import (
     PROJECTED_EVENTS,
     PROJECTION_GAPS_FILLED,
     PROJECTION_LAG,
+    PROJECTION_RETENTION_GAPS,
     PROJECTION_SEARCH_LAG,
     PROJECTION_WATERMARK,
 )
@@ -176,6 +177,8 @@ class Projector:
         self._watermarks: dict[int, int] = {}
         # Applied watermarks a rebuild's fence refused, written with the next batch.
         self._applied_unwritten: dict[int, int] = {}
+        # Found while assigning partitions (a callback must not raise): raised by step().
+        self._failure: ProjectorError | None = None
         self._searchable: dict[int, int] = {}
         self._searchable_lock = threading.Lock()
         self._refresher_stop = threading.Event()
@@ -239,6 +242,7 @@ class Projector:
             self._partition_count = count
         # Another process may have projected these partitions meanwhile.
         self._documents.clear()
+        consumer.assign(self._starting_offsets(partitions))
         _logger.info("assigned partitions %s", sorted(p.partition for p in partitions))
 
     def step(self, *, commit: bool = True) -> BatchReport:
@@ -259,6 +263,8 @@ class Projector:
                 self._consumer.consume(num_messages=self._config.batch_size_max - 1, timeout=0)
             )
         polled_ns = time.time_ns()
+        if self._failure is not None:
+            raise self._failure
         report = BatchReport(messages=len(messages))
         records: list[EventRecord] = []
         traceparents: list[str] = []
@@ -353,11 +359,56 @@ class Projector:
             return False
         if error.fatal():
             raise ProjectorError(f"Kafka fatal error: {error}")
+        if error.code() == KafkaError._AUTO_OFFSET_RESET:
+            # Retention overtook the projector while it ran (or the topic was recreated).
+            PROJECTION_RETENTION_GAPS.inc()
+            raise ProjectorError(
+                f"the next offset of {self._config.topic}[{message.partition()}] is gone "
+                f"({error.str()}): events were deleted before they were projected; run "
+                "`chronos projection rebuild`, then start the projector once with "
+                "CHRONOS_PROJECTOR_START_AFTER_RETENTION=1"
+            )
         if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
             _logger.warning("topic %s is gone: %s", self._config.topic, error)
         else:
             _logger.warning("consumer error: %s", error)
         return True
+
+    def _starting_offsets(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """Where each newly assigned partition starts: its committed offset, or the
+        beginning when it has none.
+
+        Unless retention deleted events this group never projected (a committed offset
+        below the oldest one Kafka holds, or no commit and a partition that no longer
+        starts at 0): skipping them would leave the read model silently wrong while
+        later markers advance the watermarks, so the projector stops, unless the
+        operator rebuilt the read model from the event store and said so
+        (``start_after_retention``).
+        """
+        try:
+            committed = self._consumer.committed(partitions, timeout=10)
+            lows = [self._consumer.get_watermark_offsets(p, timeout=10)[0] for p in committed]
+        except KafkaException as error:
+            self._failure = ProjectorError(f"cannot read the assigned partitions' offsets: {error}")
+            return partitions
+        for partition, low in zip(committed, lows, strict=True):
+            if partition.offset >= low:
+                continue
+            if partition.offset < 0 and low == 0:
+                partition.offset = 0  # a new group on a partition Kafka holds whole
+                continue
+            if not self._config.start_after_retention:
+                PROJECTION_RETENTION_GAPS.inc()
+                shown = partition.offset if partition.offset >= 0 else "none"
+                self._failure = ProjectorError(
+                    f"partition {partition.partition} of {self._config.topic}: Kafka deleted "
+                    f"the offsets before {low} (retention) and this group's committed offset "
+                    f"is {shown}: events were deleted before they were projected. Run "
+                    "`chronos projection rebuild` (it replays the event store), then start "
+                    "the projector once with CHRONOS_PROJECTOR_START_AFTER_RETENTION=1"
+                )
+            partition.offset = low
+        return committed
 
     def _marker_or_event(
         self,

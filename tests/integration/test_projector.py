@@ -8,6 +8,7 @@ events and published to a unique topic; the indices live under a unique prefix.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 from elasticsearch import Elasticsearch
 
 from chronos.domain.commands import Side
@@ -30,7 +32,7 @@ from chronos.domain.events import (
 from chronos.event_store import mapper
 from chronos.read_model.indices import IndexNames
 from chronos.read_model.watermark import APPLIED, SEARCHABLE, WatermarkReader
-from projector.consumer import Projector
+from projector.consumer import Projector, ProjectorError
 from tests.integration.readside_support import (
     FakePoller,
     all_sources,
@@ -365,3 +367,49 @@ def wait_for_watermarks(
     while reader.read().positions != expected:
         assert time.monotonic() < deadline, f"watermarks {reader.read().positions} != {expected}"
         projector.step()
+
+
+def test_events_deleted_by_retention_before_they_were_projected_stop_the_projector(
+    es_client: Elasticsearch, kafka_bootstrap: str, es_url: str, names: IndexNames, topic: str
+) -> None:
+    events = ledger_history()
+    poller = FakePoller(kafka_bootstrap, topic)
+    for event in events[:2]:
+        poller.publish_event(event, partition=0)
+    poller.publish_markers(events[1].position)
+    poller.flush()
+    config = projector_config(kafka_bootstrap, es_url, topic, names, unique("g"))
+    first = build_projector(es_client, config)
+    try:
+        consume_events(first, 2, markers=3)
+    finally:
+        first.close()
+    # While the projector is down, two more events arrive and retention deletes the
+    # first of them before anything consumed it.
+    for event in (events[2], events[4]):
+        poller.publish_event(event, partition=0)
+    poller.flush()
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    # Partition 0 holds events[0], events[1], a marker (offsets 0-2, projected and
+    # committed), then events[2] and events[4]: deleting up to offset 4 loses events[2].
+    deleted_before = 4
+    (future,) = admin.delete_records([TopicPartition(topic, 0, deleted_before)]).values()
+    future.result(timeout=30)
+
+    restarted = build_projector(es_client, config)
+    try:
+        with pytest.raises(ProjectorError, match="deleted"):
+            deadline = time.monotonic() + STEP_SECONDS_MAX
+            while time.monotonic() < deadline:
+                restarted.step()
+    finally:
+        restarted.close()
+    assert committed_offsets(kafka_bootstrap, config.group_id, topic)[0] == 3
+
+    # After a rebuild the operator lets it start at the oldest offset Kafka holds.
+    rebuilt = build_projector(es_client, dataclasses.replace(config, start_after_retention=True))
+    try:
+        consume_events(rebuilt, 1)
+    finally:
+        rebuilt.close()
+    assert committed_offsets(kafka_bootstrap, config.group_id, topic)[0] == 5
