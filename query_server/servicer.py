@@ -230,15 +230,15 @@ class WatermarkCache:
         return self._value
 
     async def _refresh(self) -> None:
-        if self._inflight is None:
-            self._inflight = asyncio.create_task(self._read())
         task = self._inflight
-        try:
-            # Shielded: one caller's cancellation must not cancel the shared read.
-            await asyncio.shield(task)
-        finally:
-            if task.done() and self._inflight is task:
-                self._inflight = None
+        if task is None or task.done():
+            # Only a read still in flight is shared. One that ended (with every caller
+            # gone, cancelled by their deadlines) began before this caller asked: its
+            # value may be stale, and its failure is not this caller's to answer.
+            task = self._inflight = asyncio.create_task(self._read())
+            task.add_done_callback(_retrieve)
+        # Shielded: one caller's cancellation must not cancel the shared read.
+        await asyncio.shield(task)
 
     async def _read(self) -> int:
         started = self._clock()
@@ -285,6 +285,13 @@ class WatermarkCache:
 
 def _ignore(_docs: list[Any]) -> None:
     pass
+
+
+def _retrieve(task: asyncio.Task[int]) -> None:
+    # A read whose callers all gave up has nobody to raise its failure to; the next
+    # caller reads again and sees its own outcome.
+    if not task.cancelled():
+        task.exception()
 
 
 # --- Elasticsearch reads -------------------------------------------------------------

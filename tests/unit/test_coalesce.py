@@ -181,3 +181,24 @@ def test_while_calls_overlap_a_fetch_lingers_to_gather_more_keys() -> None:
         assert await asyncio.wait_for(getter.get("b"), timeout=0.04) == 2
 
     run(scenario())
+
+
+def test_a_fetch_that_failed_after_its_only_caller_gave_up_is_not_served_to_the_next() -> None:
+    async def scenario() -> None:
+        store = RecordingStore({"a": 1})
+        store.release.clear()
+        store.error = RuntimeError("unreachable")
+        getter = CoalescingGetter(store.fetch, keys_per_fetch_max=10, fetches_in_flight_max=1)
+        gone = asyncio.create_task(getter.get("a"))
+        await settle()
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        # The fetch fails with nobody waiting for it; a later call asks again.
+        store.release.set()
+        await settle()
+        store.error = None
+        assert await getter.get("a") == 1
+        assert store.calls == [["a"], ["a"]]
+
+    run(scenario())
