@@ -31,6 +31,7 @@ async def run(config: CommandServerConfig) -> None:
         max_size=config.pool_size_max,
         name="command-writer",
         application_name="chronos-command-server",
+        bounds=config.session_bounds,
     )
     await pool.open(wait=False)
     writer = LedgerWriter(

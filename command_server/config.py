@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from chronos.config import ConfigError, env_float, env_int, require_pg_dsn
 from chronos.domain.limits import BATCH_COMMANDS_MAX
+from chronos.event_store.sessions import SessionBounds
 from chronos.rpc import parse_address
 
 
@@ -29,6 +30,9 @@ class CommandServerConfig:
     # with RESOURCE_EXHAUSTED / SERVER_BUSY. ~1.3 kB each while queued (measured: 300,000
     # took 384 MB), so the default bounds them near 13 MB.
     in_flight_max: int
+    # The waits of every writer session: a transaction that waits longer than the lock
+    # timeout for an account's lock answers CONCURRENCY_CONFLICT to the commands on it.
+    session_bounds: SessionBounds
 
     @classmethod
     def from_env(cls) -> CommandServerConfig:
@@ -43,6 +47,34 @@ class CommandServerConfig:
         except ValueError as error:
             raise ConfigError(f"CHRONOS_COMMAND_ADDR: {error}") from error
         lanes = env_int("CHRONOS_WRITER_LANES", 1, minimum=1, maximum=32)
+        defaults = SessionBounds()
+        session_bounds = SessionBounds(
+            lock_timeout_seconds=env_float(
+                "CHRONOS_WRITER_LOCK_TIMEOUT_SECONDS",
+                defaults.lock_timeout_seconds,
+                minimum=0.1,
+                maximum=600,
+            ),
+            statement_timeout_seconds=env_float(
+                "CHRONOS_WRITER_STATEMENT_TIMEOUT_SECONDS",
+                defaults.statement_timeout_seconds,
+                minimum=1,
+                maximum=3600,
+            ),
+            idle_in_transaction_timeout_seconds=env_float(
+                "CHRONOS_WRITER_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS",
+                defaults.idle_in_transaction_timeout_seconds,
+                minimum=1,
+                maximum=3600,
+            ),
+        )
+        # The statement timeout also ends a lock wait: below the lock timeout it would turn
+        # every lock conflict into "database unavailable".
+        if session_bounds.statement_timeout_seconds <= session_bounds.lock_timeout_seconds:
+            raise ConfigError(
+                "CHRONOS_WRITER_STATEMENT_TIMEOUT_SECONDS must be greater than "
+                "CHRONOS_WRITER_LOCK_TIMEOUT_SECONDS"
+            )
         retention = env_int(
             "CHRONOS_IDEMPOTENCY_RETENTION_SECONDS", 24 * 3600, minimum=24 * 3600, maximum=10**9
         )
@@ -67,4 +99,5 @@ class CommandServerConfig:
             in_flight_max=env_int(
                 "CHRONOS_COMMAND_IN_FLIGHT_MAX", 10_000, minimum=BATCH_COMMANDS_MAX, maximum=10**6
             ),
+            session_bounds=session_bounds,
         )

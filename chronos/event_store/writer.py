@@ -44,6 +44,7 @@ from chronos.domain.ledger import Account, AccountStatus, accounts_touched, deci
 from chronos.errors import ChronosError
 from chronos.event_store import mapper
 from chronos.event_store.results import AccountBalance, CommandResult
+from chronos.event_store.sessions import SessionBounds
 from chronos.metrics import WRITER_BATCH_SIZE, WRITER_COMMANDS_ABANDONED
 from chronos.outbox import contract
 
@@ -52,12 +53,19 @@ _logger = logging.getLogger(__name__)
 # The channel the outbox poller LISTENs on.
 NOTIFY_CHANNEL = "chronos_outbox"
 
-# Errors after which the whole transaction can simply be run again.
+# Errors after which the whole transaction can simply be run again. A lock timeout
+# (LockNotAvailable) is not one of them: the batch is first split (see _split_off_locked).
 _TRANSIENT = (
     pg_errors.SerializationFailure,
     pg_errors.DeadlockDetected,
-    pg_errors.LockNotAvailable,
 )
+
+# The advisory lock key of an account id ``a`` (its canonical text), the same in the
+# writer's lock statement and in the probe of who holds it.
+_LOCK_KEY = "hashtextextended(a, 0)"
+
+# Every statement of the writer finds a batch's rows by primary key (see writer_pool).
+_PLANNER_OPTIONS = "-c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off"
 
 
 class _RandomPool:
@@ -165,10 +173,13 @@ def writer_pool(
     max_size: int,
     name: str | None = None,
     application_name: str = "",
+    bounds: SessionBounds | None = None,
 ) -> AsyncConnectionPool:
     """A pool (not yet open) of the connections :class:`LedgerWriter` needs: autocommit,
-    because the writer sends BEGIN and COMMIT itself, inside a pipeline; and a planner
-    that only looks rows up by key.
+    because the writer sends BEGIN and COMMIT itself, inside a pipeline; a planner that
+    only looks rows up by key; and ``bounds`` (by default ``SessionBounds()``) on every
+    wait, so that a stalled peer holding an account's lock costs the commands on that
+    account a lock timeout instead of holding up the whole lane.
 
     Every statement of the writer finds a batch's rows by primary key. With statistics
     taken while a table was small (a new ledger, before autoanalyze catches up), the
@@ -179,7 +190,7 @@ def writer_pool(
     """
     kwargs: dict[str, Any] = {
         "autocommit": True,
-        "options": "-c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off",
+        **(bounds or SessionBounds()).connection_kwargs(extra_options=_PLANNER_OPTIONS),
     }
     if application_name:
         kwargs["application_name"] = application_name
@@ -331,14 +342,25 @@ class LedgerWriter:
         for attempt in range(self._settings.retries_max + 1):
             try:
                 outcomes = await self._transaction(batch)
+            except pg_errors.LockNotAvailable as error:
+                _logger.info("lock timeout (attempt %d): %s", attempt + 1, error)
+                try:
+                    if await self._split_off_locked(batch):
+                        if not batch:
+                            return
+                        continue  # the rest at once: they are not what waited
+                except (psycopg.OperationalError, PoolTimeout) as probe_error:
+                    self._fail(batch, _unavailable(probe_error))
+                    return
+                # Nobody holds them any more (the holder just finished): run it again.
+                await self._back_off(attempt)
+                continue
             except _TRANSIENT as error:
                 _logger.info("transient conflict (attempt %d): %s", attempt + 1, error)
-                await asyncio.sleep(
-                    random.uniform(0, self._settings.retry_backoff_seconds_max * (attempt + 1))
-                )
+                await self._back_off(attempt)
                 continue
             except (psycopg.OperationalError, PoolTimeout) as error:
-                self._fail(batch, StoreUnavailable(f"the ledger database is unavailable: {error}"))
+                self._fail(batch, _unavailable(error))
                 return
             except psycopg.Error as error:
                 if len(batch) > 1:
@@ -365,6 +387,51 @@ class LedgerWriter:
                 "same request_id.",
             ),
         )
+
+    async def _back_off(self, attempt: int) -> None:
+        await asyncio.sleep(
+            random.uniform(0, self._settings.retry_backoff_seconds_max * (attempt + 1))
+        )
+
+    async def _split_off_locked(self, batch: list[_Pending]) -> bool:
+        """After a lock timeout: answers CONCURRENCY_CONFLICT to every command of ``batch``
+        on an account whose lock another session holds, and leaves the others in it.
+
+        The lock statement does not say which key it waited for, so a fresh statement
+        tries each one without waiting (the keys are released as it ends). A holder
+        that outlasted the lock timeout is most likely stalled, so waiting again would
+        only hold up every command queued behind this batch.
+
+        Returns:
+            Whether any command was split off (False: no key is held any more).
+        """
+        touched = _accounts_of(batch)
+        async with self._pool.connection(timeout=self._settings.connection_timeout_seconds) as conn:
+            cursor = await conn.execute(
+                f"""SELECT a FROM jsonb_array_elements_text(%s::jsonb) AS a
+                    WHERE NOT pg_try_advisory_xact_lock({_LOCK_KEY})""",
+                (_json(touched),),
+            )
+            locked = {str(row[0]) for row in await cursor.fetchall()}
+        if not locked:
+            return False
+        kept: list[_Pending] = []
+        for pending in batch:
+            held = sorted(locked.intersection(accounts_touched(pending.command)))
+            if not held:
+                kept.append(pending)
+            elif not pending.future.done():
+                pending.future.set_exception(
+                    Rejection(
+                        Reason.CONCURRENCY_CONFLICT,
+                        f"Another transaction that has not finished holds the lock of "
+                        f"account {', '.join(held)}; nothing was recorded. Retry with the "
+                        "same request_id.",
+                        metadata={"account_id": held[0]},
+                    )
+                )
+        batch[:] = kept
+        return True
 
     @staticmethod
     def _fail(batch: list[_Pending], error: Exception) -> None:
@@ -430,8 +497,7 @@ class LedgerWriter:
         """
         settings = self._settings
         outcomes: list[CommandResult | Rejection | None] = [None] * len(batch)
-        # Every account any command of the batch may touch, in one global order.
-        touched = sorted({a for pending in batch for a in accounts_touched(pending.command)})
+        touched = _accounts_of(batch)
         # Round trip 1. The server runs the statements one after the other, so the
         # accounts are read only once their locks are held, and read-committed gives
         # that last statement a snapshot of its own.
@@ -465,8 +531,8 @@ class LedgerWriter:
         # them. Duplicates' accounts are locked too: the answers are only known after this
         # round trip, and an extra lock changes nothing.
         await conn.execute(
-            """SELECT pg_advisory_xact_lock(k) FROM (
-                   SELECT DISTINCT hashtextextended(a, 0) AS k
+            f"""SELECT pg_advisory_xact_lock(k) FROM (
+                   SELECT DISTINCT {_LOCK_KEY} AS k
                    FROM jsonb_array_elements_text(%s::jsonb) AS a ORDER BY k) AS keys""",
             (_json(touched),),
         )
@@ -747,6 +813,15 @@ def _events_json(new_events: list[_NewEvent]) -> str:
             )
         )
     return _json(rows)
+
+
+def _accounts_of(batch: list[_Pending]) -> list[str]:
+    """Every account any command of ``batch`` may touch, in the one global lock order."""
+    return sorted({a for pending in batch for a in accounts_touched(pending.command)})
+
+
+def _unavailable(error: Exception) -> StoreUnavailable:
+    return StoreUnavailable(f"the ledger database is unavailable: {error}")
 
 
 def _json(value: Any) -> str:
