@@ -35,7 +35,12 @@ from chronos.domain.errors import FieldViolation, Rejection, validation_failed
 from chronos.errors import ChronosError
 from chronos.event_store.mapper import side_from_proto
 from chronos.event_store.results import CommandResult
-from chronos.event_store.writer import CommandContext, LedgerWriter, StoreUnavailable
+from chronos.event_store.writer import (
+    CommandContext,
+    CommitOutcomeUnknown,
+    LedgerWriter,
+    StoreUnavailable,
+)
 from chronos.metrics import COMMANDS_REJECTED
 from chronos.rpc import abort, rejection_proto, status_proto
 from chronos.v1 import commands_pb2, commands_pb2_grpc, ledger_pb2
@@ -211,6 +216,16 @@ class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
                 "command rejected: %s", error.reason.value, extra={"request_id": request_id}
             )
             return rejection_proto(error)
+        if isinstance(error, CommitOutcomeUnknown):
+            # Not "nothing was recorded": the commit may have happened. A new request_id
+            # would then apply the command twice.
+            return status_proto(
+                grpc.StatusCode.UNAVAILABLE,
+                "COMMIT_OUTCOME_UNKNOWN",
+                "The connection to the ledger database was lost while it committed, so the "
+                "outcome is unknown. Retry with the same request_id: it returns the stored "
+                f"answer if the command was recorded, and applies it once if not. ({error})",
+            )
         if isinstance(error, StoreUnavailable):
             return status_proto(
                 grpc.StatusCode.UNAVAILABLE,

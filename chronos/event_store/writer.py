@@ -111,6 +111,12 @@ class StoreUnavailable(ChronosError):
     that the caller can rely on (a retry with the same request_id is safe)."""
 
 
+class CommitOutcomeUnknown(StoreUnavailable):
+    """The connection was lost after the COMMIT was sent and before its answer came: the
+    commands may or may not have been recorded. A retry with the same request_id returns
+    the stored answer if they were, and applies them once if not."""
+
+
 class StoreFailure(ChronosError):
     """The database refused a write for a reason that is not the client's (a bug)."""
 
@@ -359,6 +365,9 @@ class LedgerWriter:
                 _logger.info("transient conflict (attempt %d): %s", attempt + 1, error)
                 await self._back_off(attempt)
                 continue
+            except CommitOutcomeUnknown as error:
+                self._fail(batch, error)
+                return
             except (psycopg.OperationalError, PoolTimeout) as error:
                 self._fail(batch, _unavailable(error))
                 return
@@ -460,6 +469,7 @@ class LedgerWriter:
         self, conn: psycopg.AsyncConnection[Any], batch: list[_Pending], traceparents: list[str]
     ) -> list[CommandResult | Rejection]:
         assert conn.autocommit, "the writer sends BEGIN and COMMIT itself: use writer_pool()"
+        commit_sent = False
         try:
             # Two round trips per batch: BEGIN with the reads, then every write with the
             # COMMIT, sent by the pipeline's exit. psycopg's transaction() would add a
@@ -467,16 +477,23 @@ class LedgerWriter:
             # trip is also a wait for a core.
             async with conn.pipeline():
                 outcomes, results, appended = await self._pipelined(conn, batch, traceparents)
+                # From here the server may commit whatever happens to the connection.
+                commit_sent = appended is not None
+                await conn.execute("COMMIT")
             if appended is not None:
                 head = await appended.fetchone()
                 assert head is not None, "ledger_head row missing: run `chronos db migrate`"
                 for i, result in results.items():
                     outcomes[i] = replace(result, position=int(head[0]) + result.position)
-        except BaseException:
+        except BaseException as error:
             # A failed statement leaves the transaction aborted, and an exception between
             # the round trips leaves it open: end it before the connection goes back.
             with contextlib.suppress(psycopg.Error):
                 await conn.rollback()
+            if commit_sent and _connection_lost(conn, error):
+                raise CommitOutcomeUnknown(
+                    f"the connection to the ledger database was lost during the commit: {error}"
+                ) from error
             raise
         final = [o for o in outcomes if o is not None]
         assert len(final) == len(batch), "every command must have an outcome"
@@ -489,7 +506,7 @@ class LedgerWriter:
         dict[int, CommandResult],
         psycopg.AsyncCursor[Any] | None,
     ]:
-        """Queues the whole transaction, COMMIT last; sends all but the last round trip.
+        """Queues the whole transaction but its COMMIT; sends all but the last round trip.
 
         Returns:
             The outcomes known so far, the results still waiting for their positions, and
@@ -578,7 +595,7 @@ class LedgerWriter:
             balances_here = tuple(_balance(accounts[a]) for a in touched_here)
             decisions[i] = (decision.account_id, decision.entry_id, balances_here)
 
-        # Round trip 2: every write, then the COMMIT.
+        # Round trip 2: every write, then (queued by the caller) the COMMIT.
         if rejected:
             # Rejections write nothing: the same request_id may be retried later.
             await conn.execute(
@@ -617,7 +634,6 @@ class LedgerWriter:
                     ),
                 },
             )
-        await conn.execute("COMMIT")
         return outcomes, pending_results, appended
 
     async def _resolve_duplicates(
@@ -818,6 +834,18 @@ def _events_json(new_events: list[_NewEvent]) -> str:
 def _accounts_of(batch: list[_Pending]) -> list[str]:
     """Every account any command of ``batch`` may touch, in the one global lock order."""
     return sorted({a for pending in batch for a in accounts_touched(pending.command)})
+
+
+def _connection_lost(conn: psycopg.AsyncConnection[Any], error: BaseException) -> bool:
+    """Whether ``error`` cut the connection rather than ended the transaction: an error the
+    server answered for a statement (a lock or statement timeout, a constraint) leaves the
+    connection usable and the transaction rolled back."""
+    if not isinstance(error, psycopg.OperationalError):
+        return False
+    sqlstate = error.sqlstate or ""
+    # 08: connection exception; 57P: the server ended the session (administrator,
+    # crash, shutdown). No sqlstate: libpq saw the socket fail.
+    return conn.broken or conn.closed or not sqlstate or sqlstate.startswith(("08", "57P"))
 
 
 def _unavailable(error: Exception) -> StoreUnavailable:

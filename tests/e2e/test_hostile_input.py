@@ -71,8 +71,11 @@ LOG_LINES_SHOWN_MAX = 40
 
 ERROR_DOMAIN = "chronos.ledger"
 FORBIDDEN_CODES = frozenset({"INTERNAL", "UNKNOWN"})
-# The README's error table, minus DATABASE_UNAVAILABLE and READ_MODEL_UNAVAILABLE: the
+# The README's error table, minus the reasons that blame a server (SERVER_REASONS): the
 # servers are healthy during the storm, so those would blame them for a client's input.
+SERVER_REASONS = frozenset(
+    {"DATABASE_UNAVAILABLE", "COMMIT_OUTCOME_UNKNOWN", "READ_MODEL_UNAVAILABLE"}
+)
 EXPECTED_CODE_BY_REASON = {
     "VALIDATION_FAILED": "INVALID_ARGUMENT",
     "ACCOUNT_NOT_FOUND": "NOT_FOUND",
@@ -443,7 +446,7 @@ class Storm:
                 problems.append(f"ErrorInfo domain {infos[0].domain!r}")
             if not reason:
                 problems.append("empty ErrorInfo reason")
-            elif reason in ("DATABASE_UNAVAILABLE", "READ_MODEL_UNAVAILABLE"):
+            elif reason in SERVER_REASONS:
                 problems.append("a healthy server blamed for what the client sent")
             elif reason not in EXPECTED_CODE_BY_REASON:
                 problems.append("a reason the README's error table does not list")

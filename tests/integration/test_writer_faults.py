@@ -4,15 +4,25 @@ failed chunk of an ordered batch. Real server; only the interleaving is forced."
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import psycopg
 import pytest
+from google.rpc import code_pb2
 
 from chronos.domain.commands import TransferFunds
 from chronos.domain.errors import Reason, Rejection
 from chronos.event_store.sessions import SessionBounds
-from chronos.event_store.writer import LedgerWriter, writer_pool
+from chronos.event_store.writer import (
+    LedgerWriter,
+    StoreUnavailable,
+    WriterSettings,
+    writer_pool,
+)
+from command_server.servicer import CommandServicer
+from tests.e2e.helpers import details_of
 from tests.integration.writer_helpers import eur, new_id, open_funded, prepared, with_writers
 
 # Only to turn a hang into a failure; no test expects to come near it.
@@ -115,3 +125,97 @@ def test_writer_sessions_carry_the_bounds_and_the_planner_options(ledger_dsn: st
     assert settings["statement_timeout"] == str(round(defaults.statement_timeout_seconds * 1000))
     assert settings["tcp_user_timeout"] == str(round(defaults.tcp_user_timeout_seconds * 1000))
     assert settings["enable_seqscan"] == "off"
+
+
+class CommitRoundTripFault:
+    """A writer pool whose next transaction loses its connection.
+
+    ``at="BEGIN"``: the writer's backend is terminated before the first round trip.
+    ``at="COMMIT"``: it is terminated just before the COMMIT is sent, so the server rolls
+    the transaction back. ``at="answer"``: the final round trip completes (the server
+    commits), then the backend is terminated and the answer reported lost, as when the
+    connection dies on the way back.
+    """
+
+    def __init__(self, pool: Any, dsn: str, *, at: str) -> None:
+        self._pool = pool
+        self._dsn = dsn
+        self.at = at
+        self.armed = True
+
+    @contextlib.asynccontextmanager
+    async def connection(self, timeout: float | None = None) -> AsyncIterator[Any]:
+        async with self._pool.connection(timeout=timeout) as conn:
+            if self.armed:
+                self.armed = False
+                yield _FaultyConnection(conn, self)
+            else:
+                yield conn
+
+    async def terminate(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        pid = conn.info.backend_pid
+        async with await psycopg.AsyncConnection.connect(self._dsn, autocommit=True) as killer:
+            await killer.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            while await (
+                await killer.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,))
+            ).fetchone():
+                await asyncio.sleep(0.01)
+
+
+class _FaultyConnection:
+    def __init__(self, conn: psycopg.AsyncConnection[Any], fault: CommitRoundTripFault) -> None:
+        self._conn = conn
+        self._fault = fault
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    async def execute(self, query: Any, params: Any = None) -> Any:
+        if query == self._fault.at:
+            await self._fault.terminate(self._conn)
+        return await self._conn.execute(query, params)
+
+    @contextlib.asynccontextmanager
+    async def pipeline(self) -> AsyncIterator[Any]:
+        async with self._conn.pipeline() as pipeline:
+            yield pipeline
+        if self._fault.at == "answer":
+            await self._fault.terminate(self._conn)
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+
+@pytest.mark.parametrize(
+    ("at", "unknown", "committed"),
+    [("BEGIN", False, False), ("COMMIT", True, False), ("answer", True, True)],
+)
+def test_a_connection_lost_in_the_commit_round_trip_is_an_unknown_outcome(
+    ledger_dsn: str, at: str, unknown: bool, committed: bool
+) -> None:
+    async def body(writers: list[LedgerWriter]) -> None:
+        (writer,) = writers
+        a, b = await open_funded(writer, 100), await open_funded(writer, 0)
+        command = transfer(a, b, 10)
+        pool = writer_pool(ledger_dsn, min_size=1, max_size=2)
+        async with pool:
+            fault = CommitRoundTripFault(pool, ledger_dsn, at=at)
+            faulty = LedgerWriter(cast(Any, fault), WriterSettings(lanes=1))
+            faulty.start()
+            try:
+                with pytest.raises(StoreUnavailable) as caught:
+                    await asyncio.wait_for(faulty.execute(*prepared(command)), LIVENESS_SECONDS)
+            finally:
+                await faulty.close()
+        status = CommandServicer._failure(caught.value, command.request_id)
+        assert status.code == code_pb2.UNAVAILABLE
+        assert ("outcome is unknown" in status.message) is unknown
+        assert ("nothing was recorded" in status.message) is not unknown
+        assert "same request_id" in status.message and "new request_id" not in status.message
+        reason = "COMMIT_OUTCOME_UNKNOWN" if unknown else "DATABASE_UNAVAILABLE"
+        assert details_of(status)[0] == reason
+
+        retried = await asyncio.wait_for(writer.execute(*prepared(command)), LIVENESS_SECONDS)
+        assert retried.replayed is committed
+        async with await psycopg.AsyncConnection.connect(ledger_dsn) as conn:
+            assert await events_of(conn, command.request_id) == 2
+
+    asyncio.run(with_writers(ledger_dsn, body, lanes=1))
