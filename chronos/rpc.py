@@ -43,6 +43,7 @@ STATUS_BY_REASON: dict[Reason, grpc.StatusCode] = {
     Reason.BALANCE_OVERFLOW: grpc.StatusCode.FAILED_PRECONDITION,
     Reason.ACCOUNT_NOT_EMPTY: grpc.StatusCode.FAILED_PRECONDITION,
     Reason.CONCURRENCY_CONFLICT: grpc.StatusCode.ABORTED,
+    Reason.NOT_APPLIED: grpc.StatusCode.ABORTED,
 }
 assert set(STATUS_BY_REASON) == set(Reason), "every reason needs a status code"
 

@@ -33,6 +33,9 @@ class Reason(enum.Enum):
     BALANCE_OVERFLOW = "BALANCE_OVERFLOW"
     ACCOUNT_NOT_EMPTY = "ACCOUNT_NOT_EMPTY"
     CONCURRENCY_CONFLICT = "CONCURRENCY_CONFLICT"
+    # Of an ordered batch (ExecuteBatch): an earlier command failed for a reason that is
+    # not the client's, so this one was not run, to keep the batch's order.
+    NOT_APPLIED = "NOT_APPLIED"
 
 
 @dataclass(frozen=True, slots=True)

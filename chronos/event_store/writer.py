@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -160,6 +161,9 @@ class _Pending:
     payload_hash: bytes
     context: CommandContext
     future: asyncio.Future[CommandResult] = field(repr=False)
+    # The commands of one call (a chunk of execute_in_order) share a unit: run in order,
+    # none runs after one of them failed for a server reason.
+    unit: int = 0
 
 
 @dataclass(slots=True)
@@ -229,6 +233,7 @@ class LedgerWriter:
         self._queue: asyncio.Queue[list[_Pending]] = asyncio.Queue()
         self._lanes: list[asyncio.Task[None]] = []
         self._closing = False
+        self._units = itertools.count()
 
     def start(self) -> None:
         assert not self._lanes, "writer started twice"
@@ -264,10 +269,13 @@ class LedgerWriter:
         """Runs validated commands in the given order; one outcome per command.
 
         Each command keeps its own decision, answer and idempotency record; they are not
-        atomic together. A chunk of up to ``batch_size_max`` commands goes into one
+        atomic together, and a command the ledger rejects (e.g. INSUFFICIENT_FUNDS) does
+        not stop the others. A chunk of up to ``batch_size_max`` commands goes into one
         transaction (decided in order, each against the state the ones before it left);
         the next chunk is queued only after the previous one committed, so order holds
-        across chunks too.
+        across chunks too. The first command that fails for a server reason (see
+        :func:`_is_server_failure`) stops the batch: every command after it answers
+        NOT_APPLIED, so that none lands before a command it followed.
 
         Returns:
             Per command its result, or the error :meth:`execute` would have raised
@@ -276,8 +284,9 @@ class LedgerWriter:
         outcomes: list[CommandResult | ChronosError] = []
         chunk_size = self._settings.batch_size_max
         for start in range(0, len(items), chunk_size):
+            chunk = items[start : start + chunk_size]
             try:
-                futures = self._enqueue(items[start : start + chunk_size])
+                futures = self._enqueue(chunk)
             except StoreUnavailable as error:  # shutting down: the rest is not run
                 outcomes.extend(error for _ in items[start:])
                 break
@@ -286,6 +295,13 @@ class LedgerWriter:
                     outcomes.append(outcome)
                 elif isinstance(outcome, BaseException):
                     raise outcome
+            failed = next(
+                (i for i, o in enumerate(outcomes[start:], start) if _is_server_failure(o)), None
+            )
+            if failed is not None:
+                rest = items[start + len(chunk) :]
+                outcomes.extend(_not_applied(items[failed][2].request_id) for _ in rest)
+                break
         return outcomes
 
     def _enqueue(
@@ -297,8 +313,9 @@ class LedgerWriter:
             raise StoreUnavailable("the command server is shutting down")
         assert self._lanes, "writer not started"
         loop = asyncio.get_running_loop()
+        unit_id = next(self._units)
         unit = [
-            _Pending(command, payload_hash, context, loop.create_future())
+            _Pending(command, payload_hash, context, loop.create_future(), unit_id)
             for command, payload_hash, context in items
         ]
         self._queue.put_nowait(unit)
@@ -373,9 +390,7 @@ class LedgerWriter:
                 return
             except psycopg.Error as error:
                 if len(batch) > 1:
-                    # Isolate the command the database refused so the others still commit.
-                    for pending in batch:
-                        await self._commit_with_retries([pending])
+                    await self._isolate(batch)
                     return
                 _logger.error("database refused a command: %s", error)
                 self._fail(batch, StoreFailure(f"the ledger database refused the write: {error}"))
@@ -396,6 +411,20 @@ class LedgerWriter:
                 "same request_id.",
             ),
         )
+
+    async def _isolate(self, batch: list[_Pending]) -> None:
+        """Runs each command alone, so that the one the database refused does not keep the
+        others from committing; a command after a unit-mate that failed is not run."""
+        failed: dict[int, str] = {}  # unit -> request_id of its first failed command
+        for pending in batch:
+            if pending.unit in failed:
+                if not pending.future.done():
+                    pending.future.set_exception(_not_applied(failed[pending.unit]))
+                continue
+            await self._commit_with_retries([pending])
+            future = pending.future
+            if future.done() and not future.cancelled() and _is_server_failure(future.exception()):
+                failed[pending.unit] = pending.context.request_id
 
     async def _back_off(self, attempt: int) -> None:
         await asyncio.sleep(
@@ -424,21 +453,26 @@ class LedgerWriter:
             locked = {str(row[0]) for row in await cursor.fetchall()}
         if not locked:
             return False
+        refused: dict[int, str] = {}  # unit -> request_id of its first refused command
         kept: list[_Pending] = []
         for pending in batch:
             held = sorted(locked.intersection(accounts_touched(pending.command)))
-            if not held:
+            error: Rejection | None = None
+            if pending.unit in refused:
+                error = _not_applied(refused[pending.unit])
+            elif held:
+                refused[pending.unit] = pending.context.request_id
+                error = Rejection(
+                    Reason.CONCURRENCY_CONFLICT,
+                    f"Another transaction that has not finished holds the lock of "
+                    f"account {', '.join(held)}; nothing was recorded. Retry with the "
+                    "same request_id.",
+                    metadata={"account_id": held[0]},
+                )
+            if error is None:
                 kept.append(pending)
             elif not pending.future.done():
-                pending.future.set_exception(
-                    Rejection(
-                        Reason.CONCURRENCY_CONFLICT,
-                        f"Another transaction that has not finished holds the lock of "
-                        f"account {', '.join(held)}; nothing was recorded. Retry with the "
-                        "same request_id.",
-                        metadata={"account_id": held[0]},
-                    )
-                )
+                pending.future.set_exception(error)
         batch[:] = kept
         return True
 
@@ -834,6 +868,24 @@ def _events_json(new_events: list[_NewEvent]) -> str:
 def _accounts_of(batch: list[_Pending]) -> list[str]:
     """Every account any command of ``batch`` may touch, in the one global lock order."""
     return sorted({a for pending in batch for a in accounts_touched(pending.command)})
+
+
+def _is_server_failure(outcome: object) -> bool:
+    """Whether a command failed for a reason that is not the client's: the ledger did not
+    decide it, so a command ordered after it must not run before it is resent."""
+    if isinstance(outcome, Rejection):
+        return outcome.reason in (Reason.CONCURRENCY_CONFLICT, Reason.NOT_APPLIED)
+    return isinstance(outcome, StoreUnavailable | StoreFailure)
+
+
+def _not_applied(failed_request_id: str) -> Rejection:
+    return Rejection(
+        Reason.NOT_APPLIED,
+        "Not applied, to keep the batch in order: the command before it with request_id "
+        f"{failed_request_id!r} failed for a reason that is not yours (see its answer). "
+        "Resend the batch from that command on, with the same request_ids.",
+        metadata={"request_id": failed_request_id},
+    )
 
 
 def _connection_lost(conn: psycopg.AsyncConnection[Any], error: BaseException) -> bool:

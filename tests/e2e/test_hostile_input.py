@@ -73,8 +73,9 @@ ERROR_DOMAIN = "chronos.ledger"
 FORBIDDEN_CODES = frozenset({"INTERNAL", "UNKNOWN"})
 # The README's error table, minus the reasons that blame a server (SERVER_REASONS): the
 # servers are healthy during the storm, so those would blame them for a client's input.
+# NOT_APPLIED follows a server failure earlier in a batch.
 SERVER_REASONS = frozenset(
-    {"DATABASE_UNAVAILABLE", "COMMIT_OUTCOME_UNKNOWN", "READ_MODEL_UNAVAILABLE"}
+    {"DATABASE_UNAVAILABLE", "COMMIT_OUTCOME_UNKNOWN", "NOT_APPLIED", "READ_MODEL_UNAVAILABLE"}
 )
 EXPECTED_CODE_BY_REASON = {
     "VALIDATION_FAILED": "INVALID_ARGUMENT",

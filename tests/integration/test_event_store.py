@@ -348,15 +348,18 @@ def test_a_write_refused_in_the_commit_round_trip_fails_only_its_command(
         ledger_conn.execute("DROP FUNCTION refuse_for_test()")
     before, refused, after, later = outcomes
     assert isinstance(refused, StoreFailure) and "refused by the test" in str(refused)
-    for result in (before, after, later):
+    # A server failure stops an ordered batch: what follows it in the batch is not run.
+    assert isinstance(after, Rejection) and after.reason is Reason.NOT_APPLIED
+    assert after.metadata == {"request_id": "refused"}
+    for result in (before, later):
         assert isinstance(result, CommandResult) and not result.replayed, result
     assert isinstance(later, CommandResult)
     system = system_account_id("EUR")
-    assert [b.balance_minor for b in later.balances if b.account_id != system] == [1_015]
+    assert [b.balance_minor for b in later.balances if b.account_id != system] == [1_005]
     stored = ledger_conn.execute(
         "SELECT request_id FROM idempotency WHERE request_id IN ('before', 'refused', 'after')"
     ).fetchall()
-    assert sorted(row[0] for row in stored) == ["after", "before"]
+    assert sorted(row[0] for row in stored) == ["before"]
 
 
 def test_database_outage_is_unavailable_and_writes_nothing() -> None:

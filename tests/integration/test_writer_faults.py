@@ -12,8 +12,9 @@ import psycopg
 import pytest
 from google.rpc import code_pb2
 
-from chronos.domain.commands import TransferFunds
+from chronos.domain.commands import Deposit, TransferFunds, Withdraw
 from chronos.domain.errors import Reason, Rejection
+from chronos.event_store.results import CommandResult
 from chronos.event_store.sessions import SessionBounds
 from chronos.event_store.writer import (
     LedgerWriter,
@@ -217,5 +218,64 @@ def test_a_connection_lost_in_the_commit_round_trip_is_an_unknown_outcome(
         assert retried.replayed is committed
         async with await psycopg.AsyncConnection.connect(ledger_dsn) as conn:
             assert await events_of(conn, command.request_id) == 2
+
+    asyncio.run(with_writers(ledger_dsn, body, lanes=1))
+
+
+def test_an_ordered_batch_stops_at_the_first_chunk_that_fails(ledger_dsn: str) -> None:
+    async def body(writers: list[LedgerWriter]) -> None:
+        (writer,) = writers
+        a, b = await open_funded(writer, 100), await open_funded(writer, 100)
+        commands = [
+            Deposit(request_id=new_id(), account_id=a, amount=eur(10)),
+            Deposit(request_id=new_id(), account_id=b, amount=eur(10)),
+            transfer(a, b, 5),
+            Withdraw(request_id=new_id(), account_id=b, amount=eur(1)),
+            Deposit(request_id=new_id(), account_id=a, amount=eur(1)),
+        ]
+        items = [prepared(command) for command in commands]
+        pool = writer_pool(ledger_dsn, min_size=1, max_size=2)
+        async with pool:
+            fault = CommitRoundTripFault(pool, ledger_dsn, at="BEGIN")
+            faulty = LedgerWriter(cast(Any, fault), WriterSettings(lanes=1, batch_size_max=2))
+            faulty.start()
+            try:
+                outcomes = await asyncio.wait_for(faulty.execute_in_order(items), LIVENESS_SECONDS)
+            finally:
+                await faulty.close()
+        assert [type(outcome) for outcome in outcomes] == [StoreUnavailable] * 2 + [Rejection] * 3
+        first_failed = commands[0].request_id
+        for outcome in outcomes[2:]:
+            assert isinstance(outcome, Rejection) and outcome.reason is Reason.NOT_APPLIED
+            assert first_failed in outcome.message and "same request_id" in outcome.message
+            assert outcome.metadata == {"request_id": first_failed}
+        status = CommandServicer._failure(outcomes[2], commands[2].request_id)
+        assert (status.code, details_of(status)[0]) == (code_pb2.ABORTED, "NOT_APPLIED")
+        async with await psycopg.AsyncConnection.connect(ledger_dsn) as conn:
+            assert [await events_of(conn, c.request_id) for c in commands] == [0] * 5
+
+        # Resent from the failed command on, with the same request_ids: applied in order.
+        again = await asyncio.wait_for(writer.execute_in_order(items), LIVENESS_SECONDS)
+        positions = [outcome.position for outcome in again if isinstance(outcome, CommandResult)]
+        assert len(positions) == 5 and positions == sorted(positions)
+
+    asyncio.run(with_writers(ledger_dsn, body, lanes=1))
+
+
+def test_an_ordered_batch_stops_at_a_command_on_a_locked_account(ledger_dsn: str) -> None:
+    async def body(writers: list[LedgerWriter]) -> None:
+        (writer,) = writers
+        a, b, c = [await open_funded(writer, 100) for _ in range(3)]
+        # One chunk: the first command waits for A's lock, the second is on C alone.
+        commands = [transfer(a, b, 5), Deposit(request_id=new_id(), account_id=c, amount=eur(1))]
+        async with await psycopg.AsyncConnection.connect(ledger_dsn, autocommit=True) as holder:
+            await holder.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (a,))
+            outcomes = await asyncio.wait_for(
+                writer.execute_in_order([prepared(command) for command in commands]),
+                LIVENESS_SECONDS,
+            )
+            reasons = [outcome.reason for outcome in outcomes if isinstance(outcome, Rejection)]
+            assert reasons == [Reason.CONCURRENCY_CONFLICT, Reason.NOT_APPLIED]
+            assert await events_of(holder, commands[1].request_id) == 0
 
     asyncio.run(with_writers(ledger_dsn, body, lanes=1))
