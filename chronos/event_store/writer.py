@@ -367,16 +367,8 @@ class LedgerWriter:
                 outcomes = await self._transaction(batch)
             except pg_errors.LockNotAvailable as error:
                 _logger.info("lock timeout (attempt %d): %s", attempt + 1, error)
-                try:
-                    if await self._split_off_locked(batch):
-                        if not batch:
-                            return
-                        continue  # the rest at once: they are not what waited
-                except (psycopg.OperationalError, PoolTimeout) as probe_error:
-                    self._fail(batch, _unavailable(probe_error))
+                if not await self._after_lock_timeout(batch, attempt):
                     return
-                # Nobody holds them any more (the holder just finished): run it again.
-                await self._back_off(attempt)
                 continue
             except _TRANSIENT as error:
                 _logger.info("transient conflict (attempt %d): %s", attempt + 1, error)
@@ -411,6 +403,18 @@ class LedgerWriter:
                 "same request_id.",
             ),
         )
+
+    async def _after_lock_timeout(self, batch: list[_Pending], attempt: int) -> bool:
+        """Answers the commands on accounts still locked; returns whether any are left."""
+        try:
+            if await self._split_off_locked(batch):
+                return bool(batch)  # the rest at once: they are not what waited
+        except (psycopg.OperationalError, PoolTimeout) as error:
+            self._fail(batch, _unavailable(error))
+            return False
+        # Nobody holds them any more (the holder just finished): run it again.
+        await self._back_off(attempt)
+        return True
 
     async def _isolate(self, batch: list[_Pending]) -> None:
         """Runs each command alone, so that the one the database refused does not keep the

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from google.rpc import code_pb2
 
-from chronos.domain.commands import Deposit, TransferFunds, Withdraw
+from chronos.domain.commands import Command, Deposit, TransferFunds, Withdraw
 from chronos.domain.errors import Reason, Rejection
 from chronos.event_store.results import CommandResult
 from chronos.event_store.sessions import SessionBounds
@@ -226,7 +226,7 @@ def test_an_ordered_batch_stops_at_the_first_chunk_that_fails(ledger_dsn: str) -
     async def body(writers: list[LedgerWriter]) -> None:
         (writer,) = writers
         a, b = await open_funded(writer, 100), await open_funded(writer, 100)
-        commands = [
+        commands: list[Command] = [
             Deposit(request_id=new_id(), account_id=a, amount=eur(10)),
             Deposit(request_id=new_id(), account_id=b, amount=eur(10)),
             transfer(a, b, 5),
@@ -249,6 +249,7 @@ def test_an_ordered_batch_stops_at_the_first_chunk_that_fails(ledger_dsn: str) -
             assert isinstance(outcome, Rejection) and outcome.reason is Reason.NOT_APPLIED
             assert first_failed in outcome.message and "same request_id" in outcome.message
             assert outcome.metadata == {"request_id": first_failed}
+        assert isinstance(outcomes[2], Rejection)
         status = CommandServicer._failure(outcomes[2], commands[2].request_id)
         assert (status.code, details_of(status)[0]) == (code_pb2.ABORTED, "NOT_APPLIED")
         async with await psycopg.AsyncConnection.connect(ledger_dsn) as conn:
@@ -267,7 +268,10 @@ def test_an_ordered_batch_stops_at_a_command_on_a_locked_account(ledger_dsn: str
         (writer,) = writers
         a, b, c = [await open_funded(writer, 100) for _ in range(3)]
         # One chunk: the first command waits for A's lock, the second is on C alone.
-        commands = [transfer(a, b, 5), Deposit(request_id=new_id(), account_id=c, amount=eur(1))]
+        commands: list[Command] = [
+            transfer(a, b, 5),
+            Deposit(request_id=new_id(), account_id=c, amount=eur(1)),
+        ]
         async with await psycopg.AsyncConnection.connect(ledger_dsn, autocommit=True) as holder:
             await holder.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (a,))
             outcomes = await asyncio.wait_for(
