@@ -15,12 +15,14 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from elasticsearch import Elasticsearch
 
-from chronos.domain.commands import Deposit, FreezeAccount, Money, OpenAccount
+from chronos.domain.commands import Deposit, FreezeAccount, Money, OpenAccount, UnfreezeAccount
 from chronos.event_store.mapper import StoredEvent
 from chronos.read_model.indices import IndexNames
+from chronos.read_model.rebuild import rebuild
 from chronos.read_model.watermark import APPLIED, WatermarkReader
 from projector.consumer import Projector
 from tests.integration.readside_support import (
@@ -173,3 +175,40 @@ def test_a_later_version_consumed_first_from_another_partition_is_healed_from_th
         projector.close()
 
     assert_deposited_then_frozen(es_client, names, account)
+
+
+def test_the_next_event_after_a_rebuild_continues_the_rebuilt_document(
+    ledger: str,
+    es_client: Elasticsearch,
+    kafka_bootstrap: str,
+    es_url: str,
+    names: IndexNames,
+    topic: str,
+) -> None:
+    # The projector folds the next event onto the document it cached. Had it cached a
+    # document folded across a gap, the next event would overwrite the rebuild's correct
+    # one with that wrong state.
+    account, opened, _deposited, frozen = deposited_then_frozen(ledger)
+    poller = FakePoller(kafka_bootstrap, topic)
+    projector = projector_for(es_client, kafka_bootstrap, es_url, names, topic, ledger)
+    try:
+        poller.publish_event(opened, partition=0)
+        poller.publish_event(frozen, partition=0)
+        poller.publish_markers(opened.position)
+        poller.flush()
+        consume_events(projector, 2)
+        with psycopg.connect(ledger, autocommit=True) as conn:
+            rebuild(conn, es_client, names)
+        execute(
+            ledger, [UnfreezeAccount(request_id=unique("unf"), account_id=account, reason="ok")]
+        )
+        (unfrozen,) = [e for e in stored_events(ledger, frozen.position) if e.stream_id == account]
+        poller.publish_event(unfrozen, partition=0)
+        poller.publish_markers(unfrozen.position)
+        poller.flush()
+        project_until_visible(projector, es_client, names, unfrozen.position)
+    finally:
+        projector.close()
+
+    source = account_source(es_client, names, account)
+    assert (source["status"], source["balance_minor"], source["version"]) == ("ACTIVE", 500, 4)
