@@ -8,9 +8,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from elasticsearch import Elasticsearch
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from chronos.event_store.migrate import migrate
+from chronos.read_model.indices import IndexNames
 
 
 def database_dsn(server_dsn: str, database: str) -> str:
@@ -49,3 +51,21 @@ def ledger_dsn(pg_dsn: str) -> Iterator[str]:
 def ledger_conn(ledger_dsn: str) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(ledger_dsn, autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture
+def names(es_client: Elasticsearch) -> Iterator[IndexNames]:
+    """A unique index prefix; every index under it is deleted afterwards."""
+    from tests.integration.readside_support import index_prefix
+
+    with index_prefix(es_client) as value:
+        yield value
+
+
+@pytest.fixture
+def topic(kafka_bootstrap: str) -> Iterator[str]:
+    """A new events topic (3 partitions), deleted afterwards."""
+    from tests.integration.readside_support import kafka_topic
+
+    with kafka_topic(kafka_bootstrap) as value:
+        yield value

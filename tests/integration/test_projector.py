@@ -37,8 +37,6 @@ from tests.integration.readside_support import (
     FakePoller,
     all_sources,
     build_projector,
-    index_prefix,
-    kafka_topic,
     project_until_visible,
     projector_config,
     unique,
@@ -110,18 +108,6 @@ def ledger_history() -> list[mapper.StoredEvent]:
 
 
 LINES = 4
-
-
-@pytest.fixture
-def names(es_client: Elasticsearch) -> Iterator[IndexNames]:
-    with index_prefix(es_client) as value:
-        yield value
-
-
-@pytest.fixture
-def topic(kafka_bootstrap: str) -> Iterator[str]:
-    with kafka_topic(kafka_bootstrap) as value:
-        yield value
 
 
 def consume_events(

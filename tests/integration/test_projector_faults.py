@@ -12,11 +12,9 @@ event across a version gap.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-import pytest
 from elasticsearch import Elasticsearch
 
 from chronos.domain.commands import Deposit, FreezeAccount, Money, OpenAccount, UnfreezeAccount
@@ -29,33 +27,12 @@ from tests.integration.readside_support import (
     FakePoller,
     build_projector,
     execute,
-    fresh_database,
-    index_prefix,
-    kafka_topic,
     project_until_visible,
     projector_config,
     stored_events,
     unique,
 )
 from tests.integration.test_projector import consume_events
-
-
-@pytest.fixture(scope="module")
-def ledger(pg_dsn: str) -> Iterator[str]:
-    with fresh_database(pg_dsn) as dsn:
-        yield dsn
-
-
-@pytest.fixture
-def names(es_client: Elasticsearch) -> Iterator[IndexNames]:
-    with index_prefix(es_client) as value:
-        yield value
-
-
-@pytest.fixture
-def topic(kafka_bootstrap: str) -> Iterator[str]:
-    with kafka_topic(kafka_bootstrap) as value:
-        yield value
 
 
 def deposited_then_frozen(dsn: str) -> tuple[str, StoredEvent, StoredEvent, StoredEvent]:
@@ -93,6 +70,20 @@ def assert_deposited_then_frozen(es: Elasticsearch, names: IndexNames, account: 
     assert [hit["_source"]["stream_version"] for hit in lines["hits"]["hits"]] == [2]
 
 
+def publish_visible(
+    poller: FakePoller,
+    projector: Projector,
+    es: Elasticsearch,
+    names: IndexNames,
+    event: StoredEvent,
+) -> None:
+    """Publishes ``event`` with its markers and projects it until it is visible."""
+    poller.publish_event(event, partition=0)
+    poller.publish_markers(event.position)
+    poller.flush()
+    project_until_visible(projector, es, names, event.position)
+
+
 def projector_for(
     es: Elasticsearch, kafka_bootstrap: str, es_url: str, names: IndexNames, topic: str, dsn: str
 ) -> Projector:
@@ -102,22 +93,19 @@ def projector_for(
 
 
 def test_a_redelivered_run_after_a_timeout_is_neither_overstated_nor_lost(
-    ledger: str,
+    ledger_dsn: str,
     es_client: Elasticsearch,
     kafka_bootstrap: str,
     es_url: str,
     names: IndexNames,
     topic: str,
 ) -> None:
-    account, opened, deposited, frozen = deposited_then_frozen(ledger)
+    account, opened, deposited, frozen = deposited_then_frozen(ledger_dsn)
     poller = FakePoller(kafka_bootstrap, topic)
-    projector = projector_for(es_client, kafka_bootstrap, es_url, names, topic, ledger)
+    projector = projector_for(es_client, kafka_bootstrap, es_url, names, topic, ledger_dsn)
     reader = WatermarkReader(es_client, names, APPLIED)
     try:
-        poller.publish_event(opened, partition=0)
-        poller.publish_markers(opened.position)
-        poller.flush()
-        project_until_visible(projector, es_client, names, opened.position)
+        publish_visible(poller, projector, es_client, names, opened)
 
         # The deposit timed out in the producer while the freeze after it was written: no
         # marker covers either yet (the relay marks only the acknowledged prefix).
@@ -141,7 +129,7 @@ def test_a_redelivered_run_after_a_timeout_is_neither_overstated_nor_lost(
 
 
 def test_a_later_version_consumed_first_from_another_partition_is_healed_from_the_store(
-    ledger: str,
+    ledger_dsn: str,
     es_client: Elasticsearch,
     kafka_bootstrap: str,
     es_url: str,
@@ -150,14 +138,11 @@ def test_a_later_version_consumed_first_from_another_partition_is_healed_from_th
 ) -> None:
     # Partitions were added: the account's freeze went to a new partition and is
     # consumed before the deposit still waiting in the old one, and is never sent again.
-    account, opened, deposited, frozen = deposited_then_frozen(ledger)
+    account, opened, deposited, frozen = deposited_then_frozen(ledger_dsn)
     poller = FakePoller(kafka_bootstrap, topic)
-    projector = projector_for(es_client, kafka_bootstrap, es_url, names, topic, ledger)
+    projector = projector_for(es_client, kafka_bootstrap, es_url, names, topic, ledger_dsn)
     try:
-        poller.publish_event(opened, partition=0)
-        poller.publish_markers(opened.position)
-        poller.flush()
-        project_until_visible(projector, es_client, names, opened.position)
+        publish_visible(poller, projector, es_client, names, opened)
 
         poller.publish_event(frozen, partition=1)
         poller.flush()
@@ -178,7 +163,7 @@ def test_a_later_version_consumed_first_from_another_partition_is_healed_from_th
 
 
 def test_the_next_event_after_a_rebuild_continues_the_rebuilt_document(
-    ledger: str,
+    ledger_dsn: str,
     es_client: Elasticsearch,
     kafka_bootstrap: str,
     es_url: str,
@@ -188,21 +173,23 @@ def test_the_next_event_after_a_rebuild_continues_the_rebuilt_document(
     # The projector folds the next event onto the document it cached. Had it cached a
     # document folded across a gap, the next event would overwrite the rebuild's correct
     # one with that wrong state.
-    account, opened, _deposited, frozen = deposited_then_frozen(ledger)
+    account, opened, _deposited, frozen = deposited_then_frozen(ledger_dsn)
     poller = FakePoller(kafka_bootstrap, topic)
-    projector = projector_for(es_client, kafka_bootstrap, es_url, names, topic, ledger)
+    projector = projector_for(es_client, kafka_bootstrap, es_url, names, topic, ledger_dsn)
     try:
         poller.publish_event(opened, partition=0)
         poller.publish_event(frozen, partition=0)
         poller.publish_markers(opened.position)
         poller.flush()
         consume_events(projector, 2)
-        with psycopg.connect(ledger, autocommit=True) as conn:
+        with psycopg.connect(ledger_dsn, autocommit=True) as conn:
             rebuild(conn, es_client, names)
         execute(
-            ledger, [UnfreezeAccount(request_id=unique("unf"), account_id=account, reason="ok")]
+            ledger_dsn, [UnfreezeAccount(request_id=unique("unf"), account_id=account, reason="ok")]
         )
-        (unfrozen,) = [e for e in stored_events(ledger, frozen.position) if e.stream_id == account]
+        (unfrozen,) = [
+            e for e in stored_events(ledger_dsn, frozen.position) if e.stream_id == account
+        ]
         poller.publish_event(unfrozen, partition=0)
         poller.publish_markers(unfrozen.position)
         poller.flush()

@@ -43,8 +43,6 @@ from tests.integration.readside_support import (
     build_projector,
     execute,
     fresh_database,
-    index_prefix,
-    kafka_topic,
     project_until_visible,
     projector_config,
     stored_events,
@@ -122,18 +120,6 @@ def more_history(count: int) -> list[Any]:
 @pytest.fixture
 def dsn(pg_dsn: str) -> Iterator[str]:
     with fresh_database(pg_dsn) as value:
-        yield value
-
-
-@pytest.fixture
-def names(es_client: Elasticsearch) -> Iterator[IndexNames]:
-    with index_prefix(es_client) as value:
-        yield value
-
-
-@pytest.fixture
-def topic(kafka_bootstrap: str) -> Iterator[str]:
-    with kafka_topic(kafka_bootstrap) as value:
         yield value
 
 
