@@ -181,59 +181,70 @@ def decide(
     """
     match command:
         case OpenAccount():
-            # validate() refuses every spelling of a system id; opened as a user account,
-            # one would make every later deposit in its currency fail for good.
-            assert command.account_id not in SYSTEM_ACCOUNT_IDS, "a system id reached decide()"
-            if accounts[command.account_id] is not None:
-                raise Rejection(
-                    Reason.ACCOUNT_EXISTS,
-                    f"Account {command.account_id} already exists.",
-                    metadata={"account_id": command.account_id},
-                )
-            opened = AccountOpened(
-                account_id=command.account_id,
-                owner_name=command.owner_name,
-                currency=command.currency,
-                overdraft_limit_minor=command.overdraft_limit_minor,
-                kind=AccountKind.USER,
-                metadata=command.metadata,
-            )
-            return Decision(account_id=command.account_id, entry_id="", events=(opened,))
+            return _open(command, accounts)
+        case FreezeAccount() | UnfreezeAccount() | CloseAccount():
+            return _change_status(command, accounts)
+        case Deposit() | Withdraw() | TransferFunds() | PostJournalEntry():
+            kind, subject_account_id, legs = _entry_of(command)
+            return _post(kind, legs, subject_account_id, command.description, accounts, new_id)
+
+
+def _open(command: OpenAccount, accounts: Mapping[str, Account | None]) -> Decision:
+    # validate() refuses every spelling of a system id; opened as a user account, one
+    # would make every later deposit in its currency fail for good.
+    assert command.account_id not in SYSTEM_ACCOUNT_IDS, "a system id reached decide()"
+    if accounts[command.account_id] is not None:
+        raise Rejection(
+            Reason.ACCOUNT_EXISTS,
+            f"Account {command.account_id} already exists.",
+            metadata={"account_id": command.account_id},
+        )
+    opened = AccountOpened(
+        account_id=command.account_id,
+        owner_name=command.owner_name,
+        currency=command.currency,
+        overdraft_limit_minor=command.overdraft_limit_minor,
+        kind=AccountKind.USER,
+        metadata=command.metadata,
+    )
+    return Decision(account_id=command.account_id, entry_id="", events=(opened,))
+
+
+def _entry_of(
+    command: Deposit | Withdraw | TransferFunds | PostJournalEntry,
+) -> tuple[EntryKind, str, list[_Leg]]:
+    """The journal entry a money movement posts: its kind, the account it is about (the
+    one its answer reports), and its legs in posting order."""
+    match command:
         case Deposit():
             system_id = system_account_id(command.amount.currency)
-            legs = [
-                _Leg(system_id, Side.DEBIT, command.amount, command.account_id),
-                _Leg(command.account_id, Side.CREDIT, command.amount, system_id),
-            ]
-            return _post(
-                EntryKind.DEPOSIT, legs, command.account_id, command.description, accounts, new_id
+            return (
+                EntryKind.DEPOSIT,
+                command.account_id,
+                [
+                    _Leg(system_id, Side.DEBIT, command.amount, command.account_id),
+                    _Leg(command.account_id, Side.CREDIT, command.amount, system_id),
+                ],
             )
         case Withdraw():
             system_id = system_account_id(command.amount.currency)
-            legs = [
-                _Leg(command.account_id, Side.DEBIT, command.amount, system_id),
-                _Leg(system_id, Side.CREDIT, command.amount, command.account_id),
-            ]
-            return _post(
+            return (
                 EntryKind.WITHDRAWAL,
-                legs,
                 command.account_id,
-                command.description,
-                accounts,
-                new_id,
+                [
+                    _Leg(command.account_id, Side.DEBIT, command.amount, system_id),
+                    _Leg(system_id, Side.CREDIT, command.amount, command.account_id),
+                ],
             )
         case TransferFunds():
-            legs = [
-                _Leg(command.from_account_id, Side.DEBIT, command.amount, command.to_account_id),
-                _Leg(command.to_account_id, Side.CREDIT, command.amount, command.from_account_id),
-            ]
-            return _post(
+            source, target = command.from_account_id, command.to_account_id
+            return (
                 EntryKind.TRANSFER,
-                legs,
-                command.from_account_id,
-                command.description,
-                accounts,
-                new_id,
+                source,
+                [
+                    _Leg(source, Side.DEBIT, command.amount, target),
+                    _Leg(target, Side.CREDIT, command.amount, source),
+                ],
             )
         case PostJournalEntry():
             assert command.lines, "validated journal entries have lines"
@@ -241,16 +252,7 @@ def decide(
                 _Leg(line.account_id, line.side or Side.DEBIT, line.amount)
                 for line in command.lines
             ]
-            return _post(
-                EntryKind.JOURNAL,
-                legs,
-                command.lines[0].account_id,
-                command.description,
-                accounts,
-                new_id,
-            )
-        case FreezeAccount() | UnfreezeAccount() | CloseAccount():
-            return _change_status(command, accounts)
+            return EntryKind.JOURNAL, command.lines[0].account_id, legs
 
 
 def _require_account(accounts: Mapping[str, Account | None], account_id: str) -> Account:
@@ -313,14 +315,28 @@ def _post(
     new_id: Callable[[], str],
 ) -> Decision:
     """Checks and posts one balanced journal entry; rules are checked in Reason order."""
-    # Deposits and withdrawals open the currency's system account on first use.
+    opened, events = _open_system_accounts(kind, legs, accounts)
+
+    def state(account_id: str) -> Account:
+        return opened.get(account_id) or _require_account(accounts, account_id)
+
+    _check_postable(legs, state)
+    entry_id = new_id()
+    events.extend(_lines(kind, entry_id, legs, description, state))
+    return Decision(account_id=subject_account_id, entry_id=entry_id, events=tuple(events))
+
+
+def _open_system_accounts(
+    kind: EntryKind, legs: list[_Leg], accounts: Mapping[str, Account | None]
+) -> tuple[dict[str, Account], list[DomainEvent]]:
+    """Deposits and withdrawals open the currency's system account on first use."""
     opened: dict[str, Account] = {}
     events: list[DomainEvent] = []
+    if kind not in (EntryKind.DEPOSIT, EntryKind.WITHDRAWAL):
+        return opened, events
     for leg in legs:
-        if (
-            accounts[leg.account_id] is None
-            and leg.account_id == system_account_id(leg.amount.currency)
-            and kind in (EntryKind.DEPOSIT, EntryKind.WITHDRAWAL)
+        if accounts[leg.account_id] is None and leg.account_id == system_account_id(
+            leg.amount.currency
         ):
             system_opened = AccountOpened(
                 account_id=leg.account_id,
@@ -331,10 +347,12 @@ def _post(
             )
             opened[leg.account_id] = evolve(None, system_opened, 1)
             events.append(system_opened)
+    return opened, events
 
-    def state(account_id: str) -> Account:
-        return opened.get(account_id) or _require_account(accounts, account_id)
 
+def _check_postable(legs: list[_Leg], state: Callable[[str], Account]) -> None:
+    """The rules that hold for each leg alone, each over every leg before the next
+    (existence, closed, frozen, currency), so the first reason in Reason order wins."""
     for leg in legs:
         state(leg.account_id)
     for leg in legs:
@@ -367,36 +385,24 @@ def _post(
                     "amount_currency": leg.amount.currency,
                 },
             )
-    # Walk the lines in order, checking every running balance against its floor (so no
-    # statement line ever shows a balance below the limit) and the int64 range.
+
+
+def _lines(
+    kind: EntryKind,
+    entry_id: str,
+    legs: list[_Leg],
+    description: str,
+    state: Callable[[str], Account],
+) -> list[DomainEvent]:
+    """The entry's line events. The lines are walked in order, checking every running
+    balance against its floor (so no statement line ever shows a balance below the
+    limit) and the int64 range."""
     balances = {account_id: state(account_id).balance_minor for account_id in _ids(legs)}
-    entry_id = new_id()
     event_type = LINE_EVENT_BY_KIND[kind]
+    events: list[DomainEvent] = []
     for index, leg in enumerate(legs):
         account = state(leg.account_id)
-        signed = leg.amount.minor_units if leg.side is Side.CREDIT else -leg.amount.minor_units
-        balance_after = balances[leg.account_id] + signed
-        floor = account.balance_floor_minor
-        if floor is not None and balance_after < floor:
-            raise Rejection(
-                Reason.INSUFFICIENT_FUNDS,
-                f"Insufficient funds in account {account.account_id}: the balance is "
-                f"{balances[leg.account_id]} {account.currency} minor units and the overdraft "
-                f"limit {account.overdraft_limit_minor}, so at most "
-                f"{balances[leg.account_id] + account.overdraft_limit_minor} can be debited; "
-                f"{leg.amount.minor_units} requested.",
-                metadata={
-                    "account_id": account.account_id,
-                    "balance_minor": str(balances[leg.account_id]),
-                    "requested_minor": str(leg.amount.minor_units),
-                },
-            )
-        if balance_after > limits.INT64_MAX or balance_after < limits.INT64_MIN:
-            raise Rejection(
-                Reason.BALANCE_OVERFLOW,
-                f"Account {account.account_id}'s balance would leave the signed 64-bit range.",
-                metadata={"account_id": account.account_id},
-            )
+        balance_after = _balance_after(account, balances[leg.account_id], leg)
         balances[leg.account_id] = balance_after
         events.append(
             event_type(
@@ -411,7 +417,35 @@ def _post(
                 line_index=index,
             )
         )
-    return Decision(account_id=subject_account_id, entry_id=entry_id, events=tuple(events))
+    return events
+
+
+def _balance_after(account: Account, balance_minor: int, leg: _Leg) -> int:
+    """The account's balance after ``leg``, refused below its floor or outside int64."""
+    signed = leg.amount.minor_units if leg.side is Side.CREDIT else -leg.amount.minor_units
+    balance_after = balance_minor + signed
+    floor = account.balance_floor_minor
+    if floor is not None and balance_after < floor:
+        raise Rejection(
+            Reason.INSUFFICIENT_FUNDS,
+            f"Insufficient funds in account {account.account_id}: the balance is "
+            f"{balance_minor} {account.currency} minor units and the overdraft "
+            f"limit {account.overdraft_limit_minor}, so at most "
+            f"{balance_minor + account.overdraft_limit_minor} can be debited; "
+            f"{leg.amount.minor_units} requested.",
+            metadata={
+                "account_id": account.account_id,
+                "balance_minor": str(balance_minor),
+                "requested_minor": str(leg.amount.minor_units),
+            },
+        )
+    if balance_after > limits.INT64_MAX or balance_after < limits.INT64_MIN:
+        raise Rejection(
+            Reason.BALANCE_OVERFLOW,
+            f"Account {account.account_id}'s balance would leave the signed 64-bit range.",
+            metadata={"account_id": account.account_id},
+        )
+    return balance_after
 
 
 def _ids(legs: list[_Leg]) -> list[str]:
