@@ -49,7 +49,8 @@ from chronos.domain import limits
 from chronos.domain.ledger import system_account_id
 from chronos.v1 import commands_pb2 as pb
 from chronos.v1 import commands_pb2_grpc, ledger_pb2, queries_pb2, queries_pb2_grpc
-from query_server.servicer import SEARCH_QUERY_LENGTH_MAX, encode_page_token
+from query_server.page_tokens import encode_page_token
+from query_server.requests import SEARCH_QUERY_LENGTH_MAX
 from tests.e2e.helpers import PipelineEnv, pipeline_env, service_process
 
 T = TypeVar("T")
