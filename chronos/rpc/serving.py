@@ -39,11 +39,10 @@ class InFlightLimit:
     """Bounds the work one server process holds at once, counted in ``unit`` (calls, or
     commands for the command server, where a batch weighs its commands).
 
-    Without it a client flood grows the process without bound: 300 concurrent
-    ExecuteBatch calls of 1,000 transfers took a command worker from 197 to 580 MB.
-    Work over the limit is refused at once with RESOURCE_EXHAUSTED / SERVER_BUSY, before
-    anything is done, so it frees its request's memory and can be retried (counted in
-    ``chronos_grpc_requests_total`` by its code).
+    Without it a client flood (many concurrent large batches) grows the process without
+    bound. Work over the limit is refused at once with RESOURCE_EXHAUSTED / SERVER_BUSY,
+    before anything is done, so it frees its request's memory and can be retried
+    (counted in ``chronos_grpc_requests_total`` by its code).
     """
 
     maximum: int

@@ -276,7 +276,7 @@ JUNK_PAGE_TOKENS = (
     " ",
 )
 # search_after values a client can put into a well-formed token: the checksum is no
-# secret (query_server.servicer says so), so a token is client input like any other.
+# secret (query_server.page_tokens says so), so a token is client input like any other.
 FORGED_POSITIONS = (-1, 0, limits.INT64_MAX, 2**63, 2**64, 2**70, limits.INT64_MIN - 1)
 FORGED_ACCOUNT_SORTS: tuple[list[Any], ...] = (
     ["a", "b"],
@@ -351,7 +351,7 @@ def _describe_one(descriptor: FieldDescriptor, value: Any) -> str:
 
 def _describe_page_token(token: str) -> str:
     """What a well-formed token continues after (tokens are an 8-byte checksum, then JSON:
-    see query_server.servicer.encode_page_token); anything else as it is."""
+    see query_server.page_tokens.encode_page_token); anything else as it is."""
     try:
         body = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))[8:]
         after = json.loads(body)["a"]
