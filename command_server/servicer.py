@@ -2,7 +2,7 @@
 
 Protobuf ↔ domain mapping happens only here, in the ``*_from_proto`` and
 ``result_to_proto`` functions. Every error a client can cause leaves as a rich status
-(see ``chronos.rpc``); nothing a client sends can produce INTERNAL or UNKNOWN.
+(see ``chronos.rpc.status``); nothing a client sends can produce INTERNAL or UNKNOWN.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Any
 
 import grpc
 from google.rpc import status_pb2
-from grpc_status import rpc_status
 
 from chronos.domain import limits, validation
 from chronos.domain.commands import (
@@ -31,7 +30,7 @@ from chronos.domain.commands import (
     UnfreezeAccount,
     Withdraw,
 )
-from chronos.domain.errors import FieldViolation, Rejection, validation_failed
+from chronos.domain.errors import FieldViolation, Reason, Rejection, validation_failed
 from chronos.errors import ChronosError
 from chronos.event_store.mapper import side_from_proto
 from chronos.event_store.results import CommandResult
@@ -42,7 +41,7 @@ from chronos.event_store.writer import (
     StoreUnavailable,
 )
 from chronos.metrics import COMMANDS_REJECTED
-from chronos.rpc import abort, rejection_proto, status_proto
+from chronos.rpc.status import abort, rejection_proto
 from chronos.v1 import commands_pb2, commands_pb2_grpc, ledger_pb2
 
 _logger = logging.getLogger(__name__)
@@ -208,37 +207,38 @@ class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
         return command, payload_hash, command_context
 
     @staticmethod
-    def _failure(error: ChronosError, request_id: str) -> status_pb2.Status:
-        """The one translation of a failed command into the status a client sees."""
+    def _rejection(error: ChronosError, request_id: str) -> Rejection:
+        """The one reading of a failed command as the refusal a client sees."""
         if isinstance(error, Rejection):
             COMMANDS_REJECTED.labels(error.reason.value).inc()
             _logger.info(
                 "command rejected: %s", error.reason.value, extra={"request_id": request_id}
             )
-            return rejection_proto(error)
+            return error
         if isinstance(error, CommitOutcomeUnknown):
             # Not "nothing was recorded": the commit may have happened. A new request_id
             # would then apply the command twice.
-            return status_proto(
-                grpc.StatusCode.UNAVAILABLE,
-                "COMMIT_OUTCOME_UNKNOWN",
+            return Rejection(
+                Reason.COMMIT_OUTCOME_UNKNOWN,
                 "The connection to the ledger database was lost while it committed, so the "
                 "outcome is unknown. Retry with the same request_id: it returns the stored "
                 f"answer if the command was recorded, and applies it once if not. ({error})",
             )
         if isinstance(error, StoreUnavailable):
-            return status_proto(
-                grpc.StatusCode.UNAVAILABLE,
-                "DATABASE_UNAVAILABLE",
+            return Rejection(
+                Reason.DATABASE_UNAVAILABLE,
                 f"The ledger cannot write right now; nothing was recorded. Retry with the "
                 f"same request_id. ({error})",
             )
         _logger.error("write failed: %s", error, extra={"request_id": request_id})
-        return status_proto(
-            grpc.StatusCode.INTERNAL,
-            "INTERNAL_ERROR",
+        return Rejection(
+            Reason.INTERNAL_ERROR,
             "The ledger failed to record the command; nothing was recorded.",
         )
+
+    def _failure(self, error: ChronosError, request_id: str) -> status_pb2.Status:
+        """A failed command of a batch, as its item's status."""
+        return rejection_proto(self._rejection(error, request_id))
 
     async def _run(
         self, command: Command, context: grpc.aio.ServicerContext[Any, Any]
@@ -246,9 +246,7 @@ class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
         try:
             result = await self._writer.execute(*self._prepare(command, context))
         except ChronosError as error:
-            status = rpc_status.to_status(self._failure(error, command.request_id))
-            await abort(context, status)
-            raise AssertionError("abort() returned") from error
+            await abort(context, self._rejection(error, command.request_id))
         return result_to_proto(result)
 
     async def OpenAccount(self, request: Any, context: Any) -> commands_pb2.CommandResponse:
@@ -293,8 +291,7 @@ class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
                 )
         if violation is not None:
             rejection = validation_failed([FieldViolation("commands", violation)])
-            await abort(context, rpc_status.to_status(self._failure(rejection, "")))
-            raise AssertionError("abort() returned")
+            await abort(context, self._rejection(rejection, ""))
         results: list[commands_pb2.BatchResult | None] = [None] * count
         prepared: list[tuple[Command, bytes, CommandContext]] = []
         prepared_at: list[int] = []

@@ -10,11 +10,13 @@ import grpc
 from chronos import telemetry
 from chronos.process import run_grpc_server
 from chronos.read_model.client import async_elasticsearch_client
+from chronos.read_model.queries import ReadModelQueries
 from chronos.read_model.watermark import APPLIED, SEARCHABLE, AsyncWatermarkReader
+from chronos.read_model.watermark_cache import WatermarkCache
 from chronos.rpc import InFlightLimit, add_servicer, serve
 from chronos.v1 import queries_pb2
 from query_server.config import QueryServerConfig
-from query_server.servicer import QueryServicer, ReadModelClient, WatermarkCache
+from query_server.servicer import QueryServicer
 
 _logger = logging.getLogger("query_server")
 
@@ -37,7 +39,7 @@ async def run(config: QueryServerConfig) -> None:
         )
         for kind in (SEARCHABLE, APPLIED)
     )
-    read_model = ReadModelClient(
+    read_model = ReadModelQueries(
         es, names, piggybacked=applied, linger_seconds=config.read_linger_seconds
     )
     servicer = QueryServicer(

@@ -1,4 +1,6 @@
-"""ISO 4217 alphabetic codes of the currencies the ledger accepts."""
+"""The currencies the ledger accepts: ISO 4217 alphabetic codes, and the one rule for them."""
+
+from __future__ import annotations
 
 # Active ISO 4217 codes (list 1, funds and precious metals excluded). A currency that is
 # not here is rejected with a clear message rather than silently creating a new ledger.
@@ -14,3 +16,15 @@ ISO_4217_CODES = frozenset(
     WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG
     """.split()
 )
+
+
+def currency_problem(currency: str) -> str | None:
+    """Why ``currency`` is not one the ledger accepts, or None if it is.
+
+    The one currency rule: commands and queries both check a code with it.
+    """
+    if len(currency) != 3 or not currency.isascii() or not currency.isupper():
+        return f"must be a 3-letter ISO 4217 code, got {currency[:16]!r}"
+    if currency not in ISO_4217_CODES:
+        return f"{currency!r} is not an ISO 4217 currency"
+    return None

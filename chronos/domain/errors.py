@@ -1,8 +1,8 @@
-"""Why the ledger refuses a command.
+"""Why a call is refused: the ledger's decisions, and the service's own reasons.
 
 Every refusal is a :class:`Rejection` carrying one :class:`Reason`. The gRPC edge maps
 each reason once to a status code and a ``google.rpc.ErrorInfo`` reason
-(``command_server/errors.py``); nothing else decides what a client sees.
+(``chronos.rpc.status``), for both servers; nothing else decides what a client sees.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from chronos.errors import ChronosError
 
 
 class Reason(enum.Enum):
-    """Reasons for refusing a command.
+    """Every reason a client can be given, spelled as it travels in ``ErrorInfo``.
 
-    The declaration order is the precedence: when a command breaks several rules, the
-    ledger reports the first one that applies, in this order, so the same request
-    always gets the same answer.
+    The ledger's decisions come first, and their declaration order is the precedence:
+    when a command breaks several rules, the ledger reports the first one that applies,
+    in this order, so the same request always gets the same answer.
     """
 
     VALIDATION_FAILED = "VALIDATION_FAILED"
@@ -37,6 +37,24 @@ class Reason(enum.Enum):
     # not the client's, so this one was not run, to keep the batch's order.
     NOT_APPLIED = "NOT_APPLIED"
 
+    # The service's own reasons. They say nothing about the request, only that the
+    # service could not answer it now, so they never compete with the ledger's
+    # decisions above and have no precedence among themselves.
+    #
+    # The process already holds its limit of work in flight; nothing was started.
+    SERVER_BUSY = "SERVER_BUSY"
+    # PostgreSQL could not be written; nothing was recorded.
+    DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
+    # The connection was lost while the commit was sent: it may have been recorded, so
+    # only a retry with the same request_id is safe.
+    COMMIT_OUTCOME_UNKNOWN = "COMMIT_OUTCOME_UNKNOWN"
+    # A failure of the server itself, never caused by what a client sent.
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+    # The read model has not yet applied the ``min_position`` the query asked for.
+    PROJECTION_BEHIND = "PROJECTION_BEHIND"
+    # Elasticsearch cannot answer the query right now.
+    READ_MODEL_UNAVAILABLE = "READ_MODEL_UNAVAILABLE"
+
 
 @dataclass(frozen=True, slots=True)
 class FieldViolation:
@@ -47,7 +65,10 @@ class FieldViolation:
 
 
 class Rejection(ChronosError):
-    """The ledger refused a command; nothing was written.
+    """A refused call: the ledger refused a command, or the service could not answer.
+
+    Nothing was written, except that with ``COMMIT_OUTCOME_UNKNOWN`` a command may have
+    been recorded. Both servers raise this type and translate it once, at the edge.
 
     Attributes:
         reason: Why, as one of the fixed reasons.

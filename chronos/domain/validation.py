@@ -26,7 +26,7 @@ from chronos.domain.commands import (
     UnfreezeAccount,
     Withdraw,
 )
-from chronos.domain.currencies import ISO_4217_CODES
+from chronos.domain.currencies import currency_problem
 from chronos.domain.errors import FieldViolation, validation_failed
 from chronos.domain.ledger import SYSTEM_ACCOUNT_IDS
 
@@ -146,12 +146,8 @@ def _check_user_account(raw: str, field: str, violations: list[FieldViolation]) 
 def _check_currency(currency: str, field: str, violations: list[FieldViolation]) -> None:
     if not currency:
         violations.append(FieldViolation(field, "is required"))
-    elif len(currency) != 3 or not currency.isascii() or not currency.isupper():
-        violations.append(
-            FieldViolation(field, f"must be a 3-letter ISO 4217 code, got {currency[:16]!r}")
-        )
-    elif currency not in ISO_4217_CODES:
-        violations.append(FieldViolation(field, f"{currency!r} is not an ISO 4217 currency"))
+    elif (problem := currency_problem(currency)) is not None:
+        violations.append(FieldViolation(field, problem))
 
 
 def _check_money(amount: Money | None, field: str, violations: list[FieldViolation]) -> None:

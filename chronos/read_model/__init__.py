@@ -3,7 +3,10 @@
 ``indices`` names and maps the indices, ``documents`` turns events into documents (the
 one implementation the projector and the rebuild share), ``es_writer`` writes them,
 ``watermark`` says which positions are visible, ``rebuild`` and ``reconcile`` are the
-operator tools behind ``chronos projection rebuild`` and ``chronos reconcile``.
+operator tools behind ``chronos projection rebuild`` and ``chronos reconcile``. The query
+server reads through ``queries`` (the Elasticsearch query DSL), ``watermark_cache`` (the
+visible position, shared by concurrent calls) and ``coalesce`` (reads by id batched into
+multi-gets).
 """
 
 from __future__ import annotations

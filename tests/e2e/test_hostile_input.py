@@ -49,7 +49,8 @@ from chronos.domain import limits
 from chronos.domain.ledger import system_account_id
 from chronos.v1 import commands_pb2 as pb
 from chronos.v1 import commands_pb2_grpc, ledger_pb2, queries_pb2, queries_pb2_grpc
-from query_server.servicer import SEARCH_QUERY_LENGTH_MAX, encode_page_token
+from query_server.page_tokens import encode_page_token
+from query_server.requests import SEARCH_QUERY_LENGTH_MAX
 from tests.e2e.helpers import PipelineEnv, pipeline_env, service_process
 
 T = TypeVar("T")
@@ -275,7 +276,7 @@ JUNK_PAGE_TOKENS = (
     " ",
 )
 # search_after values a client can put into a well-formed token: the checksum is no
-# secret (query_server.servicer says so), so a token is client input like any other.
+# secret (query_server.page_tokens says so), so a token is client input like any other.
 FORGED_POSITIONS = (-1, 0, limits.INT64_MAX, 2**63, 2**64, 2**70, limits.INT64_MIN - 1)
 FORGED_ACCOUNT_SORTS: tuple[list[Any], ...] = (
     ["a", "b"],
@@ -350,7 +351,7 @@ def _describe_one(descriptor: FieldDescriptor, value: Any) -> str:
 
 def _describe_page_token(token: str) -> str:
     """What a well-formed token continues after (tokens are an 8-byte checksum, then JSON:
-    see query_server.servicer.encode_page_token); anything else as it is."""
+    see query_server.page_tokens.encode_page_token); anything else as it is."""
     try:
         body = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))[8:]
         after = json.loads(body)["a"]

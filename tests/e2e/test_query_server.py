@@ -441,6 +441,19 @@ def test_invalid_requests(
     assert error_details(failure.value) == ("VALIDATION_FAILED", fields)
 
 
+def test_an_unknown_currency_is_refused_by_the_ledgers_rule(stack: Stack) -> None:
+    # Three upper-case letters, but no ISO 4217 currency: the query server checks a
+    # currency by the ledger's one rule, as the command server does, so a search for
+    # it is refused rather than answered with no accounts.
+    with pytest.raises(grpc.RpcError) as failure:
+        stack.stub.SearchAccounts(
+            queries_pb2.SearchAccountsRequest(currency="ZZZ"), timeout=CALL_TIMEOUT_SECONDS
+        )
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_details(failure.value) == ("VALIDATION_FAILED", ["currency"])
+    assert "'ZZZ' is not an ISO 4217 currency" in (failure.value.details() or "")
+
+
 def test_unknown_account(stack: Stack) -> None:
     unknown = str(uuid.uuid4())
     for method, request_message in (

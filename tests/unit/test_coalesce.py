@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from query_server.coalesce import CoalescingGetter
+from chronos.read_model.coalesce import CoalescingGetter
 
 
 class RecordingStore:

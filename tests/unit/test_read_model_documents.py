@@ -34,7 +34,7 @@ from chronos.read_model.documents import (
     record_from_stored,
     transaction_source,
 )
-from query_server.servicer import InvalidPageToken, decode_page_token, encode_page_token
+from query_server.page_tokens import InvalidPageToken, decode_page_token, encode_page_token
 
 ACCOUNT = "0b5f6f0e-1111-4c3a-9a57-0c7d3c1a0001"
 OTHER = "0b5f6f0e-2222-4c3a-9a57-0c7d3c1a0002"

@@ -1,9 +1,10 @@
-"""The size of an error status on the wire (chronos.rpc)."""
+"""Error statuses on the wire (chronos.rpc.status): their size, codes and details."""
 
 from __future__ import annotations
 
 import grpc
 import pytest
+from google.rpc import code_pb2, error_details_pb2
 
 from chronos.domain import limits, validation
 from chronos.domain.commands import (
@@ -13,8 +14,8 @@ from chronos.domain.commands import (
     PostJournalEntry,
     TransferFunds,
 )
-from chronos.domain.errors import Rejection
-from chronos.rpc import rejection_status
+from chronos.domain.errors import FieldViolation, Reason, Rejection, validation_failed
+from chronos.rpc import rejection_proto, rejection_status
 
 # gRPC clients refuse trailers over 8 KiB at random and over 16 KiB always (their
 # defaults), and then see RESOURCE_EXHAUSTED instead of the answer.
@@ -76,3 +77,69 @@ def test_a_usual_refusal_lists_every_violation_in_its_message() -> None:
     for field in ("request_id", "from_account_id", "to_account_id", "amount.currency"):
         assert f"{field}: " in message
     assert message.endswith("amount.minor_units: must be positive.")
+
+
+# Every reason a client can see, as the README's error table gives its code. The wire
+# spelling is the contract: renaming a member must not change what travels.
+CODE_BY_WIRE_REASON = {
+    "VALIDATION_FAILED": "INVALID_ARGUMENT",
+    "IDEMPOTENCY_KEY_REUSED": "ALREADY_EXISTS",
+    "ACCOUNT_NOT_FOUND": "NOT_FOUND",
+    "ACCOUNT_EXISTS": "ALREADY_EXISTS",
+    "ACCOUNT_CLOSED": "FAILED_PRECONDITION",
+    "ACCOUNT_FROZEN": "FAILED_PRECONDITION",
+    "ACCOUNT_NOT_FROZEN": "FAILED_PRECONDITION",
+    "CURRENCY_MISMATCH": "FAILED_PRECONDITION",
+    "INSUFFICIENT_FUNDS": "FAILED_PRECONDITION",
+    "BALANCE_OVERFLOW": "FAILED_PRECONDITION",
+    "ACCOUNT_NOT_EMPTY": "FAILED_PRECONDITION",
+    "CONCURRENCY_CONFLICT": "ABORTED",
+    "NOT_APPLIED": "ABORTED",
+    "SERVER_BUSY": "RESOURCE_EXHAUSTED",
+    "DATABASE_UNAVAILABLE": "UNAVAILABLE",
+    "COMMIT_OUTCOME_UNKNOWN": "UNAVAILABLE",
+    "INTERNAL_ERROR": "INTERNAL",
+    "PROJECTION_BEHIND": "UNAVAILABLE",
+    "READ_MODEL_UNAVAILABLE": "UNAVAILABLE",
+}
+
+
+@pytest.mark.parametrize("reason", list(Reason), ids=lambda reason: reason.value)
+def test_every_reason_travels_with_its_code_and_error_info(reason: Reason) -> None:
+    status = rejection_proto(Rejection(reason, "Why.", metadata={"account_id": "a"}))
+    assert code_pb2.Code.Name(status.code) == CODE_BY_WIRE_REASON[reason.value]
+    assert status.message == "Why."
+    (detail,) = status.details
+    info = error_details_pb2.ErrorInfo()
+    assert detail.Unpack(info)
+    assert (info.reason, info.domain, dict(info.metadata)) == (
+        reason.value,
+        "chronos.ledger",
+        {"account_id": "a"},
+    )
+
+
+def test_the_reasons_are_exactly_the_wire_reasons() -> None:
+    assert [reason.value for reason in Reason] == list(CODE_BY_WIRE_REASON)
+    assert all(reason.name == reason.value for reason in Reason)
+
+
+def test_the_ledgers_decisions_keep_their_precedence_before_the_services_reasons() -> None:
+    reasons = list(Reason)
+    assert reasons.index(Reason.NOT_APPLIED) < reasons.index(Reason.SERVER_BUSY)
+    assert reasons[:3] == [
+        Reason.VALIDATION_FAILED,
+        Reason.IDEMPOTENCY_KEY_REUSED,
+        Reason.ACCOUNT_NOT_FOUND,
+    ]
+
+
+def test_violations_travel_as_bad_request() -> None:
+    rejection = validation_failed([FieldViolation("currency", "is required")])
+    status = rejection_proto(rejection)
+    assert status.message == "The request is invalid: currency: is required."
+    bad_request = error_details_pb2.BadRequest()
+    assert status.details[1].Unpack(bad_request)
+    assert [(v.field, v.description) for v in bad_request.field_violations] == [
+        ("currency", "is required")
+    ]

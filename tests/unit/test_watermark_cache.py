@@ -9,7 +9,7 @@ import pytest
 
 from chronos.read_model import ReadModelError
 from chronos.read_model.watermark import AsyncWatermarkReader, Watermarks
-from query_server.servicer import WatermarkCache
+from chronos.read_model.watermark_cache import WatermarkCache
 
 
 class CountingReader:

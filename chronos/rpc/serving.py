@@ -1,9 +1,7 @@
-"""What both gRPC servers share: rich error statuses, health, reflection, shutdown.
+"""How both gRPC servers serve: registration with an in-flight limit and lenient
+request decoding, then health, reflection and a graceful shutdown.
 
-Errors reach clients only through :func:`abort`: a gRPC status code, a message a person
-understands, and ``google.rpc.ErrorInfo`` (plus ``google.rpc.BadRequest`` for invalid
-fields) in the ``grpc-status-details-bin`` trailer, which grpcurl and every gRPC SDK
-decode.
+Refusals leave through :mod:`chronos.rpc.status`, like every other error a client sees.
 """
 
 from __future__ import annotations
@@ -16,130 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2, message_factory
+from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
-from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from grpc_status import rpc_status
 
-from chronos.domain.errors import FieldViolation, Reason, Rejection
+from chronos.domain.errors import Reason, Rejection
+from chronos.rpc.status import abort
 
 _logger = logging.getLogger(__name__)
-
-ERROR_DOMAIN = "chronos.ledger"
-
-STATUS_BY_REASON: dict[Reason, grpc.StatusCode] = {
-    Reason.VALIDATION_FAILED: grpc.StatusCode.INVALID_ARGUMENT,
-    Reason.IDEMPOTENCY_KEY_REUSED: grpc.StatusCode.ALREADY_EXISTS,
-    Reason.ACCOUNT_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    Reason.ACCOUNT_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
-    Reason.ACCOUNT_CLOSED: grpc.StatusCode.FAILED_PRECONDITION,
-    Reason.ACCOUNT_FROZEN: grpc.StatusCode.FAILED_PRECONDITION,
-    Reason.ACCOUNT_NOT_FROZEN: grpc.StatusCode.FAILED_PRECONDITION,
-    Reason.CURRENCY_MISMATCH: grpc.StatusCode.FAILED_PRECONDITION,
-    Reason.INSUFFICIENT_FUNDS: grpc.StatusCode.FAILED_PRECONDITION,
-    Reason.BALANCE_OVERFLOW: grpc.StatusCode.FAILED_PRECONDITION,
-    Reason.ACCOUNT_NOT_EMPTY: grpc.StatusCode.FAILED_PRECONDITION,
-    Reason.CONCURRENCY_CONFLICT: grpc.StatusCode.ABORTED,
-    Reason.NOT_APPLIED: grpc.StatusCode.ABORTED,
-}
-assert set(STATUS_BY_REASON) == set(Reason), "every reason needs a status code"
-
-
-def status_proto(
-    code: grpc.StatusCode,
-    reason: str,
-    message: str,
-    *,
-    violations: Sequence[FieldViolation] = (),
-    metadata: dict[str, str] | None = None,
-) -> status_pb2.Status:
-    """A ``google.rpc.Status`` carrying ErrorInfo (and BadRequest when there are
-    violations): sent as a call's status, or as one item's outcome inside a batch."""
-    details: list[any_pb2.Any] = []
-    info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata or {})
-    packed = any_pb2.Any()
-    packed.Pack(info)
-    details.append(packed)
-    if violations:
-        bad_request = error_details_pb2.BadRequest(field_violations=_bounded(violations))
-        packed = any_pb2.Any()
-        packed.Pack(bad_request)
-        details.append(packed)
-    if len(message) > MESSAGE_LENGTH_MAX:
-        message = message[: MESSAGE_LENGTH_MAX - 1] + "…"
-    return status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=details)
-
-
-# A call's status travels in its trailers (the message in grpc-message, percent-encoded,
-# and again in grpc-status-details-bin, base64), and gRPC clients refuse trailers over
-# 8 kB at random and over 16 kB always: they then see RESOURCE_EXHAUSTED, not the
-# answer. A 64-line journal entry with every field invalid made 33.8 kB. These bounds
-# keep any status near 5 kB on the wire in the worst case (all text non-ASCII).
-MESSAGE_LENGTH_MAX = 512
-VIOLATIONS_BYTES_MAX = 1536
-_VIOLATION_FIELD_LENGTH_MAX = 128
-_VIOLATION_DESCRIPTION_LENGTH_MAX = 256
-
-
-def _bounded(
-    violations: Sequence[FieldViolation],
-) -> list[error_details_pb2.BadRequest.FieldViolation]:
-    """The violations a status carries: as many as fit the byte budget, then a count."""
-    kept: list[error_details_pb2.BadRequest.FieldViolation] = []
-    size_bytes = 0
-    for violation in violations:
-        field = violation.field[:_VIOLATION_FIELD_LENGTH_MAX]
-        description = violation.description[:_VIOLATION_DESCRIPTION_LENGTH_MAX]
-        size_bytes += len(field.encode()) + len(description.encode())
-        if kept and size_bytes > VIOLATIONS_BYTES_MAX:
-            break
-        kept.append(
-            error_details_pb2.BadRequest.FieldViolation(field=field, description=description)
-        )
-    omitted = len(violations) - len(kept)
-    if omitted:
-        kept.append(
-            error_details_pb2.BadRequest.FieldViolation(
-                field="request", description=f"and {omitted} more violations, not listed"
-            )
-        )
-    return kept
-
-
-def rich_status(
-    code: grpc.StatusCode,
-    reason: str,
-    message: str,
-    *,
-    violations: Sequence[FieldViolation] = (),
-    metadata: dict[str, str] | None = None,
-) -> grpc.Status:
-    """Builds a call status carrying ErrorInfo (and BadRequest when there are violations)."""
-    return rpc_status.to_status(
-        status_proto(code, reason, message, violations=violations, metadata=metadata)
-    )
-
-
-def rejection_proto(rejection: Rejection) -> status_pb2.Status:
-    return status_proto(
-        STATUS_BY_REASON[rejection.reason],
-        rejection.reason.value,
-        rejection.message,
-        violations=rejection.violations,
-        metadata=rejection.metadata,
-    )
-
-
-def rejection_status(rejection: Rejection) -> grpc.Status:
-    return rpc_status.to_status(rejection_proto(rejection))
-
-
-async def abort(context: grpc.aio.ServicerContext[object, object], status: grpc.Status) -> None:
-    """Ends the call with ``status`` (raises, as grpc.aio's abort does)."""
-    await context.abort(status.code, status.details, trailing_metadata=status.trailing_metadata)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,11 +39,10 @@ class InFlightLimit:
     """Bounds the work one server process holds at once, counted in ``unit`` (calls, or
     commands for the command server, where a batch weighs its commands).
 
-    Without it a client flood grows the process without bound: 300 concurrent
-    ExecuteBatch calls of 1,000 transfers took a command worker from 197 to 580 MB.
-    Work over the limit is refused at once with RESOURCE_EXHAUSTED / SERVER_BUSY, before
-    anything is done, so it frees its request's memory and can be retried (counted in
-    ``chronos_grpc_requests_total`` by its code).
+    Without it a client flood (many concurrent large batches) grows the process without
+    bound. Work over the limit is refused at once with RESOURCE_EXHAUSTED / SERVER_BUSY,
+    before anything is done, so it frees its request's memory and can be retried
+    (counted in ``chronos_grpc_requests_total`` by its code).
     """
 
     maximum: int
@@ -216,9 +99,8 @@ def _guarded(
         if isinstance(request, _Undecodable):
             await abort(
                 context,
-                rich_status(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    Reason.VALIDATION_FAILED.value,
+                Rejection(
+                    Reason.VALIDATION_FAILED,
                     f"The request is invalid: it is not a well-formed {request.message_type} "
                     f"message ({request.error}).",
                 ),
@@ -227,9 +109,8 @@ def _guarded(
         if limit.held + weight > limit.maximum:
             await abort(
                 context,
-                rich_status(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    "SERVER_BUSY",
+                Rejection(
+                    Reason.SERVER_BUSY,
                     f"The server holds {limit.held:,} {limit.unit} in flight and takes at most "
                     f"{limit.maximum:,}; this call ({weight:,}) was not started, so nothing was "
                     f"done. Retry after a short backoff (a command with the same request_id).",
