@@ -63,6 +63,42 @@ class PendingCommand:
     unit: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """How a batch's commands are sorted out before it runs (see :func:`admit`)."""
+
+    run: list[PendingCommand]
+    deferred: list[PendingCommand]
+    abandoned: int
+
+
+def admit(batch: Sequence[PendingCommand]) -> Admission:
+    """Sorts out which commands of ``batch`` run now, in their order.
+
+    A caller that gave up (its deadline passed, it was cancelled) before its
+    command's turn gets no answer anyway: its command is left out (abandoned), so
+    nothing is recorded (a retry with the request_id runs it) and a server behind on its
+    queue does not spend itself on work nobody waits for. Once in a transaction, a
+    command runs to the end whatever its caller does.
+
+    A request_id twice in one batch: the later copies are deferred to the next batch,
+    where they meet the first copy's committed record like any other duplicate.
+    """
+    seen: set[str] = set()
+    run: list[PendingCommand] = []
+    deferred: list[PendingCommand] = []
+    abandoned = 0
+    for pending in batch:
+        if pending.future.cancelled():
+            abandoned += 1
+        elif pending.context.request_id in seen:
+            deferred.append(pending)
+        else:
+            seen.add(pending.context.request_id)
+            run.append(pending)
+    return Admission(run, deferred, abandoned)
+
+
 class _Next(enum.Enum):
     """What follows one attempt of a batch."""
 
@@ -96,28 +132,13 @@ class BatchCommitter:
         self._defer = defer
 
     def _admit(self, batch: list[PendingCommand]) -> None:
-        """Leaves in ``batch`` only the commands to run now.
-
-        A caller that gave up (its deadline passed, it was cancelled) before its
-        command's turn gets no answer anyway: its command is left out, so nothing is
-        recorded (a retry with the request_id runs it) and a server behind on its queue
-        does not spend itself on work nobody waits for. Once in a transaction, a command
-        runs to the end whatever its caller does.
-
-        A request_id twice in one batch: the later copies wait for the next batch, where
-        they meet the first copy's committed record like any other duplicate.
-        """
-        seen: set[str] = set()
-        unique: list[PendingCommand] = []
-        for pending in batch:
-            if pending.future.cancelled():
-                WRITER_COMMANDS_ABANDONED.inc()
-            elif pending.context.request_id in seen:
-                self._defer(pending)
-            else:
-                seen.add(pending.context.request_id)
-                unique.append(pending)
-        batch[:] = unique
+        """Leaves in ``batch`` only the commands to run now (see :func:`admit`)."""
+        admission = admit(batch)
+        if admission.abandoned:
+            WRITER_COMMANDS_ABANDONED.inc(admission.abandoned)
+        for pending in admission.deferred:
+            self._defer(pending)
+        batch[:] = admission.run
 
     async def commit(self, batch: list[PendingCommand]) -> None:
         """Runs ``batch`` (retried, split or isolated as needed) and answers its commands.
