@@ -270,35 +270,32 @@ async def _save_accounts(conn: psycopg.AsyncConnection[Any], decision: BatchDeci
     """Queues the new state of every changed account: one INSERT of the opened ones,
     one UPDATE of the four columns that can change on the others. The rows travel as
     one JSON text each (no COPY: it cannot be pipelined)."""
-    new = [a for a in decision.accounts if a.account_id in decision.opened]
-    existing = [a for a in decision.accounts if a.account_id not in decision.opened]
+    new = [_account_row(a) for a in decision.accounts if a.account_id in decision.opened]
+    existing = [_account_row(a) for a in decision.accounts if a.account_id not in decision.opened]
     if new:
-        rows = [
-            {
-                "account_id": a.account_id,
-                "kind": a.kind.value,
-                "owner_name": a.owner_name,
-                "currency": a.currency,
-                "overdraft_limit_minor": a.overdraft_limit_minor,
-                "status": a.status.value,
-                "balance_minor": a.balance_minor,
-                "version": a.version,
-                "metadata": dict(a.metadata),
-            }
-            for a in new
-        ]
-        await conn.execute(sql.INSERT_OPENED_ACCOUNTS, (_json(rows),))
+        await conn.execute(sql.INSERT_OPENED_ACCOUNTS, (_json(new),))
     if existing:
-        changes = [
-            {
-                "account_id": a.account_id,
-                "status": a.status.value,
-                "balance_minor": a.balance_minor,
-                "version": a.version,
-            }
-            for a in existing
-        ]
+        changes = [{column: row[column] for column in _CHANGING_COLUMNS} for row in existing]
         await conn.execute(sql.UPDATE_ACCOUNTS, (_json(changes),))
+
+
+# The columns of an account row that a command can change (sql.UPDATE_ACCOUNTS).
+_CHANGING_COLUMNS = ("account_id", "status", "balance_minor", "version")
+
+
+def _account_row(account: Account) -> dict[str, Any]:
+    """An account as the JSON object ``sql.INSERT_OPENED_ACCOUNTS`` reads."""
+    return {
+        "account_id": account.account_id,
+        "kind": account.kind.value,
+        "owner_name": account.owner_name,
+        "currency": account.currency,
+        "overdraft_limit_minor": account.overdraft_limit_minor,
+        "status": account.status.value,
+        "balance_minor": account.balance_minor,
+        "version": account.version,
+        "metadata": dict(account.metadata),
+    }
 
 
 def _results_by_ordinal(decision: BatchDecision) -> dict[int, CommandResult]:
