@@ -19,7 +19,7 @@ def writer_pool(
     application_name: str = "",
     bounds: SessionBounds | None = None,
 ) -> AsyncConnectionPool:
-    """A pool (not yet open) of the connections :class:`LedgerWriter` needs: autocommit,
+    """A pool (not yet open) of the connections the writer needs: autocommit,
     because the writer sends BEGIN and COMMIT itself, inside a pipeline; a planner that
     only looks rows up by key; and ``bounds`` (by default ``SessionBounds()``) on every
     wait, so that a stalled peer holding an account's lock costs the commands on that
