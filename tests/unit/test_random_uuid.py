@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 
-from chronos.event_store.writer import random_uuid
+from chronos.event_store.ids import random_uuid
 
 
 def test_ids_are_canonical_version_4_and_distinct_across_many_pool_refills() -> None:

@@ -1,0 +1,157 @@
+"""What one group-commit batch decides, without a database.
+
+A batch's commands are decided one after the other against one locked snapshot of the
+accounts they touch: each command sees the state the accepted commands before it left,
+a rejected command changes nothing, and every accepted command's events get the next
+versions of their streams. This module is pure (no driver, no I/O), so the writer's
+decisions are unit-tested as they are; the PostgreSQL pipeline only loads the snapshot
+and writes what comes out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from chronos.domain.commands import Command
+from chronos.domain.errors import Rejection
+from chronos.domain.events import DomainEvent
+from chronos.domain.ledger import Account, accounts_touched, decide, evolve
+from chronos.event_store.results import AccountBalance
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewEvent:
+    """An event to append: the domain event at its place in its stream."""
+
+    event: DomainEvent
+    stream_id: str
+    stream_version: int
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Accepted:
+    """What an accepted command appends and answers (its position comes at commit).
+
+    Attributes:
+        account_id: The account the answer is about (``Decision.account_id``).
+        entry_id: The journal entry's id ("" for a command that posts none).
+        events: The command's events, in order.
+        balances: The touched accounts right after this command's own events: a later
+            command of the batch may move the same accounts again.
+    """
+
+    account_id: str
+    entry_id: str
+    events: tuple[NewEvent, ...]
+    balances: tuple[AccountBalance, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchDecision:
+    """What a batch decided.
+
+    Attributes:
+        outcomes: Per command of the batch, in order: Accepted, the Rejection, or None
+            for a command that was not to be decided (already answered).
+        accounts: The new state of every account an accepted command changed, in the
+            order the batch first changed them.
+        opened: The ids among ``accounts`` that the batch opened.
+    """
+
+    outcomes: tuple[Accepted | Rejection | None, ...]
+    accounts: tuple[Account, ...]
+    opened: frozenset[str]
+
+    def events(self) -> list[NewEvent]:
+        """Every event the batch appends, in order."""
+        return [new for _, accepted in self.accepted() for new in accepted.events]
+
+    def accepted(self) -> list[tuple[int, Accepted]]:
+        """The accepted commands with their index in the batch, in order."""
+        return [(i, o) for i, o in enumerate(self.outcomes) if isinstance(o, Accepted)]
+
+    def rejected(self) -> list[tuple[int, Rejection]]:
+        """The rejected commands' Rejections with their index in the batch, in order."""
+        return [(i, o) for i, o in enumerate(self.outcomes) if isinstance(o, Rejection)]
+
+
+def accounts_to_lock(commands: Iterable[Command]) -> list[str]:
+    """Every account any of ``commands`` may touch, in the one global lock order."""
+    return sorted({account for command in commands for account in accounts_touched(command)})
+
+
+def decide_batch(
+    commands: Sequence[Command | None],
+    accounts: Mapping[str, Account | None],
+    new_id: Callable[[], str],
+) -> BatchDecision:
+    """Decides each command against the state left by the ones before it.
+
+    Args:
+        commands: The batch in order; None for a command already answered (a duplicate
+            of a stored request), which is skipped.
+        accounts: The state of every account the commands touch (None: not opened yet),
+            as loaded under their locks. It is not changed.
+        new_id: Id generator: entry ids (through ``decide``), then one per event.
+
+    Returns:
+        Per command its events and answer or its Rejection, and the new account states.
+    """
+    state = dict(accounts)
+    changed: dict[str, None] = {}
+    opened: set[str] = set()
+    outcomes: list[Accepted | Rejection | None] = []
+    for command in commands:
+        if command is None:
+            outcomes.append(None)
+            continue
+        try:
+            decision = decide(command, state, new_id)
+        except Rejection as rejection:
+            outcomes.append(rejection)
+            continue
+        events: list[NewEvent] = []
+        for event in decision.events:
+            stream_id = event.account_id
+            current = state.get(stream_id)
+            version = 1 if current is None else current.version + 1
+            state[stream_id] = evolve(current, event, version)
+            events.append(
+                NewEvent(
+                    event=event, stream_id=stream_id, stream_version=version, event_id=new_id()
+                )
+            )
+            changed[stream_id] = None
+            if version == 1:
+                opened.add(stream_id)
+        touched = dict.fromkeys(new.stream_id for new in events)
+        outcomes.append(
+            Accepted(
+                account_id=decision.account_id,
+                entry_id=decision.entry_id,
+                events=tuple(events),
+                balances=tuple(_balance(state[a]) for a in touched),
+            )
+        )
+    return BatchDecision(
+        outcomes=tuple(outcomes),
+        accounts=tuple(_present(state[a]) for a in changed),
+        opened=frozenset(opened),
+    )
+
+
+def _present(account: Account | None) -> Account:
+    assert account is not None, "an account with new events must exist"
+    return account
+
+
+def _balance(account: Account | None) -> AccountBalance:
+    account = _present(account)
+    return AccountBalance(
+        account_id=account.account_id,
+        currency=account.currency,
+        balance_minor=account.balance_minor,
+        version=account.version,
+    )

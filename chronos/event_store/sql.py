@@ -1,0 +1,130 @@
+"""The SQL text of the write path, in the order a batch's transaction sends it.
+
+Lists travel to PostgreSQL as one JSON text each rather than as arrays: psycopg formats
+array parameters element by element in Python, which profiling showed as the writer's
+largest cost at high batch sizes (and COPY cannot be pipelined).
+"""
+
+from __future__ import annotations
+
+from chronos.event_store import mapper
+from chronos.outbox import contract
+
+# The channel the outbox poller LISTENs on.
+NOTIFY_CHANNEL = "chronos_outbox"
+
+# Every statement of the writer finds a batch's rows by primary key (see writer_pool).
+PLANNER_OPTIONS = "-c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off"
+
+# The advisory lock key of an account id ``a`` (its canonical text), the same in the
+# writer's lock statement and in the probe of who holds it.
+_LOCK_KEY = "hashtextextended(a, 0)"
+
+# 1. Idempotency placeholders, in request_id order (the caller sorts them), so that
+# concurrent duplicates serialize: ON CONFLICT waits for the other copy to finish.
+PLACE_IDEMPOTENCY = """INSERT INTO idempotency
+                   (request_id, command_type, payload_hash, created_at, expires_at)
+               SELECT u.e->>0, u.e->>1, decode(u.e->>2, 'hex'), now(),
+                      now() + make_interval(secs => %s)
+               FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS u(e, n)
+               ORDER BY u.n
+               ON CONFLICT (request_id) DO NOTHING
+               RETURNING request_id"""
+
+# 2. Every touched account's advisory lock (existing or not), in one global order.
+LOCK_ACCOUNTS = f"""SELECT pg_advisory_xact_lock(k) FROM (
+                   SELECT DISTINCT {_LOCK_KEY} AS k
+                   FROM jsonb_array_elements_text(%s::jsonb) AS a ORDER BY k) AS keys"""
+
+# After a lock timeout: which of the accounts another session still holds. The keys
+# taken here are released when the statement's transaction ends.
+PROBE_HELD_LOCKS = f"""SELECT a FROM jsonb_array_elements_text(%s::jsonb) AS a
+                    WHERE NOT pg_try_advisory_xact_lock({_LOCK_KEY})"""
+
+# 3. The locked accounts' state. Not the metadata: it is written once, when the account
+# opens, and no rule reads it (parsing it per account was a visible cost under load).
+LOAD_ACCOUNTS = """SELECT account_id::text, kind, owner_name, currency, overdraft_limit_minor,
+                           status, balance_minor, version
+                    FROM accounts WHERE account_id = ANY(%s::uuid[])"""
+
+# The stored answers of the commands whose request_id was already placed.
+READ_STORED_ANSWERS = (
+    "SELECT request_id, payload_hash, response FROM idempotency WHERE request_id = ANY(%s::text[])"
+)
+
+# Rejections write nothing: the same request_id may be retried later.
+FORGET_REJECTED = "DELETE FROM idempotency WHERE request_id = ANY(%s::text[])"
+
+# 4. The accounts the batch opened, one JSON object each.
+INSERT_OPENED_ACCOUNTS = """INSERT INTO accounts (account_id, kind, owner_name, currency,
+                                         overdraft_limit_minor, status, balance_minor, version,
+                                         metadata, opened_at, updated_at)
+                   SELECT a.account_id, a.kind, a.owner_name, a.currency,
+                          a.overdraft_limit_minor, a.status, a.balance_minor, a.version,
+                          a.metadata, now(), now()
+                   FROM jsonb_to_recordset(%s::jsonb)
+                        AS a(account_id uuid, kind text, owner_name text, currency text,
+                             overdraft_limit_minor bigint, status text, balance_minor bigint,
+                             version bigint, metadata jsonb)"""
+
+# 4. The four columns that can change on an existing account.
+UPDATE_ACCOUNTS = """UPDATE accounts AS a
+                   SET status = u.status, balance_minor = u.balance_minor,
+                       version = u.version, updated_at = now()
+                   FROM jsonb_to_recordset(%s::jsonb)
+                        AS u(account_id uuid, status text, balance_minor bigint, version bigint)
+                   WHERE a.account_id = u.account_id"""
+
+# 5. Takes the batch's positions from the head row and writes the events, their outbox
+# rows and the final answers in one statement. Positions are head + ordinal, so they are
+# gapless and in commit order; recorded_at never goes backwards. The events come as one
+# JSON text (payloads in base64).
+APPEND = f"""
+WITH staged AS MATERIALIZED (
+    SELECT e.n AS ordinal, (e.v->>0)::uuid AS event_id, (e.v->>1)::uuid AS stream_id,
+           (e.v->>2)::bigint AS stream_version, e.v->>3 AS event_type,
+           (e.v->>4)::integer AS schema_version, decode(e.v->>5, 'base64') AS payload,
+           (e.v->>6)::jsonb AS metadata
+    FROM jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY AS e(v, n)
+), head AS (
+    UPDATE ledger_head
+    SET position = position + %(count)s,
+        recorded_at = greatest(recorded_at, clock_timestamp())
+    WHERE id = 1
+    RETURNING position - %(count)s AS base, recorded_at,
+              to_char(recorded_at AT TIME ZONE 'UTC',
+                      'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') AS recorded_at_text
+), appended AS (
+    INSERT INTO events (position, event_id, stream_id, stream_version, event_type,
+                        schema_version, payload, metadata, recorded_at)
+    SELECT head.base + s.ordinal, s.event_id, s.stream_id, s.stream_version, s.event_type,
+           s.schema_version, s.payload, s.metadata, head.recorded_at
+    FROM staged AS s CROSS JOIN head
+), outboxed AS (
+    INSERT INTO outbox (position, event_id, topic, key, payload, headers, created_at)
+    SELECT head.base + s.ordinal, s.event_id, %(topic)s, s.stream_id::text, s.payload,
+           -- The Kafka headers (chronos.outbox.contract): the command's metadata
+           -- (request_id, correlation_id, causation_id, traceparent) and the event's own.
+           s.metadata || jsonb_build_object(
+               '{contract.HEADER_EVENT_ID}', s.event_id::text,
+               '{contract.HEADER_EVENT_TYPE}', s.event_type,
+               '{contract.HEADER_SCHEMA}', '{mapper.PROTO_PACKAGE}.' || s.event_type,
+               '{contract.HEADER_SCHEMA_VERSION}', s.schema_version::text,
+               '{contract.HEADER_STREAM_VERSION}', s.stream_version::text,
+               '{contract.HEADER_POSITION}', (head.base + s.ordinal)::text,
+               '{contract.HEADER_RECORDED_AT}', head.recorded_at_text),
+           head.recorded_at
+    FROM staged AS s CROSS JOIN head
+), answered AS (
+    UPDATE idempotency AS i
+    SET response = (r.e->1) || jsonb_build_object('position', head.base + (r.e->>2)::bigint)
+    FROM jsonb_array_elements(%(answers)s::jsonb) AS r(e)
+         CROSS JOIN head
+    WHERE i.request_id = r.e->>0
+)
+-- Wakes the outbox poller when this transaction commits. A notifying commit takes a
+-- lock that orders it among notifying commits; the ledger_head row lock, held from this
+-- statement to the commit, orders the writers' commits already, so it adds no waiting.
+-- (Sent after the commit instead, it cost a transaction of its own: three round trips.)
+SELECT base, recorded_at, pg_notify('{NOTIFY_CHANNEL}', '') FROM head
+"""
