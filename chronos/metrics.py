@@ -7,7 +7,6 @@ port (``serve_metrics``); ``chronos top`` and the Grafana dashboard read them.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,6 +19,16 @@ from prometheus_client import (
     Histogram,
     multiprocess,
     start_http_server,
+)
+
+from chronos.settings import text
+
+METRICS_HOST = text(
+    "CHRONOS_METRICS_HOST",
+    "127.0.0.1",
+    length_max=255,
+    type_name="host",
+    doc="Address `/metrics` binds to (containers set 0.0.0.0 to be scraped).",
 )
 
 # Latency buckets from 0.5 ms to 10 s: the interesting range for a ledger on one machine.
@@ -117,7 +126,7 @@ def serve_metrics(port: int) -> None:
     0.0.0.0 so that Prometheus in another container can scrape them).
     """
     if port:
-        start_http_server(port, addr=os.environ.get("CHRONOS_METRICS_HOST", "127.0.0.1"))
+        start_http_server(port, addr=METRICS_HOST.read())
 
 
 def serve_metrics_of_workers(port: int, directory: str) -> None:
@@ -129,9 +138,7 @@ def serve_metrics_of_workers(port: int, directory: str) -> None:
     if port:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
-        start_http_server(
-            port, addr=os.environ.get("CHRONOS_METRICS_HOST", "127.0.0.1"), registry=registry
-        )
+        start_http_server(port, addr=METRICS_HOST.read(), registry=registry)
 
 
 def forget_worker(pid: int, directory: str) -> None:
