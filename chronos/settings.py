@@ -15,7 +15,7 @@ from the declarations, so the documented defaults and bounds cannot drift from t
 
 Why not pydantic-settings: the values are flat, bounded scalars whose cross-field
 checks already live in the config dataclasses, no library writes our docs table, and
-it would add pydantic and pydantic-core to every service for ~150 lines of this.
+it would add pydantic and pydantic-core to every service for what this module does.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ class ConfigError(ChronosError):
 class Setting(Generic[T]):
     """One environment variable: how to parse it, its default and what it does.
 
-    Build one with ``integer``, ``number``, ``flag``, ``text``, ``choice`` or
-    ``required`` rather than directly: they derive the parser and the documented
+    Build one with ``integer``, ``port``, ``number``, ``flag``, ``text``, ``choice``
+    or ``required`` rather than directly: they derive the parser and the documented
     type and bounds from the same arguments.
     """
 
@@ -109,7 +109,7 @@ def _show(value: object) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, float):
-        return f"{value:g}"
+        return str(int(value)) if value.is_integer() else repr(value)
     return str(value) if value != "" else "(empty)"
 
 
