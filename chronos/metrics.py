@@ -21,8 +21,15 @@ from prometheus_client import (
     start_http_server,
 )
 
-from chronos.settings import text
+from chronos.settings import port, text
 
+# Each process's /metrics port, declared here rather than in its config.py because
+# `chronos top` scrapes the same ports.
+_PORT_DOC = "Port of `/metrics` (0 disables it)."
+COMMAND_METRICS_PORT = port("CHRONOS_COMMAND_METRICS_PORT", 9101, doc=_PORT_DOC)
+QUERY_METRICS_PORT = port("CHRONOS_QUERY_METRICS_PORT", 9102, doc=_PORT_DOC)
+POLLER_METRICS_PORT = port("CHRONOS_POLLER_METRICS_PORT", 9103, doc=_PORT_DOC)
+PROJECTOR_METRICS_PORT = port("CHRONOS_PROJECTOR_METRICS_PORT", 9104, doc=_PORT_DOC)
 METRICS_HOST = text(
     "CHRONOS_METRICS_HOST",
     "127.0.0.1",

@@ -3,7 +3,8 @@
 A process's settings are flat ``CHRONOS_*`` environment variables. Each is declared
 once, as a module-level ``Setting`` next to the code that uses it (the four
 ``*/config.py``, ``chronos/config.py`` for the ones several processes share,
-``chronos/telemetry.py``, ``chronos/metrics.py``, the CLI modules), and read once at
+``chronos/telemetry.py``, ``chronos/metrics.py`` (with the four metrics ports, which
+``chronos top`` reads too), the CLI modules), and read once at
 start with ``Setting.read``. A bad value raises ``ConfigError`` naming the variable; a
 required one has no default (there are no secret defaults). An empty value counts as
 unset, so ``CHRONOS_X=`` in a compose file means "the default".

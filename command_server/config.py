@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from chronos.config import EVENTS_TOPIC, PG_DSN, REUSE_PORT, SHUTDOWN_GRACE_SECONDS, ConfigError
 from chronos.domain.limits import BATCH_COMMANDS_MAX
 from chronos.event_store.sessions import SessionBounds
+from chronos.metrics import COMMAND_METRICS_PORT as METRICS_PORT
 from chronos.rpc import parse_address
-from chronos.settings import SettingsGroup, integer, number, port, text
+from chronos.settings import SettingsGroup, integer, number, text
 
 # The writer's session bounds default to SessionBounds' own, which tests and the
 # tooling use without the environment.
@@ -79,7 +80,6 @@ IDEMPOTENCY_EXPIRY_INTERVAL_SECONDS = number(
     maximum=86400,
     doc="How often expired idempotency keys are deleted.",
 )
-METRICS_PORT = port("CHRONOS_COMMAND_METRICS_PORT", 9101, doc="Port of `/metrics` (0 disables it).")
 PROCESSES = integer(
     "CHRONOS_COMMAND_PROCESSES",
     1,

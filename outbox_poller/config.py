@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from chronos.config import EVENTS_TOPIC, KAFKA_BOOTSTRAP, PG_DSN, ConfigError
 from chronos.event_store.sessions import SessionBounds
-from chronos.settings import SettingsGroup, integer, number, port
+from chronos.metrics import POLLER_METRICS_PORT as METRICS_PORT
+from chronos.settings import SettingsGroup, integer, number
 
 PARTITIONS = integer(
     "CHRONOS_EVENTS_PARTITIONS",
@@ -71,7 +72,6 @@ PRUNE_INTERVAL_SECONDS = number(
     maximum=86400.0,
     doc="How often published outbox rows past the retention are deleted.",
 )
-METRICS_PORT = port("CHRONOS_POLLER_METRICS_PORT", 9103, doc="Port of `/metrics` (0 disables it).")
 STANDBY_CHECK_SECONDS = number(
     "CHRONOS_POLLER_STANDBY_CHECK_SECONDS",
     1.0,

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from chronos.config import ES_URL, EVENTS_TOPIC, KAFKA_BOOTSTRAP, PG_DSN
+from chronos.metrics import PROJECTOR_METRICS_PORT as METRICS_PORT
 from chronos.read_model.config import INDEX_PREFIX
 from chronos.read_model.indices import IndexNames
-from chronos.settings import SettingsGroup, choice, flag, integer, number, port, text
+from chronos.settings import SettingsGroup, choice, flag, integer, number, text
 
 # Bounds of the consumer's prefetch queue (messages are a few hundred bytes each).
 QUEUED_KILOBYTES_MAX = 8192
@@ -59,9 +60,6 @@ TOPIC_WAIT_SECONDS_MAX = number(
     minimum=0,
     maximum=86400,
     doc="How long to wait at start for the topic to exist (the outbox poller creates it).",
-)
-METRICS_PORT = port(
-    "CHRONOS_PROJECTOR_METRICS_PORT", 9104, doc="Port of `/metrics` (0 disables it)."
 )
 _REFRESH_MODES: dict[str, str | bool] = {
     "interval": "interval",

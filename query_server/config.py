@@ -8,10 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chronos.config import ES_URL, REUSE_PORT, SHUTDOWN_GRACE_SECONDS
+from chronos.metrics import QUERY_METRICS_PORT as METRICS_PORT
 from chronos.read_model.config import INDEX_PREFIX
 from chronos.read_model.indices import IndexNames
 from chronos.rpc import parse_address
-from chronos.settings import SettingsGroup, integer, number, port, text
+from chronos.settings import SettingsGroup, integer, number, text
 
 ADDRESS = text(
     "CHRONOS_QUERY_ADDR",
@@ -59,7 +60,6 @@ LINGER_SECONDS = number(
     doc="While lookups by id overlap, how long a multi-get waits for more of them "
     "(0: never; a lone call never waits).",
 )
-METRICS_PORT = port("CHRONOS_QUERY_METRICS_PORT", 9102, doc="Port of `/metrics` (0 disables it).")
 PROCESSES = integer(
     "CHRONOS_QUERY_PROCESSES",
     1,
