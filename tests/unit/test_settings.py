@@ -101,3 +101,21 @@ def test_the_documented_default_and_bounds_come_from_the_declaration() -> None:
     assert (SWITCH.default_text, SWITCH.bounds) == ("0", "0 or 1")
     assert (MODE.default_text, MODE.bounds) == ("a", "a or true")
     assert (NAME.default_text, NAME.bounds) == ("ledger", "at most 8 characters")
+
+
+def test_a_bad_telemetry_setting_stops_a_service_before_it_starts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from chronos import telemetry
+    from chronos.process import run_service
+
+    class Config:
+        metrics_port = 0
+
+    def body(_config: Config) -> int:
+        raise AssertionError("the service body ran")
+
+    monkeypatch.setenv("CHRONOS_LOG_LEVEL", "loud")
+    assert run_service("test-service", Config, body) == 2
+    assert "test-service: CHRONOS_LOG_LEVEL must be " in capsys.readouterr().err
+    assert not telemetry._configured, "telemetry was set up before the check"
