@@ -1,71 +1,67 @@
-"""Helpers for reading settings from the environment, with clear messages.
+"""The settings more than one process reads, declared once (see ``chronos.settings``).
 
-Each process has its own frozen config dataclass (e.g. ``command_server/config.py``)
-built once at start from these helpers. There are no secret defaults.
+Each process's own settings live in its ``config.py``; this module holds the servers'
+addresses, the topic and the two settings both gRPC servers share (the index prefix is
+in ``chronos.read_model.config``, so that the write side does not load Elasticsearch).
 """
 
 from __future__ import annotations
 
-import os
+from chronos.outbox.contract import DEFAULT_TOPIC
+from chronos.settings import ConfigError, flag, integer, number, required, text
 
-from chronos.errors import ChronosError
+__all__ = [
+    "ES_URL",
+    "EVENTS_TOPIC",
+    "KAFKA_BOOTSTRAP",
+    "PG_DSN",
+    "REUSE_PORT",
+    "SHUTDOWN_GRACE_SECONDS",
+    "ConfigError",
+    "env_int",
+]
 
+_LOCAL_STACK = 'start the local stack and load its settings with `eval "$(chronos-dev infra env)"`'
 
-class ConfigError(ChronosError):
-    """A setting is missing or malformed."""
+PG_DSN = required(
+    "CHRONOS_PG_DSN",
+    type_name="DSN",
+    doc="PostgreSQL connection string of the event store.",
+    hint=f"{_LOCAL_STACK}, or point it at your PostgreSQL",
+)
+KAFKA_BOOTSTRAP = required(
+    "CHRONOS_KAFKA_BOOTSTRAP",
+    type_name="host:port list",
+    doc="Kafka bootstrap servers.",
+    hint=f"{_LOCAL_STACK}, or point it at your Kafka",
+)
+ES_URL = required(
+    "CHRONOS_ES_URL",
+    type_name="URL",
+    doc="Elasticsearch URL of the read model.",
+    hint=f"{_LOCAL_STACK}, or point it at your Elasticsearch",
+)
+# Kafka refuses topic names longer than 249 characters.
+EVENTS_TOPIC = text(
+    "CHRONOS_EVENTS_TOPIC", DEFAULT_TOPIC, length_max=249, doc="The Kafka topic of the events."
+)
+# Set to 1 by the supervisor for each worker when a server runs several processes.
+REUSE_PORT = flag(
+    "CHRONOS_REUSE_PORT", doc="Bind the gRPC port with SO_REUSEPORT (set for the workers)."
+)
+SHUTDOWN_GRACE_SECONDS = number(
+    "CHRONOS_SHUTDOWN_GRACE_SECONDS",
+    10.0,
+    minimum=0.0,
+    maximum=300,
+    doc="How long in-flight calls may finish after SIGTERM.",
+)
 
 
 def env_int(name: str, default: int, *, minimum: int, maximum: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError as error:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from error
-    if not minimum <= value <= maximum:
-        raise ConfigError(f"{name} must be between {minimum} and {maximum}, got {value}")
-    return value
+    """Reads a bounded integer that is no product setting (the development tooling's).
 
-
-def env_float(name: str, default: float, *, minimum: float, maximum: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError as error:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from error
-    if not minimum <= value <= maximum:
-        raise ConfigError(f"{name} must be between {minimum} and {maximum}, got {value}")
-    return value
-
-
-def require_pg_dsn() -> str:
-    dsn = os.environ.get("CHRONOS_PG_DSN", "")
-    if not dsn:
-        raise ConfigError(
-            "CHRONOS_PG_DSN is not set: start the local stack and load its settings with "
-            '`eval "$(chronos infra env)"`, or point it at your PostgreSQL'
-        )
-    return dsn
-
-
-def require_kafka_bootstrap() -> str:
-    bootstrap = os.environ.get("CHRONOS_KAFKA_BOOTSTRAP", "")
-    if not bootstrap:
-        raise ConfigError(
-            "CHRONOS_KAFKA_BOOTSTRAP is not set: start the local stack and load its settings "
-            'with `eval "$(chronos infra env)"`, or point it at your Kafka'
-        )
-    return bootstrap
-
-
-def require_es_url() -> str:
-    url = os.environ.get("CHRONOS_ES_URL", "")
-    if not url:
-        raise ConfigError(
-            "CHRONOS_ES_URL is not set: start the local stack and load its settings with "
-            '`eval "$(chronos infra env)"`, or point it at your Elasticsearch'
-        )
-    return url
+    Raises:
+        ConfigError: the value is not an integer within the bounds.
+    """
+    return integer(name, default, minimum=minimum, maximum=maximum, doc="").read()

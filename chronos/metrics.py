@@ -7,7 +7,6 @@ port (``serve_metrics``); ``chronos top`` and the Grafana dashboard read them.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,6 +19,23 @@ from prometheus_client import (
     Histogram,
     multiprocess,
     start_http_server,
+)
+
+from chronos.settings import port, text
+
+# Each process's /metrics port, declared here rather than in its config.py because
+# `chronos top` scrapes the same ports.
+_PORT_DOC = "Port of `/metrics` (0 disables it)."
+COMMAND_METRICS_PORT = port("CHRONOS_COMMAND_METRICS_PORT", 9101, doc=_PORT_DOC)
+QUERY_METRICS_PORT = port("CHRONOS_QUERY_METRICS_PORT", 9102, doc=_PORT_DOC)
+POLLER_METRICS_PORT = port("CHRONOS_POLLER_METRICS_PORT", 9103, doc=_PORT_DOC)
+PROJECTOR_METRICS_PORT = port("CHRONOS_PROJECTOR_METRICS_PORT", 9104, doc=_PORT_DOC)
+METRICS_HOST = text(
+    "CHRONOS_METRICS_HOST",
+    "127.0.0.1",
+    length_max=255,
+    type_name="host",
+    doc="Address `/metrics` binds to (containers set 0.0.0.0 to be scraped).",
 )
 
 # Latency buckets from 0.5 ms to 10 s: the interesting range for a ledger on one machine.
@@ -117,7 +133,7 @@ def serve_metrics(port: int) -> None:
     0.0.0.0 so that Prometheus in another container can scrape them).
     """
     if port:
-        start_http_server(port, addr=os.environ.get("CHRONOS_METRICS_HOST", "127.0.0.1"))
+        start_http_server(port, addr=METRICS_HOST.read())
 
 
 def serve_metrics_of_workers(port: int, directory: str) -> None:
@@ -129,9 +145,7 @@ def serve_metrics_of_workers(port: int, directory: str) -> None:
     if port:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
-        start_http_server(
-            port, addr=os.environ.get("CHRONOS_METRICS_HOST", "127.0.0.1"), registry=registry
-        )
+        start_http_server(port, addr=METRICS_HOST.read(), registry=registry)
 
 
 def forget_worker(pid: int, directory: str) -> None:

@@ -18,7 +18,19 @@ import uvloop
 
 from chronos import telemetry
 from chronos.config import ConfigError
-from chronos.metrics import forget_worker, serve_metrics, serve_metrics_of_workers
+from chronos.metrics import METRICS_HOST, forget_worker, serve_metrics, serve_metrics_of_workers
+from chronos.settings import SettingsGroup
+
+SETTINGS = SettingsGroup(
+    title="Every service",
+    summary="Read by each of the four processes above, through `run_service`.",
+    settings=(
+        telemetry.LOG_LEVEL,
+        telemetry.TRACE_FILE,
+        telemetry.TRACE_SAMPLE_RATIO,
+        METRICS_HOST,
+    ),
+)
 
 
 class ServiceConfig(Protocol):
@@ -45,10 +57,10 @@ def run_service(
     """
     try:
         config = load_config()
+        telemetry.configure(service)
     except ConfigError as error:
         print(f"{service}: {error}", file=sys.stderr)
         return 2
-    telemetry.configure(service)
     serve_metrics(config.metrics_port)
     try:
         return body(config)

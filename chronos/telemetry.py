@@ -7,7 +7,7 @@
   empty ``traceparent``, nothing on the hot path). ``CHRONOS_TRACE_SAMPLE_RATIO``
   (default 1.0) samples root spans; children follow their parent's decision.
 * Metrics (prometheus-client): each process serves ``/metrics`` on 127.0.0.1 at the port
-  given by its own variable (see the README); the metric objects live in
+  given by its own variable (see docs/configuration.md); the metric objects live in
   ``chronos/metrics.py``.
 """
 
@@ -38,10 +38,34 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
 
 from chronos.metrics import MetricsInterceptor
+from chronos.settings import choice, number, text
 
 _CONTEXT_FIELDS = ("request_id", "account_id", "entry_id", "event_id", "position")
 _configured = False
 _tracing_enabled = False
+
+_LEVELS = sorted(logging.getLevelNamesMapping().items(), key=lambda item: (item[1], item[0]))
+LOG_LEVEL = choice(
+    "CHRONOS_LOG_LEVEL",
+    "INFO",
+    {name: name for name, _ in _LEVELS},
+    ignore_case=True,
+    doc="Level of the JSON log lines on stderr (any case).",
+)
+TRACE_FILE = text(
+    "CHRONOS_TRACE_FILE",
+    "",
+    type_name="path",
+    doc="Write spans as JSON lines to this file (unless OTLP is configured); "
+    "empty: tracing off. `chronos trace` reads them.",
+)
+TRACE_SAMPLE_RATIO = number(
+    "CHRONOS_TRACE_SAMPLE_RATIO",
+    1.0,
+    minimum=0.0,
+    maximum=1.0,
+    doc="Share of root spans sampled when tracing is on; children follow their parent.",
+)
 
 
 class Throttle:
@@ -136,7 +160,12 @@ class JsonLinesSpanExporter(SpanExporter):
 
 
 def configure(service: str) -> None:
-    """Sets up logging and tracing for this process. Call once, from ``main``."""
+    """Sets up logging and tracing for this process. Call once, from ``main``.
+
+    Raises:
+        ConfigError: a telemetry setting is malformed (before anything is set up).
+    """
+    level, trace_file, ratio = LOG_LEVEL.read(), TRACE_FILE.read(), TRACE_SAMPLE_RATIO.read()
     global _configured
     assert not _configured, "telemetry configured twice"
     _configured = True
@@ -144,7 +173,7 @@ def configure(service: str) -> None:
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(os.environ.get("CHRONOS_LOG_LEVEL", "INFO").upper())
+    root.setLevel(level)
     # These libraries log every request at INFO: too much for a hot path.
     for noisy in ("elastic_transport.transport", "elasticsearch", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -155,14 +184,13 @@ def configure(service: str) -> None:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         exporter = OTLPSpanExporter()
-    elif os.environ.get("CHRONOS_TRACE_FILE"):
-        exporter = JsonLinesSpanExporter(os.environ["CHRONOS_TRACE_FILE"])
+    elif trace_file:
+        exporter = JsonLinesSpanExporter(trace_file)
         processor_type = SimpleSpanProcessor
     if exporter is None:
         return  # tracing off: the API's no-op tracer
     global _tracing_enabled
     _tracing_enabled = True
-    ratio = float(os.environ.get("CHRONOS_TRACE_SAMPLE_RATIO", "1.0"))
     provider = TracerProvider(
         resource=Resource.create({"service.name": service}),
         sampler=ParentBasedTraceIdRatio(ratio),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
 import urllib.error
@@ -20,11 +19,21 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
-DEFAULT_ENDPOINTS = {
-    "command": f"127.0.0.1:{os.environ.get('CHRONOS_COMMAND_METRICS_PORT', '9101')}",
-    "query": f"127.0.0.1:{os.environ.get('CHRONOS_QUERY_METRICS_PORT', '9102')}",
-    "poller": f"127.0.0.1:{os.environ.get('CHRONOS_POLLER_METRICS_PORT', '9103')}",
-    "projector": f"127.0.0.1:{os.environ.get('CHRONOS_PROJECTOR_METRICS_PORT', '9104')}",
+from chronos.metrics import (
+    COMMAND_METRICS_PORT,
+    POLLER_METRICS_PORT,
+    PROJECTOR_METRICS_PORT,
+    QUERY_METRICS_PORT,
+)
+from chronos.settings import ConfigError, Setting
+
+# The processes' own port settings: each is read when ``chronos top`` runs, unless its
+# host:port option is given.
+METRICS_PORTS: dict[str, Setting[int]] = {
+    "command": COMMAND_METRICS_PORT,
+    "query": QUERY_METRICS_PORT,
+    "poller": POLLER_METRICS_PORT,
+    "projector": PROJECTOR_METRICS_PORT,
 }
 _SCRAPE_TIMEOUT_SECONDS = 2.0
 
@@ -163,8 +172,12 @@ def render(
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("top", help="live view of the services' metrics")
-    for process, default in DEFAULT_ENDPOINTS.items():
-        parser.add_argument(f"--{process}", default=default, help=f"{process} metrics host:port")
+    for process, setting in METRICS_PORTS.items():
+        parser.add_argument(
+            f"--{process}",
+            help=f"{process} metrics host:port "
+            f"(default: 127.0.0.1:${setting.name}, else 127.0.0.1:{setting.default})",
+        )
     parser.add_argument("--interval-seconds", type=float, default=1.0)
     parser.add_argument(
         "--iterations", type=int, default=0, help="stop after N refreshes (0: until Ctrl-C)"
@@ -173,7 +186,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run(args: argparse.Namespace) -> int:
-    endpoints = {process: getattr(args, process) for process in DEFAULT_ENDPOINTS}
+    try:
+        endpoints = {
+            process: getattr(args, process) or f"127.0.0.1:{setting.read()}"
+            for process, setting in METRICS_PORTS.items()
+        }
+    except ConfigError as error:
+        print(f"chronos top: {error}", file=sys.stderr)
+        return 2
     interval = max(0.1, args.interval_seconds)
     before = {p: scrape(e) for p, e in endpoints.items()}
     iteration = 0

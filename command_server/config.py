@@ -2,13 +2,121 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
-from chronos.config import ConfigError, env_float, env_int, require_pg_dsn
+from chronos.config import EVENTS_TOPIC, PG_DSN, REUSE_PORT, SHUTDOWN_GRACE_SECONDS, ConfigError
 from chronos.domain.limits import BATCH_COMMANDS_MAX
 from chronos.event_store.sessions import SessionBounds
+from chronos.metrics import COMMAND_METRICS_PORT as METRICS_PORT
 from chronos.rpc import parse_address
+from chronos.settings import SettingsGroup, integer, number, text
+
+# The writer's session bounds default to SessionBounds' own, which tests and the
+# tooling use without the environment.
+_BOUNDS = SessionBounds()
+
+ADDRESS = text(
+    "CHRONOS_COMMAND_ADDR",
+    "127.0.0.1:50051",
+    check=parse_address,
+    type_name="host:port",
+    bounds="host:port",
+    doc="Where the gRPC command server listens.",
+)
+WRITER_LANES = integer(
+    "CHRONOS_WRITER_LANES",
+    1,
+    minimum=1,
+    maximum=32,
+    doc="Group-commit lanes (each with its own connection); the pool holds two more.",
+)
+WRITER_BATCH_SIZE_MAX = integer(
+    "CHRONOS_WRITER_BATCH_SIZE_MAX",
+    256,
+    minimum=1,
+    maximum=4096,
+    doc="Commands one group commit writes at most.",
+)
+WRITER_RETRIES_MAX = integer(
+    "CHRONOS_WRITER_RETRIES_MAX",
+    5,
+    minimum=0,
+    maximum=50,
+    doc="Retries of a batch after a lock timeout or a serialization conflict.",
+)
+WRITER_LOCK_TIMEOUT_SECONDS = number(
+    "CHRONOS_WRITER_LOCK_TIMEOUT_SECONDS",
+    _BOUNDS.lock_timeout_seconds,
+    minimum=0.1,
+    maximum=600,
+    doc="Longest wait for an account's lock; longer answers CONCURRENCY_CONFLICT.",
+)
+WRITER_STATEMENT_TIMEOUT_SECONDS = number(
+    "CHRONOS_WRITER_STATEMENT_TIMEOUT_SECONDS",
+    _BOUNDS.statement_timeout_seconds,
+    minimum=1,
+    maximum=3600,
+    doc="PostgreSQL statement timeout of the writer; must exceed the lock timeout.",
+)
+WRITER_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS = number(
+    "CHRONOS_WRITER_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS",
+    _BOUNDS.idle_in_transaction_timeout_seconds,
+    minimum=1,
+    maximum=3600,
+    doc="PostgreSQL ends a writer transaction idle this long (releasing its locks).",
+)
+# At least a day: a client retrying within a day must get its first answer back.
+IDEMPOTENCY_RETENTION_SECONDS = integer(
+    "CHRONOS_IDEMPOTENCY_RETENTION_SECONDS",
+    24 * 3600,
+    minimum=24 * 3600,
+    maximum=10**9,
+    doc="How long a request id's answer is kept for replays.",
+)
+IDEMPOTENCY_EXPIRY_INTERVAL_SECONDS = number(
+    "CHRONOS_IDEMPOTENCY_EXPIRY_INTERVAL_SECONDS",
+    300.0,
+    minimum=0.1,
+    maximum=86400,
+    doc="How often expired idempotency keys are deleted.",
+)
+PROCESSES = integer(
+    "CHRONOS_COMMAND_PROCESSES",
+    1,
+    minimum=1,
+    maximum=64,
+    doc="Server processes sharing the port (a supervisor runs them when above 1).",
+)
+IN_FLIGHT_MAX = integer(
+    "CHRONOS_COMMAND_IN_FLIGHT_MAX",
+    10_000,
+    minimum=BATCH_COMMANDS_MAX,
+    maximum=10**6,
+    doc="Commands one process holds at once; more are refused with SERVER_BUSY.",
+)
+
+SETTINGS = SettingsGroup(
+    title="Command server (`python -m command_server`)",
+    summary="Writes commands to the PostgreSQL event store (events, outbox, idempotency).",
+    settings=(
+        ADDRESS,
+        PG_DSN,
+        EVENTS_TOPIC,
+        WRITER_LANES,
+        WRITER_BATCH_SIZE_MAX,
+        WRITER_RETRIES_MAX,
+        WRITER_LOCK_TIMEOUT_SECONDS,
+        WRITER_STATEMENT_TIMEOUT_SECONDS,
+        WRITER_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS,
+        IDEMPOTENCY_RETENTION_SECONDS,
+        IDEMPOTENCY_EXPIRY_INTERVAL_SECONDS,
+        SHUTDOWN_GRACE_SECONDS,
+        METRICS_PORT,
+        PROCESSES,
+        IN_FLIGHT_MAX,
+        REUSE_PORT,
+    ),
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -36,68 +144,38 @@ class CommandServerConfig:
 
     @classmethod
     def from_env(cls) -> CommandServerConfig:
-        """Reads ``CHRONOS_*`` variables (documented in the README).
+        """Reads ``CHRONOS_*`` variables (see ``SETTINGS`` and docs/configuration.md).
 
         Raises:
             ConfigError: a value is missing or malformed.
         """
-        address = os.environ.get("CHRONOS_COMMAND_ADDR", "127.0.0.1:50051")
-        try:
-            parse_address(address)
-        except ValueError as error:
-            raise ConfigError(f"CHRONOS_COMMAND_ADDR: {error}") from error
-        lanes = env_int("CHRONOS_WRITER_LANES", 1, minimum=1, maximum=32)
-        defaults = SessionBounds()
         session_bounds = SessionBounds(
-            lock_timeout_seconds=env_float(
-                "CHRONOS_WRITER_LOCK_TIMEOUT_SECONDS",
-                defaults.lock_timeout_seconds,
-                minimum=0.1,
-                maximum=600,
-            ),
-            statement_timeout_seconds=env_float(
-                "CHRONOS_WRITER_STATEMENT_TIMEOUT_SECONDS",
-                defaults.statement_timeout_seconds,
-                minimum=1,
-                maximum=3600,
-            ),
-            idle_in_transaction_timeout_seconds=env_float(
-                "CHRONOS_WRITER_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS",
-                defaults.idle_in_transaction_timeout_seconds,
-                minimum=1,
-                maximum=3600,
-            ),
+            lock_timeout_seconds=WRITER_LOCK_TIMEOUT_SECONDS.read(),
+            statement_timeout_seconds=WRITER_STATEMENT_TIMEOUT_SECONDS.read(),
+            idle_in_transaction_timeout_seconds=WRITER_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS.read(),
         )
         # The statement timeout also ends a lock wait: below the lock timeout it would turn
         # every lock conflict into "database unavailable".
         if session_bounds.statement_timeout_seconds <= session_bounds.lock_timeout_seconds:
             raise ConfigError(
-                "CHRONOS_WRITER_STATEMENT_TIMEOUT_SECONDS must be greater than "
-                "CHRONOS_WRITER_LOCK_TIMEOUT_SECONDS"
+                f"{WRITER_STATEMENT_TIMEOUT_SECONDS.name} must be greater than "
+                f"{WRITER_LOCK_TIMEOUT_SECONDS.name}"
             )
-        retention = env_int(
-            "CHRONOS_IDEMPOTENCY_RETENTION_SECONDS", 24 * 3600, minimum=24 * 3600, maximum=10**9
-        )
+        lanes = WRITER_LANES.read()
         return cls(
-            address=address,
-            pg_dsn=require_pg_dsn(),
+            address=ADDRESS.read(),
+            pg_dsn=PG_DSN.read(),
             pool_size_max=lanes + 2,
             writer_lanes=lanes,
-            batch_size_max=env_int("CHRONOS_WRITER_BATCH_SIZE_MAX", 256, minimum=1, maximum=4096),
-            retries_max=env_int("CHRONOS_WRITER_RETRIES_MAX", 5, minimum=0, maximum=50),
-            idempotency_retention_seconds=retention,
-            idempotency_expiry_interval_seconds=env_float(
-                "CHRONOS_IDEMPOTENCY_EXPIRY_INTERVAL_SECONDS", 300.0, minimum=0.1, maximum=86400
-            ),
-            shutdown_grace_seconds=env_float(
-                "CHRONOS_SHUTDOWN_GRACE_SECONDS", 10.0, minimum=0.0, maximum=300
-            ),
-            topic=os.environ.get("CHRONOS_EVENTS_TOPIC", "chronos.ledger.events"),
-            reuse_port=os.environ.get("CHRONOS_REUSE_PORT", "0") == "1",
-            metrics_port=env_int("CHRONOS_COMMAND_METRICS_PORT", 9101, minimum=0, maximum=65535),
-            processes=env_int("CHRONOS_COMMAND_PROCESSES", 1, minimum=1, maximum=64),
-            in_flight_max=env_int(
-                "CHRONOS_COMMAND_IN_FLIGHT_MAX", 10_000, minimum=BATCH_COMMANDS_MAX, maximum=10**6
-            ),
+            batch_size_max=WRITER_BATCH_SIZE_MAX.read(),
+            retries_max=WRITER_RETRIES_MAX.read(),
+            idempotency_retention_seconds=IDEMPOTENCY_RETENTION_SECONDS.read(),
+            idempotency_expiry_interval_seconds=IDEMPOTENCY_EXPIRY_INTERVAL_SECONDS.read(),
+            shutdown_grace_seconds=SHUTDOWN_GRACE_SECONDS.read(),
+            topic=EVENTS_TOPIC.read(),
+            reuse_port=REUSE_PORT.read(),
+            metrics_port=METRICS_PORT.read(),
+            processes=PROCESSES.read(),
+            in_flight_max=IN_FLIGHT_MAX.read(),
             session_bounds=session_bounds,
         )

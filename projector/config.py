@@ -1,32 +1,7 @@
 """Projector settings, read once from the environment at start.
 
-Variables (all optional except the two addresses):
-
-* ``CHRONOS_KAFKA_BOOTSTRAP``, ``CHRONOS_ES_URL``, ``CHRONOS_PG_DSN``: the servers
-  (required; the event store is read only to fill a version gap in what Kafka
-  delivered).
-* ``CHRONOS_EVENTS_TOPIC``: the events topic (default ``chronos.ledger.events``).
-* ``CHRONOS_PROJECTOR_GROUP``: Kafka consumer group (default ``chronos-projector``).
-* ``CHRONOS_INDEX_PREFIX``: prefix of the read-side indices (default ``chronos``).
-* ``CHRONOS_PROJECTOR_BATCH_SIZE_MAX``: messages per poll and per bulk (default 500).
-* ``CHRONOS_PROJECTOR_POLL_TIMEOUT_SECONDS``: how long one poll waits (default 0.05).
-* ``CHRONOS_PROJECTOR_RETRIES_MAX``: attempts per batch while Elasticsearch is down
-  before the process gives up and exits non-zero (default 30).
-* ``CHRONOS_PROJECTOR_RETRY_BACKOFF_SECONDS_MAX``: cap of the jittered exponential
-  backoff between attempts (default 5).
-* ``CHRONOS_PROJECTOR_METRICS_PORT``: port of ``/metrics`` (default 9104; 0 disables).
-* ``CHRONOS_PROJECTOR_REFRESH``: ``interval`` (default: bulks do not refresh; the
-  projector refreshes every ``CHRONOS_PROJECTOR_SEARCH_REFRESH_SECONDS``, default 0.5, or
-  when idle, then advances the searchable watermark), ``true`` (each bulk refreshes) or
-  ``wait_for`` (each bulk waits for the index's scheduled refresh).
-* ``CHRONOS_PROJECTOR_DOCUMENT_CACHE_SIZE_MAX``: account documents kept in memory so a
-  batch can be folded without reading them back (default 20000; 0 turns it off).
-* ``CHRONOS_PROJECTOR_START_AFTER_RETENTION``: ``1`` lets a partition whose oldest events
-  Kafka's retention deleted before they were projected start at the oldest offset Kafka
-  holds; set it only after ``chronos projection rebuild`` (default ``0``: the projector
-  stops with an error instead).
-* ``CHRONOS_PROJECTOR_TOPIC_WAIT_SECONDS_MAX``: how long to wait at start for the topic
-  to exist (the outbox poller creates it; default 600).
+The declarations below are the reference (docs/configuration.md is generated from them).
+The dataclass fields that tests leave out take the declared defaults.
 """
 
 from __future__ import annotations
@@ -35,51 +10,147 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from chronos.config import (
-    ConfigError,
-    env_float,
-    env_int,
-    require_es_url,
-    require_kafka_bootstrap,
-    require_pg_dsn,
-)
-from chronos.outbox import contract
-from chronos.read_model.indices import DEFAULT_PREFIX, IndexNames
+from chronos.config import ES_URL, EVENTS_TOPIC, KAFKA_BOOTSTRAP, PG_DSN
+from chronos.metrics import PROJECTOR_METRICS_PORT as METRICS_PORT
+from chronos.read_model.config import INDEX_PREFIX
+from chronos.read_model.indices import IndexNames
+from chronos.settings import SettingsGroup, choice, flag, integer, number, text
 
 # Bounds of the consumer's prefetch queue (messages are a few hundred bytes each).
 QUEUED_KILOBYTES_MAX = 8192
 QUEUED_MESSAGES_MIN = 10_000
+
+GROUP = text(
+    "CHRONOS_PROJECTOR_GROUP",
+    "chronos-projector",
+    length_max=200,
+    doc="Kafka consumer group of the projectors.",
+)
+BATCH_SIZE_MAX = integer(
+    "CHRONOS_PROJECTOR_BATCH_SIZE_MAX",
+    500,
+    minimum=1,
+    maximum=2000,
+    doc="Messages per poll and per bulk request.",
+)
+POLL_TIMEOUT_SECONDS = number(
+    "CHRONOS_PROJECTOR_POLL_TIMEOUT_SECONDS",
+    0.05,
+    minimum=0.001,
+    maximum=10,
+    doc="How long one poll of Kafka waits.",
+)
+RETRIES_MAX = integer(
+    "CHRONOS_PROJECTOR_RETRIES_MAX",
+    30,
+    minimum=0,
+    maximum=1000,
+    doc="Attempts per batch while Elasticsearch is down before the process exits non-zero.",
+)
+RETRY_BACKOFF_SECONDS_MAX = number(
+    "CHRONOS_PROJECTOR_RETRY_BACKOFF_SECONDS_MAX",
+    5.0,
+    minimum=0.01,
+    maximum=300,
+    doc="Cap of the jittered exponential backoff between those attempts.",
+)
+TOPIC_WAIT_SECONDS_MAX = number(
+    "CHRONOS_PROJECTOR_TOPIC_WAIT_SECONDS_MAX",
+    600.0,
+    minimum=0,
+    maximum=86400,
+    doc="How long to wait at start for the topic to exist (the outbox poller creates it).",
+)
+_REFRESH_MODES: dict[str, str | bool] = {
+    "interval": "interval",
+    "true": True,
+    "wait_for": "wait_for",
+}
+REFRESH = choice(
+    "CHRONOS_PROJECTOR_REFRESH",
+    "interval",
+    _REFRESH_MODES,
+    doc="`interval`: bulks do not refresh, the projector refreshes every "
+    "`CHRONOS_PROJECTOR_SEARCH_REFRESH_SECONDS` (or when idle) and then advances the "
+    "searchable watermark; `true`: each bulk refreshes; `wait_for`: each bulk waits for "
+    "the index's scheduled refresh.",
+)
+SEARCH_REFRESH_SECONDS = number(
+    "CHRONOS_PROJECTOR_SEARCH_REFRESH_SECONDS",
+    0.5,
+    minimum=0.01,
+    maximum=60,
+    doc="With `interval` refresh: how often the projector refreshes the indices.",
+)
+DOCUMENT_CACHE_SIZE_MAX = integer(
+    "CHRONOS_PROJECTOR_DOCUMENT_CACHE_SIZE_MAX",
+    20_000,
+    minimum=0,
+    maximum=1_000_000,
+    doc="Account documents kept in memory to fold a batch without reading them back (0: none).",
+)
+START_AFTER_RETENTION = flag(
+    "CHRONOS_PROJECTOR_START_AFTER_RETENTION",
+    doc="1 lets a partition whose oldest events Kafka's retention deleted before they were "
+    "projected start at the oldest offset Kafka holds; set it only after `chronos "
+    "projection rebuild` (0: the projector stops with an error instead).",
+)
+
+SETTINGS = SettingsGroup(
+    title="Projector (`python -m projector`)",
+    summary="Folds the events from Kafka into the Elasticsearch read model. It reads the "
+    "event store only to fill a version gap in what Kafka delivered.",
+    settings=(
+        KAFKA_BOOTSTRAP,
+        ES_URL,
+        PG_DSN,
+        EVENTS_TOPIC,
+        GROUP,
+        INDEX_PREFIX,
+        BATCH_SIZE_MAX,
+        POLL_TIMEOUT_SECONDS,
+        RETRIES_MAX,
+        RETRY_BACKOFF_SECONDS_MAX,
+        TOPIC_WAIT_SECONDS_MAX,
+        REFRESH,
+        SEARCH_REFRESH_SECONDS,
+        DOCUMENT_CACHE_SIZE_MAX,
+        START_AFTER_RETENTION,
+        METRICS_PORT,
+    ),
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProjectorConfig:
     kafka_bootstrap: str
     es_url: str
-    # Empty only in tests whose events never reach an event store.
+    # Required from the environment; empty only in tests whose events never reach an
+    # event store.
     pg_dsn: str = ""
-    topic: str = contract.DEFAULT_TOPIC
-    group_id: str = "chronos-projector"
-    index_prefix: str = DEFAULT_PREFIX
-    batch_size_max: int = 500
-    poll_timeout_seconds: float = 0.05
-    retries_max: int = 30
-    retry_backoff_seconds_max: float = 5.0
-    topic_wait_seconds_max: float = 600.0
+    topic: str = EVENTS_TOPIC.default
+    group_id: str = GROUP.default
+    index_prefix: str = INDEX_PREFIX.default
+    batch_size_max: int = BATCH_SIZE_MAX.default
+    poll_timeout_seconds: float = POLL_TIMEOUT_SECONDS.default
+    retries_max: int = RETRIES_MAX.default
+    retry_backoff_seconds_max: float = RETRY_BACKOFF_SECONDS_MAX.default
+    topic_wait_seconds_max: float = TOPIC_WAIT_SECONDS_MAX.default
     es_request_timeout_seconds: float = 30.0
     # How batches become searchable. "interval" (default): bulks do not refresh; the
     # applied watermark advances as soon as a bulk returns (documents readable by id), and
     # at most every search_refresh_interval_seconds (or when idle) the projector refreshes
     # and advances the searchable watermark. True: each bulk refreshes (both watermarks
     # advance together). "wait_for": each bulk waits for the scheduled refresh.
-    refresh: str | bool = "interval"
-    search_refresh_interval_seconds: float = 0.5
+    refresh: str | bool = REFRESH.default
+    search_refresh_interval_seconds: float = SEARCH_REFRESH_SECONDS.default
     # Account documents kept to fold the next batch without reading them back (0: none;
     # a document is a few hundred bytes).
-    document_cache_size_max: int = 20_000
-    metrics_port: int = 0
+    document_cache_size_max: int = DOCUMENT_CACHE_SIZE_MAX.default
+    metrics_port: int = METRICS_PORT.default
     # Set after a rebuild: a partition whose oldest events retention deleted may start
     # at the oldest offset Kafka holds (the rebuild replayed the deleted events).
-    start_after_retention: bool = False
+    start_after_retention: bool = START_AFTER_RETENTION.default
 
     @property
     def index_names(self) -> IndexNames:
@@ -109,60 +180,26 @@ class ProjectorConfig:
 
     @classmethod
     def from_env(cls) -> ProjectorConfig:
-        """Reads ``CHRONOS_*`` variables (see the module docstring).
+        """Reads ``CHRONOS_*`` variables (see ``SETTINGS`` and docs/configuration.md).
 
         Raises:
             ConfigError: a value is missing or malformed.
         """
-        prefix = os.environ.get("CHRONOS_INDEX_PREFIX", DEFAULT_PREFIX)
-        try:
-            IndexNames(prefix=prefix)
-        except ValueError as error:
-            raise ConfigError(f"CHRONOS_INDEX_PREFIX: {error}") from error
-        group = os.environ.get("CHRONOS_PROJECTOR_GROUP", "chronos-projector")
-        if not group or len(group) > 200:
-            raise ConfigError("CHRONOS_PROJECTOR_GROUP must be 1 to 200 characters")
-        topic = os.environ.get("CHRONOS_EVENTS_TOPIC", contract.DEFAULT_TOPIC)
-        if not topic or len(topic) > 249:
-            raise ConfigError("CHRONOS_EVENTS_TOPIC must be 1 to 249 characters")
         return cls(
-            kafka_bootstrap=require_kafka_bootstrap(),
-            es_url=require_es_url(),
-            pg_dsn=require_pg_dsn(),
-            topic=topic,
-            group_id=group,
-            index_prefix=prefix,
-            batch_size_max=env_int(
-                "CHRONOS_PROJECTOR_BATCH_SIZE_MAX", 500, minimum=1, maximum=2000
-            ),
-            poll_timeout_seconds=env_float(
-                "CHRONOS_PROJECTOR_POLL_TIMEOUT_SECONDS", 0.05, minimum=0.001, maximum=10
-            ),
-            retries_max=env_int("CHRONOS_PROJECTOR_RETRIES_MAX", 30, minimum=0, maximum=1000),
-            retry_backoff_seconds_max=env_float(
-                "CHRONOS_PROJECTOR_RETRY_BACKOFF_SECONDS_MAX", 5.0, minimum=0.01, maximum=300
-            ),
-            topic_wait_seconds_max=env_float(
-                "CHRONOS_PROJECTOR_TOPIC_WAIT_SECONDS_MAX", 600.0, minimum=0, maximum=86400
-            ),
-            metrics_port=env_int("CHRONOS_PROJECTOR_METRICS_PORT", 9104, minimum=0, maximum=65535),
-            refresh=_refresh_mode(os.environ.get("CHRONOS_PROJECTOR_REFRESH", "interval")),
-            start_after_retention=os.environ.get("CHRONOS_PROJECTOR_START_AFTER_RETENTION", "0")
-            == "1",
-            search_refresh_interval_seconds=env_float(
-                "CHRONOS_PROJECTOR_SEARCH_REFRESH_SECONDS", 0.5, minimum=0.01, maximum=60
-            ),
-            document_cache_size_max=env_int(
-                "CHRONOS_PROJECTOR_DOCUMENT_CACHE_SIZE_MAX", 20_000, minimum=0, maximum=1_000_000
-            ),
+            kafka_bootstrap=KAFKA_BOOTSTRAP.read(),
+            es_url=ES_URL.read(),
+            pg_dsn=PG_DSN.read(),
+            topic=EVENTS_TOPIC.read(),
+            group_id=GROUP.read(),
+            index_prefix=INDEX_PREFIX.read(),
+            batch_size_max=BATCH_SIZE_MAX.read(),
+            poll_timeout_seconds=POLL_TIMEOUT_SECONDS.read(),
+            retries_max=RETRIES_MAX.read(),
+            retry_backoff_seconds_max=RETRY_BACKOFF_SECONDS_MAX.read(),
+            topic_wait_seconds_max=TOPIC_WAIT_SECONDS_MAX.read(),
+            metrics_port=METRICS_PORT.read(),
+            refresh=REFRESH.read(),
+            start_after_retention=START_AFTER_RETENTION.read(),
+            search_refresh_interval_seconds=SEARCH_REFRESH_SECONDS.read(),
+            document_cache_size_max=DOCUMENT_CACHE_SIZE_MAX.read(),
         )
-
-
-def _refresh_mode(raw: str) -> str | bool:
-    if raw == "interval":
-        return "interval"
-    if raw == "true":
-        return True
-    if raw == "wait_for":
-        return "wait_for"
-    raise ConfigError(f"CHRONOS_PROJECTOR_REFRESH must be interval, true or wait_for, got {raw!r}")

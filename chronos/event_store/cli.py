@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
+from chronos.config import PG_DSN, ConfigError
 from chronos.event_store.migrate import MigrationError, migrate
+from chronos.settings import SettingsGroup
+
+SETTINGS = SettingsGroup(
+    title="`chronos db migrate`",
+    summary="Brings the PostgreSQL schema to the current version (`--dsn` overrides).",
+    settings=(PG_DSN,),
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -15,22 +22,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     migrate_parser = db_sub.add_parser("migrate", help="apply missing schema migrations")
     migrate_parser.add_argument(
         "--dsn",
-        default=os.environ.get("CHRONOS_PG_DSN", ""),
+        default="",
         help="PostgreSQL DSN (default: $CHRONOS_PG_DSN)",
     )
     migrate_parser.set_defaults(func=_run_migrate)
 
 
 def _run_migrate(args: argparse.Namespace) -> int:
-    if not args.dsn:
-        print(
-            "chronos db migrate: no database; set CHRONOS_PG_DSN (see `chronos infra env`) "
-            "or pass --dsn",
-            file=sys.stderr,
-        )
+    try:
+        dsn = args.dsn or PG_DSN.read()
+    except ConfigError as error:
+        print(f"chronos db migrate: {error}; or pass --dsn", file=sys.stderr)
         return 2
     try:
-        applied = migrate(args.dsn)
+        applied = migrate(dsn)
     except MigrationError as error:
         print(f"chronos db migrate: {error}", file=sys.stderr)
         return 1

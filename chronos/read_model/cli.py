@@ -7,17 +7,25 @@ Both read ``CHRONOS_PG_DSN`` and ``CHRONOS_ES_URL``; ``--index-prefix`` (default
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
-from chronos.config import ConfigError, require_es_url, require_pg_dsn
+from chronos.config import ES_URL, PG_DSN, ConfigError
 from chronos.errors import ChronosError
-from chronos.read_model.indices import DEFAULT_PREFIX, IndexNames
+from chronos.read_model.config import INDEX_PREFIX
+from chronos.read_model.indices import IndexNames
+from chronos.settings import SettingsGroup
 
 EXIT_DRIFT = 1
 EXIT_CANNOT_CHECK = 2
 WAIT_SECONDS_MAX = 3600.0
+
+SETTINGS = SettingsGroup(
+    title="`chronos projection rebuild` and `chronos reconcile`",
+    summary="Operator commands over the event store and the read model "
+    "(`--index-prefix` overrides the prefix).",
+    settings=(PG_DSN, ES_URL, INDEX_PREFIX),
+)
 
 
 def register(subparsers: Any) -> None:
@@ -63,9 +71,14 @@ def register(subparsers: Any) -> None:
 def _add_prefix(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--index-prefix",
-        default=os.environ.get("CHRONOS_INDEX_PREFIX", DEFAULT_PREFIX),
+        default=None,
         help="prefix of the read-side indices (default: $CHRONOS_INDEX_PREFIX or chronos)",
     )
+
+
+def _index_names(args: argparse.Namespace) -> IndexNames:
+    prefix = INDEX_PREFIX.read() if args.index_prefix is None else args.index_prefix
+    return IndexNames(prefix=prefix)
 
 
 def _format_seconds(seconds: float | None) -> str:
@@ -85,8 +98,8 @@ def _rebuild(args: argparse.Namespace) -> int:
         print("chronos projection rebuild: --batch-size must be 1..50000", file=sys.stderr)
         return EXIT_CANNOT_CHECK
     try:
-        names = IndexNames(prefix=args.index_prefix)
-        dsn, es_url = require_pg_dsn(), require_es_url()
+        names = _index_names(args)
+        dsn, es_url = PG_DSN.read(), ES_URL.read()
     except (ConfigError, ValueError) as error:
         print(f"chronos projection rebuild: {error}", file=sys.stderr)
         return EXIT_CANNOT_CHECK
@@ -137,8 +150,8 @@ def _reconcile(args: argparse.Namespace) -> int:
         print(f"chronos reconcile: --wait-seconds must be 0..{WAIT_SECONDS_MAX:.0f}")
         return EXIT_CANNOT_CHECK
     try:
-        names = IndexNames(prefix=args.index_prefix)
-        dsn, es_url = require_pg_dsn(), require_es_url()
+        names = _index_names(args)
+        dsn, es_url = PG_DSN.read(), ES_URL.read()
     except (ConfigError, ValueError) as error:
         print(f"chronos reconcile: {error}", file=sys.stderr)
         return EXIT_CANNOT_CHECK
