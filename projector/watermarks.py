@@ -28,6 +28,8 @@ _logger = logging.getLogger(__name__)
 # Commit times kept for the search lag until their events are searchable (bounded, so a
 # long fence or outage cannot grow them without limit).
 _SEARCH_LAG_SAMPLES_MAX = 10_000
+# What the retry log says each kind of write was doing.
+_WRITING = {APPLIED: "writing watermarks", SEARCHABLE: "writing searchable watermarks"}
 
 
 class ProjectedWatermarks:
@@ -81,12 +83,7 @@ class ProjectedWatermarks:
         if not pending:
             return {}
         try:
-            self._retrying(
-                "writing watermarks",
-                lambda: self._writer.write_watermarks(
-                    self._topic, self._partition_count(), pending, kind=APPLIED
-                ),
-            )
+            self._write(APPLIED, pending)
         except WatermarksFenced:
             _logger.info("watermarks fenced by a rebuild's alias swap; holding them back")
             self._applied_unwritten = pending
@@ -124,12 +121,7 @@ class ProjectedWatermarks:
             # the refresh makes it searchable.
             self._retrying("refreshing", self._writer.refresh_data)
         try:
-            self._retrying(
-                "writing searchable watermarks",
-                lambda: self._writer.write_watermarks(
-                    self._topic, self._partition_count(), pending, kind=SEARCHABLE
-                ),
-            )
+            self._write(SEARCHABLE, pending)
         except WatermarksFenced:
             # Tried again at the next refresh: the positions stay pending.
             with self._lock:
@@ -141,3 +133,16 @@ class ProjectedWatermarks:
         searchable_at = self._clock()
         for committed_at in samples:
             PROJECTION_SEARCH_LAG.observe(max(0.0, (searchable_at - committed_at).total_seconds()))
+
+    def _write(self, kind: str, positions: dict[int, int]) -> None:
+        """Writes the watermarks of ``kind``, retried while Elasticsearch is unavailable.
+
+        Raises:
+            WatermarksFenced: a rebuild is swapping the aliases.
+        """
+        self._retrying(
+            _WRITING[kind],
+            lambda: self._writer.write_watermarks(
+                self._topic, self._partition_count(), positions, kind=kind
+            ),
+        )

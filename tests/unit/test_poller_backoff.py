@@ -7,15 +7,12 @@ import pytest
 
 from outbox_poller.config import PollerConfig
 from outbox_poller.relay import kafka_backoff, reconnect_backoff
+from tests.unit.test_poller_config import config_with as poller_config_with
 
 
 def config_with(monkeypatch: pytest.MonkeyPatch, **env: str) -> PollerConfig:
-    monkeypatch.setenv("CHRONOS_PG_DSN", "postgresql://localhost/chronos")
-    monkeypatch.setenv("CHRONOS_KAFKA_BOOTSTRAP", "localhost:9092")
-    monkeypatch.setenv("CHRONOS_POLLER_SESSION_IDLE_TIMEOUT_SECONDS", "60")
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return PollerConfig.from_env()
+    # Room for every cap these tests try.
+    return poller_config_with(monkeypatch, CHRONOS_POLLER_SESSION_IDLE_TIMEOUT_SECONDS="60", **env)
 
 
 def test_reconnects_start_short_and_grow_to_the_kafka_backoff_cap(

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from chronos.read_model.documents import AccountDocument, EventRecord
+from chronos.read_model.documents import EventRecord
 from chronos.read_model.history import GAP_EVENTS_MAX
 from projector.applier import with_gaps_filled
 from projector.errors import ProjectorError
+from tests.unit.test_projector_cache import document
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -25,22 +26,6 @@ def record(stream_id: str, version: int) -> EventRecord:
         position=version,
         recorded_at=T0,
         event=event,
-    )
-
-
-def document(account_id: str, version: int) -> AccountDocument:
-    return AccountDocument(
-        account_id=account_id,
-        owner_name="Ada",
-        currency="EUR",
-        balance_minor=0,
-        overdraft_limit_minor=0,
-        status="ACTIVE",
-        kind="USER",
-        version=version,
-        last_position=version,
-        opened_at="2026-03-01T00:00:00.000000Z",
-        updated_at="2026-03-01T00:00:00.000000Z",
     )
 
 
