@@ -9,7 +9,8 @@ import threading
 
 from chronos.process import run_service
 from outbox_poller.config import PollerConfig
-from outbox_poller.relay import KafkaUnavailable, OutboxRelay
+from outbox_poller.producer import KafkaUnavailable
+from outbox_poller.relay import OutboxRelay
 
 _logger = logging.getLogger("outbox_poller")
 

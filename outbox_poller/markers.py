@@ -31,7 +31,7 @@ _logger = logging.getLogger(__name__)
 # * A row is marked published only after Kafka acknowledged it, and only published rows
 #   are pruned: an outbox row that is marked, or gone, has been acknowledged.
 # * The writer takes its positions from ledger_head under that row's lock, held to the
-#   commit of the transaction that also inserts the outbox rows (writer.py, _APPEND):
+#   commit of the transaction that also inserts the outbox rows (its append statement):
 #   positions are gapless and commit in position order. A snapshot that sees ledger_head
 #   at H therefore sees every outbox row <= H.
 # * One statement is one snapshot. In it, every row below the lowest unpublished one is

@@ -23,25 +23,27 @@ Correctness points, each handled here on purpose:
 * **Watermark markers.** After each acknowledged batch, and again while idle, a marker
   carrying the highest position Kafka has acknowledged with all below it goes to every
   partition, including partitions added later (``outbox_poller.markers``).
+* **Bounded, jittered waits.** A lost database session and a round Kafka failed are
+  retried after waits from the one retry policy (``chronos.retry``), capped by
+  ``kafka_backoff_seconds_max`` and interrupted by the stop event.
+
+The SQL on the outbox table is in ``outbox_poller.outbox``; the producer's settings and
+the topic's creation in ``outbox_poller.producer``.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import random
 import threading
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import psycopg
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka import KafkaError, Message, Producer
 
 from chronos import telemetry
-from chronos.errors import ChronosError
 from chronos.event_store import mapper
 from chronos.event_store.writer import NOTIFY_CHANNEL
 from chronos.metrics import (
@@ -52,8 +54,12 @@ from chronos.metrics import (
     OUTBOX_PUBLISHED,
 )
 from chronos.outbox import contract
+from chronos.retry import Backoff
+from outbox_poller import outbox
 from outbox_poller.config import PollerConfig
-from outbox_poller.markers import MarkerSender, partition_count
+from outbox_poller.markers import MarkerSender
+from outbox_poller.outbox import OutboxRow
+from outbox_poller.producer import KafkaUnavailable, ensure_topic, producer_settings
 
 _logger = logging.getLogger(__name__)
 
@@ -61,72 +67,27 @@ _logger = logging.getLogger(__name__)
 _BACKLOG_REPORT_SECONDS = 1.0
 # Arbitrary constant: the key of the advisory lock that elects the publishing poller.
 LEADER_LOCK_KEY = 0x4F_55_54_42_4F_58
+# The wait before the first reconnect to the database: short, because most losses of
+# the session are a blip (a restart, a failover), unless the configured cap is shorter.
+_RECONNECT_FIRST_STEP_SECONDS = 0.05
 
 
-class KafkaUnavailable(ChronosError):
-    """Kafka did not acknowledge a batch; nothing of it was marked published."""
+def reconnect_backoff(config: PollerConfig) -> Backoff:
+    """The waits between attempts to open the poller's database session (unbounded:
+    the poller waits for its database for as long as it runs)."""
+    cap_seconds = config.kafka_backoff_seconds_max
+    return Backoff(
+        base_seconds=min(_RECONNECT_FIRST_STEP_SECONDS, cap_seconds), cap_seconds=cap_seconds
+    )
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    position: int
-    key: str
-    payload: bytes
-    headers: dict[str, str]
-    # When the writer's transaction committed (None unless the server tracks it).
-    committed_at: datetime | None = None
-
-
-def producer_settings(bootstrap: str) -> dict[str, Any]:
-    return {
-        "bootstrap.servers": bootstrap,
-        # Exactly-once per partition from this producer: no duplicates from its own
-        # retries, and no reordering within a partition.
-        "enable.idempotence": True,
-        "acks": "all",
-        # A batch never waits for the linger: flush() sends at once whatever is queued.
-        # Only the markers queued after it wait (at most this long, or until the next
-        # batch's flush). With 1 ms, librdkafka's broker thread woke every millisecond
-        # while they waited: 0.08-0.14 cores at 435 transfers/s, against 0.03-0.04
-        # with 5 ms (two alternating runs each).
-        "linger.ms": 5,
-        # librdkafka leaves Nagle's algorithm on by default: a small produce request can
-        # then wait for the previous one's TCP acknowledgement (up to tens of ms).
-        "socket.nagle.disable": True,
-        "compression.type": "lz4",
-        "message.timeout.ms": 30000,
-        "client.id": "chronos-outbox-poller",
-    }
-
-
-def ensure_topic(bootstrap: str, topic: str, partitions: int, replication_factor: int) -> int:
-    """Creates ``topic`` when missing; returns its partition count.
-
-    Raises:
-        KafkaUnavailable: the broker did not answer or refused.
-    """
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    try:
-        metadata = admin.list_topics(timeout=10)
-        if topic not in metadata.topics:
-            futures = admin.create_topics(
-                [NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor)],
-                operation_timeout=10,
-            )
-            try:
-                futures[topic].result(timeout=15)
-                _logger.info("created topic %s with %d partitions", topic, partitions)
-            except KafkaException as error:
-                if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
-        for _ in range(50):
-            count = partition_count(admin, topic, timeout_seconds=10)
-            if count is not None:
-                return count
-            time.sleep(0.1)
-    except KafkaException as error:
-        raise KafkaUnavailable(f"cannot create or describe topic {topic}: {error}") from error
-    raise KafkaUnavailable(f"topic {topic} has no partitions after creation")
+def kafka_backoff(config: PollerConfig) -> Backoff:
+    """The leader's waits between publishing rounds that Kafka failed (unbounded: the
+    leader keeps its session and waits for Kafka for as long as it runs)."""
+    cap_seconds = config.kafka_backoff_seconds_max
+    return Backoff(
+        base_seconds=min(config.idle_wait_seconds_min, cap_seconds), cap_seconds=cap_seconds
+    )
 
 
 class OutboxRelay:
@@ -153,6 +114,11 @@ class OutboxRelay:
         self.is_leader = False
 
     def ensure_topic(self) -> None:
+        """Creates the topic when missing and learns its partition count.
+
+        Raises:
+            KafkaUnavailable: the broker did not answer or refused.
+        """
         config = self._config
         self._markers.partitions = ensure_topic(
             config.kafka_bootstrap, config.topic, config.partitions, config.replication_factor
@@ -160,23 +126,12 @@ class OutboxRelay:
 
     def run(self, stop: threading.Event) -> None:
         """Runs until ``stop`` is set: elect, publish, wait for work, prune."""
-        backoff_seconds = 0.05
+        reconnect_waits = reconnect_backoff(self._config).waits()
         while not stop.is_set():
             try:
-                with psycopg.connect(
-                    self._config.pg_dsn,
-                    autocommit=True,
-                    connect_timeout=10,
-                    application_name="chronos-outbox-poller",
-                    # This session only marks rows published and prunes them. A mark lost
-                    # to a server crash republishes its rows, which the projector ignores
-                    # as duplicates, so its commits need not wait for the WAL flush.
-                    **self._config.session_bounds.connection_kwargs(
-                        extra_options="-c synchronous_commit=off"
-                    ),
-                ) as conn:
+                with self._connect() as conn:
                     self._lead(conn, stop)
-                backoff_seconds = 0.05
+                reconnect_waits.reset()
             except psycopg.OperationalError as error:
                 if self.is_leader:
                     _logger.warning("lost the leadership with the database session: %s", error)
@@ -184,27 +139,31 @@ class OutboxRelay:
                     _logger.warning("database unavailable, retrying: %s", error)
                 self.is_leader = False
                 OUTBOX_LEADER.set(0)
-                stop.wait(random.uniform(0, backoff_seconds))
-                backoff_seconds = min(backoff_seconds * 2, self._config.kafka_backoff_seconds_max)
+                stop.wait(reconnect_waits.next_seconds())
         self._producer.flush(self._config.flush_timeout_seconds)
 
+    def _connect(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(
+            self._config.pg_dsn,
+            autocommit=True,
+            connect_timeout=10,
+            application_name="chronos-outbox-poller",
+            # This session only marks rows published and prunes them. A mark lost to a
+            # server crash republishes its rows, which the projector ignores as
+            # duplicates, so its commits need not wait for the WAL flush.
+            **self._config.session_bounds.connection_kwargs(
+                extra_options="-c synchronous_commit=off"
+            ),
+        )
+
     def _lead(self, conn: psycopg.Connection[Any], stop: threading.Event) -> None:
-        config = self._config
-        while not stop.is_set():
-            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,)).fetchone()
-            if row is not None and row[0]:
-                break
-            self.is_leader = False
-            stop.wait(config.standby_check_seconds)
-        else:
+        """Waits to be elected, then publishes until ``stop`` is set."""
+        if not self._elected(conn, stop):
             return
-        self.is_leader = True
-        OUTBOX_LEADER.set(1)
-        _logger.info("outbox poller is the leader")
-        self._markers.lead(conn)
+        config = self._config
         conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
         idle_wait_seconds = config.idle_wait_seconds_min
-        kafka_backoff_seconds = config.idle_wait_seconds_min
+        kafka_waits = kafka_backoff(config).waits()
         while not stop.is_set():
             try:
                 if not self._markers.partitions:
@@ -212,14 +171,11 @@ class OutboxRelay:
                 self._markers.maybe_refresh_partitions()
                 published = self.publish_batch(conn)
                 self._markers.maybe_send()
-                kafka_backoff_seconds = config.idle_wait_seconds_min
+                kafka_waits.reset()
             except KafkaUnavailable as error:
                 _logger.warning("Kafka unavailable, backing off: %s", error)
                 self._markers.refresh_partitions_soon()
-                stop.wait(random.uniform(kafka_backoff_seconds / 2, kafka_backoff_seconds))
-                kafka_backoff_seconds = min(
-                    kafka_backoff_seconds * 2, config.kafka_backoff_seconds_max
-                )
+                stop.wait(kafka_waits.next_seconds())
                 continue
             self._maybe_prune(conn)
             self._maybe_report_backlog(conn)
@@ -235,26 +191,27 @@ class OutboxRelay:
             else:
                 idle_wait_seconds = min(idle_wait_seconds * 2, config.idle_wait_seconds_max)
 
-    def fetch_unpublished(self, conn: psycopg.Connection[Any]) -> list[OutboxRow]:
-        # An unpublished row was never updated, so its xmin is the writer's transaction,
-        # and with track_commit_timestamp the server knows when that committed: the
-        # publish latency then starts at the commit, not at recorded_at (taken in the
-        # transaction's last statement, before the commit waited for its WAL flush).
-        committed_at = (
-            "pg_xact_commit_timestamp(xmin)" if self._commit_times_tracked(conn) else "NULL"
-        )
-        rows = conn.execute(
-            f"""SELECT position, key, payload, headers, {committed_at} FROM outbox
-                WHERE published_at IS NULL ORDER BY position LIMIT %s""",
-            (self._config.batch_size_max,),
-        ).fetchall()
-        return [OutboxRow(row[0], row[1], bytes(row[2]), dict(row[3]), row[4]) for row in rows]
+    def _elected(self, conn: psycopg.Connection[Any], stop: threading.Event) -> bool:
+        """Waits for the leadership lock (standby meanwhile); False when stopped first."""
+        while not stop.is_set():
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,)).fetchone()
+            if row is not None and row[0]:
+                self.is_leader = True
+                OUTBOX_LEADER.set(1)
+                _logger.info("outbox poller is the leader")
+                self._markers.lead(conn)
+                return True
+            self.is_leader = False
+            stop.wait(self._config.standby_check_seconds)
+        return False
 
-    def _commit_times_tracked(self, conn: psycopg.Connection[Any]) -> bool:
+    def fetch_unpublished(self, conn: psycopg.Connection[Any]) -> list[OutboxRow]:
+        """The next batch of unpublished rows, lowest position first."""
         if self._commit_times is None:
-            row = conn.execute("SELECT current_setting('track_commit_timestamp') = 'on'").fetchone()
-            self._commit_times = bool(row and row[0])
-        return self._commit_times
+            self._commit_times = outbox.commit_times_tracked(conn)
+        return outbox.fetch_unpublished(
+            conn, self._config.batch_size_max, commit_times=self._commit_times
+        )
 
     def publish_batch(self, conn: psycopg.Connection[Any]) -> int:
         """Publishes one batch of unpublished rows and marks the acknowledged ones.
@@ -290,10 +247,8 @@ class OutboxRelay:
         return len(prefix)
 
     def mark_published(self, conn: psycopg.Connection[Any], positions: list[int]) -> None:
-        conn.execute(
-            "UPDATE outbox SET published_at = now() WHERE position = ANY(%s::bigint[])",
-            (positions,),
-        )
+        """Marks the rows at ``positions`` published (Kafka acknowledged them)."""
+        outbox.mark_published(conn, positions)
 
     def _produce_and_flush(self, conn: psycopg.Connection[Any], rows: list[OutboxRow]) -> set[int]:
         acknowledged: set[int] = set()
@@ -370,20 +325,16 @@ class OutboxRelay:
         if now - self._last_backlog_monotonic < _BACKLOG_REPORT_SECONDS:
             return
         self._last_backlog_monotonic = now
-        row = conn.execute(
-            """SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)
-               FROM outbox WHERE published_at IS NULL"""
-        ).fetchone()
-        assert row is not None
-        OUTBOX_BACKLOG.set(row[0])
-        OUTBOX_OLDEST_AGE.set(float(row[1]))
+        count, oldest_age_seconds = outbox.backlog(conn)
+        OUTBOX_BACKLOG.set(count)
+        OUTBOX_OLDEST_AGE.set(oldest_age_seconds)
 
     def _maybe_prune(self, conn: psycopg.Connection[Any]) -> None:
         now = time.monotonic()
         if now - self._last_prune_monotonic < self._config.prune_interval_seconds:
             return
         self._last_prune_monotonic = now
-        pruned = prune_published(conn, self._config.retention_seconds)
+        pruned = outbox.prune_published(conn, self._config.retention_seconds)
         if pruned:
             _logger.info("pruned %d published outbox rows", pruned)
 
@@ -402,18 +353,3 @@ def _publish_span(traceparent: str, row: OutboxRow, start_ns: int, topic: str) -
             "chronos.position": row.position,
         },
     )
-
-
-def prune_published(
-    conn: psycopg.Connection[Any], retention_seconds: int, *, batch_size_max: int = 10000
-) -> int:
-    """Deletes published rows older than the retention, in one bounded batch."""
-    cursor = conn.execute(
-        """DELETE FROM outbox WHERE position IN (
-               SELECT position FROM outbox
-               WHERE published_at IS NOT NULL
-                 AND published_at < now() - make_interval(secs => %s)
-               ORDER BY published_at LIMIT %s)""",
-        (retention_seconds, batch_size_max),
-    )
-    return cursor.rowcount

@@ -19,7 +19,9 @@ from chronos.read_model.es_writer import EsWriter
 from chronos.read_model.history import EventStoreHistory
 from chronos.read_model.indices import ensure_indices
 from projector.config import ProjectorConfig
-from projector.consumer import Projector, ProjectorStopped, describe
+from projector.consumer import Projector
+from projector.errors import ProjectorStopped
+from projector.report import describe
 
 _logger = logging.getLogger("projector")
 

@@ -1,14 +1,12 @@
 """The Elasticsearch clients of every process, built in one place.
 
-JSON goes through orjson instead of the standard library's ``json``: py-spy put 11% of
-the projector's samples at 435 transfers/s in ``json.loads`` of bulk answers and 5% in
-``json.dumps`` of bulk bodies. Measured against the local Elasticsearch (300 bulks of 50
-account documents and 50 statement lines, alternating runs), the projector's CPU per
-bulk fell from 2.1-2.8 to 1.0-1.5 ms; an ``mget`` of 20 accounts, as the query server
-sends, from 0.57 to 0.51-0.55 ms (the HTTP client is most of that). orjson is a compiled,
-widely used implementation with the same output for the types the read model sends
-(str, int, bool, None, lists and dicts; timestamps are formatted by
-``chronos.read_model.documents`` before they get here).
+JSON goes through orjson instead of the standard library's ``json``: profiles of the
+projector under load showed ``json.loads`` of bulk answers and ``json.dumps`` of bulk
+bodies as a large share of its CPU, and with orjson its CPU per bulk fell markedly (the
+query server's small ``mget`` answers gain less: the HTTP client is most of their
+cost). orjson is a compiled, widely used implementation with the same output for the
+types the read model sends (str, int, bool, None, lists and dicts; timestamps are
+formatted by ``chronos.read_model.documents`` before they get here).
 """
 
 from __future__ import annotations

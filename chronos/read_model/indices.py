@@ -26,18 +26,17 @@ _PREFIX_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 # Data indices refresh this often on their own (Elasticsearch's default). The projector
 # refreshes them itself (CHRONOS_PROJECTOR_SEARCH_REFRESH_SECONDS), so this is only a
-# backstop; at 100 ms these scheduled refreshes came on top of the projector's and cost
-# Elasticsearch about half a core at 350 transfers/s. With CHRONOS_PROJECTOR_REFRESH=
-# wait_for a write waits on average half of this interval before it is searchable.
+# backstop: a short interval adds scheduled refreshes on top of the projector's, each a
+# new segment to write and merge, which costs Elasticsearch much CPU under load. With
+# CHRONOS_PROJECTOR_REFRESH=wait_for a write waits on average half of this interval
+# before it is searchable.
 REFRESH_INTERVAL = "1s"
 
 # Only the fields the queries filter, sort or search on are indexed; the others live in
-# _source alone, for the answers. Indexing them cost Elasticsearch CPU on every write of
-# a hot path that writes each account once per event: 1,000-document bulks (half lines,
-# half account updates, idle machine) took 18.9-20.6 ms of its CPU fully indexed and
-# 16.0-16.5 ms so (two runs of 98 alternating bulks). A query that needs another field
-# gets it indexed in a new mapping version, which `chronos projection rebuild` builds
-# and swaps in.
+# _source alone, for the answers. Indexing them costs Elasticsearch CPU on every write of
+# a hot path that writes each account once per event, for fields no query uses. A query
+# that needs another field gets it indexed in a new mapping version, which
+# `chronos projection rebuild` builds and swaps in.
 _STORED: dict[str, Any] = {"index": False, "doc_values": False}
 
 ACCOUNTS_MAPPING: dict[str, Any] = {

@@ -227,6 +227,10 @@ def _next_version(es: Elasticsearch, names: IndexNames) -> int:
     return max(versions, default=0) + 1
 
 
+# Makes the progress callback of one phase: (phase, events in total) -> callback.
+_Report = Callable[[str, int], Callable[[], None]]
+
+
 def rebuild(
     conn: psycopg.Connection[Any],
     es: Elasticsearch,
@@ -262,8 +266,6 @@ def rebuild(
     _set_bulk_load(es, [accounts_index, transactions_index], on=True)
     replayer = _Replayer(conn, EsWriter(es, names), accounts_index, transactions_index, batch_size)
 
-    head = head_position(conn)
-
     def report(phase: str, total: int) -> Callable[[], None]:
         return lambda: progress(
             Progress(
@@ -274,39 +276,14 @@ def rebuild(
             )
         )
 
+    head = head_position(conn)
     replayer.replay(head, on_batch=report("replay", head))
     replay_seconds = time.monotonic() - started
     replayed_events = replayer.events
-    for _ in range(CATCH_UP_ROUNDS_MAX):
-        target = head_position(conn)
-        if target - replayer.position < CATCH_UP_SMALL_ENOUGH:
-            replayer.replay(target, on_batch=report("catch-up", target))
-            break
-        replayer.replay(target, on_batch=report("catch-up", target))
-
+    _catch_up(conn, replayer, report)
     _set_bulk_load(es, [accounts_index, transactions_index], on=False)
-    fence_watermarks(es, names, on=True)
-    try:
-        target = head_position(conn)
-        replayer.replay(target, on_batch=report("fenced catch-up", target), refresh=True)
-        _refresh(es, [accounts_index, transactions_index])
-        previous = swap_aliases(es, names, version)
-        target = head_position(conn)
-        replayer.replay(
-            target,
-            on_batch=report("after swap", target),
-            version_type="external_gte",
-            refresh="wait_for",
-        )
-    finally:
-        fence_watermarks(es, names, on=False)
-    deleted: tuple[str, ...] = ()
-    if not keep_old and previous:
-        try:
-            es.indices.delete(index=",".join(previous))
-        except (ApiError, TransportError) as error:
-            raise translate(error, "deleting old index versions") from error
-        deleted = tuple(previous)
+    previous = _swap_fenced(conn, es, names, version, replayer, report)
+    deleted = () if keep_old else _delete_indices(es, previous)
     return RebuildReport(
         old_indices=tuple(previous),
         new_version=version,
@@ -319,3 +296,56 @@ def rebuild(
         total_seconds=time.monotonic() - started,
         deleted=deleted,
     )
+
+
+def _catch_up(conn: psycopg.Connection[Any], replayer: _Replayer, report: _Report) -> None:
+    """Replays the events committed during the replay, a few bounded rounds, until few
+    enough are left for the fenced catch-up to be short."""
+    for _ in range(CATCH_UP_ROUNDS_MAX):
+        target = head_position(conn)
+        small_enough = target - replayer.position < CATCH_UP_SMALL_ENOUGH
+        replayer.replay(target, on_batch=report("catch-up", target))
+        if small_enough:
+            return
+
+
+def _swap_fenced(
+    conn: psycopg.Connection[Any],
+    es: Elasticsearch,
+    names: IndexNames,
+    version: int,
+    replayer: _Replayer,
+    report: _Report,
+) -> list[str]:
+    """Steps 4 to 6 (module docstring): fence, catch up, swap, catch up again, unfence.
+
+    Returns:
+        The index versions the aliases pointed to before.
+    """
+    fence_watermarks(es, names, on=True)
+    try:
+        target = head_position(conn)
+        replayer.replay(target, on_batch=report("fenced catch-up", target), refresh=True)
+        _refresh(es, [names.accounts_version(version), names.transactions_version(version)])
+        previous = swap_aliases(es, names, version)
+        target = head_position(conn)
+        replayer.replay(
+            target,
+            on_batch=report("after swap", target),
+            version_type="external_gte",
+            refresh="wait_for",
+        )
+    finally:
+        fence_watermarks(es, names, on=False)
+    return previous
+
+
+def _delete_indices(es: Elasticsearch, indices: list[str]) -> tuple[str, ...]:
+    """Deletes ``indices`` (the old versions); returns what was deleted."""
+    if not indices:
+        return ()
+    try:
+        es.indices.delete(index=",".join(indices))
+    except (ApiError, TransportError) as error:
+        raise translate(error, "deleting old index versions") from error
+    return tuple(indices)

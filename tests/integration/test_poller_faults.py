@@ -23,7 +23,9 @@ from chronos.domain.commands import OpenAccount
 from chronos.outbox import contract
 from outbox_poller.config import PollerConfig
 from outbox_poller.markers import acknowledged_position
-from outbox_poller.relay import LEADER_LOCK_KEY, OutboxRelay, producer_settings, prune_published
+from outbox_poller.outbox import prune_published
+from outbox_poller.producer import producer_settings
+from outbox_poller.relay import LEADER_LOCK_KEY, OutboxRelay
 from tests.e2e.helpers import free_port, service_process
 from tests.integration.readside_support import (
     KAFKA_TIMEOUT_SECONDS,

@@ -32,7 +32,8 @@ from chronos.domain.events import (
 from chronos.event_store import mapper
 from chronos.read_model.indices import IndexNames
 from chronos.read_model.watermark import APPLIED, SEARCHABLE, WatermarkReader
-from projector.consumer import Projector, ProjectorError
+from projector.consumer import Projector
+from projector.errors import ProjectorError
 from tests.integration.readside_support import (
     FakePoller,
     all_sources,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from chronos.read_model.documents import AccountDocument
-from projector.consumer import DocumentCache
+from projector.cache import DocumentCache
 
 
 def document(account_id: str, version: int) -> AccountDocument:
