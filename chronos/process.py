@@ -157,8 +157,8 @@ def run_grpc_server(
 
     def body(loaded: ServerConfigT) -> int:
         # uvloop's event loop (libuv, in C) instead of asyncio's: gRPC's Python server
-        # spends most of its time in event-loop callbacks. Three interleaved bench pairs:
-        # empty call +10 to +20%, TransferFunds +4 to +8%, GetAccount 0 to +14%.
+        # spends most of its time in event-loop callbacks, so a faster loop shows in every
+        # call's throughput.
         uvloop.run(serve(loaded))
         return 0
 

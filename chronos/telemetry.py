@@ -201,7 +201,7 @@ def configure(service: str) -> None:
 
 def server_interceptors(service: str) -> list[Any]:
     """gRPC server interceptors: metrics always, OpenTelemetry only when tracing is on
-    (its interceptor costs about 8% of a command's CPU even with no-op spans)."""
+    (its interceptor costs a visible share of a command's CPU even with no-op spans)."""
     interceptors: list[Any] = []
     if _tracing_enabled:
         interceptors.append(aio_server_interceptor())  # type: ignore[no-untyped-call]

@@ -135,8 +135,8 @@ class CommandServerConfig:
     metrics_port: int
     processes: int
     # Commands one process holds at once (a batch counts its commands); more are refused
-    # with RESOURCE_EXHAUSTED / SERVER_BUSY. ~1.3 kB each while queued (measured: 300,000
-    # took 384 MB), so the default bounds them near 13 MB.
+    # with RESOURCE_EXHAUSTED / SERVER_BUSY. A queued command holds about a kilobyte, so
+    # the bound keeps a flood of calls from growing a worker without limit.
     in_flight_max: int
     # The waits of every writer session: a transaction that waits longer than the lock
     # timeout for an account's lock answers CONCURRENCY_CONFLICT to the commands on it.

@@ -165,15 +165,16 @@ class ProjectorConfig:
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             # No committed offset, or one Kafka no longer holds: the consumer reports it
-            # and the projector decides (Projector._start_partition) rather than skip.
+            # and the projector decides (projector.offsets.starting_offsets) rather than skip.
             "auto.offset.reset": "error",
             "isolation.level": "read_committed",
             "enable.partition.eof": False,
             # The projector never creates the topic; the outbox poller does.
             "allow.auto.create.topics": False,
             "client.id": f"chronos-projector-{os.getpid()}",
-            # librdkafka prefetches up to 64 MB / 100,000 messages by default: catching up
-            # a backlog took the projector to 261 MB. A few batches ahead is enough.
+            # librdkafka prefetches up to 64 MB / 100,000 messages by default, which makes a
+            # projector catching up a backlog several times its usual size. A few batches
+            # ahead is enough.
             "queued.max.messages.kbytes": QUEUED_KILOBYTES_MAX,
             "queued.min.messages": QUEUED_MESSAGES_MIN,
         }

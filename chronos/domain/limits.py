@@ -1,4 +1,4 @@
-"""Limits on everything a client can send. Documented in the README's API section."""
+"""Limits on everything a client can send. Documented in docs/api.md."""
 
 REQUEST_ID_LENGTH_MAX = 128
 OWNER_NAME_LENGTH_MAX = 200

@@ -5,7 +5,7 @@ connection each) takes everything queued (up to ``batch_size_max``) and runs it 
 transaction. Every command keeps its own validation, decision, answer and idempotency
 record: a rejected command writes nothing and does not disturb the others, and the
 transaction either commits all accepted commands of the batch or none. One fsync then
-covers many commands, which is how the ledger beats one-transaction-per-transfer SQL.
+covers many commands.
 
 This module queues, batches and answers; :mod:`chronos.event_store.committer` runs a
 batch (with its retries). What a batch decides is

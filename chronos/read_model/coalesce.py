@@ -92,8 +92,8 @@ class CoalescingGetter(Generic[_Value]):
     async def _run(self, batch: dict[str, list[asyncio.Future[_Value | None]]]) -> None:
         try:
             if self._linger_seconds and self._last_fetch_keys > 1:
-                # Under load each request, not each key, is what costs (about 0.5 ms of
-                # a worker's CPU per Elasticsearch request): gather more keys first.
+                # Under load each request, not each key, is what costs a worker's CPU:
+                # gather more keys first.
                 await asyncio.sleep(self._linger_seconds)
                 self._take_waiting(batch)
             self._last_fetch_keys = len(batch)
