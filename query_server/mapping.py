@@ -11,8 +11,8 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
+from chronos.domain.accounts import AccountStatus
 from chronos.domain.events import AccountKind, EntryKind
-from chronos.domain.ledger import AccountStatus
 from chronos.v1 import ledger_pb2, queries_pb2
 
 _STATUS_TO_PROTO = {

@@ -1,20 +1,20 @@
-"""The ledger's rules: what a command decides, and how events evolve account state.
+"""The ledger's rules: what a command decides.
 
 ``decide`` checks a validated command against the current state of the accounts it
-touches and returns the events to append (or raises a :class:`Rejection`); ``evolve``
-applies one event to an account. Both are pure, so the command server can run many
-commands against one locked snapshot in a single transaction (group commit) and the
-unit tests can run them without a database.
+touches (:mod:`chronos.domain.accounts`) and returns the events to append, or raises a
+:class:`Rejection`. It is pure, so the command server can run many commands against one
+locked snapshot in a single transaction (group commit) and the unit tests can run it
+without a database.
 """
 
 from __future__ import annotations
 
-import enum
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from chronos.domain import limits
+from chronos.domain.accounts import Account, AccountStatus, evolve
 from chronos.domain.commands import (
     CloseAccount,
     Command,
@@ -39,7 +39,6 @@ from chronos.domain.events import (
     AccountUnfrozen,
     DomainEvent,
     EntryKind,
-    LinePosted,
 )
 
 # System account ids are derived from the currency so every server process agrees on
@@ -54,77 +53,6 @@ def system_account_id(currency: str) -> str:
 
 
 SYSTEM_ACCOUNT_IDS = frozenset(system_account_id(code) for code in ISO_4217_CODES)
-
-
-class AccountStatus(enum.Enum):
-    ACTIVE = "ACTIVE"
-    FROZEN = "FROZEN"
-    CLOSED = "CLOSED"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Account:
-    """Current state of one account: the fold of its stream up to ``version``."""
-
-    account_id: str
-    kind: AccountKind
-    owner_name: str
-    currency: str
-    overdraft_limit_minor: int
-    status: AccountStatus
-    balance_minor: int
-    version: int
-    metadata: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def balance_floor_minor(self) -> int | None:
-        """The lowest balance the account may reach; None for a system account, which
-        only the signed 64-bit range bounds (leaving it is ``BALANCE_OVERFLOW``)."""
-        if self.kind is AccountKind.SYSTEM:
-            return None
-        return -self.overdraft_limit_minor
-
-
-def evolve(account: Account | None, event: DomainEvent, version: int) -> Account:
-    """Applies ``event`` (the ``version``-th of the stream) to ``account``.
-
-    Raises:
-        AssertionError: the event does not follow the account's current version, or
-            does not fit its state. Both are programming errors: ``decide`` only
-            produces events that fit.
-    """
-    if isinstance(event, AccountOpened):
-        assert account is None, f"account {event.account_id} opened twice"
-        assert version == 1, f"AccountOpened must be version 1, got {version}"
-        return Account(
-            account_id=event.account_id,
-            kind=event.kind,
-            owner_name=event.owner_name,
-            currency=event.currency,
-            overdraft_limit_minor=event.overdraft_limit_minor,
-            status=AccountStatus.ACTIVE,
-            balance_minor=0,
-            version=1,
-            metadata=event.metadata,
-        )
-    assert account is not None, f"event {type(event).__name__} for an unopened account"
-    assert version == account.version + 1, (
-        f"stream {account.account_id}: version {version} after {account.version}"
-    )
-    assert event.account_id == account.account_id
-    if isinstance(event, LinePosted):
-        assert event.currency == account.currency
-        balance = account.balance_minor + event.signed_amount_minor
-        assert balance == event.balance_after_minor, "balance_after does not match the stream"
-        return replace(account, balance_minor=balance, version=version)
-    if isinstance(event, AccountFrozen):
-        return replace(account, status=AccountStatus.FROZEN, version=version)
-    if isinstance(event, AccountUnfrozen):
-        return replace(account, status=AccountStatus.ACTIVE, version=version)
-    if isinstance(event, AccountClosed):
-        assert account.balance_minor == 0
-        return replace(account, status=AccountStatus.CLOSED, version=version)
-    raise AssertionError(f"unknown event type {type(event).__name__}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

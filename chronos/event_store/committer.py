@@ -22,9 +22,10 @@ from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from chronos import telemetry
+from chronos.domain.accounts import Account
 from chronos.domain.commands import Command
 from chronos.domain.errors import Reason, Rejection
-from chronos.domain.ledger import Account, accounts_touched
+from chronos.domain.ledger import accounts_touched
 from chronos.event_store import pipeline
 from chronos.event_store.context import CommandContext
 from chronos.event_store.decisions import BatchDecision, accounts_to_lock, decide_batch

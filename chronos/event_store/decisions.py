@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from chronos.domain.accounts import Account, evolve
 from chronos.domain.commands import Command
 from chronos.domain.errors import Rejection
 from chronos.domain.events import DomainEvent
-from chronos.domain.ledger import Account, accounts_touched, decide, evolve
+from chronos.domain.ledger import accounts_touched, decide
 from chronos.event_store.results import AccountBalance
 
 

@@ -26,10 +26,10 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 
+from chronos.domain.accounts import Account, AccountStatus
 from chronos.domain.commands import Command
 from chronos.domain.errors import Reason, Rejection
 from chronos.domain.events import AccountKind
-from chronos.domain.ledger import Account, AccountStatus
 from chronos.event_store import mapper, sql
 from chronos.event_store.context import CommandContext
 from chronos.event_store.decisions import BatchDecision, accounts_to_lock

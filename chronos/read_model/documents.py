@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from chronos.domain.accounts import AccountStatus
 from chronos.domain.events import (
     AccountClosed,
     AccountFrozen,
@@ -23,7 +24,6 @@ from chronos.domain.events import (
     DomainEvent,
     LinePosted,
 )
-from chronos.domain.ledger import AccountStatus
 from chronos.event_store.mapper import StoredEvent, decode
 from chronos.v1 import events_pb2
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import pytest
 
+from chronos.domain.accounts import Account, AccountStatus
 from chronos.domain.commands import (
     Command,
     Deposit,
@@ -21,7 +22,7 @@ from chronos.domain.commands import (
 )
 from chronos.domain.errors import Reason, Rejection
 from chronos.domain.events import AccountKind, AccountOpened, LinePosted
-from chronos.domain.ledger import Account, AccountStatus, system_account_id
+from chronos.domain.ledger import system_account_id
 from chronos.event_store.committer import PendingCommand, admit
 from chronos.event_store.context import CommandContext
 from chronos.event_store.decisions import (

@@ -7,6 +7,7 @@ import itertools
 import pytest
 
 from chronos.domain import validation
+from chronos.domain.accounts import Account, AccountStatus, evolve
 from chronos.domain.commands import (
     CloseAccount,
     Command,
@@ -23,14 +24,7 @@ from chronos.domain.commands import (
 )
 from chronos.domain.errors import Reason, Rejection
 from chronos.domain.events import AccountKind, FundsTransferred, LinePosted
-from chronos.domain.ledger import (
-    Account,
-    AccountStatus,
-    accounts_touched,
-    decide,
-    evolve,
-    system_account_id,
-)
+from chronos.domain.ledger import accounts_touched, decide, system_account_id
 
 A = "00000000-0000-4000-8000-00000000000a"
 B = "00000000-0000-4000-8000-00000000000b"
