@@ -7,13 +7,15 @@ from dataclasses import dataclass
 from chronos.config import EVENTS_TOPIC, PG_DSN, REUSE_PORT, SHUTDOWN_GRACE_SECONDS, ConfigError
 from chronos.domain.limits import BATCH_COMMANDS_MAX
 from chronos.event_store.sessions import SessionBounds
+from chronos.event_store.settings import WriterSettings
 from chronos.metrics import COMMAND_METRICS_PORT as METRICS_PORT
 from chronos.rpc import parse_address
 from chronos.settings import SettingsGroup, integer, number, text
 
-# The writer's session bounds default to SessionBounds' own, which tests and the
-# tooling use without the environment.
+# The writer's limits and session bounds default to WriterSettings' and SessionBounds'
+# own, which tests and the tooling use without the environment: one literal each.
 _BOUNDS = SessionBounds()
+_WRITER = WriterSettings()
 
 ADDRESS = text(
     "CHRONOS_COMMAND_ADDR",
@@ -25,21 +27,21 @@ ADDRESS = text(
 )
 WRITER_LANES = integer(
     "CHRONOS_WRITER_LANES",
-    1,
+    _WRITER.lanes,
     minimum=1,
     maximum=32,
     doc="Group-commit lanes (each with its own connection); the pool holds two more.",
 )
 WRITER_BATCH_SIZE_MAX = integer(
     "CHRONOS_WRITER_BATCH_SIZE_MAX",
-    256,
+    _WRITER.batch_size_max,
     minimum=1,
     maximum=4096,
     doc="Commands one group commit writes at most.",
 )
 WRITER_RETRIES_MAX = integer(
     "CHRONOS_WRITER_RETRIES_MAX",
-    5,
+    _WRITER.retries_max,
     minimum=0,
     maximum=50,
     doc="Retries of a batch after a lock timeout or a serialization conflict.",
@@ -68,7 +70,7 @@ WRITER_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS = number(
 # At least a day: a client retrying within a day must get its first answer back.
 IDEMPOTENCY_RETENTION_SECONDS = integer(
     "CHRONOS_IDEMPOTENCY_RETENTION_SECONDS",
-    24 * 3600,
+    _WRITER.idempotency_retention_seconds,
     minimum=24 * 3600,
     maximum=10**9,
     doc="How long a request id's answer is kept for replays.",
