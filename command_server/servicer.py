@@ -236,9 +236,10 @@ class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
             "The ledger failed to record the command; nothing was recorded.",
         )
 
-    def _failure(self, error: ChronosError, request_id: str) -> status_pb2.Status:
+    @staticmethod
+    def _failure(error: ChronosError, request_id: str) -> status_pb2.Status:
         """A failed command of a batch, as its item's status."""
-        return rejection_proto(self._rejection(error, request_id))
+        return rejection_proto(CommandServicer._rejection(error, request_id))
 
     async def _run(
         self, command: Command, context: grpc.aio.ServicerContext[Any, Any]
