@@ -46,7 +46,7 @@ def require_pg_dsn() -> str:
     if not dsn:
         raise ConfigError(
             "CHRONOS_PG_DSN is not set: start the local stack and load its settings with "
-            '`eval "$(chronos infra env)"`, or point it at your PostgreSQL'
+            '`eval "$(chronos-dev infra env)"`, or point it at your PostgreSQL'
         )
     return dsn
 
@@ -56,7 +56,7 @@ def require_kafka_bootstrap() -> str:
     if not bootstrap:
         raise ConfigError(
             "CHRONOS_KAFKA_BOOTSTRAP is not set: start the local stack and load its settings "
-            'with `eval "$(chronos infra env)"`, or point it at your Kafka'
+            'with `eval "$(chronos-dev infra env)"`, or point it at your Kafka'
         )
     return bootstrap
 
@@ -66,6 +66,6 @@ def require_es_url() -> str:
     if not url:
         raise ConfigError(
             "CHRONOS_ES_URL is not set: start the local stack and load its settings with "
-            '`eval "$(chronos infra env)"`, or point it at your Elasticsearch'
+            '`eval "$(chronos-dev infra env)"`, or point it at your Elasticsearch'
         )
     return url

@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _run_migrate(args: argparse.Namespace) -> int:
     if not args.dsn:
         print(
-            "chronos db migrate: no database; set CHRONOS_PG_DSN (see `chronos infra env`) "
+            "chronos db migrate: no database; set CHRONOS_PG_DSN (see `chronos-dev infra env`) "
             "or pass --dsn",
             file=sys.stderr,
         )
