@@ -26,6 +26,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -192,12 +193,12 @@ def wait_metrics(
     raise LaunchError(f"{module} metrics at {endpoint} not answering in time")
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
+def stop(process: subprocess.Popen[Any]) -> None:
     """SIGTERM, a bounded wait for a clean exit, then SIGKILL (children first)."""
     stop_all([process])
 
 
-def stop_all(processes: Sequence[subprocess.Popen[bytes]]) -> None:
+def stop_all(processes: Sequence[subprocess.Popen[Any]]) -> None:
     """Sends every process SIGTERM at once, then waits for each (bounded) and kills the
     ones still running.
 
