@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from chronos_dev import launcher
+from chronos_dev import foreground
 from chronos_dev.stack import cli as stack_cli
 from chronos_dev.stack.stack import default_stack_dir
 
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _services(args: argparse.Namespace) -> int:
-    return launcher.run_foreground(
+    return foreground.run_foreground(
         command_addr=args.command_addr,
         query_addr=args.query_addr,
         log_dir=args.log_dir,

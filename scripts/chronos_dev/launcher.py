@@ -9,8 +9,8 @@ servers and, when asked, an answer from every metrics endpoint. Stopping is SIGT
 bounded wait for the service's own drain, then SIGKILL of its children and of itself.
 
 :class:`Services` starts an isolated set (its own database, topic, index prefix and
-consumer group, every port free) and stops it on exit; :func:`run_foreground` runs the
-set the environment describes until a signal or until a service exits.
+consumer group, every port free) and stops it on exit; :mod:`chronos_dev.foreground`
+runs the set the environment describes (``chronos-dev services``) with the same parts.
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any
 
 import grpc
@@ -372,73 +371,3 @@ class Services:
                 return dict(sorted(workers.items()))
             time.sleep(_POLL_INTERVAL_SECONDS)
         raise LaunchError(f"the {module} workers could not be found")
-
-
-def run_foreground(
-    *, command_addr: str, query_addr: str, log_dir: Path, trace_dir: Path | None = None
-) -> int:
-    """Runs the four services with this process's environment until SIGINT/SIGTERM or
-    until one of them exits; stops them all either way.
-
-    The metrics ports are the services' own (the environment's, else their defaults).
-    With ``trace_dir``, each service writes its spans to ``<trace_dir>/<service>.jsonl``.
-
-    Returns:
-        0 after a signal; 1 when a service exited on its own or did not start.
-    """
-    stop_requested = threading.Event()
-
-    def request_stop(signal_number: int, frame: FrameType | None) -> None:
-        del signal_number, frame
-        stop_requested.set()
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-    env = service_environment(
-        {"CHRONOS_COMMAND_ADDR": command_addr, "CHRONOS_QUERY_ADDR": query_addr}
-    )
-    processes: dict[str, subprocess.Popen[bytes]] = {}
-    try:
-        for module in SERVICE_MODULES:
-            module_env = dict(env)
-            if trace_dir is not None:
-                trace_dir.mkdir(parents=True, exist_ok=True)
-                module_env["CHRONOS_TRACE_FILE"] = str(trace_dir / f"{module}.jsonl")
-            processes[module] = spawn(module, module_env, log_dir / f"{module}.log")
-        deadline = time.monotonic() + START_WAIT_SECONDS_MAX
-        for module, address in (("command_server", command_addr), ("query_server", query_addr)):
-            wait_serving(
-                module, address, processes[module], log_dir / f"{module}.log", deadline=deadline
-            )
-        _print_endpoints(env, command_addr, query_addr, log_dir)
-        while not stop_requested.wait(_POLL_INTERVAL_SECONDS * 2):
-            exited = [module for module, process in processes.items() if process.poll() is not None]
-            if exited:
-                for module in exited:
-                    print(
-                        f"chronos-dev services: {module} exited (status "
-                        f"{processes[module].returncode}); see {log_dir / module}.log",
-                        file=sys.stderr,
-                    )
-                return 1
-        return 0
-    except LaunchError as error:
-        print(f"chronos-dev services: {error}", file=sys.stderr)
-        return 1
-    finally:
-        stop_all(list(processes.values()))
-
-
-def _print_endpoints(
-    env: Mapping[str, str], command_addr: str, query_addr: str, log_dir: Path
-) -> None:
-    print(
-        "Chronos is running (Ctrl-C stops it):\n"
-        f"  command service  grpc://{command_addr}   (chronos.v1.CommandService, reflection on)\n"
-        f"  query service    grpc://{query_addr}   (chronos.v1.QueryService, reflection on)\n"
-        f"  PostgreSQL       {env.get('CHRONOS_PG_DSN', '-')}\n"
-        f"  Kafka            {env.get('CHRONOS_KAFKA_BOOTSTRAP', '-')}\n"
-        f"  Elasticsearch    {env.get('CHRONOS_ES_URL', '-')}\n"
-        f"  service logs     {log_dir}/",
-        flush=True,
-    )

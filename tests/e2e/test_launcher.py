@@ -15,9 +15,11 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chronos_dev import launcher
@@ -80,40 +82,45 @@ def is_gone(pid: int) -> bool:
     return state in ("Z", "X")
 
 
-def test_sigterm_stops_every_service(
-    pg_dsn: str, kafka_bootstrap: str, es_url: str, tmp_path: Path
-) -> None:
+@dataclass(frozen=True)
+class Launched:
+    pipeline: PipelineEnv
+    process: subprocess.Popen[bytes]
+    services: dict[str, int]
+
+
+@pytest.fixture
+def launched(pg_dsn: str, kafka_bootstrap: str, es_url: str, tmp_path: Path) -> Iterator[Launched]:
     with (
         pipeline_env(pg_dsn, kafka_bootstrap, es_url, "launcher") as pipeline,
         foreground(pipeline, tmp_path / "logs") as process,
     ):
-        services = services_of(process)
-        assert sorted(services) == sorted(launcher.SERVICE_MODULES)
-        assert serving(pipeline.command_addr)
-        assert serving(pipeline.query_addr)
-        # The services point at this pipeline's database, not at the inherited one.
-        assert environment_of(services["projector"])["CHRONOS_PG_DSN"] == pipeline.pg_dsn
-        # Each service is in a process group of its own: a terminal's Ctrl-C reaches
-        # only the launcher, which stops them in order.
-        assert all(os.getpgid(pid) == pid for pid in services.values())
-
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=EXIT_SECONDS_MAX) == 0
-        assert all(is_gone(pid) for pid in services.values())
-    for module in launcher.SERVICE_MODULES:
-        assert (tmp_path / "logs" / f"{module}.log").stat().st_size > 0
+        yield Launched(pipeline, process, services_of(process))
 
 
-def test_a_service_that_dies_stops_the_rest(
-    pg_dsn: str, kafka_bootstrap: str, es_url: str, tmp_path: Path
-) -> None:
-    with (
-        pipeline_env(pg_dsn, kafka_bootstrap, es_url, "launcher") as pipeline,
-        foreground(pipeline, tmp_path / "logs") as process,
-    ):
-        services = services_of(process)
-        os.kill(services["projector"], signal.SIGKILL)
-        assert process.wait(timeout=EXIT_SECONDS_MAX) == 1
-        assert all(is_gone(pid) for pid in services.values())
-        assert process.stdout is not None
-        assert b"projector exited" in process.stdout.read()
+def test_sigterm_stops_every_service(launched: Launched, tmp_path: Path) -> None:
+    pipeline, process, services = launched.pipeline, launched.process, launched.services
+    assert sorted(services) == sorted(launcher.SERVICE_MODULES)
+    assert serving(pipeline.command_addr)
+    assert serving(pipeline.query_addr)
+    # The services point at this pipeline's database, not at the inherited one.
+    assert environment_of(services["projector"])["CHRONOS_PG_DSN"] == pipeline.pg_dsn
+    # Each service is in a process group of its own: a terminal's Ctrl-C reaches
+    # only the launcher, which stops them in order.
+    assert all(os.getpgid(pid) == pid for pid in services.values())
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=EXIT_SECONDS_MAX) == 0
+    assert all(is_gone(pid) for pid in services.values())
+    assert all((tmp_path / "logs" / f"{module}.log").is_file() for module in services)
+    # A clean stop after SIGTERM, not a SIGKILL after the bounded wait.
+    assert "command server stopped" in (tmp_path / "logs" / "command_server.log").read_text()
+
+
+def test_a_service_that_dies_stops_the_rest(launched: Launched) -> None:
+    process, services = launched.process, launched.services
+    os.kill(services["projector"], signal.SIGKILL)
+    assert process.wait(timeout=EXIT_SECONDS_MAX) == 1
+    assert all(is_gone(pid) for pid in services.values())
+    assert process.stdout is not None
+    assert b"projector exited" in process.stdout.read()
