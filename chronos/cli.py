@@ -1,9 +1,10 @@
-"""The ``chronos`` command line: one entry point, one sub-command group per area.
+"""The ``chronos`` command line: the product's operator commands, one group per area
+(``db``, ``projection``, ``reconcile``, ``top``, ``trace``).
 
 Each area module exposes ``register(subparsers)`` which adds its parsers and sets
 ``func`` (a callable taking the parsed namespace and returning an exit code).
-Imports of the areas happen lazily inside ``main`` so that ``chronos infra``
-works before the protobuf code has been generated.
+The development tools (local stack, bench, load test) are ``chronos-dev``, a separate
+distribution under ``scripts/``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import sys
 
 # Each module's register() adds its own sub-commands.
 _AREAS = (
-    "chronos.infra.cli",
     "chronos.event_store.cli",
     "chronos.read_model.cli",
     "chronos.top",

@@ -8,7 +8,7 @@ in ``chronos.read_model.config``, so that the write side does not load Elasticse
 from __future__ import annotations
 
 from chronos.outbox.contract import DEFAULT_TOPIC
-from chronos.settings import ConfigError, flag, integer, number, required, text
+from chronos.settings import ConfigError, flag, number, required, text
 
 __all__ = [
     "ES_URL",
@@ -18,7 +18,6 @@ __all__ = [
     "REUSE_PORT",
     "SHUTDOWN_GRACE_SECONDS",
     "ConfigError",
-    "env_int",
 ]
 
 _LOCAL_STACK = 'start the local stack and load its settings with `eval "$(chronos-dev infra env)"`'
@@ -56,12 +55,3 @@ SHUTDOWN_GRACE_SECONDS = number(
     maximum=300,
     doc="How long in-flight calls may finish after SIGTERM.",
 )
-
-
-def env_int(name: str, default: int, *, minimum: int, maximum: int) -> int:
-    """Reads a bounded integer that is no product setting (the development tooling's).
-
-    Raises:
-        ConfigError: the value is not an integer within the bounds.
-    """
-    return integer(name, default, minimum=minimum, maximum=maximum, doc="").read()

@@ -4,8 +4,8 @@ Where the servers come from, in order:
 
 1. ``CHRONOS_TEST_INFRA=docker`` and a reachable Docker engine: testcontainers.
 2. ``CHRONOS_PG_DSN``, ``CHRONOS_KAFKA_BOOTSTRAP`` and ``CHRONOS_ES_URL`` all set
-   (``scripts/test`` does this after ``chronos infra up``): those servers.
-3. Otherwise the local stack (:mod:`chronos.infra`), started in-process; any of the
+   (``scripts/test`` does this after ``chronos-dev infra up``): those servers.
+3. Otherwise the local stack (:mod:`chronos_dev.stack`), started in-process; any of the
    three variables that is set still names an external server. Servers this session
    started are stopped at its end; ones that were already running are left running.
 
@@ -106,10 +106,10 @@ def es_client(es_url: str) -> Iterator[Elasticsearch]:
 
 
 def _local_stack_infrastructure() -> Iterator[Infrastructure]:
-    from chronos.infra.stack import Stack
+    from chronos_dev.stack.stack import Stack
 
     def progress(message: str) -> None:
-        print(f"chronos infra: {message}", file=sys.stderr, flush=True)
+        print(f"chronos-dev infra: {message}", file=sys.stderr, flush=True)
 
     stack = Stack()
     started = stack.up(progress=progress)

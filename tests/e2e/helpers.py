@@ -1,10 +1,9 @@
-"""Running real Chronos service processes for end-to-end tests."""
+"""Running real Chronos service processes for end-to-end tests, with the one launcher
+(:mod:`chronos_dev.launcher`): the same start, readiness wait and stop as the bench."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,54 +13,31 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 from confluent_kafka.admin import AdminClient
 from elasticsearch import Elasticsearch
 from google.rpc import error_details_pb2, status_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from chronos.infra.stack import free_port as infra_free_port
+from chronos_dev import launcher
+from chronos_dev.launcher import PROJECT_ROOT as PROJECT_ROOT
+from chronos_dev.launcher import Backends, PortAllocator
 from tests.integration.conftest import create_database, drop_database
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-_METRICS_NAMES = ("COMMAND", "QUERY", "POLLER", "PROJECTOR")
-
-
-# Ports handed out in this test session. The kernel may pick the same free port twice
-# in a row, and two services given one port fail (it happened in CI: the query
-# server's and the projector's metrics port).
-_HANDED_OUT: set[int] = set()
+# Every port handed out in this test session comes from one allocator, so no two
+# services are ever given the same port.
+_PORTS = PortAllocator()
+WAIT_SERVING_SECONDS = 60.0
 
 
 def free_port() -> int:
-    port = infra_free_port(avoid=_HANDED_OUT)
-    _HANDED_OUT.add(port)
-    return port
+    """A free port of 127.0.0.1 not handed out before in this session."""
+    return _PORTS.take()
 
 
 def _spawn(module: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     # Metrics endpoints are off unless a test asks for one: the documented default
     # ports may be taken by a running `scripts/run`.
-    quiet_metrics = {f"CHRONOS_{name}_METRICS_PORT": "0" for name in _METRICS_NAMES}
-    full_env = {**os.environ, **quiet_metrics, **env, "PYTHONPATH": str(PROJECT_ROOT)}
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", module],
-            env=full_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=PROJECT_ROOT,
-        )
-
-
-def _terminate(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+    quiet_metrics = {variable: "0" for variable in launcher.METRICS_PORT_VARIABLES.values()}
+    return launcher.spawn(module, launcher.service_environment({**quiet_metrics, **env}), log_path)
 
 
 @contextmanager
@@ -78,7 +54,7 @@ def service_process(
             wait_serving(grpc_address, process, log_path)
         yield process
     finally:
-        _terminate(process)
+        launcher.stop(process)
 
 
 class RestartableService:
@@ -109,28 +85,18 @@ class RestartableService:
 
     def stop(self) -> None:
         if self.process is not None:
-            _terminate(self.process)
+            launcher.stop(self.process)
 
 
 def wait_serving(
-    address: str, process: subprocess.Popen[bytes], log_path: Path, timeout_seconds: float = 60
+    address: str,
+    process: subprocess.Popen[bytes],
+    log_path: Path,
+    timeout_seconds: float = WAIT_SERVING_SECONDS,
 ) -> None:
+    """Waits until the service at ``address`` serves; raises ``LaunchError`` otherwise."""
     deadline = time.monotonic() + timeout_seconds
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise AssertionError(
-                    f"service exited with {process.returncode}:\n{log_path.read_text()[-3000:]}"
-                )
-            try:
-                response = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-                if response.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
-    raise AssertionError(f"service at {address} not serving:\n{log_path.read_text()[-3000:]}")
+    launcher.wait_serving(log_path.stem, address, process, log_path, deadline=deadline)
 
 
 @dataclass(frozen=True)
@@ -157,13 +123,16 @@ def pipeline_env(
     prefix = f"{name}-{tag}"
     command_addr = f"127.0.0.1:{free_port()}"
     query_addr = f"127.0.0.1:{free_port()}"
+    backends = Backends(
+        pg_dsn=dsn,
+        kafka_bootstrap=kafka_bootstrap,
+        es_url=es_url,
+        events_topic=topic,
+        index_prefix=prefix,
+        projector_group=f"chronos-{name}-{tag}",
+    )
     env = {
-        "CHRONOS_PG_DSN": dsn,
-        "CHRONOS_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "CHRONOS_ES_URL": es_url,
-        "CHRONOS_EVENTS_TOPIC": topic,
-        "CHRONOS_INDEX_PREFIX": prefix,
-        "CHRONOS_PROJECTOR_GROUP": f"chronos-{name}-{tag}",
+        **backends.environment(),
         "CHRONOS_COMMAND_ADDR": command_addr,
         "CHRONOS_QUERY_ADDR": query_addr,
     }
@@ -195,11 +164,11 @@ def pipeline_env(
 def run_loadtest(
     pipeline: PipelineEnv, output_dir: Path, *arguments: str, timeout_seconds: float = 240
 ) -> tuple[int, str]:
-    """Runs ``python -m chronos.loadtest`` against the pipeline; (exit status, output)."""
+    """Runs ``python -m chronos_dev.loadtest`` against the pipeline; (exit status, output)."""
     command = [
         sys.executable,
         "-m",
-        "chronos.loadtest",
+        "chronos_dev.loadtest",
         *arguments,
         "--command-addr",
         pipeline.command_addr,
@@ -218,7 +187,7 @@ def run_loadtest(
     ]
     completed = subprocess.run(
         command,
-        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        env=launcher.service_environment({}),
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,

@@ -1,4 +1,4 @@
-"""``python -m chronos.bench --quick`` end to end, on the local stack.
+"""``python -m chronos_dev.bench --quick`` end to end, on the local stack.
 
 The bench starts its own four services on a fresh database, topic, consumer group and
 index prefix, runs every stage for a couple of seconds and removes what it created.
@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from chronos.bench.ghz import find_ghz
+from chronos_dev.bench.ghz import find_ghz
 from tests.conftest import Infrastructure
 from tests.e2e.helpers import PROJECT_ROOT
 
@@ -32,7 +32,7 @@ def run_bench(infrastructure: Infrastructure, output_dir: Path, *arguments: str)
         [
             sys.executable,
             "-m",
-            "chronos.bench",
+            "chronos_dev.bench",
             "--quick",
             "--accounts",
             "12",

@@ -1,4 +1,4 @@
-"""``python -m chronos.loadtest`` at tiny scale against the four real service processes.
+"""``python -m chronos_dev.loadtest`` at tiny scale against the four real service processes.
 
 The services get a fresh database, events topic, consumer group and index prefix, all
 removed afterwards. Each run must exit 0, write result.json and latency.png, and report

@@ -9,7 +9,7 @@ import psycopg
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from elasticsearch import Elasticsearch
 
-from chronos.bench.resources import Infrastructure, leftover_resources, remove_resources
+from chronos_dev.bench.resources import Infrastructure, leftover_resources, remove_resources
 from tests.conftest import Infrastructure as SessionServers
 
 TIMEOUT_SECONDS = 30

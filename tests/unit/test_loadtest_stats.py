@@ -8,9 +8,9 @@ import random
 import grpc
 import pytest
 
-from chronos.loadtest.invariants import check_exactly_once
-from chronos.loadtest.outcomes import Outcomes
-from chronos.loadtest.stats import (
+from chronos_dev.loadtest.invariants import check_exactly_once
+from chronos_dev.loadtest.outcomes import Outcomes
+from chronos_dev.loadtest.stats import (
     LatencyHistogram,
     Reservoir,
     bucket_bounds,

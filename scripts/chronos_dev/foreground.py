@@ -1,0 +1,96 @@
+"""``chronos-dev services``: the four services in the foreground, as ``scripts/run`` uses
+them, started and stopped by the launcher (:mod:`chronos_dev.launcher`)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType
+
+from chronos_dev.launcher import (
+    SERVICE_MODULES,
+    START_WAIT_SECONDS_MAX,
+    LaunchError,
+    service_environment,
+    spawn,
+    stop_all,
+    wait_serving,
+)
+
+# How often the foreground loop looks for a service that exited.
+_CHECK_INTERVAL_SECONDS = 0.2
+
+
+def run_foreground(
+    *, command_addr: str, query_addr: str, log_dir: Path, trace_dir: Path | None = None
+) -> int:
+    """Runs the four services with this process's environment until SIGINT/SIGTERM or
+    until one of them exits; stops them all either way.
+
+    The metrics ports are the services' own (the environment's, else their defaults).
+    With ``trace_dir``, each service writes its spans to ``<trace_dir>/<service>.jsonl``.
+
+    Returns:
+        0 after a signal; 1 when a service exited on its own or did not start.
+    """
+    stop_requested = threading.Event()
+
+    def request_stop(signal_number: int, frame: FrameType | None) -> None:
+        del signal_number, frame
+        stop_requested.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    env = service_environment(
+        {"CHRONOS_COMMAND_ADDR": command_addr, "CHRONOS_QUERY_ADDR": query_addr}
+    )
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for module in SERVICE_MODULES:
+            module_env = dict(env)
+            if trace_dir is not None:
+                trace_dir.mkdir(parents=True, exist_ok=True)
+                module_env["CHRONOS_TRACE_FILE"] = str(trace_dir / f"{module}.jsonl")
+            processes[module] = spawn(module, module_env, log_dir / f"{module}.log")
+        deadline = time.monotonic() + START_WAIT_SECONDS_MAX
+        for module, address in (("command_server", command_addr), ("query_server", query_addr)):
+            wait_serving(
+                module, address, processes[module], log_dir / f"{module}.log", deadline=deadline
+            )
+        _print_endpoints(env, command_addr, query_addr, log_dir)
+        while not stop_requested.wait(_CHECK_INTERVAL_SECONDS):
+            exited = [module for module, process in processes.items() if process.poll() is not None]
+            if exited:
+                for module in exited:
+                    print(
+                        f"chronos-dev services: {module} exited (status "
+                        f"{processes[module].returncode}); see {log_dir / module}.log",
+                        file=sys.stderr,
+                    )
+                return 1
+        return 0
+    except LaunchError as error:
+        print(f"chronos-dev services: {error}", file=sys.stderr)
+        return 1
+    finally:
+        stop_all(list(processes.values()))
+
+
+def _print_endpoints(
+    env: Mapping[str, str], command_addr: str, query_addr: str, log_dir: Path
+) -> None:
+    print(
+        "Chronos is running (Ctrl-C stops it):\n"
+        f"  command service  grpc://{command_addr}   (chronos.v1.CommandService, reflection on)\n"
+        f"  query service    grpc://{query_addr}   (chronos.v1.QueryService, reflection on)\n"
+        f"  PostgreSQL       {env.get('CHRONOS_PG_DSN', '-')}\n"
+        f"  Kafka            {env.get('CHRONOS_KAFKA_BOOTSTRAP', '-')}\n"
+        f"  Elasticsearch    {env.get('CHRONOS_ES_URL', '-')}\n"
+        f"  service logs     {log_dir}/",
+        flush=True,
+    )

@@ -1,0 +1,126 @@
+"""``chronos-dev services``: the launcher in the foreground, as ``scripts/run`` uses it.
+
+It runs the four real services on a fresh database, topic, consumer group and index
+prefix, reports them serving, and stops every one of them on SIGTERM (exit 0) or as soon
+as one of them dies (exit 1).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from chronos_dev import launcher
+from chronos_dev.proc import children_of, environment_of
+from tests.e2e.helpers import PipelineEnv, pipeline_env
+
+READY_SECONDS_MAX = 120.0
+EXIT_SECONDS_MAX = 60.0
+
+
+@contextmanager
+def foreground(pipeline: PipelineEnv, log_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``chronos-dev services`` on the pipeline, once it printed that it is running."""
+    quiet_metrics = {variable: "0" for variable in launcher.METRICS_PORT_VARIABLES.values()}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "chronos_dev.cli", "services", "--log-dir", str(log_dir)],
+        env=launcher.service_environment({**quiet_metrics, **pipeline.env}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + READY_SECONDS_MAX
+        output = ""
+        # The endpoints' table ends with the line of the logs.
+        while "service logs" not in output:
+            assert time.monotonic() < deadline, f"not running in time:\n{output}"
+            assert process.poll() is None, f"exited with {process.returncode}:\n{output}"
+            readable, _, _ = select.select([process.stdout], [], [], 1.0)
+            if readable:
+                output += os.read(process.stdout.fileno(), 65536).decode(errors="replace")
+        assert f"grpc://{pipeline.command_addr}" in output
+        yield process
+    finally:
+        launcher.stop(process)
+
+
+def services_of(process: subprocess.Popen[bytes]) -> dict[str, int]:
+    """Module -> pid of the services the launcher started (its children)."""
+    found: dict[str, int] = {}
+    for pid in children_of(process.pid):
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        found[command[2].decode()] = pid
+    return found
+
+
+def serving(address: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        response = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=5
+        )
+    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def is_gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")
+
+
+@dataclass(frozen=True)
+class Launched:
+    pipeline: PipelineEnv
+    process: subprocess.Popen[bytes]
+    services: dict[str, int]
+
+
+@pytest.fixture
+def launched(pg_dsn: str, kafka_bootstrap: str, es_url: str, tmp_path: Path) -> Iterator[Launched]:
+    with (
+        pipeline_env(pg_dsn, kafka_bootstrap, es_url, "launcher") as pipeline,
+        foreground(pipeline, tmp_path / "logs") as process,
+    ):
+        yield Launched(pipeline, process, services_of(process))
+
+
+def test_sigterm_stops_every_service(launched: Launched, tmp_path: Path) -> None:
+    pipeline, process, services = launched.pipeline, launched.process, launched.services
+    assert sorted(services) == sorted(launcher.SERVICE_MODULES)
+    assert serving(pipeline.command_addr)
+    assert serving(pipeline.query_addr)
+    # The services point at this pipeline's database, not at the inherited one.
+    assert environment_of(services["projector"])["CHRONOS_PG_DSN"] == pipeline.pg_dsn
+    # Each service is in a process group of its own: a terminal's Ctrl-C reaches
+    # only the launcher, which stops them in order.
+    assert all(os.getpgid(pid) == pid for pid in services.values())
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=EXIT_SECONDS_MAX) == 0
+    assert all(is_gone(pid) for pid in services.values())
+    assert all((tmp_path / "logs" / f"{module}.log").is_file() for module in services)
+    # A clean stop after SIGTERM, not a SIGKILL after the bounded wait.
+    assert "command server stopped" in (tmp_path / "logs" / "command_server.log").read_text()
+
+
+def test_a_service_that_dies_stops_the_rest(launched: Launched) -> None:
+    process, services = launched.process, launched.services
+    os.kill(services["projector"], signal.SIGKILL)
+    assert process.wait(timeout=EXIT_SECONDS_MAX) == 1
+    assert all(is_gone(pid) for pid in services.values())
+    assert process.stdout is not None
+    assert b"projector exited" in process.stdout.read()
