@@ -73,7 +73,7 @@ _SETTLE_SECONDS_MAX = 60.0
 # 10: on a stack the bench itself started (cold JVMs), two interleaved pairs gave d/c
 # 0.63 / 0.65 after 10 s and 0.79 / 0.69 after 20 s.
 GET_ACCOUNT_WARM_UP_SECONDS = 20.0
-_PROJECTION_LAG = "chronos_projection_lag_seconds"
+PROJECTION_LAG = "chronos_projection_lag_seconds"
 _SEARCH_LAG = "chronos_projection_search_lag_seconds"
 _PUBLISH_LATENCY = "chronos_outbox_publish_latency_seconds"
 _REQUEST_DURATION = "chronos_grpc_request_duration_seconds"
@@ -288,6 +288,7 @@ def warm_up(context: BenchContext) -> dict[str, Any]:
         "rate_per_second": WARM_UP_RATE_PER_SECOND,
         "operations": report.operations,
         "failed": report.operation_errors,
+        "transfers_completed": report.operations - report.operation_errors,
         "catch_up_seconds": round(wait_for_projection(context), 3),
         "merges_seconds": round(wait_for_merges(context), 3),
     }
@@ -384,7 +385,7 @@ def _with_server_figures(
     before = _scrape_all(endpoints)
     result = run()
     after = _scrape_all(endpoints)
-    result.extra["server_side_latency_ms"] = _histogram_figures(
+    result.extra["server_side_latency_ms"] = histogram_figures(
         before, after, _REQUEST_DURATION, method=method
     )
     batches = after.total(f"{_BATCH_SIZE}_count") - before.total(f"{_BATCH_SIZE}_count")
@@ -501,7 +502,7 @@ def get_account(context: BenchContext) -> ThroughputResult:
     return run(options.duration_seconds)
 
 
-# --- (e) lags at half load ------------------------------------------------------------
+# --- (e) open loop: the lags at half load (the sustainable rate's probes use it too) --
 
 
 def _merged(snapshots: list[Snapshot]) -> Snapshot:
@@ -525,7 +526,7 @@ def _scrape_all(endpoints: list[str]) -> Snapshot:
     return _merged(snapshots)
 
 
-def _histogram_figures(
+def histogram_figures(
     before: Snapshot, after: Snapshot, name: str, **match: str
 ) -> dict[str, float | int | None]:
     """count, mean and p50/p99 (bucket upper bounds) over the interval, in ms."""
@@ -542,11 +543,31 @@ def _histogram_figures(
     return figures
 
 
-def half_load(context: BenchContext, rate_per_second: float) -> dict[str, Any]:
-    """(e) TransferFunds open loop at ``rate_per_second`` with the load test's runner;
-    projection and publish lags from the services' histograms, read-your-writes lag from
-    the runner's probes."""
-    options = context.options
+@dataclass(frozen=True, slots=True)
+class OpenLoopMeasurement:
+    """An open-loop run and the services' metrics before it and after its drain."""
+
+    report: PhaseReport
+    # "projector", "poller", "command" -> merged snapshot of their metrics.
+    before: dict[str, Snapshot]
+    after: dict[str, Snapshot]
+    drain_seconds: float
+
+    def figures(self, service: str, name: str, **match: str) -> dict[str, float | int | None]:
+        """:func:`histogram_figures` of one service's histogram over the run."""
+        return histogram_figures(self.before[service], self.after[service], name, **match)
+
+
+def measure_open_loop(
+    context: BenchContext,
+    *,
+    phase: str,
+    rate_per_second: float,
+    duration_seconds: float,
+    lag_sample_fraction: float,
+) -> OpenLoopMeasurement:
+    """TransferFunds open loop at ``rate_per_second`` (the load test's runner), with the
+    services' metrics scraped before it and after the projection caught up with it."""
     services = context.services
     endpoints = {
         "projector": [services.projector_metrics],
@@ -556,51 +577,71 @@ def half_load(context: BenchContext, rate_per_second: float) -> dict[str, Any]:
     before = {name: _scrape_all(list(points)) for name, points in endpoints.items()}
     report = _open_loop_transfers(
         context,
+        phase=phase,
+        rate_per_second=rate_per_second,
+        duration_seconds=duration_seconds,
+        lag_sample_fraction=lag_sample_fraction,
+    )
+    # The last events of the run are still on their way to the read side: wait for them
+    # so that their lags are in the histograms too.
+    drain_seconds = wait_for_projection(context)
+    after = {name: _scrape_all(list(points)) for name, points in endpoints.items()}
+    return OpenLoopMeasurement(
+        report=report, before=before, after=after, drain_seconds=drain_seconds
+    )
+
+
+def half_load(context: BenchContext, rate_per_second: float, rate_source: str) -> dict[str, Any]:
+    """(e) TransferFunds open loop at ``rate_per_second`` with the load test's runner;
+    projection and publish lags from the services' histograms, read-your-writes lag from
+    the runner's probes."""
+    options = context.options
+    measured = measure_open_loop(
+        context,
         phase="half-load",
         rate_per_second=rate_per_second,
         duration_seconds=options.duration_seconds,
         lag_sample_fraction=options.lag_sample_fraction,
     )
-    # The last events of the run are still on their way to the read side: wait for them
-    # so that their lags are in the histograms too.
-    caught_up_seconds = wait_for_projection(context)
-    after = {name: _scrape_all(list(points)) for name, points in endpoints.items()}
+    report = measured.report
     command = from_phase_report(
         report,
         rpc="TransferFunds",
-        target=services.command_addr,
+        target=context.services.command_addr,
         concurrency=options.concurrency,
         processes=options.client_processes,
     )
     lag = report.lag.summary_milliseconds()
     return {
         "rate_target_per_second": round(rate_per_second, 1),
+        "rate_source": rate_source,
         "rate_achieved_per_second": round(report.throughput_per_second, 1),
+        "transfers_completed": command.ok,
         "duration_seconds": options.duration_seconds,
         "command": {
             **command.to_json(),
             "loop": "open",
             "latency_from": "the scheduled send time (no coordinated omission)",
-            "server_side_latency_ms": _histogram_figures(
-                before["command"], after["command"], _REQUEST_DURATION, method="TransferFunds"
+            "server_side_latency_ms": measured.figures(
+                "command", _REQUEST_DURATION, method="TransferFunds"
             ),
         },
         "projection_lag_ms": {
-            **_histogram_figures(before["projector"], after["projector"], _PROJECTION_LAG),
+            **measured.figures("projector", PROJECTION_LAG),
             "source": (
-                f"{_PROJECTION_LAG} of the projector: event commit -> documents written "
+                f"{PROJECTION_LAG} of the projector: event commit -> documents written "
                 "(readable by id: GetAccount)"
             ),
         },
         "projection_search_lag_ms": {
-            **_histogram_figures(before["projector"], after["projector"], _SEARCH_LAG),
+            **measured.figures("projector", _SEARCH_LAG),
             "source": (
                 f"{_SEARCH_LAG} of the projector: event commit -> visible to searches "
                 "(ListTransactions, GetBalanceAt, SearchAccounts)"
             ),
         },
         "outbox_publish_lag_ms": {
-            **_histogram_figures(before["poller"], after["poller"], _PUBLISH_LATENCY),
+            **measured.figures("poller", _PUBLISH_LATENCY),
             "source": f"{_PUBLISH_LATENCY} of the poller: event commit -> broker ack",
         },
         "read_your_writes_lag_ms": {
@@ -613,7 +654,7 @@ def half_load(context: BenchContext, rate_per_second: float) -> dict[str, Any]:
                 f"on {options.lag_sample_fraction:.0%} of the transfers"
             ),
         },
-        "drain_seconds": round(caught_up_seconds, 3),
+        "drain_seconds": round(measured.drain_seconds, 3),
         "histogram_quantile_note": (
             "p50/p99 of the service histograms are bucket upper bounds (buckets 0.5, 1, 2, "
             "5, 10, 25, 50, 75, 100, 150, 200, 250, 300, 400, 500, 750, 1000, 2500 ms ...), "
