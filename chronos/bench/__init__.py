@@ -62,12 +62,13 @@ How each figure is measured
     probes, stopping once the bracket is narrower than 5 % of (b). Every probe (rate,
     achieved, lag p99, drain, verdict) is reported: the bisection assumes that passing
     is monotone in the rate, which noise can break.
-(e) **Lags at half load**: the load test's open-loop runner sends TransferFunds at half
-    of the sustainable rate (s) (``--half-load-rate`` overrides it; half of the search's
-    low end when even that failed) for ``--duration-seconds`` (latency from each
-    request's scheduled time, so queueing shows up). Not half of (b): (b) is a
-    closed loop that saturates the machine, and half of it can already leave the read
-    side behind, so the lags would measure a backlog instead of the pipeline. The
+(e) **Lags at half load** (:mod:`chronos.bench.open_loop`): the load test's open-loop
+    runner sends TransferFunds at half of the sustainable rate (s) (``--half-load-rate``
+    overrides it; half of the search's low end when even that failed) for
+    ``--duration-seconds`` (latency from each request's scheduled time, so queueing
+    shows up). Not half of (b): (b) is a closed loop that saturates the machine, and
+    half of it can already leave the read side behind, so the lags would measure a
+    backlog instead of the pipeline. The
     projector's ``chronos_projection_lag_seconds`` (commit -> written, readable by id),
     ``chronos_projection_search_lag_seconds`` (commit -> searchable) and the poller's
     ``chronos_outbox_publish_latency_seconds`` (commit -> broker ack) are scraped before
@@ -101,7 +102,8 @@ stage x 1000 / the transfers it completed, and their total. In bw and b' the rea
 is paused, so its share of those transfers is spent in the drain after them. Servers
 given by address only (``CHRONOS_*``) are found by their listening port when they run
 on this machine (:mod:`chronos.bench.local_pids`), else their components read "not
-measured"; a server shared with other work counts that work too.
+measured". A component's idle and background work during the stage counts too, so the
+figures rise at low rates, and a server shared with other work counts that work too.
 
 Every percentile of the bench, whichever tool measured it, is computed by the load
 test's :class:`~chronos.loadtest.stats.LatencyHistogram` (nearest rank, within 0.8 %),
@@ -120,9 +122,10 @@ CPU per transfer have no target: they say where the machine's limits are.
 Modules: ``options`` (command line), ``resources`` (stack, database, topic, indices),
 ``local_pids`` (pids of servers given by address), ``services`` (the four processes),
 ``pgbench`` (a), ``ghz`` and ``pyclient`` (the closed-loop clients), ``clients`` (their
-common result), ``stages`` (b-f), ``rate_search`` (the search for the sustainable rate,
-pure) and ``sustainable`` (its probes, stage s), ``memory`` (g), ``cpu`` (CPU seconds
-and cores per stage), ``components`` (CPU per transfer by component), ``machine`` (the
-machine description), ``report`` (targets, tables, JSON) and ``cli`` (the composition
-root).
+common result), ``service_metrics`` (the services' histograms over a stage), ``stages``
+(b-d, f), ``open_loop`` (e, and the probes' runs), ``rate_search`` (the search for the
+sustainable rate, pure) and ``sustainable`` (its probes, stage s), ``memory`` (g),
+``cpu`` (CPU seconds and cores per stage), ``components`` (CPU per transfer by
+component), ``machine`` (the machine description), ``report`` (targets, tables, JSON)
+and ``cli`` (the composition root).
 """

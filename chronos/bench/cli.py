@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import grpc
 import psycopg
 
-from chronos.bench import cpu, machine, pgbench, stages, sustainable
+from chronos.bench import cpu, machine, open_loop, pgbench, stages, sustainable
 from chronos.bench.clients import ThroughputResult
 from chronos.bench.components import cpu_ms_per_transfer
 from chronos.bench.ghz import GHZ_INSTALL_COMMAND, find_ghz, ghz_version
@@ -353,7 +353,7 @@ def _half_load(
 ) -> dict[str, Any]:
     if rate_per_second <= 0:
         raise BenchError(f"no rate for the half load: {rate_source}; --half-load-rate sets one")
-    return stages.half_load(context, rate_per_second, rate_source)
+    return open_loop.half_load(context, rate_per_second, rate_source)
 
 
 def _check_invariants(context: stages.BenchContext) -> dict[str, Any]:

@@ -62,7 +62,10 @@ METHOD = (
     "postgresql: the postmaster and all its children; clients: ghz, pgbench, the load "
     "test's client processes and the bench process itself. null: the component's "
     "processes were not watched (e.g. servers given by address only, whose pids are "
-    "unknown). total: the sum of the measured components."
+    "unknown). total: the sum of the measured components. A component's idle and "
+    "background work over the stage (Elasticsearch's refreshes and merges, Kafka's "
+    "housekeeping) counts too, so the figures rise at low rates; on servers shared with "
+    "other work, that work counts too."
 )
 
 

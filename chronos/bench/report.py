@@ -335,7 +335,7 @@ def format_probes(results: dict[str, Any]) -> str:
             _number(probe.get("rate_per_second")),
             _number(probe.get("achieved_per_second")),
             _number(probe.get("projection_lag_p99_ms"), 0),
-            _number(probe.get("drain_seconds"), 1),
+            _number(probe.get("drain_seconds"), 2),
             "pass" if probe.get("passed") else "FAIL",
         )
         for index, probe in enumerate(search.get("probes", []), start=1)

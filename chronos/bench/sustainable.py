@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from chronos.bench import stages
+from chronos.bench.open_loop import measure_open_loop
 from chronos.bench.rate_search import (
     ACHIEVED_FRACTION_MIN,
     PROJECTION_LAG_P99_MS_MAX,
@@ -23,13 +24,14 @@ from chronos.bench.rate_search import (
     find_sustainable_rate,
 )
 from chronos.bench.resources import BenchError
+from chronos.bench.service_metrics import PROJECTION_LAG
 
 
 def _probe(
     context: stages.BenchContext, index: int, rate_per_second: float
 ) -> tuple[ProbeResult, int]:
     """One probe at ``rate_per_second``, and the transfers it completed."""
-    measured = stages.measure_open_loop(
+    measured = measure_open_loop(
         context,
         # The phase names the load test's request ids: each probe needs its own.
         phase=f"sustainable-probe-{index}",
@@ -39,7 +41,7 @@ def _probe(
     )
     report = measured.report
     completed = report.operations - report.operation_errors
-    lag_p99_ms = measured.figures("projector", stages.PROJECTION_LAG)["p99_ms"]
+    lag_p99_ms = measured.figures("projector", PROJECTION_LAG)["p99_ms"]
     result = ProbeResult(
         rate_per_second=rate_per_second,
         achieved_per_second=completed / report.elapsed_seconds if report.elapsed_seconds else 0.0,
@@ -83,7 +85,7 @@ def sustainable_rate(context: stages.BenchContext, closed_loop_per_second: float
         "probes_max": context.options.probes_max,
         "transfers_completed": transfers,
         "pass_when": (
-            f"projection lag p99 ({stages.PROJECTION_LAG} bucket deltas over the probe and "
+            f"projection lag p99 ({PROJECTION_LAG} bucket deltas over the probe and "
             f"its drain) <= {PROJECTION_LAG_P99_MS_MAX:g} ms and achieved >= "
             f"{ACHIEVED_FRACTION_MIN:.0%} of the rate asked"
         ),
