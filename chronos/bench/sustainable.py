@@ -12,6 +12,7 @@ throughput and that throughput with at most ``--probes-max`` probes.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from chronos.bench import stages
@@ -66,13 +67,14 @@ def sustainable_rate(context: stages.BenchContext, closed_loop_per_second: float
     if closed_loop_per_second <= 0:
         raise BenchError("(b) measured no throughput, so there is no rate to search below")
     low, high = bracket(closed_loop_per_second)
-    probes: list[ProbeResult] = []
+    # The first probe, like every later one, starts with no backlog on the read side.
+    stages.wait_for_projection(context)
+    indices = itertools.count(1)
     transfers = 0
 
     def probe(rate_per_second: float) -> ProbeResult:
         nonlocal transfers
-        result, completed = _probe(context, len(probes) + 1, rate_per_second)
-        probes.append(result)
+        result, completed = _probe(context, next(indices), rate_per_second)
         transfers += completed
         return result
 
