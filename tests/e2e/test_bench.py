@@ -137,6 +137,22 @@ def test_quick_bench_fills_every_section(
     for lag in ("projection_lag_ms", "outbox_publish_lag_ms", "read_your_writes_lag_ms"):
         assert_positive(half[lag], "count", "mean_ms", "p99_ms")
 
+    # The search's verdicts depend on the machine: only its shape is asserted.
+    search = result["sustainable_rate"]
+    assert 1 <= len(search["probes"]) <= result["options"]["probes_max"]
+    assert search["probes"][0]["rate_per_second"] == search["low_per_second"] > 0
+    assert search["transfers_completed"] > 0
+    assert half["rate_source"] in (
+        "half of the sustainable rate",
+        "half of the search's low end, at which the read side fell behind",
+    )
+
+    per_transfer = result["cpu_ms_per_transfer"]["stages"]
+    assert {"transfer_funds", "sustainable_rate", "half_load"} <= set(per_transfer)
+    assert per_transfer["transfer_funds"]["transfers"] == result["transfer_funds"]["ok"]
+    for stage in per_transfer.values():
+        assert stage["command_server"] > 0 and stage["total"] >= stage["command_server"]
+
     rebuild = result["rebuild"]
     assert_positive(rebuild, "events", "events_per_second", "replay_seconds")
 

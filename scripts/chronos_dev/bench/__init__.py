@@ -49,18 +49,35 @@ How each figure is measured
     account) and ``stages.GET_ACCOUNT_WARM_UP_SECONDS`` (20 s) of the same calls,
     unmeasured (Elasticsearch warms up to the reads of the run's fresh indices). d/c says
     how close reads come to the empty call.
-(e) **Lags at half load**: the load test's open-loop runner sends TransferFunds at half
-    of (b)'s throughput for ``--duration-seconds`` (latency from each request's scheduled
-    time, so queueing shows up). The projector's ``chronos_projection_lag_seconds``
-    (commit -> written, readable by id), ``chronos_projection_search_lag_seconds``
-    (commit -> searchable) and the poller's ``chronos_outbox_publish_latency_seconds``
-    (commit -> broker ack) are scraped before the run and after the projection caught up
-    with its end; p50/p99 come from the bucket deltas (:func:`chronos.top.quantile`: the
-    upper bound of the bucket, so they read "at most"), the mean from sum/count. The
-    runner's probes measure read-your-writes lag end to end (``GetAccount`` with
-    ``min_position`` right after the answer) on ``--lag-sample-fraction`` of the
-    transfers. The command's server-side latency comes from the command workers' own
-    histograms.
+(s) **Sustainable rate** (:mod:`chronos_dev.bench.sustainable`, the search in
+    :mod:`chronos_dev.bench.rate_search`): the highest open-loop TransferFunds rate at which
+    the read side keeps up. A probe runs the load test's open-loop runner at rate R for
+    ``--probe-seconds`` (15), waits for the projection to catch up with its last event,
+    and passes when the projector's ``chronos_projection_lag_seconds`` p99 over the probe
+    and its drain (bucket deltas, as in (e)) is at most 1 s and the runner completed at
+    least 95 % of R per second. The search probes a tenth of (b)'s closed-loop
+    throughput first (it must pass; when it fails the report says so and names no
+    rate), then bisects between the highest passing rate and (b)'s throughput (taken as
+    failing: an open loop cannot beat the closed loop) with at most ``--probes-max`` (5)
+    probes, stopping once the bracket is narrower than 5 % of (b). Every probe (rate,
+    achieved, lag p99, drain, verdict) is reported: the bisection assumes that passing
+    is monotone in the rate, which noise can break.
+(e) **Lags at half load** (:mod:`chronos_dev.bench.open_loop`): the load test's open-loop
+    runner sends TransferFunds at half of the sustainable rate (s) (``--half-load-rate``
+    overrides it; half of the search's low end when even that failed) for
+    ``--duration-seconds`` (latency from each request's scheduled time, so queueing
+    shows up). Not half of (b): (b) is a closed loop that saturates the machine, and
+    half of it can already leave the read side behind, so the lags would measure a
+    backlog instead of the pipeline. The
+    projector's ``chronos_projection_lag_seconds`` (commit -> written, readable by id),
+    ``chronos_projection_search_lag_seconds`` (commit -> searchable) and the poller's
+    ``chronos_outbox_publish_latency_seconds`` (commit -> broker ack) are scraped before
+    the run and after the projection caught up with its end; p50/p99 come from the
+    bucket deltas (:func:`chronos.top.quantile`: the upper bound of the bucket, so they
+    read "at most"), the mean from sum/count. The runner's probes measure
+    read-your-writes lag end to end (``GetAccount`` with ``min_position`` right after
+    the answer) on ``--lag-sample-fraction`` of the transfers. The command's
+    server-side latency comes from the command workers' own histograms.
 (f) **Projection rebuild**: ``chronos projection rebuild --index-prefix <bench prefix>``
     on the bench database, i.e. over every event the stages above wrote; events/s is the
     replay rate it prints.
@@ -74,7 +91,19 @@ How each figure is measured
 
 Besides, every stage records the cores each process used (``cpu_cores_used``, from
 ``/proc/<pid>/stat`` and ``getrusage``; :mod:`chronos_dev.bench.cpu`), and the total: on a
-small machine that says whether a stage was CPU-bound and who had the cores.
+small machine that says whether a stage was CPU-bound and who had the cores. The same
+CPU seconds (``cpu_seconds_used``) give, for every stage that completed transfers
+(warm-up, b, bw, b', b'', s, e), the **CPU milliseconds per transfer by component**
+(``cpu_ms_per_transfer``; :mod:`chronos_dev.bench.components`): the CPU seconds of the
+command server (its workers and supervisor), PostgreSQL (postmaster and children), the
+outbox poller, Kafka, the projector, Elasticsearch, the query server and the clients
+(ghz, pgbench, the load test's client processes and the bench process itself) over the
+stage x 1000 / the transfers it completed, and their total. In bw and b' the read side
+is paused, so its share of those transfers is spent in the drain after them. Servers
+given by address only (``CHRONOS_*``) are found by their listening port when they run
+on this machine (:mod:`chronos_dev.bench.local_pids`), else their components read "not
+measured". A component's idle and background work during the stage counts too, so the
+figures rise at low rates, and a server shared with other work counts that work too.
 
 Every percentile of the bench, whichever tool measured it, is computed by the load
 test's :class:`~chronos_dev.loadtest.stats.LatencyHistogram` (nearest rank, within 0.8 %),
@@ -87,11 +116,16 @@ requests, and projection equals recompute (``GetAccount`` of every account and
 run; a missed performance target is reported, never a failure. Targets: TransferFunds
 >= 1.5 x pgbench tps, TransferFunds p99 <= 25 ms at that throughput, projection lag p99
 <= 250 ms at half load, outbox publish lag p99 <= 50 ms, GetAccount >= 0.75 x the empty
-call, rebuild >= 10,000 events/s, each service <= 200 MB.
+call, rebuild >= 10,000 events/s, each service <= 200 MB. The sustainable rate and the
+CPU per transfer have no target: they say where the machine's limits are.
 
 Modules: ``options`` (command line), ``resources`` (stack, database, topic, indices),
-``services`` (the four processes), ``pgbench`` (a), ``ghz`` and ``pyclient`` (the
-closed-loop clients), ``clients`` (their common result), ``stages`` (b-f), ``memory``
-(g), ``cpu`` (cores per stage), ``machine`` (the machine description), ``report``
-(targets, table, JSON) and ``cli`` (the composition root).
+``local_pids`` (pids of servers given by address), ``services`` (the four processes),
+``pgbench`` (a), ``ghz`` and ``pyclient`` (the closed-loop clients), ``clients`` (their
+common result), ``service_metrics`` (the services' histograms over a stage), ``stages``
+(b-d, f), ``open_loop`` (e, and the probes' runs), ``rate_search`` (the search for the
+sustainable rate, pure) and ``sustainable`` (its probes, stage s), ``memory`` (g),
+``cpu`` (CPU seconds and cores per stage), ``components`` (CPU per transfer by
+component), ``machine`` (the machine description), ``report`` (targets, tables, JSON)
+and ``cli`` (the composition root).
 """

@@ -18,14 +18,19 @@ import grpc
 import psycopg
 
 from chronos.errors import ChronosError
-from chronos_dev.bench import cpu, machine, pgbench, stages
+from chronos_dev.bench import cpu, machine, open_loop, pgbench, stages, sustainable
 from chronos_dev.bench.clients import ThroughputResult
+from chronos_dev.bench.components import cpu_ms_per_transfer
 from chronos_dev.bench.ghz import GHZ_INSTALL_COMMAND, find_ghz, ghz_version
+from chronos_dev.bench.local_pids import listening_pids
 from chronos_dev.bench.memory import MemorySampler
 from chronos_dev.bench.options import BenchOptions, parse_options
+from chronos_dev.bench.rate_search import half_load_rate
 from chronos_dev.bench.report import (
     format_cpu,
+    format_cpu_per_transfer,
     format_invariants,
+    format_probes,
     format_table,
     ratios,
     targets,
@@ -74,6 +79,7 @@ class _Stages:
         self._sampler = sampler
         self._failed: set[str] = set()
         self._cores: dict[str, dict[str, float]] = results.setdefault("cpu_cores_used", {})
+        self._cpu_seconds: dict[str, dict[str, float]] = results.setdefault("cpu_seconds_used", {})
         self._seconds: dict[str, float] = results.setdefault("stage_seconds", {})
         self._errors: dict[str, str] = results.setdefault("errors", {})
 
@@ -107,6 +113,8 @@ class _Stages:
             if elapsed_seconds >= CPU_STAGE_SECONDS_MIN:
                 after = cpu.snapshot(self._sampler.peaks)
                 self._cores[key] = cpu.cores_used(cpu_before, after)
+                used = cpu.seconds_used(cpu_before, after)
+                self._cpu_seconds[key] = {name: round(s, 3) for name, s in used.items()}
         if isinstance(value, ThroughputResult):
             self._results[key] = value.to_json()
         elif isinstance(value, dict):
@@ -303,15 +311,25 @@ def _run_with_services(
             lambda: stages.get_account(context),
             needs=("setup", "catch_up"),
         )
-        half_rate = (transfer.throughput_per_second / 2) if transfer is not None else 0.0
-        rate_source = "half of b"
-        if options.half_load_rate is not None:
-            half_rate, rate_source = options.half_load_rate, "--half-load-rate"
+        search = runner.attempt(
+            "sustainable_rate",
+            f"(s) the sustainable rate: at most {options.probes_max} open-loop probes of "
+            f"{options.probe_seconds:g} s below (b)'s throughput",
+            lambda: sustainable.sustainable_rate(
+                context, transfer.throughput_per_second if transfer is not None else 0.0
+            ),
+            needs=("transfer_funds", "catch_up"),
+        )
+        half_rate, rate_source = half_load_rate(
+            override=options.half_load_rate,
+            sustainable=(search or {}).get("sustainable_rate_per_second"),
+            low=(search or {}).get("low_per_second"),
+        )
         runner.attempt(
             "half_load",
             f"(e) TransferFunds open loop at {half_rate:.0f}/s ({rate_source}) and the lags",
-            lambda: _half_load(context, half_rate),
-            needs=("catch_up",) if options.half_load_rate else ("transfer_funds", "catch_up"),
+            lambda: _half_load(context, half_rate, rate_source),
+            needs=("catch_up",) if options.half_load_rate else ("sustainable_rate", "catch_up"),
         )
         runner.attempt(
             "rebuild",
@@ -329,10 +347,12 @@ def _run_with_services(
         stages.progress("stopping the services")
 
 
-def _half_load(context: stages.BenchContext, rate_per_second: float) -> dict[str, Any]:
+def _half_load(
+    context: stages.BenchContext, rate_per_second: float, rate_source: str
+) -> dict[str, Any]:
     if rate_per_second <= 0:
-        raise BenchError("(b) measured no throughput, so there is no half load to run")
-    return stages.half_load(context, rate_per_second)
+        raise BenchError(f"no rate for the half load: {rate_source}; --half-load-rate sets one")
+    return open_loop.half_load(context, rate_per_second, rate_source)
 
 
 def _check_invariants(context: stages.BenchContext) -> dict[str, Any]:
@@ -403,6 +423,9 @@ def run(options: BenchOptions) -> int:
     infrastructure: Infrastructure | None = None
     try:
         infrastructure = acquire_stack()
+        # Servers given by address have no pids: find them, to watch their CPU and memory.
+        for name, pid in listening_pids(infrastructure).items():
+            infrastructure.pids.setdefault(name, pid)
         results["environment"] = {"stack_started_by_bench": infrastructure.started}
         is_service.update(_watch_stack(sampler, infrastructure))
         results["environment"]["leftovers_removed"] = _leftovers(options, infrastructure)
@@ -430,11 +453,14 @@ def run(options: BenchOptions) -> int:
             release_stack(infrastructure)
     results["memory"] = _memory_json(sampler, is_service)
     results["ratios"] = ratios(results)
+    results["cpu_ms_per_transfer"] = cpu_ms_per_transfer(results)
     results["targets"] = [target.to_json() for target in targets(results)]
     results["machine"]["load_average_at_end"] = [round(v, 2) for v in machine.load_average()]
     results["elapsed_seconds"] = round(time.monotonic() - started_monotonic, 1)
     path = write_result(options.output_dir, results)
     print(format_table(results))
+    print(format_probes(results))
+    print(format_cpu_per_transfer(results))
     print(format_cpu(results))
     print(format_invariants(results.get("invariants")))
     for key, message in results["errors"].items():

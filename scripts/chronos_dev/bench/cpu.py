@@ -28,6 +28,10 @@ from chronos_dev.proc import parent_pids
 
 _CLOCK_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 TOTAL = "total"
+# The two entries besides the watched processes: the bench itself and the clients it
+# ran as child processes.
+BENCH_PROCESS = "bench (this process)"
+CLIENT_PROCESSES = "clients (ghz, pgbench, load-test processes)"
 
 
 def _stat_ticks(pid: int) -> tuple[int, int] | None:
@@ -78,24 +82,29 @@ def snapshot(peaks: dict[str, TreePeak]) -> CpuSnapshot:
     return taken
 
 
-def cores_used(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float]:
-    """Average cores each process used between the snapshots (CPU seconds / wall time).
+def seconds_used(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float]:
+    """CPU seconds each process used between the snapshots, the bench and its clients
+    included.
 
     Processes that started after ``before`` count from zero; ones gone by ``after`` are
     left out (their time can no longer be read).
     """
+    used = {
+        name: seconds - before.processes.get(name, 0.0) for name, seconds in after.processes.items()
+    }
+    used[BENCH_PROCESS] = after.bench_seconds - before.bench_seconds
+    used[CLIENT_PROCESSES] = after.clients_seconds - before.clients_seconds
+    return dict(sorted(used.items()))
+
+
+def cores_used(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float]:
+    """Average cores each process used between the snapshots (CPU seconds / wall time),
+    rounded, and their total."""
     elapsed = after.taken_monotonic - before.taken_monotonic
     if elapsed <= 0:
         return {}
-    used = {
-        name: (seconds - before.processes.get(name, 0.0)) / elapsed
-        for name, seconds in after.processes.items()
-    }
-    used["bench (this process)"] = (after.bench_seconds - before.bench_seconds) / elapsed
-    used["clients (ghz, pgbench, load-test processes)"] = (
-        after.clients_seconds - before.clients_seconds
-    ) / elapsed
-    rounded = {name: round(value, 2) for name, value in sorted(used.items())}
+    used = {name: seconds / elapsed for name, seconds in seconds_used(before, after).items()}
+    rounded = {name: round(value, 2) for name, value in used.items()}
     # Near the machine's core count means the stage was CPU-bound as a whole (processes
     # not watched, e.g. other people's, come on top).
     rounded[TOTAL] = round(sum(used.values()), 2)

@@ -20,6 +20,9 @@ _PROCESSES_MAX = 16
 _CONCURRENCY_MAX = 4096
 _CONNECTIONS_MAX = 256
 _PGBENCH_CLIENTS_MAX = 150
+# The sustainable rate's search: each probe lasts seconds plus its drain.
+_PROBE_SECONDS_MAX = 600.0
+_PROBES_MAX_LIMIT = 20
 
 # --quick: a few seconds per stage and a tiny data set, for the end-to-end test.
 QUICK_DURATION_SECONDS = 2.0
@@ -30,6 +33,10 @@ QUICK_CONNECTIONS = 4
 QUICK_BATCH_SIZE = 10
 QUICK_BATCH_CONCURRENCY = 2
 QUICK_WARM_UP_SECONDS = 1.0
+PROBE_SECONDS_DEFAULT = 15.0
+PROBES_MAX_DEFAULT = 5
+QUICK_PROBE_SECONDS = 2.0
+QUICK_PROBES_MAX = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,8 +71,11 @@ class BenchOptions:
     only: frozenset[str] = frozenset()
     # Seconds of transfers through the whole pipeline before the first measured stage.
     warm_up_seconds: float = 0.0
-    # Rate of stage (e); None: half of (b)'s throughput.
+    # Rate of stage (e); None: half of the sustainable rate (s).
     half_load_rate: float | None = None
+    # (s) the sustainable rate's search: seconds of each probe, and at most this many.
+    probe_seconds: float
+    probes_max: int
 
 
 def _chosen(value: _T | None, default: _T, quick_default: _T, quick: bool) -> _T:
@@ -80,8 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="scripts/bench",
         description=(
             "One-command benchmark of the whole ledger on this machine: pgbench ceiling, "
-            "TransferFunds throughput, empty-call ceiling, GetAccount throughput, projection "
-            "lag at half load, projection rebuild speed and peak memory, followed by the load "
+            "TransferFunds throughput, empty-call ceiling, GetAccount throughput, the "
+            "sustainable rate (the highest open-loop rate at which the read side keeps up), "
+            "the lags at half of it, projection rebuild speed, peak memory and CPU per "
+            "transfer by component, followed by the load "
             "test's invariant checks. Writes bench-results/<timestamp>/bench.json. Exit "
             "status 1 when a stage fails or an invariant does not hold (a missed "
             "performance target is not a failure), 2 for bad arguments."
@@ -214,7 +226,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--half-load-rate",
         type=float_in(1.0, 1_000_000.0),
-        help="rate of stage (e) in transfers/s (default: half of what (b) measured)",
+        help="rate of stage (e) in transfers/s (default: half of the sustainable rate (s))",
+    )
+    parser.add_argument(
+        "--probe-seconds",
+        type=float_in(0.5, _PROBE_SECONDS_MAX),
+        help=(
+            "length of each open-loop probe of the sustainable rate's search (s) "
+            f"(default {PROBE_SECONDS_DEFAULT:g}; each probe then waits for the projection "
+            "to drain)"
+        ),
+    )
+    parser.add_argument(
+        "--probes-max",
+        type=positive_int(_PROBES_MAX_LIMIT),
+        help=f"most probes of the sustainable rate's search (s) (default {PROBES_MAX_DEFAULT})",
     )
     parser.add_argument(
         "--only",
@@ -271,4 +297,8 @@ def parse_options(argv: list[str] | None = None) -> BenchOptions:
         only=args.only,
         warm_up_seconds=_chosen(args.warm_up_seconds, 20.0, QUICK_WARM_UP_SECONDS, quick),
         half_load_rate=args.half_load_rate,
+        probe_seconds=_chosen(
+            args.probe_seconds, PROBE_SECONDS_DEFAULT, QUICK_PROBE_SECONDS, quick
+        ),
+        probes_max=_chosen(args.probes_max, PROBES_MAX_DEFAULT, QUICK_PROBES_MAX, quick),
     )

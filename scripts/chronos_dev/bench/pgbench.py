@@ -109,7 +109,7 @@ WITH written AS (
             'FundsTransferred', 1, {event_payload}, {metadata}, now())
     RETURNING position, event_id, stream_id, stream_version, recorded_at)
 INSERT INTO pgb_outbox (position, event_id, topic, key, payload, headers, created_at)
-SELECT position, event_id, 'chronos.bench.pgbench', stream_id::text, {outbox_payload},
+SELECT position, event_id, 'chronos_dev.bench.pgbench', stream_id::text, {outbox_payload},
        jsonb_build_object('event_id', event_id::text, 'event_type', 'FundsTransferred',
                           'schema', 'chronos.v1.FundsTransferred/1',
                           'stream_version', stream_version::text,

@@ -6,10 +6,12 @@ Targets are reported, never enforced: a missed target is a finding, not a failur
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chronos_dev.bench.components import COMPONENTS, OTHER
 from chronos_dev.bench.cpu import TOTAL
 
 RESULT_FILE = "bench.json"
@@ -264,10 +266,18 @@ def format_table(results: dict[str, Any]) -> str:
         "d/c' (same server)",
         _number(stage("ratios", "get_account_over_query_server_empty_call"), 2),
     )
+    probes = stage("sustainable_rate", "probes") or []
+    row(
+        "(s) sustainable rate (read side keeps up)",
+        f"{_number(stage('sustainable_rate', 'sustainable_rate_per_second'))} /s "
+        f"({len(probes)} probes between {_number(stage('sustainable_rate', 'low_per_second'))}"
+        f" and {_number(stage('sustainable_rate', 'high_per_second'))} /s)",
+    )
     row(
         "(e) half load: rate target / achieved",
         f"{_number(stage('half_load', 'rate_target_per_second'))} / "
-        f"{_number(stage('half_load', 'rate_achieved_per_second'))} /s",
+        f"{_number(stage('half_load', 'rate_achieved_per_second'))} /s "
+        f"({stage('half_load', 'rate_source') or '-'})",
     )
     row(
         "(e) command latency (open loop)",
@@ -301,14 +311,66 @@ def format_table(results: dict[str, Any]) -> str:
         value = _number(memory.get("peak_mb")) + " MB"
         row(label, value, f"peak memory of {name} (g)" if memory.get("service") else "")
 
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    header = ("figure", "value", "target", "met")
-    widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
+    return _columns(("figure", "value", "target", "met"), rows)
+
+
+def _columns(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
+    """``rows`` under ``header`` in left-aligned columns, with a rule under the header."""
+    widths = [max([len(header[i]), *(len(r[i]) for r in rows)]) for i in range(len(header))]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     return "\n".join(lines)
+
+
+def format_probes(results: dict[str, Any]) -> str:
+    """The sustainable rate's search (s): every probe with its verdict."""
+    search = results.get("sustainable_rate")
+    if not isinstance(search, dict):
+        return "(s) sustainable rate: not measured"
+    rows = [
+        (
+            str(index),
+            _number(probe.get("rate_per_second")),
+            _number(probe.get("achieved_per_second")),
+            _number(probe.get("projection_lag_p99_ms"), 0),
+            _number(probe.get("drain_seconds"), 2),
+            "pass" if probe.get("passed") else "FAIL",
+        )
+        for index, probe in enumerate(search.get("probes", []), start=1)
+    ]
+    header = ("probe", "rate /s", "achieved /s", "lag p99 ms", "drain s", "verdict")
+    return "\n".join(
+        [
+            f"(s) sustainable rate {_number(search.get('sustainable_rate_per_second'))} /s; "
+            f"pass when {search.get('pass_when', '-')}:",
+            _columns(header, rows),
+        ]
+    )
+
+
+def format_cpu_per_transfer(results: dict[str, Any]) -> str:
+    """CPU milliseconds per transfer by component, one row per stage that moved
+    transfers ("-": the component's processes were not watched)."""
+    stages = _get(results, "cpu_ms_per_transfer", "stages") or {}
+    if not stages:
+        return "CPU ms per transfer: no stage with transfers and CPU figures"
+    other = any(OTHER in entry for entry in stages.values())
+    names = (*COMPONENTS, *((OTHER,) if other else ()), TOTAL)
+    rows = [
+        (stage, _number(entry.get("transfers"), 0), *(_number(entry.get(n), 3) for n in names))
+        for stage, entry in stages.items()
+    ]
+    notes = [f"  {stage}: {entry['note']}" for stage, entry in stages.items() if "note" in entry]
+    return "\n".join(
+        [
+            "CPU milliseconds per transfer by component (CPU seconds x 1000 / transfers "
+            "completed in the stage):",
+            _columns(("stage", "transfers", *names), rows),
+            *notes,
+        ]
+    )
 
 
 CPU_CONSUMERS_SHOWN = 6

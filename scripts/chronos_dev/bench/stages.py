@@ -1,7 +1,9 @@
-"""The measured stages (b)-(f) against the running services, and their preparation.
+"""The measured stages (b)-(d) and (f) against the running services, and their
+preparation.
 
-(a) is in :mod:`chronos_dev.bench.pgbench`, (g) in :mod:`chronos_dev.bench.memory`; the
-composition root (:mod:`chronos_dev.bench.cli`) runs them in order.
+(a) is in :mod:`chronos_dev.bench.pgbench`, (s) in :mod:`chronos_dev.bench.sustainable`, (e) in
+:mod:`chronos_dev.bench.open_loop`, (g) in :mod:`chronos_dev.bench.memory`; the composition root
+(:mod:`chronos_dev.bench.cli`) runs them in order.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import psycopg
 from elasticsearch import Elasticsearch
 
 from chronos.event_store.reader import head_position
-from chronos.top import Snapshot, quantile, scrape
+from chronos.top import scrape
 from chronos_dev.bench.clients import ThroughputResult, from_phase_report
 from chronos_dev.bench.ghz import GhzCall, chronos_schema, run_ghz, write_health_protoset
 from chronos_dev.bench.options import BenchOptions
@@ -39,6 +41,12 @@ from chronos_dev.bench.resources import (
     BenchError,
     BenchResources,
     Infrastructure,
+)
+from chronos_dev.bench.service_metrics import (
+    BATCH_SIZE,
+    REQUEST_DURATION,
+    histogram_figures,
+    scrape_all,
 )
 from chronos_dev.launcher import PROJECT_ROOT, ServiceSet, service_environment
 from chronos_dev.loadtest.options import Distribution, Options
@@ -72,11 +80,6 @@ _SETTLE_SECONDS_MAX = 60.0
 # 10: on a stack the bench itself started (cold JVMs), two interleaved pairs gave d/c
 # 0.63 / 0.65 after 10 s and 0.79 / 0.69 after 20 s.
 GET_ACCOUNT_WARM_UP_SECONDS = 20.0
-_PROJECTION_LAG = "chronos_projection_lag_seconds"
-_SEARCH_LAG = "chronos_projection_search_lag_seconds"
-_PUBLISH_LATENCY = "chronos_outbox_publish_latency_seconds"
-_REQUEST_DURATION = "chronos_grpc_request_duration_seconds"
-_BATCH_SIZE = "chronos_writer_batch_commands"
 
 
 def progress(message: str) -> None:
@@ -233,7 +236,7 @@ def wait_for_merges(context: BenchContext) -> float:
     return time.monotonic() - started
 
 
-def _open_loop_transfers(
+def open_loop_transfers(
     context: BenchContext,
     *,
     phase: str,
@@ -275,7 +278,7 @@ def warm_up(context: BenchContext) -> dict[str, Any]:
     few minutes later, and (b) measured 513 instead of about 800 transfers/s.
     """
     options = context.options
-    report = _open_loop_transfers(
+    report = open_loop_transfers(
         context,
         phase="warm-up",
         rate_per_second=WARM_UP_RATE_PER_SECOND,
@@ -287,6 +290,7 @@ def warm_up(context: BenchContext) -> dict[str, Any]:
         "rate_per_second": WARM_UP_RATE_PER_SECOND,
         "operations": report.operations,
         "failed": report.operation_errors,
+        "transfers_completed": report.operations - report.operation_errors,
         "catch_up_seconds": round(wait_for_projection(context), 3),
         "merges_seconds": round(wait_for_merges(context), 3),
     }
@@ -380,14 +384,14 @@ def _with_server_figures(
     """Runs a command stage and adds the command workers' own figures: the time spent in
     the server and how many commands each group-commit transaction carried."""
     endpoints = context.services.command_metrics
-    before = _scrape_all(endpoints)
+    before = scrape_all(endpoints)
     result = run()
-    after = _scrape_all(endpoints)
-    result.extra["server_side_latency_ms"] = _histogram_figures(
-        before, after, _REQUEST_DURATION, method=method
+    after = scrape_all(endpoints)
+    result.extra["server_side_latency_ms"] = histogram_figures(
+        before, after, REQUEST_DURATION, method=method
     )
-    batches = after.total(f"{_BATCH_SIZE}_count") - before.total(f"{_BATCH_SIZE}_count")
-    commands = after.total(f"{_BATCH_SIZE}_sum") - before.total(f"{_BATCH_SIZE}_sum")
+    batches = after.total(f"{BATCH_SIZE}_count") - before.total(f"{BATCH_SIZE}_count")
+    commands = after.total(f"{BATCH_SIZE}_sum") - before.total(f"{BATCH_SIZE}_sum")
     result.extra["writer_transactions"] = int(batches)
     result.extra["writer_commands_per_transaction_mean"] = (
         round(commands / batches, 2) if batches > 0 else None
@@ -498,127 +502,6 @@ def get_account(context: BenchContext) -> ThroughputResult:
 
     run(min(GET_ACCOUNT_WARM_UP_SECONDS, options.duration_seconds))
     return run(options.duration_seconds)
-
-
-# --- (e) lags at half load ------------------------------------------------------------
-
-
-def _merged(snapshots: list[Snapshot]) -> Snapshot:
-    """One snapshot holding the sums of several processes' samples (same labels add)."""
-    merged = Snapshot(taken_monotonic=max(s.taken_monotonic for s in snapshots))
-    for snapshot in snapshots:
-        for name, samples in snapshot.samples.items():
-            target = merged.samples[name]
-            for labels, value in samples.items():
-                target[labels] = target.get(labels, 0.0) + value
-    return merged
-
-
-def _scrape_all(endpoints: list[str]) -> Snapshot:
-    snapshots = []
-    for endpoint in endpoints:
-        snapshot = scrape(endpoint)
-        if snapshot is None:
-            raise BenchError(f"metrics at {endpoint} not answering")
-        snapshots.append(snapshot)
-    return _merged(snapshots)
-
-
-def _histogram_figures(
-    before: Snapshot, after: Snapshot, name: str, **match: str
-) -> dict[str, float | int | None]:
-    """count, mean and p50/p99 (bucket upper bounds) over the interval, in ms."""
-    count = after.total(f"{name}_count", **match) - before.total(f"{name}_count", **match)
-    total = after.total(f"{name}_sum", **match) - before.total(f"{name}_sum", **match)
-    figures: dict[str, float | int | None] = {
-        "count": int(count),
-        "mean_ms": round(1000 * total / count, 3) if count > 0 else None,
-    }
-    for label, q in (("p50_ms", 0.5), ("p99_ms", 0.99)):
-        value = quantile(before, after, name, q, **match)
-        # None: nothing observed; inf: above the largest bucket (10 s).
-        figures[label] = None if value is None or value == float("inf") else 1000 * value
-    return figures
-
-
-def half_load(context: BenchContext, rate_per_second: float) -> dict[str, Any]:
-    """(e) TransferFunds open loop at ``rate_per_second`` with the load test's runner;
-    projection and publish lags from the services' histograms, read-your-writes lag from
-    the runner's probes."""
-    options = context.options
-    services = context.services
-    endpoints = {
-        "projector": [services.projector_metrics],
-        "poller": [services.poller_metrics],
-        "command": services.command_metrics,
-    }
-    before = {name: _scrape_all(list(points)) for name, points in endpoints.items()}
-    report = _open_loop_transfers(
-        context,
-        phase="half-load",
-        rate_per_second=rate_per_second,
-        duration_seconds=options.duration_seconds,
-        lag_sample_fraction=options.lag_sample_fraction,
-    )
-    # The last events of the run are still on their way to the read side: wait for them
-    # so that their lags are in the histograms too.
-    caught_up_seconds = wait_for_projection(context)
-    after = {name: _scrape_all(list(points)) for name, points in endpoints.items()}
-    command = from_phase_report(
-        report,
-        rpc="TransferFunds",
-        target=services.command_addr,
-        concurrency=options.concurrency,
-        processes=options.client_processes,
-    )
-    lag = report.lag.summary_milliseconds()
-    return {
-        "rate_target_per_second": round(rate_per_second, 1),
-        "rate_achieved_per_second": round(report.throughput_per_second, 1),
-        "duration_seconds": options.duration_seconds,
-        "command": {
-            **command.to_json(),
-            "loop": "open",
-            "latency_from": "the scheduled send time (no coordinated omission)",
-            "server_side_latency_ms": _histogram_figures(
-                before["command"], after["command"], _REQUEST_DURATION, method="TransferFunds"
-            ),
-        },
-        "projection_lag_ms": {
-            **_histogram_figures(before["projector"], after["projector"], _PROJECTION_LAG),
-            "source": (
-                f"{_PROJECTION_LAG} of the projector: event commit -> documents written "
-                "(readable by id: GetAccount)"
-            ),
-        },
-        "projection_search_lag_ms": {
-            **_histogram_figures(before["projector"], after["projector"], _SEARCH_LAG),
-            "source": (
-                f"{_SEARCH_LAG} of the projector: event commit -> visible to searches "
-                "(ListTransactions, GetBalanceAt, SearchAccounts)"
-            ),
-        },
-        "outbox_publish_lag_ms": {
-            **_histogram_figures(before["poller"], after["poller"], _PUBLISH_LATENCY),
-            "source": f"{_PUBLISH_LATENCY} of the poller: event commit -> broker ack",
-        },
-        "read_your_writes_lag_ms": {
-            **{k: (int(v) if k == "count" else round(v, 3)) for k, v in lag.items()},
-            "timeouts": report.lag_timeouts,
-            "failures": report.lag_failures,
-            "probes_skipped": report.lag_probes_skipped,
-            "source": (
-                "load-test probes: GetAccount(min_position) after the command's answer, "
-                f"on {options.lag_sample_fraction:.0%} of the transfers"
-            ),
-        },
-        "drain_seconds": round(caught_up_seconds, 3),
-        "histogram_quantile_note": (
-            "p50/p99 of the service histograms are bucket upper bounds (buckets 0.5, 1, 2, "
-            "5, 10, 25, 50, 75, 100, 150, 200, 250, 300, 400, 500, 750, 1000, 2500 ms ...), "
-            "like Prometheus' histogram_quantile without interpolation; mean is exact"
-        ),
-    }
 
 
 # --- (f) rebuild ------------------------------------------------------------------------
