@@ -73,12 +73,10 @@ _POLL_INTERVAL_SECONDS = 0.2
 WARM_UP_RATE_PER_SECOND = 200.0
 # Longest wait for Elasticsearch's merges to finish before a read ceiling is measured.
 _SETTLE_SECONDS_MAX = 60.0
-# Unmeasured GetAccount calls before (d). Every bench run reads fresh indices, and on a
-# stack started minutes before, Elasticsearch's CPU for the same 2,500 gets/s fell from
-# 0.75 to 0.25 cores over the first 20 s of (d) (node stats every 2 s: no refresh, flush
-# or merge meanwhile), so without this (d) measured Elasticsearch warming up. 20 s, not
-# 10: on a stack the bench itself started (cold JVMs), two interleaved pairs gave d/c
-# 0.63 / 0.65 after 10 s and 0.79 / 0.69 after 20 s.
+# Unmeasured GetAccount calls before (d). Every bench run reads fresh indices, and
+# Elasticsearch's CPU for the same reads falls over their first seconds; without this,
+# (d) would measure Elasticsearch warming up. On a stack the bench itself started (cold
+# JVMs) 10 s was not enough.
 GET_ACCOUNT_WARM_UP_SECONDS = 20.0
 
 
@@ -274,8 +272,8 @@ def warm_up(context: BenchContext) -> dict[str, Any]:
     """Transfers through the whole pipeline, unmeasured, then a catch-up and the merges.
 
     A fresh stack's first heavy minute is the JVMs compiling: right after a restart,
-    Kafka used 0.33 cores and Elasticsearch 0.48 during (b), against 0.15 and 0.26 a
-    few minutes later, and (b) measured 513 instead of about 800 transfers/s.
+    Kafka and Elasticsearch use about twice the CPU they use a few minutes later, and
+    (b) would measure that instead of the ledger.
     """
     options = context.options
     report = open_loop_transfers(

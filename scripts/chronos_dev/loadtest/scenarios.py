@@ -32,6 +32,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from chronos.domain.errors import Reason
 from chronos.v1 import commands_pb2, commands_pb2_grpc, ledger_pb2, queries_pb2, queries_pb2_grpc
 from chronos_dev.loadtest.options import (
     HOT_ACCOUNT_FRACTION,
@@ -44,7 +45,6 @@ from chronos_dev.loadtest.stats import LatencyHistogram, Reservoir
 
 RETRY_SUFFIX = " (retry)"
 LIST_TRANSACTIONS_PAGE_SIZE = 20
-PROJECTION_BEHIND = "PROJECTION_BEHIND"
 
 
 def account_id(run_id: str, index: int) -> str:
@@ -213,7 +213,7 @@ class Client:
             except grpc.aio.AioRpcError as error:
                 behind = error.code() == grpc.StatusCode.DEADLINE_EXCEEDED or (
                     error.code() == grpc.StatusCode.UNAVAILABLE
-                    and error_reason(error) == PROJECTION_BEHIND
+                    and error_reason(error) == Reason.PROJECTION_BEHIND.value
                 )
                 if behind:
                     continue
