@@ -38,9 +38,13 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
 
 from chronos.metrics import MetricsInterceptor
+from chronos.security.caller import current_caller
 from chronos.settings import choice, number, text
 
 _CONTEXT_FIELDS = ("request_id", "account_id", "entry_id", "event_id", "position")
+# The span attribute naming the authenticated caller (OpenTelemetry's semantic
+# convention); the log field of the same is ``principal``. Never the token itself.
+SPAN_ENDUSER_ID = "enduser.id"
 _configured = False
 _tracing_enabled = False
 
@@ -115,6 +119,10 @@ class JsonFormatter(logging.Formatter):
             value = record.__dict__.get(field)
             if value is not None:
                 entry[field] = value
+        # The subject of the call being served, when one was authenticated.
+        subject = current_caller().subject
+        if subject:
+            entry["principal"] = subject
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

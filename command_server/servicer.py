@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 from google.rpc import status_pb2
+from opentelemetry import trace
 
 from chronos.domain import limits, validation
 from chronos.domain.commands import (
@@ -42,6 +43,8 @@ from chronos.event_store.writer import (
 )
 from chronos.metrics import COMMANDS_REJECTED
 from chronos.rpc.status import abort, rejection_proto
+from chronos.security.caller import current_caller
+from chronos.telemetry import SPAN_ENDUSER_ID
 from chronos.v1 import commands_pb2, commands_pb2_grpc, ledger_pb2
 
 _logger = logging.getLogger(__name__)
@@ -198,11 +201,18 @@ class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
             # Generated after fingerprinting, so a retry (also without an id) matches
             # and replays the id generated the first time.
             command = _with_account_id(command, self._new_account_id())
+        # The verified caller (UNAUTHENTICATED, with no subject, when authentication is
+        # off): its subject scopes the request_id and is recorded on the events.
+        caller = current_caller()
+        if caller.subject:
+            trace.get_current_span().set_attribute(SPAN_ENDUSER_ID, caller.subject)
         command_context = CommandContext(
             request_id=command.request_id,
             correlation_id=_metadata_value(context, "x-correlation-id"),
             causation_id=_metadata_value(context, "x-causation-id"),
             traceparent=self._traceparent(),
+            principal=caller.subject,
+            token_id=caller.token_id,
         )
         return command, payload_hash, command_context
 

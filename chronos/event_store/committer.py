@@ -82,20 +82,21 @@ def admit(batch: Sequence[PendingCommand]) -> Admission:
     queue does not spend itself on work nobody waits for. Once in a transaction, a
     command runs to the end whatever its caller does.
 
-    A request_id twice in one batch: the later copies are deferred to the next batch,
-    where they meet the first copy's committed record like any other duplicate.
+    A request_id twice in one batch (of the same principal: another principal's is
+    another command): the later copies are deferred to the next batch, where they meet
+    the first copy's committed record like any other duplicate.
     """
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     run: list[PendingCommand] = []
     deferred: list[PendingCommand] = []
     abandoned = 0
     for pending in batch:
         if pending.future.cancelled():
             abandoned += 1
-        elif pending.context.request_id in seen:
+        elif pending.context.idempotency_key in seen:
             deferred.append(pending)
         else:
-            seen.add(pending.context.request_id)
+            seen.add(pending.context.idempotency_key)
             run.append(pending)
     return Admission(run, deferred, abandoned)
 
@@ -269,7 +270,7 @@ class BatchCommitter:
         WRITER_BATCH_SIZE.observe(len(batch))
         # One span per traced command, each covering this shared transaction; the events
         # carry the span's traceparent so the outbox publish continues from it.
-        spans = [_start_span(pending.context.traceparent, len(batch)) for pending in batch]
+        spans = [_start_span(pending.context, len(batch)) for pending in batch]
         requests = [
             BatchRequest(
                 command=pending.command,
@@ -310,12 +311,16 @@ def _locked_by_another(held: list[str]) -> Rejection:
     )
 
 
-def _start_span(traceparent: str, batch_size: int) -> trace.Span | None:
-    parent = telemetry.context_from_traceparent(traceparent)
+def _start_span(context: CommandContext, batch_size: int) -> trace.Span | None:
+    parent = telemetry.context_from_traceparent(context.traceparent)
     if parent is None:
         return None
+    attributes: dict[str, str | int] = {
+        "db.system": "postgresql",
+        "chronos.batch_commands": batch_size,
+    }
+    if context.principal:
+        attributes[telemetry.SPAN_ENDUSER_ID] = context.principal
     return telemetry.tracer(__name__).start_span(
-        "postgres.transaction",
-        context=parent,
-        attributes={"db.system": "postgresql", "chronos.batch_commands": batch_size},
+        "postgres.transaction", context=parent, attributes=attributes
     )

@@ -24,8 +24,8 @@ async def expire_idempotency_records(
     for _ in range(batches_max):
         async with pool.connection() as conn:
             cursor = await conn.execute(
-                """DELETE FROM idempotency WHERE request_id IN (
-                       SELECT request_id FROM idempotency
+                """DELETE FROM idempotency WHERE (principal, request_id) IN (
+                       SELECT principal, request_id FROM idempotency
                        WHERE expires_at < now() AND response IS NOT NULL
                        ORDER BY expires_at LIMIT %s
                        FOR UPDATE SKIP LOCKED)""",

@@ -29,6 +29,7 @@ from chronos.domain.events import (
     LinePosted,
 )
 from chronos.errors import ChronosError
+from chronos.outbox import contract
 from chronos.v1 import events_pb2, ledger_pb2
 
 SCHEMA_VERSION_CURRENT = 1
@@ -212,7 +213,14 @@ def envelope(stored: StoredEvent) -> events_pb2.EventEnvelope:
 
 
 # Event metadata keys that travel as Kafka headers of the same name.
-METADATA_KEYS = ("request_id", "correlation_id", "causation_id", "traceparent")
+METADATA_KEYS = (
+    "request_id",
+    "correlation_id",
+    "causation_id",
+    "traceparent",
+    contract.HEADER_PRINCIPAL,
+    contract.HEADER_PRINCIPAL_TOKEN_ID,
+)
 
 
 def envelope_from_outbox(key: str, payload: bytes, headers: dict[str, str]) -> bytes:

@@ -52,8 +52,13 @@ def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return migrations
 
 
-def migrate(dsn: str) -> list[int]:
+def migrate(dsn: str, *, directory: Path = MIGRATIONS_DIR) -> list[int]:
     """Applies every missing migration to the database at ``dsn``.
+
+    Args:
+        dsn: The database.
+        directory: Where the migration files are (tests bring a database to an older
+            schema with a directory holding only the first files).
 
     Returns:
         The versions applied by this call (empty when the schema was current).
@@ -72,7 +77,7 @@ def migrate(dsn: str) -> list[int]:
                        checksum   text        NOT NULL,
                        applied_at timestamptz NOT NULL DEFAULT now())"""
             )
-            for migration in load_migrations():
+            for migration in load_migrations(directory):
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
                     row = conn.execute(

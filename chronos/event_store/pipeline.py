@@ -4,8 +4,9 @@ Inside the transaction, locks are always taken in the same global order, so two
 transactions can wait on each other but never in a cycle (no deadlock on simultaneous
 A→B and B→A transfers):
 
-1. idempotency placeholders, sorted by request_id (``INSERT .. ON CONFLICT DO NOTHING``
-   waits for a concurrent duplicate to finish, so duplicates resolve to one effect);
+1. idempotency placeholders, sorted by (principal, request_id) (``INSERT .. ON CONFLICT
+   DO NOTHING`` waits for a concurrent duplicate to finish, so duplicates resolve to one
+   effect);
 2. advisory locks on every touched account, sorted by key (they also cover accounts
    that do not exist yet, which a row lock could not);
 3. the ``ledger_head`` row, last, to take gapless positions in commit order.
@@ -162,7 +163,8 @@ async def _pipelined(
     if rejected:
         # Rejections write nothing: the same request_id may be retried later.
         await conn.execute(
-            sql.FORGET_REJECTED, ([requests[i].context.request_id for i, _ in rejected],)
+            sql.FORGET_REJECTED,
+            (_json([requests[i].context.idempotency_key for i, _ in rejected]),),
         )
     events = decision.events()
     if not events:
@@ -181,7 +183,12 @@ async def _pipelined(
             "events": _events_json(requests, decision),
             "answers": _json(
                 [
-                    (requests[i].context.request_id, r.to_dict(), r.position)
+                    (
+                        requests[i].context.request_id,
+                        r.to_dict(),
+                        r.position,
+                        requests[i].context.principal,
+                    )
                     for i, r in results.items()
                 ]
             ),
@@ -204,7 +211,7 @@ async def _lock_and_load(
     """
     touched = accounts_to_lock(r.command for r in requests)
     # 1. Idempotency placeholders, sorted, so concurrent duplicates serialize.
-    order = sorted(range(len(requests)), key=lambda i: requests[i].context.request_id)
+    order = sorted(range(len(requests)), key=lambda i: requests[i].context.idempotency_key)
     placed = await conn.execute(
         sql.PLACE_IDEMPOTENCY,
         (
@@ -212,7 +219,7 @@ async def _lock_and_load(
             _json(
                 [
                     (
-                        requests[i].context.request_id,
+                        *requests[i].context.idempotency_key,
                         type(requests[i].command).__name__,
                         requests[i].payload_hash.hex(),
                     )
@@ -226,9 +233,9 @@ async def _lock_and_load(
     # round trip, and an extra lock changes nothing.
     await conn.execute(sql.LOCK_ACCOUNTS, (_json(touched),))
     loaded = await conn.execute(sql.LOAD_ACCOUNTS, (_uuid_array(touched),))
-    fresh = {row[0] for row in await placed.fetchall()}  # sends round trip 1
+    fresh = {(row[0], row[1]) for row in await placed.fetchall()}  # sends round trip 1
     accounts = _accounts_from_rows(touched, await loaded.fetchall())
-    duplicates = [i for i, r in enumerate(requests) if r.context.request_id not in fresh]
+    duplicates = [i for i, r in enumerate(requests) if r.context.idempotency_key not in fresh]
     answered = await _resolve_duplicates(conn, requests, duplicates) if duplicates else {}
     return answered, accounts
 
@@ -239,15 +246,16 @@ async def _resolve_duplicates(
     duplicates: list[int],
 ) -> dict[int, CommandResult | Rejection]:
     """The stored answer of each duplicate, or IDEMPOTENCY_KEY_REUSED for a request_id
-    stored with another payload."""
+    the same principal stored with another payload. Only the principal's own records are
+    read: another principal's answer is never returned."""
     cursor = await conn.execute(
-        sql.READ_STORED_ANSWERS, ([requests[i].context.request_id for i in duplicates],)
+        sql.READ_STORED_ANSWERS, (_json([requests[i].context.idempotency_key for i in duplicates]),)
     )
-    stored = {row[0]: (bytes(row[1]), row[2]) for row in await cursor.fetchall()}
+    stored = {(row[0], row[1]): (bytes(row[2]), row[3]) for row in await cursor.fetchall()}
     answers: dict[int, CommandResult | Rejection] = {}
     for i in duplicates:
         request_id = requests[i].context.request_id
-        record = stored.get(request_id)
+        record = stored.get(requests[i].context.idempotency_key)
         if record is None or record[1] is None:
             # The first copy's record vanished (expired or rejected) between our
             # insert and this read: treat as a conflict and let the retry decide.

@@ -20,16 +20,18 @@ PLANNER_OPTIONS = "-c enable_seqscan=off -c enable_hashjoin=off -c enable_mergej
 # writer's lock statement and in the probe of who holds it.
 _LOCK_KEY = "hashtextextended(a, 0)"
 
-# 1. Idempotency placeholders, in request_id order (the caller sorts them), so that
-# concurrent duplicates serialize: ON CONFLICT waits for the other copy to finish.
+# 1. Idempotency placeholders, in (principal, request_id) order (the caller sorts them),
+# so that concurrent duplicates serialize: ON CONFLICT waits for the other copy to
+# finish. A record is the principal's own: the same request_id of another principal is
+# another record.
 PLACE_IDEMPOTENCY = """INSERT INTO idempotency
-                   (request_id, command_type, payload_hash, created_at, expires_at)
-               SELECT u.e->>0, u.e->>1, decode(u.e->>2, 'hex'), now(),
+                   (principal, request_id, command_type, payload_hash, created_at, expires_at)
+               SELECT u.e->>0, u.e->>1, u.e->>2, decode(u.e->>3, 'hex'), now(),
                       now() + make_interval(secs => %s)
                FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS u(e, n)
                ORDER BY u.n
-               ON CONFLICT (request_id) DO NOTHING
-               RETURNING request_id"""
+               ON CONFLICT (principal, request_id) DO NOTHING
+               RETURNING principal, request_id"""
 
 # 2. Every touched account's advisory lock (existing or not), in one global order.
 LOCK_ACCOUNTS = f"""SELECT pg_advisory_xact_lock(k) FROM (
@@ -47,13 +49,18 @@ LOAD_ACCOUNTS = """SELECT account_id::text, kind, owner_name, currency, overdraf
                            status, balance_minor, version
                     FROM accounts WHERE account_id = ANY(%s::uuid[])"""
 
-# The stored answers of the commands whose request_id was already placed.
-READ_STORED_ANSWERS = (
-    "SELECT request_id, payload_hash, response FROM idempotency WHERE request_id = ANY(%s::text[])"
-)
+# The stored answers of the commands whose (principal, request_id) was already placed.
+# The keys come as one JSON array of [principal, request_id] pairs.
+READ_STORED_ANSWERS = """SELECT i.principal, i.request_id, i.payload_hash, i.response
+                    FROM idempotency AS i
+                    JOIN jsonb_array_elements(%s::jsonb) AS k(e)
+                      ON i.principal = k.e->>0 AND i.request_id = k.e->>1"""
 
-# Rejections write nothing: the same request_id may be retried later.
-FORGET_REJECTED = "DELETE FROM idempotency WHERE request_id = ANY(%s::text[])"
+# Rejections write nothing: the same request_id may be retried later. The keys as in
+# READ_STORED_ANSWERS.
+FORGET_REJECTED = """DELETE FROM idempotency AS i
+                    USING jsonb_array_elements(%s::jsonb) AS k(e)
+                    WHERE i.principal = k.e->>0 AND i.request_id = k.e->>1"""
 
 # 4. The accounts the batch opened, one JSON object each.
 INSERT_OPENED_ACCOUNTS = """INSERT INTO accounts (account_id, kind, owner_name, currency,
@@ -104,7 +111,8 @@ WITH staged AS MATERIALIZED (
     INSERT INTO outbox (position, event_id, topic, key, payload, headers, created_at)
     SELECT head.base + s.ordinal, s.event_id, %(topic)s, s.stream_id::text, s.payload,
            -- The Kafka headers (chronos.outbox.contract): the command's metadata
-           -- (request_id, correlation_id, causation_id, traceparent) and the event's own.
+           -- (request_id, correlation_id, causation_id, traceparent, principal,
+           -- principal_token_id) and the event's own.
            s.metadata || jsonb_build_object(
                '{contract.HEADER_EVENT_ID}', s.event_id::text,
                '{contract.HEADER_EVENT_TYPE}', s.event_type,
@@ -120,7 +128,7 @@ WITH staged AS MATERIALIZED (
     SET response = (r.e->1) || jsonb_build_object('position', head.base + (r.e->>2)::bigint)
     FROM jsonb_array_elements(%(answers)s::jsonb) AS r(e)
          CROSS JOIN head
-    WHERE i.request_id = r.e->>0
+    WHERE i.principal = r.e->>3 AND i.request_id = r.e->>0
 )
 -- Wakes the outbox poller when this transaction commits. A notifying commit takes a
 -- lock that orders it among notifying commits; the ledger_head row lock, held from this

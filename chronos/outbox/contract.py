@@ -4,8 +4,10 @@ Event messages: key = account id (stream id), value = serialized
 ``chronos.v1.EventEnvelope``, headers (all UTF-8 strings): ``event_id``, ``event_type``,
 ``schema`` (e.g. ``chronos.v1.FundsDeposited``), ``schema_version``, ``stream_version``,
 ``position``, ``recorded_at`` (ISO 8601), the command's ``request_id``,
-``correlation_id`` and ``causation_id``, and, when the command was traced,
-``traceparent``.
+``correlation_id`` and ``causation_id``, when the command was traced,
+``traceparent``, and, when the caller was authenticated, ``principal`` (the token's
+subject: who caused the event) and ``principal_token_id`` (the token's ``jti``, an
+identifier, never the token itself).
 
 Watermark markers: messages with header ``event_type = MARKER_EVENT_TYPE``,
 ``position = P``, no key and an empty value. The leading poller sends one to *every*
@@ -37,6 +39,8 @@ HEADER_STREAM_VERSION = "stream_version"
 HEADER_POSITION = "position"
 HEADER_RECORDED_AT = "recorded_at"
 HEADER_TRACEPARENT = "traceparent"
+HEADER_PRINCIPAL = "principal"
+HEADER_PRINCIPAL_TOKEN_ID = "principal_token_id"
 
 
 def headers_dict(
