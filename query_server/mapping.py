@@ -85,6 +85,8 @@ def line_to_proto(source: dict[str, Any]) -> queries_pb2.TransactionLine:
         recorded_at=_timestamp(source["recorded_at"]),
         position=source["position"],
         event_id=source["event_id"],
+        # Lines written without an authenticated caller have no principal.
+        principal=source.get("principal", ""),
     )
 
 

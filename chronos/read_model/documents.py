@@ -24,13 +24,15 @@ from chronos.domain.events import (
     DomainEvent,
     LinePosted,
 )
+from chronos.event_store.context import METADATA_PRINCIPAL
 from chronos.event_store.mapper import StoredEvent, decode
 from chronos.v1 import events_pb2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EventRecord:
-    """A decoded event with where it sits in its stream and in the global log."""
+    """A decoded event with where it sits in its stream and in the global log, and who
+    caused it (``principal``: the token subject, "" when none was recorded)."""
 
     event_id: str
     stream_id: str
@@ -38,6 +40,7 @@ class EventRecord:
     position: int
     recorded_at: datetime
     event: DomainEvent
+    principal: str = ""
 
 
 def record_from_stored(stored: StoredEvent) -> EventRecord:
@@ -49,6 +52,7 @@ def record_from_stored(stored: StoredEvent) -> EventRecord:
         position=stored.position,
         recorded_at=stored.recorded_at,
         event=decode(stored.event_type, stored.schema_version, stored.payload),
+        principal=stored.metadata.get(METADATA_PRINCIPAL, ""),
     )
 
 
@@ -61,6 +65,7 @@ def record_from_envelope(envelope: events_pb2.EventEnvelope) -> EventRecord:
         position=envelope.position,
         recorded_at=envelope.recorded_at.ToDatetime(tzinfo=UTC),
         event=decode(envelope.event_type, envelope.schema_version, envelope.payload),
+        principal=envelope.metadata.get(METADATA_PRINCIPAL, ""),
     )
 
 
@@ -215,11 +220,12 @@ def apply_event(
 
 def transaction_source(record: EventRecord) -> dict[str, Any] | None:
     """The statement line document of a line event (its id is ``record.event_id``);
-    None for events that are not lines."""
+    None for events that are not lines. ``principal`` is present only when one was
+    recorded (a line written with authentication off has none)."""
     event = record.event
     if not isinstance(event, LinePosted):
         return None
-    return {
+    source: dict[str, Any] = {
         "event_id": record.event_id,
         "entry_id": event.entry_id,
         "account_id": event.account_id,
@@ -235,6 +241,9 @@ def transaction_source(record: EventRecord) -> dict[str, Any] | None:
         "stream_version": record.stream_version,
         "line_index": event.line_index,
     }
+    if record.principal:
+        source["principal"] = record.principal
+    return source
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

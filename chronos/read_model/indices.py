@@ -77,6 +77,8 @@ TRANSACTIONS_MAPPING: dict[str, Any] = {
         "position": {"type": "long"},
         "stream_version": {"type": "long", **_STORED},
         "line_index": {"type": "integer", **_STORED},
+        # Who caused the line (the token subject); absent when none was recorded.
+        "principal": {"type": "keyword", **_STORED},
     },
 }
 
@@ -225,6 +227,7 @@ def ensure_indices(es: Elasticsearch, names: IndexNames) -> int:
     _create_if_missing(es, names.projection, mappings=PROJECTION_MAPPING, settings=index_settings())
     version = current_version(es, names)
     if version is not None:
+        add_new_fields(es, names)
         return version
     for alias, index, mapping in (
         (names.accounts, names.accounts_version(1), ACCOUNTS_MAPPING),
@@ -240,6 +243,25 @@ def ensure_indices(es: Elasticsearch, names: IndexNames) -> int:
     version = current_version(es, names)
     assert version is not None, "aliases missing right after creating them"
     return version
+
+
+def add_new_fields(es: Elasticsearch, names: IndexNames) -> None:
+    """Adds the fields the mappings gained since the aliases' indices were created.
+
+    The mappings are strict, so a document with a field its index does not map is
+    refused: without this, a projector upgraded in place could not write the new field
+    (e.g. a statement line's ``principal``) into the indices an older version created.
+    Adding a field is the one change a mapping accepts in place; putting the fields
+    that already exist, unchanged, is a no-op, and changing one is refused loudly.
+    """
+    for alias, mapping in (
+        (names.accounts, ACCOUNTS_MAPPING),
+        (names.transactions, TRANSACTIONS_MAPPING),
+    ):
+        try:
+            es.indices.put_mapping(index=alias, properties=mapping["properties"])
+        except (ApiError, TransportError) as error:
+            raise translate(error, f"adding new fields to {alias}") from error
 
 
 def swap_aliases(es: Elasticsearch, names: IndexNames, new_version: int) -> list[str]:
