@@ -21,7 +21,6 @@ from chronos.domain.events import LinePosted
 from chronos.domain.ledger import system_account_id
 from chronos.errors import ChronosError
 from chronos.event_store import mapper
-from chronos.event_store.maintenance import expire_idempotency_records
 from chronos.event_store.migrate import migrate
 from chronos.event_store.reader import iter_events
 from chronos.event_store.results import CommandResult
@@ -39,6 +38,7 @@ from tests.integration.writer_helpers import (
     open_funded,
     prepared,
     run,
+    run_expiry_job,
     with_writers,
 )
 
@@ -485,12 +485,7 @@ def test_expiry_job_removes_only_expired_records(
             "INSERT INTO idempotency VALUES ('old', 'Deposit', '\\x00', '{}', "
             "now() - interval '2 days', now() - interval '1 day')"
         )
-        pool = writer_pool(ledger_dsn, min_size=1, max_size=1)
-        await pool.open(wait=True)
-        try:
-            return await expire_idempotency_records(pool)
-        finally:
-            await pool.close()
+        return await run_expiry_job(ledger_dsn)
 
     assert asyncio.run(with_writers(ledger_dsn, body)) == 1
     remaining = ledger_conn.execute(

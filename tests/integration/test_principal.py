@@ -18,10 +18,9 @@ import psycopg
 
 from chronos.domain import validation
 from chronos.domain.commands import Deposit, Money
-from chronos.event_store.maintenance import expire_idempotency_records
 from chronos.event_store.migrate import MIGRATIONS_DIR, migrate
 from chronos.event_store.results import AccountBalance, CommandResult
-from chronos.event_store.writer import LedgerWriter, writer_pool
+from chronos.event_store.writer import LedgerWriter
 from chronos.security.caller import UNAUTHENTICATED, Caller
 from chronos.security.scopes import ADMIN
 from chronos.v1 import commands_pb2
@@ -35,7 +34,7 @@ from tests.integration.principal_support import (
     open_account,
     transfer,
 )
-from tests.integration.writer_helpers import new_id, with_writers
+from tests.integration.writer_helpers import new_id, run_expiry_job, with_writers
 
 ALICE = Caller(subject="alice", token_id="jti-alice-1", scopes=frozenset({ADMIN}))
 # Alice again, with a token issued later: a retry after the first token expired.
@@ -274,15 +273,7 @@ def test_expiry_removes_only_the_expired_record_of_a_shared_request_id(
         {"r": request_id},
     )
 
-    async def expire() -> int:
-        pool = writer_pool(ledger_dsn, min_size=1, max_size=1)
-        await pool.open(wait=True)
-        try:
-            return await expire_idempotency_records(pool)
-        finally:
-            await pool.close()
-
-    assert asyncio.run(expire()) >= 1
+    assert asyncio.run(run_expiry_job(ledger_dsn)) >= 1
     remaining = ledger_conn.execute(
         "SELECT principal FROM idempotency WHERE request_id = %s", (request_id,)
     ).fetchall()

@@ -9,6 +9,7 @@ from typing import Any
 
 from chronos.domain import validation
 from chronos.domain.commands import Command, Deposit, Money, OpenAccount
+from chronos.event_store.maintenance import expire_idempotency_records
 from chronos.event_store.results import CommandResult
 from chronos.event_store.writer import CommandContext, LedgerWriter, WriterSettings, writer_pool
 
@@ -42,6 +43,16 @@ async def with_writers(
             await writer.close()
         for pool in pools:
             await pool.close()
+
+
+async def run_expiry_job(dsn: str) -> int:
+    """Runs the command server's idempotency expiry job once, on a pool of its own."""
+    pool = writer_pool(dsn, min_size=1, max_size=1)
+    await pool.open(wait=True)
+    try:
+        return await expire_idempotency_records(pool)
+    finally:
+        await pool.close()
 
 
 def prepared(command: Command) -> tuple[Command, bytes, CommandContext]:
