@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 import psycopg
+from psycopg.types.json import Jsonb
 
 from chronos.domain import validation
 from chronos.domain.commands import Deposit, Money
@@ -322,7 +323,7 @@ def test_migration_scopes_an_existing_database_s_records_to_the_empty_principal(
                 """INSERT INTO idempotency (request_id, command_type, payload_hash, response,
                                             created_at, expires_at)
                    VALUES (%s, 'Deposit', %s, %s, now(), now() + interval '1 day')""",
-                (request_id, fingerprint, psycopg.types.json.Jsonb(answer.to_dict())),
+                (request_id, fingerprint, Jsonb(answer.to_dict())),
             )
         assert migrate(dsn) == [2]
         assert migrate(dsn) == []

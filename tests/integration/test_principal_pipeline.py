@@ -158,8 +158,8 @@ def test_indices_created_before_principals_gain_the_field_in_place(
             aliases={alias: {"is_write_index": True}},
         )
     assert ensure_indices(es_client, names) == 1
-    mapping = es_client.indices.get_mapping(index=names.transactions_version(1))
-    properties = mapping[names.transactions_version(1)]["mappings"]["properties"]
+    found = es_client.indices.get_mapping(index=names.transactions_version(1))
+    properties = found[names.transactions_version(1)]["mappings"]["properties"]
     assert properties["principal"] == TRANSACTIONS_MAPPING["properties"]["principal"]
     # Again: putting the fields that exist, unchanged, changes nothing.
     assert ensure_indices(es_client, names) == 1
