@@ -211,15 +211,7 @@ async def serve(
     parse_address(address)
     for warning in security.warnings:
         _logger.warning("%s: %s", name, warning)
-    options = [
-        ("grpc.so_reuseport", 1 if reuse_port else 0),
-        # gRPC refuses request headers over 8-16 kB itself, with RESOURCE_EXHAUSTED and
-        # no reason; up to this bound they reach the authentication, whose length check
-        # refuses an oversized token cheaply with UNAUTHENTICATED, like any bad token.
-        ("grpc.max_metadata_size", METADATA_BYTES_MAX),
-        ("grpc.absolute_max_metadata_size", METADATA_BYTES_MAX),
-    ]
-    server = grpc.aio.server(interceptors=list(interceptors), options=options)
+    server = grpc.aio.server(interceptors=list(interceptors), options=_options(reuse_port))
     service_names = list(register(server))
     health_servicer = await _add_health(server, service_names)
 
@@ -253,6 +245,17 @@ async def serve(
     if on_stop is not None:
         await on_stop()
     _logger.info("%s stopped", name)
+
+
+def _options(reuse_port: bool) -> list[tuple[str, int]]:
+    return [
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+        # gRPC refuses request headers over 8-16 kB itself, with RESOURCE_EXHAUSTED and
+        # no reason; up to this bound they reach the authentication, whose length check
+        # refuses an oversized token cheaply with UNAUTHENTICATED, like any bad token.
+        ("grpc.max_metadata_size", METADATA_BYTES_MAX),
+        ("grpc.absolute_max_metadata_size", METADATA_BYTES_MAX),
+    ]
 
 
 async def _add_health(
