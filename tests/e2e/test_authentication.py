@@ -5,12 +5,16 @@ start insecure on the network, and the rate limit."""
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +27,14 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 from grpc_status import rpc_status
 
+from chronos.security.tokens import issue_token, load_signing_key
 from chronos.v1 import commands_pb2, queries_pb2
 from chronos_dev import launcher
 from chronos_dev.pki import LocalPki, ensure_local_pki
 from tests.e2e.helpers import PROJECT_ROOT, details_of, free_port
 from tests.e2e.secure_servers import (
+    AUDIENCE,
+    ISSUER,
     Tokens,
     credentials,
     health_status,
@@ -406,3 +413,67 @@ def test_the_rate_limit_refuses_with_rate_limited(
         assert [reason == "RATE_LIMITED" for _, reason, _ in answers] == [False, False, True]
         assert answers[2][0] is grpc.StatusCode.RESOURCE_EXHAUSTED
         assert call(channel, QUERY_SERVICE, get_account, bob)[1] != "RATE_LIMITED"
+
+
+@contextmanager
+def local_identity_provider(pki: LocalPki) -> Iterator[str]:
+    """A loopback OpenID Connect provider serving its discovery document and the PKI's
+    JWKS; yields its issuer URL. Counts nothing: the server's cache is tested in units."""
+    jwks = pki.jwks.read_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            issuer = f"http://127.0.0.1:{self.server.server_address[1]}"
+            if self.path == "/.well-known/openid-configuration":
+                body = json.dumps({"issuer": issuer, "jwks_uri": f"{issuer}/keys"}).encode()
+            elif self.path == "/keys":
+                body = jwks
+            else:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_tokens_verify_against_an_oidc_issuers_keys(
+    es_url: str, pki: LocalPki, tmp_path: Path
+) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    get_account = QUERY_SERVICE.methods_by_name["GetAccount"]
+    with local_identity_provider(pki) as issuer:
+        env = query_env(pki, es_url, address) | {
+            "CHRONOS_AUTH_JWKS_FILE": "",
+            "CHRONOS_AUTH_OIDC_ISSUER": issuer,
+            "CHRONOS_AUTH_ISSUER": issuer,
+        }
+        creds = credentials(pki.ca_cert)
+        with (
+            secure_server("query_server", env, tmp_path / "query.log", address, creds),
+            grpc.secure_channel(address, creds) as channel,
+        ):
+            key = load_signing_key(pki.signing_key)
+            token = issue_token(
+                key, subject="idp-user", scopes=["ledger:read"], issuer=issuer, audience=AUDIENCE
+            )
+            code, reason, _ = call(channel, QUERY_SERVICE, get_account, f"Bearer {token}")
+            assert code is not grpc.StatusCode.UNAUTHENTICATED and reason != "UNAUTHENTICATED"
+            local = issue_token(
+                key, subject="x", scopes=["admin"], issuer=ISSUER, audience=AUDIENCE
+            )
+            code, _, message = call(channel, QUERY_SERVICE, get_account, f"Bearer {local}")
+            assert code is grpc.StatusCode.UNAUTHENTICATED and "not issued by" in message
