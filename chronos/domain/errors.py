@@ -41,6 +41,10 @@ class Reason(enum.Enum):
     # service could not answer it now, so they never compete with the ledger's
     # decisions above and have no precedence among themselves.
     #
+    # The caller's token lacks the method's scope, or is restricted to accounts that
+    # do not include one the request acts on. Checked before anything else about the
+    # request (so it says nothing about the request's validity); nothing was done.
+    PERMISSION_DENIED = "PERMISSION_DENIED"
     # The process already holds its limit of work in flight; nothing was started.
     SERVER_BUSY = "SERVER_BUSY"
     # PostgreSQL could not be written; nothing was recorded.

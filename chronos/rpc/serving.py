@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from chronos.domain.errors import Reason, Rejection
+from chronos.rpc.refusals import authorize_method
 from chronos.rpc.status import abort
 
 _logger = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def add_servicer(
         request_class = message_factory.GetMessageClass(method.input_type)
         response_class = message_factory.GetMessageClass(method.output_type)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _guarded(getattr(servicer, method.name), limit),
+            _guarded(getattr(servicer, method.name), limit, method.full_name),
             request_deserializer=_lenient_deserializer(request_class),
             response_serializer=response_class.SerializeToString,
         )
@@ -93,9 +94,10 @@ def _lenient_deserializer(request_class: type[Message]) -> Callable[[bytes], obj
 
 
 def _guarded(
-    behavior: Callable[[Any, Any], Awaitable[Any]], limit: InFlightLimit
+    behavior: Callable[[Any, Any], Awaitable[Any]], limit: InFlightLimit, method_full_name: str
 ) -> Callable[[Any, Any], Awaitable[Any]]:
     async def handle(request: Any, context: Any) -> Any:
+        await authorize_method(context, method_full_name)
         if isinstance(request, _Undecodable):
             await abort(
                 context,

@@ -37,6 +37,7 @@ STATUS_BY_REASON: dict[Reason, grpc.StatusCode] = {
     Reason.CONCURRENCY_CONFLICT: grpc.StatusCode.ABORTED,
     Reason.NOT_APPLIED: grpc.StatusCode.ABORTED,
     # The service's own reasons.
+    Reason.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
     Reason.SERVER_BUSY: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Reason.DATABASE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     Reason.COMMIT_OUTCOME_UNKNOWN: grpc.StatusCode.UNAVAILABLE,
