@@ -40,7 +40,7 @@ def refused(server: str, rejection: Rejection) -> Rejection:
     held_back = _log_throttle.admit()
     if held_back is not None:
         _logger.warning(
-            "%s server refused a call of subject %r: %s %s (%d more refusals since the last line)",
+            "%s server refused a call of subject %r, %s: %s (%d more refusals since the last line)",
             server,
             current_caller().subject,
             rejection.reason.value,

@@ -1,0 +1,572 @@
+"""Authorization through real gRPC servers in-process (127.0.0.1), over real PostgreSQL,
+Kafka and Elasticsearch: scopes per method and per batch item, the account
+restriction, and that a refused call writes nothing.
+
+Authentication is not under test here: a test-only interceptor makes the caller the
+one a test names in its call's metadata, as the servers' authentication does from a
+verified token. tests/e2e/test_authorization.py does the same with real tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+from elasticsearch import Elasticsearch
+from google.protobuf import timestamp_pb2
+from google.rpc import error_details_pb2, status_pb2
+from prometheus_client import REGISTRY
+
+from chronos.event_store.writer import LedgerWriter, WriterSettings, writer_pool
+from chronos.read_model.client import async_elasticsearch_client
+from chronos.read_model.indices import IndexNames, ensure_indices
+from chronos.read_model.queries import ReadModelQueries
+from chronos.read_model.watermark import APPLIED, SEARCHABLE, AsyncWatermarkReader
+from chronos.read_model.watermark_cache import WatermarkCache
+from chronos.rpc import InFlightLimit, add_servicer
+from chronos.security import scopes
+from chronos.security.caller import Caller, reset_current_caller, set_current_caller
+from chronos.v1 import (
+    commands_pb2,
+    commands_pb2_grpc,
+    ledger_pb2,
+    queries_pb2,
+    queries_pb2_grpc,
+)
+from command_server.servicer import CommandServicer, commands_in
+from query_server.servicer import QueryServicer
+from tests.integration.readside_support import (
+    FakePoller,
+    build_projector,
+    fresh_database,
+    project_until_visible,
+    projector_config,
+    stored_events,
+    unique,
+)
+
+COMMAND_SERVICE = commands_pb2.DESCRIPTOR.services_by_name["CommandService"]
+QUERY_SERVICE = queries_pb2.DESCRIPTOR.services_by_name["QueryService"]
+SCOPES_KEY = "x-test-scopes"
+ACCOUNTS_KEY = "x-test-accounts"
+WRITE_SCOPES = (scopes.ACCOUNTS_WRITE, scopes.FUNDS_WRITE, scopes.JOURNAL_WRITE)
+EVERY_SCOPE_BUT_ADMIN = (scopes.LEDGER_READ, *WRITE_SCOPES)
+ADMIN = ((SCOPES_KEY, scopes.ADMIN),)
+WRITTEN_TABLES = ("events", "outbox", "idempotency", "accounts")
+# A time after every line these tests write.
+LATER = timestamp_pb2.Timestamp(seconds=4_000_000_000)
+
+
+class CallerFromMetadata(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Test-only stand-in for authentication: the call runs as the caller its metadata
+    names (space-separated scopes; comma-separated accounts, absent = unrestricted)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        metadata = dict(details.invocation_metadata or ())
+        accounts = metadata.get(ACCOUNTS_KEY)
+        caller = Caller(
+            subject="tester",
+            scopes=frozenset(metadata.get(SCOPES_KEY, "").split()),
+            accounts=None if accounts is None else frozenset(filter(None, accounts.split(","))),
+        )
+        inner = handler.unary_unary
+
+        async def as_caller(request: Any, context: Any) -> Any:
+            token = set_current_caller(caller)
+            try:
+                return await inner(request, context)
+            finally:
+                reset_current_caller(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            as_caller,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+@dataclass
+class Stubs:
+    command: commands_pb2_grpc.CommandServiceStub
+    query: queries_pb2_grpc.QueryServiceStub
+
+    def of(self, method_full_name: str) -> Any:
+        service, _, method = method_full_name.rpartition(".")
+        stub = self.command if service == COMMAND_SERVICE.full_name else self.query
+        return getattr(stub, method)
+
+
+@contextlib.asynccontextmanager
+async def servers(dsn: str, es_url: str, names: IndexNames) -> AsyncIterator[Stubs]:
+    """Both servicers on one grpc.aio server on 127.0.0.1, registered as in production."""
+    pool = writer_pool(dsn, min_size=1, max_size=3)
+    await pool.open(wait=True, timeout=20)
+    writer = LedgerWriter(pool, WriterSettings(lanes=2))
+    writer.start()
+    es = async_elasticsearch_client(es_url)
+    searchable, applied = (
+        WatermarkCache(AsyncWatermarkReader(es, names, kind), refresh_seconds=0.05)
+        for kind in (SEARCHABLE, APPLIED)
+    )
+    read_model = ReadModelQueries(es, names, piggybacked=applied)
+    queries = QueryServicer(
+        read_model, searchable, min_position_wait_seconds_max=10, applied_watermark=applied
+    )
+    server = grpc.aio.server(interceptors=[CallerFromMetadata()])
+    limit = InFlightLimit(1000, "commands", weigh=commands_in)
+    add_servicer(server, CommandServicer(writer), COMMAND_SERVICE, limit)
+    add_servicer(server, queries, QUERY_SERVICE, InFlightLimit(100, "calls"))
+    port = server.add_insecure_port("127.0.0.1:0")
+    assert port
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Stubs(
+            commands_pb2_grpc.CommandServiceStub(channel),
+            queries_pb2_grpc.QueryServiceStub(channel),
+        )
+    finally:
+        await channel.close()
+        await server.stop(None)
+        await read_model.close()
+        await es.close()
+        await writer.close()
+        await pool.close()
+
+
+def served(
+    dsn: str, es_url: str, names: IndexNames, body: Callable[[Stubs], Awaitable[Any]]
+) -> Any:
+    async def run() -> Any:
+        async with servers(dsn, es_url, names) as stubs:
+            return await body(stubs)
+
+    return asyncio.run(run())
+
+
+@pytest.fixture
+def read_side(es_client: Elasticsearch, names: IndexNames) -> IndexNames:
+    ensure_indices(es_client, names)
+    return names
+
+
+def caller(*granted: str, accounts: tuple[str, ...] | None = None) -> tuple[tuple[str, str], ...]:
+    metadata = [(SCOPES_KEY, " ".join(granted))]
+    if accounts is not None:
+        metadata.append((ACCOUNTS_KEY, ",".join(accounts)))
+    return tuple(metadata)
+
+
+def written(dsn: str) -> dict[str, int]:
+    """Rows of every table a command writes."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return {
+            table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # type: ignore[index]
+            for table in WRITTEN_TABLES
+        }
+
+
+def request_ids_recorded(dsn: str, request_ids: list[str]) -> set[str]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT request_id FROM idempotency WHERE request_id = ANY(%s)", (request_ids,)
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def eur(minor: int) -> ledger_pb2.Money:
+    return ledger_pb2.Money(currency="EUR", minor_units=minor)
+
+
+def error_info(status: status_pb2.Status) -> error_details_pb2.ErrorInfo:
+    (detail,) = status.details
+    info = error_details_pb2.ErrorInfo()
+    assert detail.Unpack(info)
+    assert info.domain == "chronos.ledger"
+    return info
+
+
+async def refusal(call: Awaitable[Any]) -> tuple[grpc.StatusCode, str, dict[str, str], str]:
+    """The code, ErrorInfo reason and metadata and message of a call that must fail."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    error = caught.value
+    details = dict(error.trailing_metadata() or ())["grpc-status-details-bin"]
+    info = error_info(status_pb2.Status.FromString(details))
+    return error.code(), info.reason, dict(info.metadata), error.details() or ""
+
+
+def denied(metadata: dict[str, str]) -> tuple[grpc.StatusCode, str, dict[str, str]]:
+    return grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED", metadata
+
+
+async def open_funded(stubs: Stubs, funds_minor: int) -> str:
+    account_id = new_id()
+    await stubs.command.OpenAccount(
+        commands_pb2.OpenAccountRequest(
+            request_id=new_id(), account_id=account_id, owner_name="Owner", currency="EUR"
+        ),
+        metadata=ADMIN,
+    )
+    if funds_minor:
+        await stubs.command.Deposit(
+            commands_pb2.DepositRequest(
+                request_id=new_id(), account_id=account_id, amount=eur(funds_minor)
+            ),
+            metadata=ADMIN,
+        )
+    return account_id
+
+
+def valid_requests(account_id: str, other_id: str) -> dict[str, Any]:
+    """A request for every method that its scope would let through and succeed."""
+    c = commands_pb2
+    q = queries_pb2
+    prefix = "chronos.v1.CommandService."
+    journal = c.PostJournalEntryRequest(
+        request_id=new_id(),
+        lines=[
+            c.JournalLine(account_id=account_id, amount=eur(1), side=ledger_pb2.SIDE_DEBIT),
+            c.JournalLine(account_id=other_id, amount=eur(1), side=ledger_pb2.SIDE_CREDIT),
+        ],
+    )
+    deposit = c.DepositRequest(request_id=new_id(), account_id=account_id, amount=eur(5))
+    return {
+        prefix + "OpenAccount": c.OpenAccountRequest(
+            request_id=new_id(), account_id=new_id(), owner_name="New", currency="EUR"
+        ),
+        prefix + "Deposit": deposit,
+        prefix + "Withdraw": c.WithdrawRequest(
+            request_id=new_id(), account_id=account_id, amount=eur(5)
+        ),
+        prefix + "TransferFunds": c.TransferFundsRequest(
+            request_id=new_id(), from_account_id=account_id, to_account_id=other_id, amount=eur(5)
+        ),
+        prefix + "PostJournalEntry": journal,
+        prefix + "FreezeAccount": c.FreezeAccountRequest(
+            request_id=new_id(), account_id=account_id, reason="hold"
+        ),
+        prefix + "UnfreezeAccount": c.UnfreezeAccountRequest(
+            request_id=new_id(), account_id=other_id, reason="release"
+        ),
+        prefix + "CloseAccount": c.CloseAccountRequest(
+            request_id=new_id(), account_id=other_id, reason="done"
+        ),
+        prefix + "ExecuteBatch": c.ExecuteBatchRequest(commands=[c.BatchCommand(deposit=deposit)]),
+        "chronos.v1.QueryService.GetAccount": q.GetAccountRequest(account_id=account_id),
+        "chronos.v1.QueryService.ListTransactions": q.ListTransactionsRequest(
+            account_id=account_id
+        ),
+        "chronos.v1.QueryService.GetBalanceAt": q.GetBalanceAtRequest(
+            account_id=account_id, at_time=LATER
+        ),
+        "chronos.v1.QueryService.SearchAccounts": q.SearchAccountsRequest(query="Owner"),
+    }
+
+
+def required_scopes(method_full_name: str) -> tuple[str, ...]:
+    if method_full_name.endswith(".ExecuteBatch"):
+        return WRITE_SCOPES
+    if method_full_name.startswith("chronos.v1.QueryService."):
+        return (scopes.LEDGER_READ,)
+    name = method_full_name.rpartition(".")[2]
+    if name in ("OpenAccount", "FreezeAccount", "UnfreezeAccount", "CloseAccount"):
+        return (scopes.ACCOUNTS_WRITE,)
+    if name == "PostJournalEntry":
+        return (scopes.JOURNAL_WRITE,)
+    return (scopes.FUNDS_WRITE,)
+
+
+def refusals_counted(server: str) -> float:
+    labels = {"server": server, "reason": "PERMISSION_DENIED"}
+    return REGISTRY.get_sample_value("chronos_auth_refusals_total", labels) or 0.0
+
+
+def test_every_method_refuses_a_token_lacking_its_scope_and_writes_nothing(
+    ledger_dsn: str, es_url: str, read_side: IndexNames
+) -> None:
+    methods = [m.full_name for service in (COMMAND_SERVICE, QUERY_SERVICE) for m in service.methods]
+    before_counted = {server: refusals_counted(server) for server in ("command", "query")}
+
+    async def body(stubs: Stubs) -> tuple[dict[str, int], dict[str, Any]]:
+        account_id = await open_funded(stubs, 1_000)
+        other_id = await open_funded(stubs, 0)
+        await stubs.command.FreezeAccount(
+            commands_pb2.FreezeAccountRequest(request_id=new_id(), account_id=other_id),
+            metadata=ADMIN,
+        )
+        before = written(ledger_dsn)
+        outcomes: dict[str, Any] = {}
+        for method in methods:
+            required = required_scopes(method)
+            others = [scope for scope in EVERY_SCOPE_BUT_ADMIN if scope not in required]
+            request = valid_requests(account_id, other_id)[method]
+            empty = type(request)()
+            # A valid request and an empty (invalid) one get the same answer: the caller
+            # learns nothing about its request.
+            outcomes[method] = [
+                await refusal(stubs.of(method)(message, metadata=caller(*others)))
+                for message in (request, empty)
+            ]
+        return before, outcomes
+
+    before, outcomes = served(ledger_dsn, es_url, read_side, body)
+    assert written(ledger_dsn) == before
+    for method, answers in outcomes.items():
+        required = " ".join(sorted(required_scopes(method)))
+        for code, reason, metadata, message in answers:
+            assert (code, reason, metadata) == denied({"required_scope": required}), method
+            assert message.startswith("This token lacks "), message
+    assert refusals_counted("command") - before_counted["command"] == 18
+    assert refusals_counted("query") - before_counted["query"] == 8
+
+
+def test_each_scope_lets_its_methods_through(
+    ledger_dsn: str, es_url: str, read_side: IndexNames
+) -> None:
+    methods = [m.full_name for service in (COMMAND_SERVICE, QUERY_SERVICE) for m in service.methods]
+
+    async def body(stubs: Stubs) -> dict[str, grpc.StatusCode]:
+        codes = {}
+        for method in methods:
+            # Fresh accounts for each, so that every command can succeed: the other
+            # account is frozen (to be unfrozen) and empty (to be closed).
+            account_id = await open_funded(stubs, 1_000)
+            other_id = await open_funded(stubs, 0)
+            await stubs.command.FreezeAccount(
+                commands_pb2.FreezeAccountRequest(request_id=new_id(), account_id=other_id),
+                metadata=ADMIN,
+            )
+            request = valid_requests(account_id, other_id)[method]
+            try:
+                await stubs.of(method)(request, metadata=caller(required_scopes(method)[-1]))
+                codes[method] = grpc.StatusCode.OK
+            except grpc.aio.AioRpcError as error:
+                codes[method] = error.code()
+        return codes
+
+    codes = served(ledger_dsn, es_url, read_side, body)
+    # The reads name accounts not yet projected: NOT_FOUND, past authorization.
+    reads = {
+        f"chronos.v1.QueryService.{name}"
+        for name in ("GetAccount", "ListTransactions", "GetBalanceAt")
+    }
+    assert {method: code for method, code in codes.items() if method not in reads} == {
+        method: grpc.StatusCode.OK for method in methods if method not in reads
+    }
+    assert {codes[method] for method in reads} == {grpc.StatusCode.NOT_FOUND}
+
+
+def project_everything(
+    dsn: str, es: Elasticsearch, es_url: str, kafka_bootstrap: str, topic: str, names: IndexNames
+) -> None:
+    """Brings every event of the ledger into Elasticsearch, as the poller and projector do."""
+    events = stored_events(dsn)
+    FakePoller(kafka_bootstrap, topic).publish(events)
+    config = projector_config(kafka_bootstrap, es_url, topic, names, unique("authz"))
+    projector = build_projector(es, config, pg_dsn=dsn)
+    try:
+        project_until_visible(projector, es, names, events[-1].position)
+    finally:
+        projector.close()
+
+
+def test_a_restricted_token_debits_changes_and_reads_only_its_accounts(
+    fresh_ledger: str,
+    es_url: str,
+    es_client: Elasticsearch,
+    kafka_bootstrap: str,
+    topic: str,
+    read_side: IndexNames,
+) -> None:
+    dsn = fresh_ledger
+
+    async def setup(stubs: Stubs) -> tuple[str, str]:
+        return await open_funded(stubs, 1_000), await open_funded(stubs, 1_000)
+
+    mine, other = served(dsn, es_url, read_side, setup)
+    customer = caller(
+        scopes.LEDGER_READ, scopes.FUNDS_WRITE, scopes.ACCOUNTS_WRITE, accounts=(mine,)
+    )
+    c = commands_pb2
+    refused_commands = {
+        "Withdraw": c.WithdrawRequest(request_id=new_id(), account_id=other, amount=eur(1)),
+        "TransferFunds": c.TransferFundsRequest(
+            request_id=new_id(), from_account_id=other, to_account_id=mine, amount=eur(1)
+        ),
+        "Deposit": c.DepositRequest(request_id=new_id(), account_id=other, amount=eur(1)),
+        "FreezeAccount": c.FreezeAccountRequest(request_id=new_id(), account_id=other),
+        "UnfreezeAccount": c.UnfreezeAccountRequest(request_id=new_id(), account_id=other),
+        "CloseAccount": c.CloseAccountRequest(request_id=new_id(), account_id=other),
+        # Spelled in capitals: still the other account, once canonical.
+        "OpenAccount": c.OpenAccountRequest(
+            request_id=new_id(), account_id=new_id().upper(), owner_name="X", currency="EUR"
+        ),
+    }
+
+    async def refused(stubs: Stubs) -> dict[str, Any]:
+        return {
+            name: await refusal(getattr(stubs.command, name)(request, metadata=customer))
+            for name, request in refused_commands.items()
+        }
+
+    before = written(dsn)
+    outcomes = served(dsn, es_url, read_side, refused)
+    assert written(dsn) == before
+    for name, (code, reason, metadata, message) in outcomes.items():
+        if name == "OpenAccount":
+            shown = refused_commands[name].account_id.lower()  # type: ignore[attr-defined]
+            assert (code, reason, metadata) == denied({"account_id": shown})
+        else:
+            assert (code, reason, metadata) == denied({"account_id": other}), name
+        assert "restricted to some accounts" in message
+
+    async def allowed(stubs: Stubs) -> None:
+        await stubs.command.Withdraw(
+            c.WithdrawRequest(request_id=new_id(), account_id=mine, amount=eur(100)),
+            metadata=customer,
+        )
+        # Paying someone: the receiving account need not be listed.
+        await stubs.command.TransferFunds(
+            c.TransferFundsRequest(
+                request_id=new_id(), from_account_id=mine, to_account_id=other, amount=eur(200)
+            ),
+            metadata=customer,
+        )
+
+    served(dsn, es_url, read_side, allowed)
+    project_everything(dsn, es_client, es_url, kafka_bootstrap, topic, read_side)
+    q = queries_pb2
+
+    async def reads(stubs: Stubs) -> tuple[list[Any], list[Any]]:
+        own = [
+            await stubs.query.GetAccount(q.GetAccountRequest(account_id=mine), metadata=customer),
+            await stubs.query.ListTransactions(
+                q.ListTransactionsRequest(account_id=mine), metadata=customer
+            ),
+            await stubs.query.GetBalanceAt(
+                q.GetBalanceAtRequest(account_id=mine, at_time=LATER),
+                metadata=customer,
+            ),
+        ]
+        others = [
+            await refusal(
+                stubs.query.GetAccount(q.GetAccountRequest(account_id=other), metadata=customer)
+            ),
+            await refusal(
+                stubs.query.ListTransactions(
+                    q.ListTransactionsRequest(account_id=other), metadata=customer
+                )
+            ),
+            await refusal(
+                stubs.query.GetBalanceAt(q.GetBalanceAtRequest(account_id=other), metadata=customer)
+            ),
+            await refusal(stubs.query.SearchAccounts(q.SearchAccountsRequest(), metadata=customer)),
+        ]
+        return own, others
+
+    own, others = served(dsn, es_url, read_side, reads)
+    account, statement, balance_at = own
+    assert account.balance.minor_units == 1_000 - 100 - 200
+    assert len(statement.lines) == 3
+    assert balance_at.balance.minor_units == 700
+    assert [outcome[:3] for outcome in others] == [
+        denied({"account_id": other}),
+        denied({"account_id": other}),
+        denied({"account_id": other}),
+        denied({"restriction": "chronos_accounts"}),
+    ]
+
+
+def test_execute_batch_refuses_only_the_items_without_the_right(
+    ledger_dsn: str, es_url: str, read_side: IndexNames
+) -> None:
+    c = commands_pb2
+
+    async def body(stubs: Stubs) -> tuple[str, str, list[str], Any, dict[str, int], Any]:
+        mine = await open_funded(stubs, 1_000)
+        other = await open_funded(stubs, 1_000)
+        items = [
+            c.BatchCommand(
+                withdraw=c.WithdrawRequest(request_id=new_id(), account_id=mine, amount=eur(100))
+            ),
+            c.BatchCommand(
+                withdraw=c.WithdrawRequest(request_id=new_id(), account_id=other, amount=eur(100))
+            ),
+            c.BatchCommand(
+                open_account=c.OpenAccountRequest(
+                    request_id=new_id(), account_id=mine, owner_name="X", currency="EUR"
+                )
+            ),
+            c.BatchCommand(
+                transfer_funds=c.TransferFundsRequest(
+                    request_id=new_id(), from_account_id=mine, to_account_id=other, amount=eur(50)
+                )
+            ),
+            c.BatchCommand(
+                freeze_account=c.FreezeAccountRequest(request_id=new_id(), account_id=mine)
+            ),
+        ]
+        request_ids = [getattr(item, str(item.WhichOneof("command"))).request_id for item in items]
+        before = written(ledger_dsn)
+        customer = caller(scopes.FUNDS_WRITE, accounts=(mine,))
+        response = await stubs.command.ExecuteBatch(
+            c.ExecuteBatchRequest(commands=items), metadata=customer
+        )
+        # Without any write scope the batch as a whole is refused.
+        whole = await refusal(
+            stubs.command.ExecuteBatch(
+                c.ExecuteBatchRequest(commands=items[:1]), metadata=caller(scopes.LEDGER_READ)
+            )
+        )
+        return mine, other, request_ids, response, before, whole
+
+    mine, other, request_ids, response, before, whole = served(ledger_dsn, es_url, read_side, body)
+    outcomes = [result.WhichOneof("outcome") for result in response.results]
+    assert outcomes == ["response", "error", "error", "response", "error"]
+    refused = {index: error_info(response.results[index].error) for index in (1, 2, 4)}
+    assert {index: response.results[index].error.code for index in refused} == {
+        1: grpc.StatusCode.PERMISSION_DENIED.value[0],
+        2: grpc.StatusCode.PERMISSION_DENIED.value[0],
+        4: grpc.StatusCode.PERMISSION_DENIED.value[0],
+    }
+    assert {index: (info.reason, dict(info.metadata)) for index, info in refused.items()} == {
+        1: ("PERMISSION_DENIED", {"account_id": other}),
+        2: ("PERMISSION_DENIED", {"required_scope": "accounts:write"}),
+        4: ("PERMISSION_DENIED", {"required_scope": "accounts:write"}),
+    }
+    transfer = response.results[3].response
+    assert {b.account_id: b.balance.minor_units for b in transfer.balances} == {
+        mine: 1_000 - 100 - 50,
+        other: 1_000 + 50,
+    }
+    # Only the two allowed commands were recorded: a withdrawal's 2 events, a transfer's 2.
+    after = written(ledger_dsn)
+    assert after["idempotency"] - before["idempotency"] == 2
+    assert after["events"] - before["events"] == after["outbox"] - before["outbox"] == 4
+    assert request_ids_recorded(ledger_dsn, request_ids) == {request_ids[0], request_ids[3]}
+    assert whole[:3] == denied({"required_scope": "accounts:write funds:write journal:write"})
+
+
+@pytest.fixture
+def fresh_ledger(pg_dsn: str) -> Iterator[str]:
+    with fresh_database(pg_dsn) as dsn:
+        yield dsn
