@@ -57,7 +57,7 @@ GRPC_LATENCY = Histogram(
 )
 AUTH_REFUSALS = Counter(
     "chronos_auth_refusals_total",
-    "Calls (or batch items) refused by authentication or authorization, by reason.",
+    "Calls refused before they ran: not authenticated, not permitted, rate-limited.",
     ["server", "reason"],
 )
 COMMANDS_REJECTED = Counter(

@@ -21,6 +21,15 @@ class Reason(enum.Enum):
     in this order, so the same request always gets the same answer.
     """
 
+    # Who may call. The servers check the caller before anything about the request, so a
+    # caller without the right learns nothing from the answer: these come first.
+    #
+    # No valid bearer token: missing, malformed, expired, or not verifiable.
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    # The token lacks the method's (or a batch item's) scope, or is restricted to
+    # accounts that do not include one the request debits, changes or reads.
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+
     VALIDATION_FAILED = "VALIDATION_FAILED"
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
     ACCOUNT_NOT_FOUND = "ACCOUNT_NOT_FOUND"
@@ -41,12 +50,10 @@ class Reason(enum.Enum):
     # service could not answer it now, so they never compete with the ledger's
     # decisions above and have no precedence among themselves.
     #
-    # The caller's token lacks the method's scope, or is restricted to accounts that
-    # do not include one the request acts on. Checked before anything else about the
-    # request (so it says nothing about the request's validity); nothing was done.
-    PERMISSION_DENIED = "PERMISSION_DENIED"
     # The process already holds its limit of work in flight; nothing was started.
     SERVER_BUSY = "SERVER_BUSY"
+    # The caller made more calls than its per-principal rate allows; nothing was started.
+    RATE_LIMITED = "RATE_LIMITED"
     # PostgreSQL could not be written; nothing was recorded.
     DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
     # The connection was lost while the commit was sent: it may have been recorded, so

@@ -22,6 +22,9 @@ from chronos.domain.errors import FieldViolation, Reason, Rejection
 ERROR_DOMAIN = "chronos.ledger"
 
 STATUS_BY_REASON: dict[Reason, grpc.StatusCode] = {
+    # Who may call.
+    Reason.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    Reason.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
     # The ledger's decisions.
     Reason.VALIDATION_FAILED: grpc.StatusCode.INVALID_ARGUMENT,
     Reason.IDEMPOTENCY_KEY_REUSED: grpc.StatusCode.ALREADY_EXISTS,
@@ -37,8 +40,8 @@ STATUS_BY_REASON: dict[Reason, grpc.StatusCode] = {
     Reason.CONCURRENCY_CONFLICT: grpc.StatusCode.ABORTED,
     Reason.NOT_APPLIED: grpc.StatusCode.ABORTED,
     # The service's own reasons.
-    Reason.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
     Reason.SERVER_BUSY: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Reason.RATE_LIMITED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Reason.DATABASE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     Reason.COMMIT_OUTCOME_UNKNOWN: grpc.StatusCode.UNAVAILABLE,
     Reason.INTERNAL_ERROR: grpc.StatusCode.INTERNAL,

@@ -2,9 +2,10 @@
 Kafka and Elasticsearch: scopes per method and per batch item, the account
 restriction, and that a refused call writes nothing.
 
-Authentication is not under test here: a test-only interceptor makes the caller the
-one a test names in its call's metadata, as the servers' authentication does from a
-verified token. tests/e2e/test_authorization.py does the same with real tokens.
+Callers carry real tokens, signed with a local key (chronos_dev.pki) and verified by
+the servers' own authenticator against its JWKS file; the channel is plaintext, as TLS
+is not what these tests are about (tests/e2e/test_authorization.py runs the server
+processes with TLS).
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ from chronos.read_model.watermark import APPLIED, SEARCHABLE, AsyncWatermarkRead
 from chronos.read_model.watermark_cache import WatermarkCache
 from chronos.rpc import InFlightLimit, add_servicer
 from chronos.security import scopes
-from chronos.security.caller import Caller, reset_current_caller, set_current_caller
+from chronos.security.authentication import Authenticator
+from chronos.security.keys import JwksFileKeys
+from chronos.security.tokens import issue_token, load_signing_key
+from chronos.security.verify import TokenVerifier
 from chronos.v1 import (
     commands_pb2,
     commands_pb2_grpc,
@@ -40,6 +44,7 @@ from chronos.v1 import (
     queries_pb2,
     queries_pb2_grpc,
 )
+from chronos_dev.pki import LocalPki, ensure_local_pki
 from command_server.servicer import CommandServicer, commands_in
 from query_server.servicer import QueryServicer
 from tests.integration.readside_support import (
@@ -54,55 +59,59 @@ from tests.integration.readside_support import (
 
 COMMAND_SERVICE = commands_pb2.DESCRIPTOR.services_by_name["CommandService"]
 QUERY_SERVICE = queries_pb2.DESCRIPTOR.services_by_name["QueryService"]
-SCOPES_KEY = "x-test-scopes"
-ACCOUNTS_KEY = "x-test-accounts"
 WRITE_SCOPES = (scopes.ACCOUNTS_WRITE, scopes.FUNDS_WRITE, scopes.JOURNAL_WRITE)
 EVERY_SCOPE_BUT_ADMIN = (scopes.LEDGER_READ, *WRITE_SCOPES)
-ADMIN = ((SCOPES_KEY, scopes.ADMIN),)
 WRITTEN_TABLES = ("events", "outbox", "idempotency", "accounts")
 # A time after every line these tests write.
 LATER = timestamp_pb2.Timestamp(seconds=4_000_000_000)
+Metadata = tuple[tuple[str, str], ...]
+ISSUER = "chronos-local"
+AUDIENCE = "chronos-ledger"
 
 
-class CallerFromMetadata(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Test-only stand-in for authentication: the call runs as the caller its metadata
-    names (space-separated scopes; comma-separated accounts, absent = unrestricted)."""
+@dataclass(frozen=True)
+class Tokens:
+    """Mints the tokens of the tests' callers, and verifies them as the servers do."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        metadata = dict(details.invocation_metadata or ())
-        accounts = metadata.get(ACCOUNTS_KEY)
-        caller = Caller(
-            subject="tester",
-            scopes=frozenset(metadata.get(SCOPES_KEY, "").split()),
-            accounts=None if accounts is None else frozenset(filter(None, accounts.split(","))),
+    pki: LocalPki
+
+    def caller(self, *granted: str, accounts: tuple[str, ...] | None = None) -> Metadata:
+        """The call metadata of a caller with the ``granted`` scopes (and accounts)."""
+        token = issue_token(
+            load_signing_key(self.pki.signing_key),
+            subject=f"tester-{uuid.uuid4().hex[:8]}",
+            scopes=granted,
+            issuer=ISSUER,
+            audience=AUDIENCE,
+            accounts=accounts,
         )
-        inner = handler.unary_unary
+        return (("authorization", f"Bearer {token}"),)
 
-        async def as_caller(request: Any, context: Any) -> Any:
-            token = set_current_caller(caller)
-            try:
-                return await inner(request, context)
-            finally:
-                reset_current_caller(token)
+    @property
+    def admin(self) -> Metadata:
+        return self.caller(scopes.ADMIN)
 
-        return grpc.unary_unary_rpc_method_handler(
-            as_caller,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+    def authenticator(self, server: str) -> Authenticator:
+        verifier = TokenVerifier(
+            JwksFileKeys(self.pki.jwks),
+            issuer=ISSUER,
+            audience=AUDIENCE,
+            clock_skew_seconds=30,
+            cache_max=100,
         )
+        return Authenticator(server, verifier)
+
+
+@pytest.fixture(scope="module")
+def tokens(tmp_path_factory: pytest.TempPathFactory) -> Tokens:
+    return Tokens(ensure_local_pki(tmp_path_factory.mktemp("pki")))
 
 
 @dataclass
 class Stubs:
     command: commands_pb2_grpc.CommandServiceStub
     query: queries_pb2_grpc.QueryServiceStub
+    tokens: Tokens
 
     def of(self, method_full_name: str) -> Any:
         service, _, method = method_full_name.rpartition(".")
@@ -111,7 +120,7 @@ class Stubs:
 
 
 @contextlib.asynccontextmanager
-async def servers(dsn: str, es_url: str, names: IndexNames) -> AsyncIterator[Stubs]:
+async def servers(dsn: str, es_url: str, names: IndexNames, tokens: Tokens) -> AsyncIterator[Stubs]:
     """Both servicers on one grpc.aio server on 127.0.0.1, registered as in production."""
     pool = writer_pool(dsn, min_size=1, max_size=3)
     await pool.open(wait=True, timeout=20)
@@ -126,10 +135,14 @@ async def servers(dsn: str, es_url: str, names: IndexNames) -> AsyncIterator[Stu
     queries = QueryServicer(
         read_model, searchable, min_position_wait_seconds_max=10, applied_watermark=applied
     )
-    server = grpc.aio.server(interceptors=[CallerFromMetadata()])
+    server = grpc.aio.server()
     limit = InFlightLimit(1000, "commands", weigh=commands_in)
-    add_servicer(server, CommandServicer(writer), COMMAND_SERVICE, limit)
-    add_servicer(server, queries, QUERY_SERVICE, InFlightLimit(100, "calls"))
+    add_servicer(
+        server, CommandServicer(writer), COMMAND_SERVICE, limit, tokens.authenticator("command")
+    )
+    add_servicer(
+        server, queries, QUERY_SERVICE, InFlightLimit(100, "calls"), tokens.authenticator("query")
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     assert port
     await server.start()
@@ -138,6 +151,7 @@ async def servers(dsn: str, es_url: str, names: IndexNames) -> AsyncIterator[Stu
         yield Stubs(
             commands_pb2_grpc.CommandServiceStub(channel),
             queries_pb2_grpc.QueryServiceStub(channel),
+            tokens,
         )
     finally:
         await channel.close()
@@ -149,10 +163,14 @@ async def servers(dsn: str, es_url: str, names: IndexNames) -> AsyncIterator[Stu
 
 
 def served(
-    dsn: str, es_url: str, names: IndexNames, body: Callable[[Stubs], Awaitable[Any]]
+    dsn: str,
+    es_url: str,
+    names: IndexNames,
+    tokens: Tokens,
+    body: Callable[[Stubs], Awaitable[Any]],
 ) -> Any:
     async def run() -> Any:
-        async with servers(dsn, es_url, names) as stubs:
+        async with servers(dsn, es_url, names, tokens) as stubs:
             return await body(stubs)
 
     return asyncio.run(run())
@@ -162,13 +180,6 @@ def served(
 def read_side(es_client: Elasticsearch, names: IndexNames) -> IndexNames:
     ensure_indices(es_client, names)
     return names
-
-
-def caller(*granted: str, accounts: tuple[str, ...] | None = None) -> tuple[tuple[str, str], ...]:
-    metadata = [(SCOPES_KEY, " ".join(granted))]
-    if accounts is not None:
-        metadata.append((ACCOUNTS_KEY, ",".join(accounts)))
-    return tuple(metadata)
 
 
 def written(dsn: str) -> dict[str, int]:
@@ -224,14 +235,14 @@ async def open_funded(stubs: Stubs, funds_minor: int) -> str:
         commands_pb2.OpenAccountRequest(
             request_id=new_id(), account_id=account_id, owner_name="Owner", currency="EUR"
         ),
-        metadata=ADMIN,
+        metadata=stubs.tokens.admin,
     )
     if funds_minor:
         await stubs.command.Deposit(
             commands_pb2.DepositRequest(
                 request_id=new_id(), account_id=account_id, amount=eur(funds_minor)
             ),
-            metadata=ADMIN,
+            metadata=stubs.tokens.admin,
         )
     return account_id
 
@@ -301,7 +312,10 @@ def refusals_counted(server: str) -> float:
 
 
 def test_every_method_refuses_a_token_lacking_its_scope_and_writes_nothing(
-    ledger_dsn: str, es_url: str, read_side: IndexNames
+    ledger_dsn: str,
+    es_url: str,
+    read_side: IndexNames,
+    tokens: Tokens,
 ) -> None:
     methods = [m.full_name for service in (COMMAND_SERVICE, QUERY_SERVICE) for m in service.methods]
     before_counted = {server: refusals_counted(server) for server in ("command", "query")}
@@ -311,7 +325,7 @@ def test_every_method_refuses_a_token_lacking_its_scope_and_writes_nothing(
         other_id = await open_funded(stubs, 0)
         await stubs.command.FreezeAccount(
             commands_pb2.FreezeAccountRequest(request_id=new_id(), account_id=other_id),
-            metadata=ADMIN,
+            metadata=stubs.tokens.admin,
         )
         before = written(ledger_dsn)
         outcomes: dict[str, Any] = {}
@@ -323,12 +337,12 @@ def test_every_method_refuses_a_token_lacking_its_scope_and_writes_nothing(
             # A valid request and an empty (invalid) one get the same answer: the caller
             # learns nothing about its request.
             outcomes[method] = [
-                await refusal(stubs.of(method)(message, metadata=caller(*others)))
+                await refusal(stubs.of(method)(message, metadata=tokens.caller(*others)))
                 for message in (request, empty)
             ]
         return before, outcomes
 
-    before, outcomes = served(ledger_dsn, es_url, read_side, body)
+    before, outcomes = served(ledger_dsn, es_url, read_side, tokens, body)
     assert written(ledger_dsn) == before
     for method, answers in outcomes.items():
         required = " ".join(sorted(required_scopes(method)))
@@ -340,7 +354,10 @@ def test_every_method_refuses_a_token_lacking_its_scope_and_writes_nothing(
 
 
 def test_each_scope_lets_its_methods_through(
-    ledger_dsn: str, es_url: str, read_side: IndexNames
+    ledger_dsn: str,
+    es_url: str,
+    read_side: IndexNames,
+    tokens: Tokens,
 ) -> None:
     methods = [m.full_name for service in (COMMAND_SERVICE, QUERY_SERVICE) for m in service.methods]
 
@@ -353,17 +370,17 @@ def test_each_scope_lets_its_methods_through(
             other_id = await open_funded(stubs, 0)
             await stubs.command.FreezeAccount(
                 commands_pb2.FreezeAccountRequest(request_id=new_id(), account_id=other_id),
-                metadata=ADMIN,
+                metadata=stubs.tokens.admin,
             )
             request = valid_requests(account_id, other_id)[method]
             try:
-                await stubs.of(method)(request, metadata=caller(required_scopes(method)[-1]))
+                await stubs.of(method)(request, metadata=tokens.caller(required_scopes(method)[-1]))
                 codes[method] = grpc.StatusCode.OK
             except grpc.aio.AioRpcError as error:
                 codes[method] = error.code()
         return codes
 
-    codes = served(ledger_dsn, es_url, read_side, body)
+    codes = served(ledger_dsn, es_url, read_side, tokens, body)
     # The reads name accounts not yet projected: NOT_FOUND, past authorization.
     reads = {
         f"chronos.v1.QueryService.{name}"
@@ -396,14 +413,15 @@ def test_a_restricted_token_debits_changes_and_reads_only_its_accounts(
     kafka_bootstrap: str,
     topic: str,
     read_side: IndexNames,
+    tokens: Tokens,
 ) -> None:
     dsn = fresh_ledger
 
     async def setup(stubs: Stubs) -> tuple[str, str]:
         return await open_funded(stubs, 1_000), await open_funded(stubs, 1_000)
 
-    mine, other = served(dsn, es_url, read_side, setup)
-    customer = caller(
+    mine, other = served(dsn, es_url, read_side, tokens, setup)
+    customer = tokens.caller(
         scopes.LEDGER_READ, scopes.FUNDS_WRITE, scopes.ACCOUNTS_WRITE, accounts=(mine,)
     )
     c = commands_pb2
@@ -429,7 +447,7 @@ def test_a_restricted_token_debits_changes_and_reads_only_its_accounts(
         }
 
     before = written(dsn)
-    outcomes = served(dsn, es_url, read_side, refused)
+    outcomes = served(dsn, es_url, read_side, tokens, refused)
     assert written(dsn) == before
     for name, (code, reason, metadata, message) in outcomes.items():
         if name == "OpenAccount":
@@ -452,7 +470,7 @@ def test_a_restricted_token_debits_changes_and_reads_only_its_accounts(
             metadata=customer,
         )
 
-    served(dsn, es_url, read_side, allowed)
+    served(dsn, es_url, read_side, tokens, allowed)
     project_everything(dsn, es_client, es_url, kafka_bootstrap, topic, read_side)
     q = queries_pb2
 
@@ -483,7 +501,7 @@ def test_a_restricted_token_debits_changes_and_reads_only_its_accounts(
         ]
         return own, others
 
-    own, others = served(dsn, es_url, read_side, reads)
+    own, others = served(dsn, es_url, read_side, tokens, reads)
     account, statement, balance_at = own
     assert account.balance.minor_units == 1_000 - 100 - 200
     assert len(statement.lines) == 3
@@ -497,7 +515,10 @@ def test_a_restricted_token_debits_changes_and_reads_only_its_accounts(
 
 
 def test_execute_batch_refuses_only_the_items_without_the_right(
-    ledger_dsn: str, es_url: str, read_side: IndexNames
+    ledger_dsn: str,
+    es_url: str,
+    read_side: IndexNames,
+    tokens: Tokens,
 ) -> None:
     c = commands_pb2
 
@@ -527,19 +548,22 @@ def test_execute_batch_refuses_only_the_items_without_the_right(
         ]
         request_ids = [getattr(item, str(item.WhichOneof("command"))).request_id for item in items]
         before = written(ledger_dsn)
-        customer = caller(scopes.FUNDS_WRITE, accounts=(mine,))
+        customer = tokens.caller(scopes.FUNDS_WRITE, accounts=(mine,))
         response = await stubs.command.ExecuteBatch(
             c.ExecuteBatchRequest(commands=items), metadata=customer
         )
         # Without any write scope the batch as a whole is refused.
         whole = await refusal(
             stubs.command.ExecuteBatch(
-                c.ExecuteBatchRequest(commands=items[:1]), metadata=caller(scopes.LEDGER_READ)
+                c.ExecuteBatchRequest(commands=items[:1]),
+                metadata=tokens.caller(scopes.LEDGER_READ),
             )
         )
         return mine, other, request_ids, response, before, whole
 
-    mine, other, request_ids, response, before, whole = served(ledger_dsn, es_url, read_side, body)
+    mine, other, request_ids, response, before, whole = served(
+        ledger_dsn, es_url, read_side, tokens, body
+    )
     outcomes = [result.WhichOneof("outcome") for result in response.results]
     assert outcomes == ["response", "error", "error", "response", "error"]
     refused = {index: error_info(response.results[index].error) for index in (1, 2, 4)}

@@ -82,6 +82,8 @@ def test_a_usual_refusal_lists_every_violation_in_its_message() -> None:
 # Every reason a client can see, as the README's error table gives its code. The wire
 # spelling is the contract: renaming a member must not change what travels.
 CODE_BY_WIRE_REASON = {
+    "UNAUTHENTICATED": "UNAUTHENTICATED",
+    "PERMISSION_DENIED": "PERMISSION_DENIED",
     "VALIDATION_FAILED": "INVALID_ARGUMENT",
     "IDEMPOTENCY_KEY_REUSED": "ALREADY_EXISTS",
     "ACCOUNT_NOT_FOUND": "NOT_FOUND",
@@ -95,8 +97,8 @@ CODE_BY_WIRE_REASON = {
     "ACCOUNT_NOT_EMPTY": "FAILED_PRECONDITION",
     "CONCURRENCY_CONFLICT": "ABORTED",
     "NOT_APPLIED": "ABORTED",
-    "PERMISSION_DENIED": "PERMISSION_DENIED",
     "SERVER_BUSY": "RESOURCE_EXHAUSTED",
+    "RATE_LIMITED": "RESOURCE_EXHAUSTED",
     "DATABASE_UNAVAILABLE": "UNAVAILABLE",
     "COMMIT_OUTCOME_UNKNOWN": "UNAVAILABLE",
     "INTERNAL_ERROR": "INTERNAL",
@@ -128,7 +130,11 @@ def test_the_reasons_are_exactly_the_wire_reasons() -> None:
 def test_the_ledgers_decisions_keep_their_precedence_before_the_services_reasons() -> None:
     reasons = list(Reason)
     assert reasons.index(Reason.NOT_APPLIED) < reasons.index(Reason.SERVER_BUSY)
-    assert reasons[:3] == [
+    # Who may call comes before the ledger's decisions (checked before the request).
+    assert reasons.index(Reason.UNAUTHENTICATED) < reasons.index(Reason.VALIDATION_FAILED)
+    assert reasons.index(Reason.PERMISSION_DENIED) < reasons.index(Reason.VALIDATION_FAILED)
+    ledger = reasons[reasons.index(Reason.VALIDATION_FAILED) :]
+    assert ledger[:3] == [
         Reason.VALIDATION_FAILED,
         Reason.IDEMPOTENCY_KEY_REUSED,
         Reason.ACCOUNT_NOT_FOUND,
