@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import psycopg
 import pytest
 from elasticsearch import Elasticsearch
-from google.protobuf import timestamp_pb2
-from google.rpc import error_details_pb2, status_pb2
 from prometheus_client import REGISTRY
 
 from chronos.event_store.writer import LedgerWriter, WriterSettings, writer_pool
@@ -33,20 +29,32 @@ from chronos.read_model.watermark import APPLIED, SEARCHABLE, AsyncWatermarkRead
 from chronos.read_model.watermark_cache import WatermarkCache
 from chronos.rpc import InFlightLimit, add_servicer
 from chronos.security import scopes
-from chronos.security.authentication import Authenticator
-from chronos.security.keys import JwksFileKeys
-from chronos.security.tokens import issue_token, load_signing_key
-from chronos.security.verify import TokenVerifier
 from chronos.v1 import (
     commands_pb2,
     commands_pb2_grpc,
-    ledger_pb2,
     queries_pb2,
     queries_pb2_grpc,
 )
-from chronos_dev.pki import LocalPki, ensure_local_pki
+from chronos_dev.pki import ensure_local_pki
 from command_server.servicer import CommandServicer, commands_in
 from query_server.servicer import QueryServicer
+from tests.integration.authorization_support import (
+    ALL_METHODS,
+    COMMAND_SERVICE,
+    EVERY_SCOPE_BUT_ADMIN,
+    LATER,
+    QUERY_SERVICE,
+    Tokens,
+    denied,
+    error_info,
+    eur,
+    new_id,
+    refusal_of,
+    request_ids_recorded,
+    required_scopes,
+    valid_requests,
+    written,
+)
 from tests.integration.readside_support import (
     FakePoller,
     build_projector,
@@ -56,50 +64,6 @@ from tests.integration.readside_support import (
     stored_events,
     unique,
 )
-
-COMMAND_SERVICE = commands_pb2.DESCRIPTOR.services_by_name["CommandService"]
-QUERY_SERVICE = queries_pb2.DESCRIPTOR.services_by_name["QueryService"]
-WRITE_SCOPES = (scopes.ACCOUNTS_WRITE, scopes.FUNDS_WRITE, scopes.JOURNAL_WRITE)
-EVERY_SCOPE_BUT_ADMIN = (scopes.LEDGER_READ, *WRITE_SCOPES)
-WRITTEN_TABLES = ("events", "outbox", "idempotency", "accounts")
-# A time after every line these tests write.
-LATER = timestamp_pb2.Timestamp(seconds=4_000_000_000)
-Metadata = tuple[tuple[str, str], ...]
-ISSUER = "chronos-local"
-AUDIENCE = "chronos-ledger"
-
-
-@dataclass(frozen=True)
-class Tokens:
-    """Mints the tokens of the tests' callers, and verifies them as the servers do."""
-
-    pki: LocalPki
-
-    def caller(self, *granted: str, accounts: tuple[str, ...] | None = None) -> Metadata:
-        """The call metadata of a caller with the ``granted`` scopes (and accounts)."""
-        token = issue_token(
-            load_signing_key(self.pki.signing_key),
-            subject=f"tester-{uuid.uuid4().hex[:8]}",
-            scopes=granted,
-            issuer=ISSUER,
-            audience=AUDIENCE,
-            accounts=accounts,
-        )
-        return (("authorization", f"Bearer {token}"),)
-
-    @property
-    def admin(self) -> Metadata:
-        return self.caller(scopes.ADMIN)
-
-    def authenticator(self, server: str) -> Authenticator:
-        verifier = TokenVerifier(
-            JwksFileKeys(self.pki.jwks),
-            issuer=ISSUER,
-            audience=AUDIENCE,
-            clock_skew_seconds=30,
-            cache_max=100,
-        )
-        return Authenticator(server, verifier)
 
 
 @pytest.fixture(scope="module")
@@ -182,51 +146,11 @@ def read_side(es_client: Elasticsearch, names: IndexNames) -> IndexNames:
     return names
 
 
-def written(dsn: str) -> dict[str, int]:
-    """Rows of every table a command writes."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        return {
-            table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # type: ignore[index]
-            for table in WRITTEN_TABLES
-        }
-
-
-def request_ids_recorded(dsn: str, request_ids: list[str]) -> set[str]:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT request_id FROM idempotency WHERE request_id = ANY(%s)", (request_ids,)
-        ).fetchall()
-    return {row[0] for row in rows}
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
-
-
-def eur(minor: int) -> ledger_pb2.Money:
-    return ledger_pb2.Money(currency="EUR", minor_units=minor)
-
-
-def error_info(status: status_pb2.Status) -> error_details_pb2.ErrorInfo:
-    (detail,) = status.details
-    info = error_details_pb2.ErrorInfo()
-    assert detail.Unpack(info)
-    assert info.domain == "chronos.ledger"
-    return info
-
-
 async def refusal(call: Awaitable[Any]) -> tuple[grpc.StatusCode, str, dict[str, str], str]:
     """The code, ErrorInfo reason and metadata and message of a call that must fail."""
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call
-    error = caught.value
-    details = dict(error.trailing_metadata() or ())["grpc-status-details-bin"]
-    info = error_info(status_pb2.Status.FromString(details))
-    return error.code(), info.reason, dict(info.metadata), error.details() or ""
-
-
-def denied(metadata: dict[str, str]) -> tuple[grpc.StatusCode, str, dict[str, str]]:
-    return grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED", metadata
+    return refusal_of(caught.value)
 
 
 async def open_funded(stubs: Stubs, funds_minor: int) -> str:
@@ -247,65 +171,6 @@ async def open_funded(stubs: Stubs, funds_minor: int) -> str:
     return account_id
 
 
-def valid_requests(account_id: str, other_id: str) -> dict[str, Any]:
-    """A request for every method that its scope would let through and succeed."""
-    c = commands_pb2
-    q = queries_pb2
-    prefix = "chronos.v1.CommandService."
-    journal = c.PostJournalEntryRequest(
-        request_id=new_id(),
-        lines=[
-            c.JournalLine(account_id=account_id, amount=eur(1), side=ledger_pb2.SIDE_DEBIT),
-            c.JournalLine(account_id=other_id, amount=eur(1), side=ledger_pb2.SIDE_CREDIT),
-        ],
-    )
-    deposit = c.DepositRequest(request_id=new_id(), account_id=account_id, amount=eur(5))
-    return {
-        prefix + "OpenAccount": c.OpenAccountRequest(
-            request_id=new_id(), account_id=new_id(), owner_name="New", currency="EUR"
-        ),
-        prefix + "Deposit": deposit,
-        prefix + "Withdraw": c.WithdrawRequest(
-            request_id=new_id(), account_id=account_id, amount=eur(5)
-        ),
-        prefix + "TransferFunds": c.TransferFundsRequest(
-            request_id=new_id(), from_account_id=account_id, to_account_id=other_id, amount=eur(5)
-        ),
-        prefix + "PostJournalEntry": journal,
-        prefix + "FreezeAccount": c.FreezeAccountRequest(
-            request_id=new_id(), account_id=account_id, reason="hold"
-        ),
-        prefix + "UnfreezeAccount": c.UnfreezeAccountRequest(
-            request_id=new_id(), account_id=other_id, reason="release"
-        ),
-        prefix + "CloseAccount": c.CloseAccountRequest(
-            request_id=new_id(), account_id=other_id, reason="done"
-        ),
-        prefix + "ExecuteBatch": c.ExecuteBatchRequest(commands=[c.BatchCommand(deposit=deposit)]),
-        "chronos.v1.QueryService.GetAccount": q.GetAccountRequest(account_id=account_id),
-        "chronos.v1.QueryService.ListTransactions": q.ListTransactionsRequest(
-            account_id=account_id
-        ),
-        "chronos.v1.QueryService.GetBalanceAt": q.GetBalanceAtRequest(
-            account_id=account_id, at_time=LATER
-        ),
-        "chronos.v1.QueryService.SearchAccounts": q.SearchAccountsRequest(query="Owner"),
-    }
-
-
-def required_scopes(method_full_name: str) -> tuple[str, ...]:
-    if method_full_name.endswith(".ExecuteBatch"):
-        return WRITE_SCOPES
-    if method_full_name.startswith("chronos.v1.QueryService."):
-        return (scopes.LEDGER_READ,)
-    name = method_full_name.rpartition(".")[2]
-    if name in ("OpenAccount", "FreezeAccount", "UnfreezeAccount", "CloseAccount"):
-        return (scopes.ACCOUNTS_WRITE,)
-    if name == "PostJournalEntry":
-        return (scopes.JOURNAL_WRITE,)
-    return (scopes.FUNDS_WRITE,)
-
-
 def refusals_counted(server: str) -> float:
     labels = {"server": server, "reason": "PERMISSION_DENIED"}
     return REGISTRY.get_sample_value("chronos_auth_refusals_total", labels) or 0.0
@@ -317,7 +182,7 @@ def test_every_method_refuses_a_token_lacking_its_scope_and_writes_nothing(
     read_side: IndexNames,
     tokens: Tokens,
 ) -> None:
-    methods = [m.full_name for service in (COMMAND_SERVICE, QUERY_SERVICE) for m in service.methods]
+    methods = ALL_METHODS
     before_counted = {server: refusals_counted(server) for server in ("command", "query")}
 
     async def body(stubs: Stubs) -> tuple[dict[str, int], dict[str, Any]]:
@@ -359,7 +224,7 @@ def test_each_scope_lets_its_methods_through(
     read_side: IndexNames,
     tokens: Tokens,
 ) -> None:
-    methods = [m.full_name for service in (COMMAND_SERVICE, QUERY_SERVICE) for m in service.methods]
+    methods = ALL_METHODS
 
     async def body(stubs: Stubs) -> dict[str, grpc.StatusCode]:
         codes = {}
