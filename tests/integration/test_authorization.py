@@ -171,6 +171,18 @@ async def open_funded(stubs: Stubs, funds_minor: int) -> str:
     return account_id
 
 
+async def open_pair(stubs: Stubs) -> tuple[str, str]:
+    """A funded account, and an empty frozen one: every command of valid_requests can
+    then succeed (unfreezing and closing the second)."""
+    account_id = await open_funded(stubs, 1_000)
+    other_id = await open_funded(stubs, 0)
+    await stubs.command.FreezeAccount(
+        commands_pb2.FreezeAccountRequest(request_id=new_id(), account_id=other_id),
+        metadata=stubs.tokens.admin,
+    )
+    return account_id, other_id
+
+
 def refusals_counted(server: str) -> float:
     labels = {"server": server, "reason": "PERMISSION_DENIED"}
     return REGISTRY.get_sample_value("chronos_auth_refusals_total", labels) or 0.0
@@ -186,12 +198,7 @@ def test_every_method_refuses_a_token_lacking_its_scope_and_writes_nothing(
     before_counted = {server: refusals_counted(server) for server in ("command", "query")}
 
     async def body(stubs: Stubs) -> tuple[dict[str, int], dict[str, Any]]:
-        account_id = await open_funded(stubs, 1_000)
-        other_id = await open_funded(stubs, 0)
-        await stubs.command.FreezeAccount(
-            commands_pb2.FreezeAccountRequest(request_id=new_id(), account_id=other_id),
-            metadata=stubs.tokens.admin,
-        )
+        account_id, other_id = await open_pair(stubs)
         before = written(ledger_dsn)
         outcomes: dict[str, Any] = {}
         for method in methods:
@@ -229,14 +236,8 @@ def test_each_scope_lets_its_methods_through(
     async def body(stubs: Stubs) -> dict[str, grpc.StatusCode]:
         codes = {}
         for method in methods:
-            # Fresh accounts for each, so that every command can succeed: the other
-            # account is frozen (to be unfrozen) and empty (to be closed).
-            account_id = await open_funded(stubs, 1_000)
-            other_id = await open_funded(stubs, 0)
-            await stubs.command.FreezeAccount(
-                commands_pb2.FreezeAccountRequest(request_id=new_id(), account_id=other_id),
-                metadata=stubs.tokens.admin,
-            )
+            # Fresh accounts for each method, so that every command can succeed.
+            account_id, other_id = await open_pair(stubs)
             request = valid_requests(account_id, other_id)[method]
             try:
                 await stubs.of(method)(request, metadata=tokens.caller(required_scopes(method)[-1]))
