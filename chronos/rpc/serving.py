@@ -167,6 +167,10 @@ async def _limited(
         limit.held -= weight
 
 
+# Request metadata one call may carry (see serve()).
+METADATA_BYTES_MAX = 96 * 1024
+
+
 def parse_address(address: str) -> tuple[str, int]:
     """Splits ``host:port``; raises ValueError with a clear message otherwise."""
     host, separator, port_text = address.rpartition(":")
@@ -208,8 +212,7 @@ async def serve(
     parse_address(address)
     for warning in security.warnings:
         _logger.warning("%s: %s", name, warning)
-    options = [("grpc.so_reuseport", 1 if reuse_port else 0)]
-    server = grpc.aio.server(interceptors=list(interceptors), options=options)
+    server = grpc.aio.server(interceptors=list(interceptors), options=_options(reuse_port))
     service_names = list(register(server))
     health_servicer = await _add_health(server, service_names)
 
@@ -243,6 +246,17 @@ async def serve(
     if on_stop is not None:
         await on_stop()
     _logger.info("%s stopped", name)
+
+
+def _options(reuse_port: bool) -> list[tuple[str, int]]:
+    return [
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+        # gRPC refuses request headers over 8-16 kB itself, with RESOURCE_EXHAUSTED and
+        # no reason; up to this bound they reach the authentication, whose length check
+        # refuses an oversized token cheaply with UNAUTHENTICATED, like any bad token.
+        ("grpc.max_metadata_size", METADATA_BYTES_MAX),
+        ("grpc.absolute_max_metadata_size", METADATA_BYTES_MAX),
+    ]
 
 
 async def _add_health(
