@@ -8,23 +8,20 @@ account in ErrorInfo, and PostgreSQL shows nothing written by it.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from elasticsearch import Elasticsearch
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chronos.security import scopes
 from chronos.v1 import commands_pb2, commands_pb2_grpc, queries_pb2, queries_pb2_grpc
-from chronos_dev import launcher
 from chronos_dev.pki import ensure_local_pki
-from tests.e2e.helpers import WAIT_SERVING_SECONDS, free_port, service_process
+from tests.e2e.helpers import free_port, service_process
+from tests.e2e.secure_servers import credentials, secure_env, secure_server
 from tests.integration.authorization_support import (
     ALL_METHODS,
     COMMAND_SERVICE,
@@ -61,25 +58,6 @@ class Pipeline:
         return getattr(stub, method)  # type: ignore[no-any-return]
 
 
-def wait_serving_tls(
-    address: str, credentials: grpc.ChannelCredentials, module: str, process: Any, log: Path
-) -> None:
-    """Waits for the health check over TLS (health needs no token)."""
-    deadline = time.monotonic() + WAIT_SERVING_SECONDS
-    with grpc.secure_channel(address, credentials) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            launcher.check_alive(module, process, log)
-            try:
-                response = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-                if response.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
-    raise AssertionError(f"{module} at {address} not serving over TLS in time")
-
-
 @pytest.fixture(scope="module")
 def pipeline(
     pg_dsn: str,
@@ -90,11 +68,11 @@ def pipeline(
 ) -> Iterator[Pipeline]:
     pki = ensure_local_pki(tmp_path_factory.mktemp("pki"))
     logs = tmp_path_factory.mktemp("logs")
-    credentials = grpc.ssl_channel_credentials(root_certificates=pki.ca_cert.read_bytes())
+    creds = credentials(pki.ca_cert)
     command_address = f"127.0.0.1:{free_port()}"
     query_address = f"127.0.0.1:{free_port()}"
     with fresh_database(pg_dsn) as dsn, index_prefix(es_client) as names, ExitStack() as stack:
-        common = {
+        env = secure_env(pki) | {
             "CHRONOS_PG_DSN": dsn,
             "CHRONOS_KAFKA_BOOTSTRAP": kafka_bootstrap,
             "CHRONOS_ES_URL": es_url,
@@ -103,26 +81,17 @@ def pipeline(
             "CHRONOS_PROJECTOR_GROUP": unique("authz-projector"),
             "CHRONOS_COMMAND_ADDR": command_address,
             "CHRONOS_QUERY_ADDR": query_address,
-            # Secure, as by default: TLS with the local certificate, tokens checked
-            # against the local key.
-            "CHRONOS_INSECURE_NO_TLS": "0",
-            "CHRONOS_INSECURE_NO_AUTH": "0",
-            "CHRONOS_TLS_CERT_FILE": str(pki.server_cert),
-            "CHRONOS_TLS_KEY_FILE": str(pki.server_key),
-            "CHRONOS_AUTH_JWKS_FILE": str(pki.jwks),
         }
-        for module, address in (
-            ("command_server", command_address),
-            ("outbox_poller", None),
-            ("projector", None),
-            ("query_server", query_address),
-        ):
-            log = logs / f"{module}.log"
-            process = stack.enter_context(service_process(module, common, log_path=log))
-            if address is not None:
-                wait_serving_tls(address, credentials, module, process, log)
-        command_channel = stack.enter_context(grpc.secure_channel(command_address, credentials))
-        query_channel = stack.enter_context(grpc.secure_channel(query_address, credentials))
+        stack.enter_context(
+            secure_server("command_server", env, logs / "command.log", command_address, creds)
+        )
+        for module in ("outbox_poller", "projector"):
+            stack.enter_context(service_process(module, env, log_path=logs / f"{module}.log"))
+        stack.enter_context(
+            secure_server("query_server", env, logs / "query.log", query_address, creds)
+        )
+        command_channel = stack.enter_context(grpc.secure_channel(command_address, creds))
+        query_channel = stack.enter_context(grpc.secure_channel(query_address, creds))
         yield Pipeline(
             commands_pb2_grpc.CommandServiceStub(command_channel),
             queries_pb2_grpc.QueryServiceStub(query_channel),
