@@ -194,14 +194,14 @@ def test_every_method_refuses_a_token_lacking_its_scope_and_writes_nothing(
     read_side: IndexNames,
     tokens: Tokens,
 ) -> None:
-    methods = ALL_METHODS
+
     before_counted = {server: refusals_counted(server) for server in ("command", "query")}
 
     async def body(stubs: Stubs) -> tuple[dict[str, int], dict[str, Any]]:
         account_id, other_id = await open_pair(stubs)
         before = written(ledger_dsn)
         outcomes: dict[str, Any] = {}
-        for method in methods:
+        for method in ALL_METHODS:
             required = required_scopes(method)
             others = [scope for scope in EVERY_SCOPE_BUT_ADMIN if scope not in required]
             request = valid_requests(account_id, other_id)[method]
@@ -231,11 +231,10 @@ def test_each_scope_lets_its_methods_through(
     read_side: IndexNames,
     tokens: Tokens,
 ) -> None:
-    methods = ALL_METHODS
 
     async def body(stubs: Stubs) -> dict[str, grpc.StatusCode]:
         codes = {}
-        for method in methods:
+        for method in ALL_METHODS:
             # Fresh accounts for each method, so that every command can succeed.
             account_id, other_id = await open_pair(stubs)
             request = valid_requests(account_id, other_id)[method]
@@ -253,7 +252,7 @@ def test_each_scope_lets_its_methods_through(
         for name in ("GetAccount", "ListTransactions", "GetBalanceAt")
     }
     assert {method: code for method, code in codes.items() if method not in reads} == {
-        method: grpc.StatusCode.OK for method in methods if method not in reads
+        method: grpc.StatusCode.OK for method in ALL_METHODS if method not in reads
     }
     assert {codes[method] for method in reads} == {grpc.StatusCode.NOT_FOUND}
 
