@@ -17,6 +17,7 @@ import grpc
 import pytest
 from elasticsearch import Elasticsearch
 
+from chronos.read_model.indices import ensure_indices
 from chronos.security import scopes
 from chronos.v1 import commands_pb2, commands_pb2_grpc, queries_pb2, queries_pb2_grpc
 from chronos_dev.pki import ensure_local_pki
@@ -72,6 +73,9 @@ def pipeline(
     command_address = f"127.0.0.1:{free_port()}"
     query_address = f"127.0.0.1:{free_port()}"
     with fresh_database(pg_dsn) as dsn, index_prefix(es_client) as names, ExitStack() as stack:
+        # Created now, not by the projector when it gets to it: a read before that would
+        # be UNAVAILABLE / READ_MODEL_UNAVAILABLE, not an answer about authorization.
+        ensure_indices(es_client, names)
         env = secure_env(pki) | {
             "CHRONOS_PG_DSN": dsn,
             "CHRONOS_KAFKA_BOOTSTRAP": kafka_bootstrap,
