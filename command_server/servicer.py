@@ -42,7 +42,9 @@ from chronos.event_store.writer import (
     StoreUnavailable,
 )
 from chronos.metrics import COMMANDS_REJECTED
+from chronos.rpc.refusals import COMMAND_SERVER, refused
 from chronos.rpc.status import abort, rejection_proto
+from chronos.security.authorization import authorize_command
 from chronos.security.caller import current_caller
 from chronos.telemetry import SPAN_ENDUSER_ID
 from chronos.v1 import commands_pb2, commands_pb2_grpc, ledger_pb2
@@ -177,7 +179,9 @@ def commands_in(request: Any) -> int:
 
 
 class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
-    """Implements every CommandService method the same way: map, validate, execute, map."""
+    """Implements every CommandService method the same way: map, authorize, validate,
+    execute, map. (Which methods a caller may call is checked before, by
+    ``chronos.rpc.serving``; here each command's scope and accounts.)"""
 
     def __init__(
         self,
@@ -254,6 +258,9 @@ class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
     async def _run(
         self, command: Command, context: grpc.aio.ServicerContext[Any, Any]
     ) -> commands_pb2.CommandResponse:
+        refusal = _refusal(command)
+        if refusal is not None:
+            await abort(context, refusal)
         try:
             result = await self._writer.execute(*self._prepare(command, context))
         except ChronosError as error:
@@ -315,6 +322,10 @@ class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
                 results[index] = commands_pb2.BatchResult(error=self._failure(error, ""))
                 continue
             command = _FROM_PROTO[kind](getattr(item, kind))
+            refusal = _refusal(command)
+            if refusal is not None:
+                results[index] = commands_pb2.BatchResult(error=rejection_proto(refusal))
+                continue
             try:
                 prepared.append(self._prepare(command, context))
             except Rejection as rejection:
@@ -332,6 +343,14 @@ class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
         answered = [result for result in results if result is not None]
         assert len(answered) == count, "every command of a batch needs a result"
         return commands_pb2.ExecuteBatchResponse(results=answered)
+
+
+def _refusal(command: Command) -> Rejection | None:
+    """The current caller's authorization refusal of ``command`` (its scope, its
+    accounts), counted and logged; checked before validation, so a caller without the
+    right learns nothing about the command."""
+    rejection = authorize_command(current_caller(), command)
+    return None if rejection is None else refused(COMMAND_SERVER, rejection)
 
 
 def _with_account_id(command: OpenAccount, account_id: str) -> OpenAccount:

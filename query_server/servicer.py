@@ -9,7 +9,9 @@ with UNAVAILABLE / ``PROJECTION_BEHIND`` and the client may retry.
 Errors: malformed requests get INVALID_ARGUMENT / ``VALIDATION_FAILED`` with one
 ``BadRequest`` violation per field (``query_server.requests``); unknown accounts
 NOT_FOUND / ``ACCOUNT_NOT_FOUND``; any Elasticsearch failure UNAVAILABLE /
-``READ_MODEL_UNAVAILABLE`` (never INTERNAL). Every refusal is a ``Rejection``,
+``READ_MODEL_UNAVAILABLE`` (never INTERNAL). A token restricted to some accounts gets
+PERMISSION_DENIED for any other account, and for SearchAccounts, before the request is
+validated (``chronos.security.authorization``). Every refusal is a ``Rejection``,
 translated once by ``chronos.rpc.status`` as the command server's are.
 
 The servicer only orchestrates: read the request, wait for the watermark, query the
@@ -29,7 +31,10 @@ from chronos.domain.errors import Reason, Rejection
 from chronos.read_model import ReadModelError, ReadModelUnavailable
 from chronos.read_model.queries import ReadModelQueries
 from chronos.read_model.watermark_cache import WatermarkCache
+from chronos.rpc.refusals import QUERY_SERVER, raise_if_refused
 from chronos.rpc.status import abort
+from chronos.security.authorization import authorize_read, authorize_search
+from chronos.security.caller import current_caller
 from chronos.telemetry import Throttle
 from chronos.v1 import ledger_pb2, queries_pb2, queries_pb2_grpc
 from query_server import requests
@@ -150,6 +155,7 @@ class QueryServicer(queries_pb2_grpc.QueryServiceServicer):
         """The account's current state (a realtime GET, never stale w.r.t. as_of)."""
 
         async def handle() -> queries_pb2.GetAccountResponse:
+            raise_if_refused(QUERY_SERVER, authorize_read(current_caller(), request.account_id))
             query = requests.account_query(request)
             as_of = await self._as_of(query.min_position, context, by_id=True)
             source = await self._read.get_account(query.account_id)
@@ -168,6 +174,7 @@ class QueryServicer(queries_pb2_grpc.QueryServiceServicer):
         lines arrive, and it only works with the same account and time window."""
 
         async def handle() -> queries_pb2.ListTransactionsResponse:
+            raise_if_refused(QUERY_SERVER, authorize_read(current_caller(), request.account_id))
             query = requests.transactions_query(request)
             as_of = await self._as_of(query.min_position, context)
             # One more than a page tells whether another page follows.
@@ -202,6 +209,7 @@ class QueryServicer(queries_pb2_grpc.QueryServiceServicer):
         (required); zero, with ``line_position`` 0, before the account's first line."""
 
         async def handle() -> queries_pb2.GetBalanceAtResponse:
+            raise_if_refused(QUERY_SERVER, authorize_read(current_caller(), request.account_id))
             query = requests.balance_at_query(request)
             as_of = await self._as_of(query.min_position, context)
             source, line = await asyncio.gather(
@@ -231,6 +239,7 @@ class QueryServicer(queries_pb2_grpc.QueryServiceServicer):
         GetAccount still returns them by id."""
 
         async def handle() -> queries_pb2.SearchAccountsResponse:
+            raise_if_refused(QUERY_SERVER, authorize_search(current_caller()))
             search = requests.account_search(request)
             as_of = await self._watermark.current()
             page = await self._read.search_accounts(

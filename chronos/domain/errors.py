@@ -26,6 +26,9 @@ class Reason(enum.Enum):
     #
     # No valid bearer token: missing, malformed, expired, or not verifiable.
     UNAUTHENTICATED = "UNAUTHENTICATED"
+    # The token lacks the method's (or a batch item's) scope, or is restricted to
+    # accounts that do not include one the request debits, changes or reads.
+    PERMISSION_DENIED = "PERMISSION_DENIED"
 
     VALIDATION_FAILED = "VALIDATION_FAILED"
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"

@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from chronos.domain.errors import Reason, Rejection
 from chronos.rpc.reflection import add_reflection
+from chronos.rpc.refusals import authorize_method
 from chronos.rpc.status import abort
 from chronos.security.authentication import Authenticator
 from chronos.security.caller import Caller, reset_current_caller, set_current_caller
@@ -123,8 +124,8 @@ def _guarded(
         caller = await authenticated(authenticator, context)
         token = set_current_caller(caller)
         try:
-            # Authorization of ``method_full_name`` by the caller's scopes goes here,
-            # before the request is looked at.
+            # Authorization by the caller's scopes, before the request is looked at.
+            await authorize_method(context, method_full_name)
             return await _limited(behavior, limit, request, context)
         finally:
             reset_current_caller(token)

@@ -24,6 +24,7 @@ ERROR_DOMAIN = "chronos.ledger"
 STATUS_BY_REASON: dict[Reason, grpc.StatusCode] = {
     # Who may call.
     Reason.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    Reason.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
     # The ledger's decisions.
     Reason.VALIDATION_FAILED: grpc.StatusCode.INVALID_ARGUMENT,
     Reason.IDEMPOTENCY_KEY_REUSED: grpc.StatusCode.ALREADY_EXISTS,

@@ -83,6 +83,7 @@ def test_a_usual_refusal_lists_every_violation_in_its_message() -> None:
 # spelling is the contract: renaming a member must not change what travels.
 CODE_BY_WIRE_REASON = {
     "UNAUTHENTICATED": "UNAUTHENTICATED",
+    "PERMISSION_DENIED": "PERMISSION_DENIED",
     "VALIDATION_FAILED": "INVALID_ARGUMENT",
     "IDEMPOTENCY_KEY_REUSED": "ALREADY_EXISTS",
     "ACCOUNT_NOT_FOUND": "NOT_FOUND",
@@ -131,6 +132,7 @@ def test_the_ledgers_decisions_keep_their_precedence_before_the_services_reasons
     assert reasons.index(Reason.NOT_APPLIED) < reasons.index(Reason.SERVER_BUSY)
     # Who may call comes before the ledger's decisions (checked before the request).
     assert reasons.index(Reason.UNAUTHENTICATED) < reasons.index(Reason.VALIDATION_FAILED)
+    assert reasons.index(Reason.PERMISSION_DENIED) < reasons.index(Reason.VALIDATION_FAILED)
     ledger = reasons[reasons.index(Reason.VALIDATION_FAILED) :]
     assert ledger[:3] == [
         Reason.VALIDATION_FAILED,
