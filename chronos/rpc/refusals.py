@@ -7,24 +7,15 @@ before the servicer runs) and turns a refusal into what the client sees.
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Final
 
 import grpc
 
 from chronos.domain.errors import Rejection
-from chronos.metrics import AUTH_REFUSALS
 from chronos.rpc.status import abort
 from chronos.security.authorization import COMMAND_SERVICE, QUERY_SERVICE, authorize_call
 from chronos.security.caller import current_caller
-from chronos.telemetry import Throttle
-
-_logger = logging.getLogger(__name__)
-
-# A client retrying a refused call in a loop would otherwise write one line per call:
-# one line per interval, with the count of the others.
-REFUSAL_LOG_INTERVAL_SECONDS: Final = 5.0
-_log_throttle = Throttle(REFUSAL_LOG_INTERVAL_SECONDS)
+from chronos.security.refusal_log import record_refusal
 
 # The ``server`` label of the refusal counter, as the servers name themselves in
 # their other metrics.
@@ -36,17 +27,7 @@ _SERVER_BY_SERVICE: Final = {COMMAND_SERVICE: COMMAND_SERVER, QUERY_SERVICE: QUE
 def refused(server: str, rejection: Rejection) -> Rejection:
     """Counts ``rejection`` in ``chronos_auth_refusals_total``, logs it (rate-limited,
     naming the caller's subject, never its token) and returns it, to be sent."""
-    AUTH_REFUSALS.labels(server, rejection.reason.value).inc()
-    held_back = _log_throttle.admit()
-    if held_back is not None:
-        _logger.warning(
-            "%s server refused a call of subject %r, %s: %s (%d more refusals since the last line)",
-            server,
-            current_caller().subject,
-            rejection.reason.value,
-            rejection.message,
-            held_back,
-        )
+    record_refusal(server, rejection, current_caller().subject)
     return rejection
 
 

@@ -14,19 +14,14 @@ from typing import Any
 from opentelemetry import trace
 
 from chronos.domain.errors import Reason, Rejection
-from chronos.metrics import AUTH_REFUSALS
 from chronos.security.caller import UNAUTHENTICATED, Caller
 from chronos.security.config import SecuritySettings
 from chronos.security.keys import JwksFileKeys, KeySource, OidcKeys
 from chronos.security.rate_limit import RateLimiter
+from chronos.security.refusal_log import record_refusal
 from chronos.security.verify import TokenVerifier, unauthenticated
-from chronos.telemetry import Throttle
 
 _logger = logging.getLogger(__name__)
-
-# One line per this many seconds at most: a client with a bad token retrying in a loop
-# would otherwise fill the log (the counter still counts every refusal).
-REFUSAL_LOG_INTERVAL_SECONDS = 10.0
 
 
 class Authenticator:
@@ -42,7 +37,6 @@ class Authenticator:
         self._server = server
         self._verifier = verifier
         self._limiter = limiter
-        self._refusal_log = Throttle(REFUSAL_LOG_INTERVAL_SECONDS)
 
     async def authenticate(self, metadata: Sequence[tuple[str, Any]] | None) -> Caller:
         """The caller of a call with ``metadata`` (its invocation metadata).
@@ -69,18 +63,7 @@ class Authenticator:
 
     def refused(self, rejection: Rejection, subject: str) -> None:
         """Counts and logs (rate-limited) a refused call."""
-        AUTH_REFUSALS.labels(self._server, rejection.reason.value).inc()
-        held_back = self._refusal_log.admit()
-        if held_back is not None:
-            _logger.warning(
-                "%s server refused a call: %s %s (subject %r; %d more refusals since the "
-                "last line)",
-                self._server,
-                rejection.reason.value,
-                rejection.message,
-                subject,
-                held_back,
-            )
+        record_refusal(self._server, rejection, subject)
 
 
 def _authorization(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
