@@ -20,6 +20,7 @@ from chronos.security.keys import JwksFileKeys, KeySource, OidcKeys
 from chronos.security.rate_limit import RateLimiter
 from chronos.security.refusal_log import record_refusal
 from chronos.security.verify import TokenVerifier, unauthenticated
+from chronos.telemetry import SPAN_ENDUSER_ID
 
 _logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class Authenticator:
             self.refused(rejection, caller.subject)
             raise
         if caller.subject:
-            trace.get_current_span().set_attribute("enduser.id", caller.subject)
+            trace.get_current_span().set_attribute(SPAN_ENDUSER_ID, caller.subject)
         return caller
 
     def refused(self, rejection: Rejection, subject: str) -> None:
