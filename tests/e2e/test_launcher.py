@@ -18,11 +18,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chronos_dev import launcher
+from chronos_dev.client import channel as open_channel
 from chronos_dev.proc import children_of, environment_of
 from tests.e2e.helpers import PipelineEnv, pipeline_env
 
@@ -67,7 +67,7 @@ def services_of(process: subprocess.Popen[bytes]) -> dict[str, int]:
 
 
 def serving(address: str) -> bool:
-    with grpc.insecure_channel(address) as channel:
+    with open_channel(address) as channel:
         response = health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service=""), timeout=5
         )
