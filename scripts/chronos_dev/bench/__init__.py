@@ -131,8 +131,8 @@ CPU per transfer have no target: they say where the machine's limits are.
 Modules: ``options`` (command line), ``resources`` (stack, database, topic, indices),
 ``local_pids`` (pids of servers given by address), ``services`` (the four processes),
 ``pgbench`` (a), ``ghz`` and ``pyclient`` (the closed-loop clients), ``clients`` (their
-common result), ``security`` (b-off, d-off), ``service_metrics`` (the services' histograms over a stage), ``stages``
-(b-d, f), ``open_loop`` (e, and the probes' runs), ``rate_search`` (the search for the
+common result), ``security`` (b-off, d-off: the second set of servers),
+``service_metrics`` (the services' histograms over a stage), ``stages`` (b-d, f), ``open_loop`` (e, and the probes' runs), ``rate_search`` (the search for the
 sustainable rate, pure) and ``sustainable`` (its probes, stage s), ``memory`` (g),
 ``cpu`` (CPU seconds and cores per stage), ``components`` (CPU per transfer by
 component), ``machine`` (the machine description), ``report`` (targets, tables, JSON)
