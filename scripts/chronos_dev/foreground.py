@@ -101,23 +101,22 @@ def _print_endpoints(
 
 
 def _tls(env: Mapping[str, str]) -> bool:
-    return not security.INSECURE_NO_TLS.read(env)
+    """Whether the servers ``env`` configures serve TLS (they have a certificate)."""
+    return bool(security.TLS_CERT_FILE.read(env)) and not security.INSECURE_NO_TLS.read(env)
 
 
 def _authentication(env: Mapping[str, str]) -> bool:
-    return not security.INSECURE_NO_AUTH.read(env)
+    """Whether the servers ``env`` configures check tokens (they have keys to check with)."""
+    keys = security.AUTH_JWKS_FILE.read(env) or security.AUTH_OIDC_ISSUER.read(env)
+    return bool(keys) and not security.INSECURE_NO_AUTH.read(env)
 
 
 def security_summary(env: Mapping[str, str]) -> str:
     """How the servers that ``env`` configures serve, in a few words."""
-    tls = "TLS" if _tls(env) else "plaintext (CHRONOS_INSECURE_NO_TLS)"
-    if security.TLS_CLIENT_CA_FILE.read(env) and _tls(env):
-        tls = "mutual TLS"
-    authentication = (
-        "bearer tokens required"
-        if _authentication(env)
-        else "no authentication (CHRONOS_INSECURE_NO_AUTH)"
-    )
+    tls = "plaintext"
+    if _tls(env):
+        tls = "mutual TLS" if security.TLS_CLIENT_CA_FILE.read(env) else "TLS"
+    authentication = "bearer tokens required" if _authentication(env) else "no authentication"
     return f"{tls}, {authentication}"
 
 
@@ -136,10 +135,12 @@ def try_it_lines(env: Mapping[str, str], command_addr: str) -> list[str]:
     authentication on, a call with a fresh token (``chronos token issue``, signed with
     the stack's key) and the same call without one, which the server refuses."""
     ca_file = security.TLS_CA_FILE.read(env)
-    if not _tls(env) or not ca_file:
-        transport = "-plaintext" if not _tls(env) else "-cacert <the CA of the server certificate>"
-    else:
+    if not _tls(env):
+        transport = "-plaintext"
+    elif ca_file:
         transport = f"-cacert {_shown(ca_file)}"
+    else:
+        transport = "-cacert <the CA of the server certificate>"
     if not _authentication(env):
         return [f"grpcurl {transport} {command_addr} list"]
     key_file = security.AUTH_SIGNING_KEY_FILE.read(env)
