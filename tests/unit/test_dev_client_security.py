@@ -1,13 +1,13 @@
-"""How the tooling secures its clients: the launcher's two kinds of service set, the
-lines ``chronos-dev services`` prints, ghz's arguments, the load generators' metadata
-and the bench's security ratios. Pure parts only; the e2e tests run them for real."""
+"""How the tooling secures its clients: the lines ``chronos-dev services`` prints, ghz's
+arguments, the load generators' metadata and the bench's security ratios (the
+launcher's secured and insecure sets: test_launcher.py). Pure parts only; the e2e tests
+run them for real."""
 
 from __future__ import annotations
 
 import json
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,22 +20,10 @@ from chronos_dev.foreground import security_summary, try_it_lines
 from chronos_dev.launcher import (
     INSECURE_SETTINGS,
     PLAINTEXT,
-    SERVER_MODULES,
-    SERVER_SECURITY_VARIABLES,
-    Backends,
-    Services,
 )
 from chronos_dev.loadtest.channels import call_metadata
 from chronos_dev.pki import LocalPki, ensure_local_pki
 
-BACKENDS = Backends(
-    pg_dsn="postgresql://db",
-    kafka_bootstrap="127.0.0.1:9092",
-    es_url="http://127.0.0.1:9200",
-    events_topic="topic",
-    index_prefix="prefix",
-    projector_group="group",
-)
 ADDRESS = "127.0.0.1:50051"
 
 
@@ -53,45 +41,6 @@ def stack_environment(pki: LocalPki) -> dict[str, str]:
         security.TLS_CA_FILE.name: str(pki.ca_cert),
         security.AUTH_SIGNING_KEY_FILE.name: str(pki.signing_key),
     }
-
-
-@pytest.fixture
-def secured_environment(pki: LocalPki, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in (*INSECURE_SETTINGS, *SERVER_SECURITY_VARIABLES):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in stack_environment(pki).items():
-        monkeypatch.setenv(name, value)
-    yield
-
-
-@pytest.mark.usefixtures("secured_environment")
-def test_a_set_serves_as_the_environment_says_and_its_clients_follow(pki: LocalPki) -> None:
-    services = Services(BACKENDS, log_dir=Path("/nonexistent"))
-    env = services.environment()
-    assert env[security.TLS_CERT_FILE.name] == str(pki.server_cert)
-    assert env[security.AUTH_JWKS_FILE.name] == str(pki.jwks)
-    assert not set(INSECURE_SETTINGS) & set(env)
-    client = services.services.security
-    assert client.ca_pem == pki.ca_cert.read_bytes()
-    assert client.token is not None and client.token.count(".") == 2
-    # The token stays out of the set's repr, which error messages may show.
-    assert client.token not in repr(services.services)
-
-
-@pytest.mark.usefixtures("secured_environment")
-def test_an_insecure_set_runs_plaintext_without_authentication() -> None:
-    services = Services(
-        BACKENDS, log_dir=Path("/nonexistent"), modules=SERVER_MODULES, insecure=True
-    )
-    env = services.environment()
-    assert {name: env[name] for name in INSECURE_SETTINGS} == INSECURE_SETTINGS
-    assert not set(SERVER_SECURITY_VARIABLES) & set(env)
-    assert services.services.security == PLAINTEXT
-
-
-def test_a_set_needs_both_servers() -> None:
-    with pytest.raises(AssertionError):
-        Services(BACKENDS, log_dir=Path("/nonexistent"), modules=("command_server",))
 
 
 def test_secured_servers_get_a_token_line_and_a_refused_line(pki: LocalPki) -> None:
