@@ -1,5 +1,5 @@
 """The ``chronos`` command line: the product's operator commands, one group per area
-(``db``, ``projection``, ``reconcile``, ``top``, ``trace``).
+(``db``, ``projection``, ``reconcile``, ``token``, ``top``, ``trace``).
 
 Each area module exposes ``register(subparsers)`` which adds its parsers and sets
 ``func`` (a callable taking the parsed namespace and returning an exit code).
@@ -18,6 +18,7 @@ import sys
 _AREAS = (
     "chronos.event_store.cli",
     "chronos.read_model.cli",
+    "chronos.security.cli",
     "chronos.top",
     "chronos.trace_view",
 )

@@ -55,6 +55,11 @@ GRPC_LATENCY = Histogram(
     ["service", "method"],
     buckets=_LATENCY_BUCKETS_SECONDS,
 )
+AUTH_REFUSALS = Counter(
+    "chronos_auth_refusals_total",
+    "Calls refused before they ran: not authenticated, not permitted, rate-limited.",
+    ["server", "reason"],
+)
 COMMANDS_REJECTED = Counter(
     "chronos_commands_rejected_total", "Commands refused, by reason.", ["reason"]
 )

@@ -17,6 +17,7 @@ from chronos.event_store.writer import LedgerWriter, WriterSettings, writer_pool
 from chronos.metrics import DB_POOL_IN_USE, DB_POOL_WAITING
 from chronos.process import run_grpc_server
 from chronos.rpc import InFlightLimit, add_servicer, serve
+from chronos.security.authentication import build_authenticator
 from chronos.v1 import commands_pb2
 from command_server.config import CommandServerConfig
 from command_server.servicer import CommandServicer, commands_in
@@ -57,11 +58,13 @@ async def run(config: CommandServerConfig) -> None:
 
     pool_gauges = asyncio.create_task(_report_pool(pool, stop_jobs))
 
+    authenticator = build_authenticator("command", config.security)
+
     def register(server: grpc.aio.Server) -> list[str]:
         servicer = CommandServicer(writer, traceparent=telemetry.current_traceparent)
         service = commands_pb2.DESCRIPTOR.services_by_name["CommandService"]
         limit = InFlightLimit(config.in_flight_max, "commands", weigh=commands_in)
-        return [add_servicer(server, servicer, service, limit)]
+        return [add_servicer(server, servicer, service, limit, authenticator)]
 
     async def on_stop() -> None:
         stop_jobs.set()
@@ -74,6 +77,8 @@ async def run(config: CommandServerConfig) -> None:
         name="command server",
         address=config.address,
         register=register,
+        security=config.security,
+        authenticator=authenticator,
         interceptors=telemetry.server_interceptors("command"),
         on_stop=on_stop,
         shutdown_grace_seconds=config.shutdown_grace_seconds,

@@ -10,6 +10,7 @@ from chronos.event_store.sessions import SessionBounds
 from chronos.event_store.settings import WriterSettings
 from chronos.metrics import COMMAND_METRICS_PORT as METRICS_PORT
 from chronos.rpc import parse_address
+from chronos.security.config import SecuritySettings
 from chronos.settings import SettingsGroup, integer, number, text
 
 # The writer's limits and session bounds default to WriterSettings' and SessionBounds'
@@ -143,6 +144,8 @@ class CommandServerConfig:
     # The waits of every writer session: a transaction that waits longer than the lock
     # timeout for an account's lock answers CONCURRENCY_CONFLICT to the commands on it.
     session_bounds: SessionBounds
+    # TLS, authentication and the rate limit (chronos.security.config).
+    security: SecuritySettings
 
     @classmethod
     def from_env(cls) -> CommandServerConfig:
@@ -164,8 +167,9 @@ class CommandServerConfig:
                 f"{WRITER_LOCK_TIMEOUT_SECONDS.name}"
             )
         lanes = WRITER_LANES.read()
+        address = ADDRESS.read()
         return cls(
-            address=ADDRESS.read(),
+            address=address,
             pg_dsn=PG_DSN.read(),
             pool_size_max=lanes + 2,
             writer_lanes=lanes,
@@ -180,4 +184,5 @@ class CommandServerConfig:
             processes=PROCESSES.read(),
             in_flight_max=IN_FLIGHT_MAX.read(),
             session_bounds=session_bounds,
+            security=SecuritySettings.from_env(address),
         )

@@ -14,6 +14,7 @@ from chronos.read_model.queries import ReadModelQueries
 from chronos.read_model.watermark import APPLIED, SEARCHABLE, AsyncWatermarkReader
 from chronos.read_model.watermark_cache import WatermarkCache
 from chronos.rpc import InFlightLimit, add_servicer, serve
+from chronos.security.authentication import build_authenticator
 from chronos.v1 import queries_pb2
 from query_server.config import QueryServerConfig
 from query_server.servicer import QueryServicer
@@ -49,10 +50,12 @@ async def run(config: QueryServerConfig) -> None:
         applied_watermark=applied,
     )
 
+    authenticator = build_authenticator("query", config.security)
+
     def register(server: grpc.aio.Server) -> list[str]:
         service = queries_pb2.DESCRIPTOR.services_by_name["QueryService"]
         limit = InFlightLimit(config.in_flight_max, "calls")
-        return [add_servicer(server, servicer, service, limit)]
+        return [add_servicer(server, servicer, service, limit, authenticator)]
 
     async def on_stop() -> None:
         await read_model.close()
@@ -62,6 +65,8 @@ async def run(config: QueryServerConfig) -> None:
         name="query server",
         address=config.address,
         register=register,
+        security=config.security,
+        authenticator=authenticator,
         interceptors=telemetry.server_interceptors("query"),
         on_stop=on_stop,
         shutdown_grace_seconds=config.shutdown_grace_seconds,

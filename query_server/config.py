@@ -12,6 +12,7 @@ from chronos.metrics import QUERY_METRICS_PORT as METRICS_PORT
 from chronos.read_model.config import INDEX_PREFIX
 from chronos.read_model.indices import IndexNames
 from chronos.rpc import parse_address
+from chronos.security.config import SecuritySettings
 from chronos.settings import SettingsGroup, integer, number, text
 
 ADDRESS = text(
@@ -112,6 +113,8 @@ class QueryServerConfig:
     processes: int
     in_flight_max: int
     reuse_port: bool
+    # TLS, authentication and the rate limit (chronos.security.config).
+    security: SecuritySettings
 
     @property
     def index_names(self) -> IndexNames:
@@ -124,8 +127,9 @@ class QueryServerConfig:
         Raises:
             ConfigError: a value is missing or malformed.
         """
+        address = ADDRESS.read()
         return cls(
-            address=ADDRESS.read(),
+            address=address,
             es_url=ES_URL.read(),
             index_prefix=INDEX_PREFIX.read(),
             min_position_wait_seconds_max=MIN_POSITION_WAIT_SECONDS_MAX.read(),
@@ -138,4 +142,5 @@ class QueryServerConfig:
             in_flight_max=IN_FLIGHT_MAX.read(),
             reuse_port=REUSE_PORT.read(),
             shutdown_grace_seconds=SHUTDOWN_GRACE_SECONDS.read(),
+            security=SecuritySettings.from_env(address),
         )

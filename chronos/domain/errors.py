@@ -21,6 +21,12 @@ class Reason(enum.Enum):
     in this order, so the same request always gets the same answer.
     """
 
+    # Who may call. The servers check the caller before anything about the request, so a
+    # caller without the right learns nothing from the answer: these come first.
+    #
+    # No valid bearer token: missing, malformed, expired, or not verifiable.
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+
     VALIDATION_FAILED = "VALIDATION_FAILED"
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
     ACCOUNT_NOT_FOUND = "ACCOUNT_NOT_FOUND"
@@ -43,6 +49,8 @@ class Reason(enum.Enum):
     #
     # The process already holds its limit of work in flight; nothing was started.
     SERVER_BUSY = "SERVER_BUSY"
+    # The caller made more calls than its per-principal rate allows; nothing was started.
+    RATE_LIMITED = "RATE_LIMITED"
     # PostgreSQL could not be written; nothing was recorded.
     DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
     # The connection was lost while the commit was sent: it may have been recorded, so

@@ -22,6 +22,8 @@ from chronos.domain.errors import FieldViolation, Reason, Rejection
 ERROR_DOMAIN = "chronos.ledger"
 
 STATUS_BY_REASON: dict[Reason, grpc.StatusCode] = {
+    # Who may call.
+    Reason.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
     # The ledger's decisions.
     Reason.VALIDATION_FAILED: grpc.StatusCode.INVALID_ARGUMENT,
     Reason.IDEMPOTENCY_KEY_REUSED: grpc.StatusCode.ALREADY_EXISTS,
@@ -38,6 +40,7 @@ STATUS_BY_REASON: dict[Reason, grpc.StatusCode] = {
     Reason.NOT_APPLIED: grpc.StatusCode.ABORTED,
     # The service's own reasons.
     Reason.SERVER_BUSY: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Reason.RATE_LIMITED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Reason.DATABASE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     Reason.COMMIT_OUTCOME_UNKNOWN: grpc.StatusCode.UNAVAILABLE,
     Reason.INTERNAL_ERROR: grpc.StatusCode.INTERNAL,

@@ -11,6 +11,9 @@ from command_server.config import CommandServerConfig
 
 def config_with(monkeypatch: pytest.MonkeyPatch, **env: str) -> CommandServerConfig:
     monkeypatch.setenv("CHRONOS_PG_DSN", "postgresql://localhost/chronos")
+    # These tests are about the writer's settings; security has its own tests.
+    monkeypatch.setenv("CHRONOS_INSECURE_NO_TLS", "1")
+    monkeypatch.setenv("CHRONOS_INSECURE_NO_AUTH", "1")
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return CommandServerConfig.from_env()

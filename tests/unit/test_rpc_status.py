@@ -82,6 +82,7 @@ def test_a_usual_refusal_lists_every_violation_in_its_message() -> None:
 # Every reason a client can see, as the README's error table gives its code. The wire
 # spelling is the contract: renaming a member must not change what travels.
 CODE_BY_WIRE_REASON = {
+    "UNAUTHENTICATED": "UNAUTHENTICATED",
     "VALIDATION_FAILED": "INVALID_ARGUMENT",
     "IDEMPOTENCY_KEY_REUSED": "ALREADY_EXISTS",
     "ACCOUNT_NOT_FOUND": "NOT_FOUND",
@@ -96,6 +97,7 @@ CODE_BY_WIRE_REASON = {
     "CONCURRENCY_CONFLICT": "ABORTED",
     "NOT_APPLIED": "ABORTED",
     "SERVER_BUSY": "RESOURCE_EXHAUSTED",
+    "RATE_LIMITED": "RESOURCE_EXHAUSTED",
     "DATABASE_UNAVAILABLE": "UNAVAILABLE",
     "COMMIT_OUTCOME_UNKNOWN": "UNAVAILABLE",
     "INTERNAL_ERROR": "INTERNAL",
@@ -127,7 +129,10 @@ def test_the_reasons_are_exactly_the_wire_reasons() -> None:
 def test_the_ledgers_decisions_keep_their_precedence_before_the_services_reasons() -> None:
     reasons = list(Reason)
     assert reasons.index(Reason.NOT_APPLIED) < reasons.index(Reason.SERVER_BUSY)
-    assert reasons[:3] == [
+    # Who may call comes before the ledger's decisions (checked before the request).
+    assert reasons.index(Reason.UNAUTHENTICATED) < reasons.index(Reason.VALIDATION_FAILED)
+    ledger = reasons[reasons.index(Reason.VALIDATION_FAILED) :]
+    assert ledger[:3] == [
         Reason.VALIDATION_FAILED,
         Reason.IDEMPOTENCY_KEY_REUSED,
         Reason.ACCOUNT_NOT_FOUND,
