@@ -134,11 +134,6 @@ def service_environment(
     repository first on ``PYTHONPATH`` (so the services import this checkout)."""
     env = {name: value for name, value in os.environ.items() if name not in without}
     env.update(overrides)
-    # Temporary (issue 16), until every client connects with TLS and a token: the
-    # servers, secure by default, are started insecure on loopback unless told otherwise
-    # (an empty value turns TLS or authentication back on).
-    for insecure in ("CHRONOS_INSECURE_NO_TLS", "CHRONOS_INSECURE_NO_AUTH"):
-        env.setdefault(insecure, "1")
     python_path = [str(PROJECT_ROOT), *filter(None, [env.get("PYTHONPATH", "")])]
     env["PYTHONPATH"] = os.pathsep.join(python_path)
     return env

@@ -115,9 +115,6 @@ def start_server(es_url: str, names: IndexNames) -> Server:
         "CHRONOS_INDEX_PREFIX": names.prefix,
         "CHRONOS_QUERY_MIN_POSITION_WAIT_SECONDS_MAX": "5",
         "CHRONOS_QUERY_METRICS_PORT": "0",
-        # Temporary (issue 16): plaintext without tokens until this test's client has both.
-        "CHRONOS_INSECURE_NO_TLS": "1",
-        "CHRONOS_INSECURE_NO_AUTH": "1",
     }
     process = subprocess.Popen([sys.executable, "-m", "query_server"], cwd=REPO, env=environment)
     channel = open_channel(address)
