@@ -132,7 +132,8 @@ Modules: ``options`` (command line), ``resources`` (stack, database, topic, indi
 ``local_pids`` (pids of servers given by address), ``services`` (the four processes),
 ``pgbench`` (a), ``ghz`` and ``pyclient`` (the closed-loop clients), ``clients`` (their
 common result), ``security`` (b-off, d-off: the second set of servers),
-``service_metrics`` (the services' histograms over a stage), ``stages`` (b-d, f), ``open_loop`` (e, and the probes' runs), ``rate_search`` (the search for the
+``service_metrics`` (the services' histograms over a stage), ``stages`` (b-d, f),
+``open_loop`` (e, and the probes' runs), ``rate_search`` (the search for the
 sustainable rate, pure) and ``sustainable`` (its probes, stage s), ``memory`` (g),
 ``cpu`` (CPU seconds and cores per stage), ``components`` (CPU per transfer by
 component), ``machine`` (the machine description), ``report`` (targets, tables, JSON)
