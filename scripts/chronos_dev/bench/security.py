@@ -9,8 +9,9 @@ outbox poller and projector carry both sets' events, so the two sets differ in t
 security alone. (b-off) runs right after (b) and (d-off) right after (d), with the same
 client, concurrency, duration and warm-up, so each pair is measured under nearly the
 same conditions; ``b / b-off`` and ``d / d-off`` are the ratios (target >= 0.9). The
-"off" stage always runs second, on a warmer machine and a slightly larger database:
-if that tilts a ratio, it tilts it against security, never in its favour.
+"off" stage always runs second: warmer caches favour it, a database grown by (b)'s
+transfers slows (b-off) a little; with ``--quick``'s seconds-long stages on a busy
+machine, noise outweighs both, so only a full run's ratios mean much.
 """
 
 from __future__ import annotations
