@@ -9,8 +9,6 @@ import http.server
 import json
 import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -31,7 +29,7 @@ from chronos.security.tokens import issue_token, load_signing_key
 from chronos.v1 import commands_pb2, queries_pb2
 from chronos_dev import launcher
 from chronos_dev.pki import LocalPki, ensure_local_pki
-from tests.e2e.helpers import PROJECT_ROOT, details_of, free_port
+from tests.e2e.helpers import details_of, free_port
 from tests.e2e.secure_servers import (
     AUDIENCE,
     ISSUER,
@@ -348,28 +346,22 @@ def test_a_rotated_certificate_is_served_to_new_connections_without_a_restart(
             health_status(address, credentials(pki.ca_cert))
 
 
-def test_a_non_loopback_bind_without_tls_refuses_to_start(es_url: str) -> None:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CHRONOS_")}
-    env |= {
-        "PYTHONPATH": str(PROJECT_ROOT),
+def test_a_non_loopback_bind_without_tls_refuses_to_start(es_url: str, tmp_path: Path) -> None:
+    env = {
         "CHRONOS_QUERY_ADDR": f"0.0.0.0:{free_port()}",
         "CHRONOS_ES_URL": es_url,
         "CHRONOS_INSECURE_NO_TLS": "1",
         "CHRONOS_INSECURE_NO_AUTH": "1",
+        "CHRONOS_INSECURE_ALLOW_REMOTE": "",
         "CHRONOS_QUERY_METRICS_PORT": "0",
     }
-    result = subprocess.run(
-        [sys.executable, "-m", "query_server"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=PROJECT_ROOT,
-    )
-    assert result.returncode == 2
-    assert "may only be used on a loopback address" in result.stderr
-    assert "CHRONOS_INSECURE_ALLOW_REMOTE" in result.stderr
-    assert "Traceback" not in result.stderr
+    log_path = tmp_path / "query.log"
+    process = launcher.spawn("query_server", launcher.service_environment(env), log_path)
+    assert process.wait(timeout=60) == 2
+    output = log_path.read_text()
+    assert "query-server: CHRONOS_INSECURE_NO_TLS and CHRONOS_INSECURE_NO_AUTH may only" in output
+    assert "used on a loopback address" in output and "CHRONOS_INSECURE_ALLOW_REMOTE" in output
+    assert "Traceback" not in output
 
 
 def test_allow_remote_starts_insecure_with_a_warning(es_url: str, tmp_path: Path) -> None:
