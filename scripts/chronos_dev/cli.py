@@ -51,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Start the command server, query server, outbox poller and projector with the "
             'environment\'s settings (e.g. after eval "$(chronos-dev infra env)"), wait until '
-            "they serve, print the endpoints, and stop them all on Ctrl-C/SIGTERM or when "
-            "one of them exits (exit status 1)."
+            "they serve, print the endpoints and grpcurl lines to paste (TLS and a token "
+            "when the environment configures them), and stop them all on Ctrl-C/SIGTERM or "
+            "when one of them exits (exit status 1)."
         ),
     )
     services.add_argument(

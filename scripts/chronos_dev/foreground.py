@@ -3,6 +3,7 @@ them, started and stopped by the launcher (:mod:`chronos_dev.launcher`)."""
 
 from __future__ import annotations
 
+import shlex
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
+from chronos.security import config as security
 from chronos_dev.launcher import (
     SERVICE_MODULES,
     START_WAIT_SECONDS_MAX,
@@ -88,9 +90,67 @@ def _print_endpoints(
         "Chronos is running (Ctrl-C stops it):\n"
         f"  command service  grpc://{command_addr}   (chronos.v1.CommandService, reflection on)\n"
         f"  query service    grpc://{query_addr}   (chronos.v1.QueryService, reflection on)\n"
+        f"  security         {security_summary(env)}\n"
         f"  PostgreSQL       {env.get('CHRONOS_PG_DSN', '-')}\n"
         f"  Kafka            {env.get('CHRONOS_KAFKA_BOOTSTRAP', '-')}\n"
         f"  Elasticsearch    {env.get('CHRONOS_ES_URL', '-')}\n"
-        f"  service logs     {log_dir}/",
+        f"  service logs     {log_dir}/\n"
+        "Try it:\n" + "\n".join(f"  {line}" for line in try_it_lines(env, command_addr)),
         flush=True,
     )
+
+
+def _tls(env: Mapping[str, str]) -> bool:
+    """Whether the servers ``env`` configures serve TLS (they have a certificate)."""
+    return bool(security.TLS_CERT_FILE.read(env)) and not security.INSECURE_NO_TLS.read(env)
+
+
+def _authentication(env: Mapping[str, str]) -> bool:
+    """Whether the servers ``env`` configures check tokens (they have keys to check with)."""
+    keys = security.AUTH_JWKS_FILE.read(env) or security.AUTH_OIDC_ISSUER.read(env)
+    return bool(keys) and not security.INSECURE_NO_AUTH.read(env)
+
+
+def security_summary(env: Mapping[str, str]) -> str:
+    """How the servers that ``env`` configures serve, in a few words."""
+    tls = "plaintext"
+    if _tls(env):
+        tls = "mutual TLS" if security.TLS_CLIENT_CA_FILE.read(env) else "TLS"
+    authentication = "bearer tokens required" if _authentication(env) else "no authentication"
+    return f"{tls}, {authentication}"
+
+
+def _shown(path: str) -> str:
+    """``path`` relative to the working directory when it lies under it, shell-quoted."""
+    resolved = Path(path).resolve()
+    try:
+        shown = str(resolved.relative_to(Path.cwd()))
+    except ValueError:
+        shown = str(resolved)
+    return shlex.quote(shown)
+
+
+def try_it_lines(env: Mapping[str, str], command_addr: str) -> list[str]:
+    """Ready-to-paste grpcurl lines for the servers ``env`` configures: with TLS and
+    authentication on, a call with a fresh token (``chronos token issue``, signed with
+    the stack's key) and the same call without one, which the server refuses."""
+    ca_file = security.TLS_CA_FILE.read(env)
+    if not _tls(env):
+        transport = "-plaintext"
+    elif ca_file:
+        transport = f"-cacert {_shown(ca_file)}"
+    else:
+        transport = "-cacert <the CA of the server certificate>"
+    if not _authentication(env):
+        return [f"grpcurl {transport} {command_addr} list"]
+    key_file = security.AUTH_SIGNING_KEY_FILE.read(env)
+    if key_file:
+        chronos = _shown(str(Path(sys.executable).with_name("chronos")))
+        issue = f"{chronos} token issue --subject you --scope admin"
+        token = f"$({security.AUTH_SIGNING_KEY_FILE.name}={_shown(key_file)} {issue})"
+    else:
+        token = "<a token from your identity provider>"
+    return [
+        f'grpcurl {transport} -H "authorization: Bearer {token}" {command_addr} list',
+        f"grpcurl {transport} {command_addr} list   # no token: refused, UNAUTHENTICATED",
+    ]

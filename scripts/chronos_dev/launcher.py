@@ -5,8 +5,15 @@ Each service runs as ``python -m <service>`` with this interpreter, the reposito
 on ``PYTHONPATH``, its output appended to a log file of its own, in a process group of
 its own: only the launcher signals it (a Ctrl-C in the terminal reaches the launcher,
 which then stops the services in order). Readiness is the gRPC health check of the two
-servers and, when asked, an answer from every metrics endpoint. Stopping is SIGTERM, a
-bounded wait for the service's own drain, then SIGKILL of its children and of itself.
+servers (over TLS when the environment names a CA; the health service needs no token)
+and, when asked, an answer from every metrics endpoint. Stopping is SIGTERM, a bounded
+wait for the service's own drain, then SIGKILL of its children and of itself.
+
+The services get this process's environment, so the TLS and authentication settings
+(``CHRONOS_TLS_*``, ``CHRONOS_AUTH_*``) the local stack exports reach them unchanged;
+a set started with ``insecure=True`` runs them plaintext and without authentication
+instead (``CHRONOS_INSECURE_NO_TLS``/``CHRONOS_INSECURE_NO_AUTH``), which the bench
+uses to measure what security costs.
 
 :class:`Services` starts an isolated set (its own database, topic, index prefix and
 consumer group, every port free) and stops it on exit; :mod:`chronos_dev.foreground`
@@ -31,7 +38,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chronos.errors import ChronosError
+from chronos.security import config as security
 from chronos.top import scrape
+from chronos_dev.client import ClientSecurity, channel, client_security
 from chronos_dev.proc import children_of, environment_of
 from chronos_dev.stack.base import LOOPBACK_HOST, free_port
 
@@ -45,8 +54,24 @@ METRICS_PORT_VARIABLES = {
     "projector": "CHRONOS_PROJECTOR_METRICS_PORT",
     "query_server": "CHRONOS_QUERY_METRICS_PORT",
 }
+# The gRPC servers alone, without the pipeline behind them.
+SERVER_MODULES = ("command_server", "query_server")
 # Exporting spans costs CPU that is no part of the path a benchmark measures.
 TRACING_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "CHRONOS_TRACE_FILE")
+# What makes a server serve TLS and check tokens; an insecure set runs without them.
+SERVER_SECURITY_VARIABLES = tuple(
+    setting.name
+    for setting in (
+        security.TLS_CERT_FILE,
+        security.TLS_KEY_FILE,
+        security.TLS_CLIENT_CA_FILE,
+        security.AUTH_JWKS_FILE,
+        security.AUTH_OIDC_ISSUER,
+    )
+)
+# Development only, and on loopback only: plaintext, and every call admitted as admin.
+INSECURE_SETTINGS = {security.INSECURE_NO_TLS.name: "1", security.INSECURE_NO_AUTH.name: "1"}
+PLAINTEXT = ClientSecurity(ca_pem=None, token=None)
 START_WAIT_SECONDS_MAX = 120.0
 STOP_WAIT_SECONDS_MAX = 30.0
 KILL_WAIT_SECONDS_MAX = 10.0
@@ -109,11 +134,6 @@ def service_environment(
     repository first on ``PYTHONPATH`` (so the services import this checkout)."""
     env = {name: value for name, value in os.environ.items() if name not in without}
     env.update(overrides)
-    # Temporary (issue 16), until every client connects with TLS and a token: the
-    # servers, secure by default, are started insecure on loopback unless told otherwise
-    # (an empty value turns TLS or authentication back on).
-    for insecure in ("CHRONOS_INSECURE_NO_TLS", "CHRONOS_INSECURE_NO_AUTH"):
-        env.setdefault(insecure, "1")
     python_path = [str(PROJECT_ROOT), *filter(None, [env.get("PYTHONPATH", "")])]
     env["PYTHONPATH"] = os.pathsep.join(python_path)
     return env
@@ -157,15 +177,18 @@ def wait_serving(
     log_path: Path,
     *,
     deadline: float,
+    security_: ClientSecurity | None = None,
 ) -> None:
     """Waits until the gRPC health check at ``address`` says SERVING (until ``deadline``,
-    a ``time.monotonic()`` value).
+    a ``time.monotonic()`` value), over TLS when ``security_`` (default: the
+    environment's) names a CA. No token is sent: health is open, for load balancers.
 
     Raises:
         LaunchError: the service exited, or was not serving by the deadline.
     """
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+    resolved = client_security() if security_ is None else security_
+    with channel(address, security_=ClientSecurity(ca_pem=resolved.ca_pem, token=None)) as open_:
+        stub = health_pb2_grpc.HealthStub(open_)
         while time.monotonic() < deadline:
             check_alive(module, process, log_path)
             with contextlib.suppress(grpc.RpcError):
@@ -238,6 +261,8 @@ class ServiceSet:
     poller_metrics: str
     projector_metrics: str
     query_metrics: list[str]
+    # What the set's clients use: its CA (None: plaintext) and an admin token (or none).
+    security: ClientSecurity = field(default=PLAINTEXT, repr=False)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     # "command_server worker <i>" -> pid (the worker itself when there is one process).
     command_worker_pids: dict[str, int] = field(default_factory=dict)
@@ -274,6 +299,11 @@ class Services:
     Every address and metrics port is a free port of 127.0.0.1; tracing exporters are
     off. On entry it waits until both servers serve, every metrics endpoint answers and
     the workers of multi-process servers are known.
+
+    ``modules`` may leave out the outbox poller and the projector (:data:`SERVER_MODULES`):
+    a second set of servers on the same backends, whose events the first set's pipeline
+    carries. With ``insecure`` the servers run plaintext and without authentication,
+    whatever the environment says.
     """
 
     def __init__(
@@ -284,8 +314,13 @@ class Services:
         command_processes: int = 1,
         query_processes: int = 1,
         ports: PortAllocator | None = None,
+        modules: Sequence[str] = SERVICE_MODULES,
+        insecure: bool = False,
     ) -> None:
+        assert set(SERVER_MODULES) <= set(modules) <= set(SERVICE_MODULES), modules
         self._backends = backends
+        self._modules = tuple(module for module in SERVICE_MODULES if module in modules)
+        self._insecure = insecure
         self._command_processes = command_processes
         self._query_processes = query_processes
         self._log_dir = log_dir
@@ -298,6 +333,7 @@ class Services:
             projector_metrics=ports.address(),
             query_metrics=[ports.address()],
         )
+        self.services.security = client_security(self.environment())
 
     def environment(self) -> dict[str, str]:
         """The environment of every service of the set."""
@@ -306,6 +342,7 @@ class Services:
             METRICS_PORT_VARIABLES[module]: endpoints[0].rsplit(":", 1)[1]
             for module, endpoints in services.metrics_endpoints().items()
         }
+        insecure = INSECURE_SETTINGS if self._insecure else {}
         return service_environment(
             {
                 **self._backends.environment(),
@@ -314,8 +351,9 @@ class Services:
                 "CHRONOS_QUERY_ADDR": services.query_addr,
                 "CHRONOS_COMMAND_PROCESSES": str(self._command_processes),
                 "CHRONOS_QUERY_PROCESSES": str(self._query_processes),
+                **insecure,
             },
-            without=TRACING_VARIABLES,
+            without=(*TRACING_VARIABLES, *(SERVER_SECURITY_VARIABLES if self._insecure else ())),
         )
 
     def log_path(self, module: str) -> Path:
@@ -326,16 +364,23 @@ class Services:
         env = self.environment()
         services = self.services
         try:
-            for module in SERVICE_MODULES:
+            for module in self._modules:
                 services.processes[module] = spawn(module, env, self.log_path(module))
             deadline = time.monotonic() + START_WAIT_SECONDS_MAX
             for module, address in (
                 ("command_server", services.command_addr),
                 ("query_server", services.query_addr),
             ):
-                self._wait(wait_serving, module, address, deadline)
+                wait_serving(
+                    module,
+                    address,
+                    services.processes[module],
+                    self.log_path(module),
+                    deadline=deadline,
+                    security_=services.security,
+                )
             for module, endpoints in services.metrics_endpoints().items():
-                for endpoint in endpoints:
+                for endpoint in endpoints if module in services.processes else ():
                     self._wait(wait_metrics, module, endpoint, deadline)
             services.command_worker_pids = self._workers(
                 "command_server", "COMMAND", self._command_processes, deadline

@@ -378,7 +378,12 @@ def test_allow_remote_starts_insecure_with_a_warning(es_url: str, tmp_path: Path
     process = launcher.spawn("query_server", launcher.service_environment(env), log_path)
     try:
         launcher.wait_serving(
-            "query_server", f"127.0.0.1:{port}", process, log_path, deadline=time.monotonic() + 60
+            "query_server",
+            f"127.0.0.1:{port}",
+            process,
+            log_path,
+            deadline=time.monotonic() + 60,
+            security_=launcher.PLAINTEXT,
         )
     finally:
         launcher.stop(process)

@@ -130,6 +130,22 @@ def test_quick_bench_fills_every_section(
     assert_closed_loop(result["empty_call"], tool, "Check")
     assert_closed_loop(result["get_account"], tool, "GetAccount")
 
+    # The same two stages against a second set of servers with TLS and authentication
+    # off, and the first set reached as the environment says.
+    assert_closed_loop(result["transfer_funds_security_off"], tool, "TransferFunds")
+    assert_closed_loop(result["get_account_security_off"], tool, "GetAccount")
+    assert result["get_account_security_off"]["target"] != result["get_account"]["target"]
+    secured = bool(os.environ.get("CHRONOS_TLS_CA_FILE"))
+    assert result["environment"]["services"]["security"] == {
+        "on": {
+            "tls": secured,
+            "authentication": bool(os.environ.get("CHRONOS_AUTH_SIGNING_KEY_FILE")),
+        },
+        "off": {"tls": False, "authentication": False},
+    }
+    for ratio in ("transfer_funds_security_on_over_off", "get_account_security_on_over_off"):
+        assert result["ratios"][ratio] > 0
+
     half = result["half_load"]
     assert_positive(half, "rate_target_per_second", "rate_achieved_per_second")
     assert half["command"]["loop"] == "open"
@@ -174,6 +190,8 @@ def test_quick_bench_fills_every_section(
         "outbox publish lag p99 at half load (e)",
         "GetAccount / empty call (d/c)",
         "projection rebuild (f)",
+        "TransferFunds, TLS + authentication on / off (b/b-off)",
+        "GetAccount, TLS + authentication on / off (d/d-off)",
     }
     assert all(target["value"] is not None for target in result["targets"]), result["targets"]
 

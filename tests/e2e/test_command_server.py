@@ -24,6 +24,7 @@ from grpc_status import rpc_status
 from chronos.domain.ledger import system_account_id
 from chronos.v1 import commands_pb2 as pb
 from chronos.v1 import commands_pb2_grpc, ledger_pb2
+from chronos_dev.client import channel as open_channel
 from tests.e2e.helpers import PROJECT_ROOT, details_of, free_port, service_process
 from tests.integration.conftest import create_database, drop_database
 
@@ -49,7 +50,7 @@ def server(pg_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
 
 @pytest.fixture(scope="module")
 def stub(server: tuple[str, str]) -> Iterator[commands_pb2_grpc.CommandServiceStub]:
-    with grpc.insecure_channel(server[0]) as channel:
+    with open_channel(server[0]) as channel:
         yield commands_pb2_grpc.CommandServiceStub(channel)
 
 
@@ -248,7 +249,7 @@ def test_a_system_account_id_in_braces_cannot_be_opened(stub: Any, server: tuple
 
 def test_a_request_that_is_not_protobuf_is_invalid_argument(server: tuple[str, str]) -> None:
     # gRPC's own deserializer would answer UNKNOWN with a Python exception's text.
-    with grpc.insecure_channel(server[0]) as channel:
+    with open_channel(server[0]) as channel:
         call = channel.unary_unary("/chronos.v1.CommandService/TransferFunds")
         for payload, problem in (
             (b"\x0a\x03\xff\xfe\xfd", "String field had bad UTF-8"),
@@ -422,7 +423,7 @@ def test_a_batch_answer_fits_a_default_client_so_journal_lines_are_capped(stub: 
 
 
 def test_health_and_reflection_list_the_service(server: tuple[str, str]) -> None:
-    with grpc.insecure_channel(server[0]) as channel:
+    with open_channel(server[0]) as channel:
         reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
         responses = reflection.ServerReflectionInfo(
             iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
@@ -505,7 +506,7 @@ def test_two_workers_count_every_call_on_the_one_metrics_port(pg_dsn: str, tmp_p
             before = scrape(metrics_port)
             for _ in range(calls):
                 # A channel each: the kernel spreads connections over the workers.
-                with grpc.insecure_channel(address) as channel:
+                with open_channel(address) as channel:
                     open_account(commands_pb2_grpc.CommandServiceStub(channel))
             after = scrape(metrics_port)
             process.send_signal(signal.SIGTERM)
@@ -521,7 +522,7 @@ def test_work_over_the_in_flight_limit_is_refused_and_not_started(
     # The lowest limit a server accepts: one full batch at a time.
     with (
         command_server(pg_dsn, tmp_path, CHRONOS_COMMAND_IN_FLIGHT_MAX="1000") as (_, address),
-        grpc.insecure_channel(address) as channel,
+        open_channel(address) as channel,
     ):
         stub = commands_pb2_grpc.CommandServiceStub(channel)
         source, target = open_account(stub), open_account(stub)
@@ -607,7 +608,7 @@ def test_sigterm_shuts_down_cleanly(pg_dsn: str, tmp_path: Path) -> None:
         process,
         address,
     ):
-        with grpc.insecure_channel(address) as channel:
+        with open_channel(address) as channel:
             open_account(commands_pb2_grpc.CommandServiceStub(channel))
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0

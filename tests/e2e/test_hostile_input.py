@@ -49,6 +49,7 @@ from chronos.domain import limits
 from chronos.domain.ledger import system_account_id
 from chronos.v1 import commands_pb2 as pb
 from chronos.v1 import commands_pb2_grpc, ledger_pb2, queries_pb2, queries_pb2_grpc
+from chronos_dev.client import channel as open_channel
 from query_server.page_tokens import encode_page_token
 from query_server.requests import SEARCH_QUERY_LENGTH_MAX
 from tests.e2e.helpers import PipelineEnv, pipeline_env, service_process
@@ -856,8 +857,8 @@ def services(
             stack.enter_context(
                 service_process(module, env, log_path=log_path, grpc_address=address)
             )
-        command_channel = stack.enter_context(grpc.insecure_channel(pipeline.command_addr))
-        query_channel = stack.enter_context(grpc.insecure_channel(pipeline.query_addr))
+        command_channel = stack.enter_context(open_channel(pipeline.command_addr))
+        query_channel = stack.enter_context(open_channel(pipeline.query_addr))
         yield Services(
             pipeline=pipeline,
             commands=commands_pb2_grpc.CommandServiceStub(command_channel),  # type: ignore[no-untyped-call]

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from elasticsearch import Elasticsearch
 
 from chronos.v1 import commands_pb2, commands_pb2_grpc, ledger_pb2, queries_pb2, queries_pb2_grpc
+from chronos_dev.client import channel as open_channel
 from tests.e2e.helpers import free_port, service_process
 from tests.integration.readside_support import fresh_database, index_prefix, unique
 
@@ -75,8 +75,8 @@ def pipeline(
             stack.enter_context(
                 service_process(module, env, log_path=logs / f"{module}.log", grpc_address=address)
             )
-        command_channel = stack.enter_context(grpc.insecure_channel(command_address))
-        query_channel = stack.enter_context(grpc.insecure_channel(query_address))
+        command_channel = stack.enter_context(open_channel(command_address))
+        query_channel = stack.enter_context(open_channel(query_address))
         yield Pipeline(
             commands_pb2_grpc.CommandServiceStub(command_channel),
             queries_pb2_grpc.QueryServiceStub(query_channel),

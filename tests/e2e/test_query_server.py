@@ -30,6 +30,7 @@ from chronos.domain.commands import Deposit, Money, OpenAccount, TransferFunds
 from chronos.event_store.mapper import StoredEvent
 from chronos.read_model.indices import IndexNames
 from chronos.v1 import ledger_pb2, queries_pb2, queries_pb2_grpc
+from chronos_dev.client import channel as open_channel
 from tests.e2e.helpers import details_of, free_port
 from tests.integration.readside_support import (
     BackgroundProjector,
@@ -114,12 +115,9 @@ def start_server(es_url: str, names: IndexNames) -> Server:
         "CHRONOS_INDEX_PREFIX": names.prefix,
         "CHRONOS_QUERY_MIN_POSITION_WAIT_SECONDS_MAX": "5",
         "CHRONOS_QUERY_METRICS_PORT": "0",
-        # Temporary (issue 16): plaintext without tokens until this test's client has both.
-        "CHRONOS_INSECURE_NO_TLS": "1",
-        "CHRONOS_INSECURE_NO_AUTH": "1",
     }
     process = subprocess.Popen([sys.executable, "-m", "query_server"], cwd=REPO, env=environment)
-    channel = grpc.insecure_channel(address)
+    channel = open_channel(address)
     health = health_pb2_grpc.HealthStub(channel)
     deadline = time.monotonic() + START_SECONDS_MAX
     while True:

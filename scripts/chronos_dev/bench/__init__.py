@@ -78,6 +78,14 @@ How each figure is measured
     read-your-writes lag end to end (``GetAccount`` with ``min_position`` right after
     the answer) on ``--lag-sample-fraction`` of the transfers. The command's
     server-side latency comes from the command workers' own histograms.
+(b-off), (d-off) **Security on vs off** (:mod:`chronos_dev.bench.security`): the bench's
+    services serve as the environment says (the local stack's CA, certificate and
+    token signing key: TLS, and a bearer token on every call, ghz's included). A
+    second command server and query server on the same database and indices run with
+    ``CHRONOS_INSECURE_NO_TLS=1`` and ``CHRONOS_INSECURE_NO_AUTH=1``; (b) and (d) run
+    again against them, each right after its secured twin with the same client and
+    settings. ``b/b-off`` and ``d/d-off`` say what TLS and authentication cost
+    (``environment.services.security`` says how each set was reached).
 (f) **Projection rebuild**: ``chronos projection rebuild --index-prefix <bench prefix>``
     on the bench database, i.e. over every event the stages above wrote; events/s is the
     replay rate it prints.
@@ -116,14 +124,16 @@ requests, and projection equals recompute (``GetAccount`` of every account and
 run; a missed performance target is reported, never a failure. Targets: TransferFunds
 >= 1.5 x pgbench tps, TransferFunds p99 <= 25 ms at that throughput, projection lag p99
 <= 250 ms at half load, outbox publish lag p99 <= 50 ms, GetAccount >= 0.75 x the empty
-call, rebuild >= 10,000 events/s, each service <= 200 MB. The sustainable rate and the
+call, rebuild >= 10,000 events/s, each service <= 200 MB, TransferFunds and GetAccount
+with TLS and authentication >= 0.9 x without. The sustainable rate and the
 CPU per transfer have no target: they say where the machine's limits are.
 
 Modules: ``options`` (command line), ``resources`` (stack, database, topic, indices),
 ``local_pids`` (pids of servers given by address), ``services`` (the four processes),
 ``pgbench`` (a), ``ghz`` and ``pyclient`` (the closed-loop clients), ``clients`` (their
-common result), ``service_metrics`` (the services' histograms over a stage), ``stages``
-(b-d, f), ``open_loop`` (e, and the probes' runs), ``rate_search`` (the search for the
+common result), ``security`` (b-off, d-off: the second set of servers),
+``service_metrics`` (the services' histograms over a stage), ``stages`` (b-d, f),
+``open_loop`` (e, and the probes' runs), ``rate_search`` (the search for the
 sustainable rate, pure) and ``sustainable`` (its probes, stage s), ``memory`` (g),
 ``cpu`` (CPU seconds and cores per stage), ``components`` (CPU per transfer by
 component), ``machine`` (the machine description), ``report`` (targets, tables, JSON)

@@ -18,7 +18,7 @@ import grpc
 import psycopg
 
 from chronos.errors import ChronosError
-from chronos_dev.bench import cpu, machine, open_loop, pgbench, stages, sustainable
+from chronos_dev.bench import cpu, machine, open_loop, pgbench, security, stages, sustainable
 from chronos_dev.bench.clients import ThroughputResult
 from chronos_dev.bench.components import cpu_ms_per_transfer
 from chronos_dev.bench.ghz import GHZ_INSTALL_COMMAND, find_ghz, ghz_version
@@ -141,22 +141,24 @@ def _watch_stack(sampler: MemorySampler, infrastructure: Infrastructure) -> dict
 
 
 def _watch_services(
-    sampler: MemorySampler, services: ServiceSet, options: BenchOptions
+    sampler: MemorySampler, services: ServiceSet, options: BenchOptions, suffix: str = ""
 ) -> dict[str, bool]:
+    """Watches the set's processes, named by module (and worker) and ``suffix``."""
     watched: dict[str, bool] = {}
     for module, processes, workers in (
         ("command_server", options.command_processes, services.command_worker_pids),
         ("query_server", options.query_processes, services.query_worker_pids),
     ):
         if processes > 1:
-            sampler.watch(f"{module} supervisor", services.processes[module].pid)
-            watched[f"{module} supervisor"] = True
+            sampler.watch(f"{module} supervisor{suffix}", services.processes[module].pid)
+            watched[f"{module} supervisor{suffix}"] = True
         for name, pid in workers.items():
-            sampler.watch(name, pid)
-            watched[name] = True
+            sampler.watch(f"{name}{suffix}", pid)
+            watched[f"{name}{suffix}"] = True
     for module in ("outbox_poller", "projector"):
-        sampler.watch(module, services.processes[module].pid)
-        watched[module] = True
+        if module in services.processes:
+            sampler.watch(f"{module}{suffix}", services.processes[module].pid)
+            watched[f"{module}{suffix}"] = True
     return watched
 
 
@@ -208,19 +210,25 @@ def _run_with_services(
     runner.attempt("pgbench", "(a) pgbench: one transfer as hand-written SQL", run_pgbench)
 
     stages.progress(f"starting the services ({options.command_processes} command processes)")
-    with Services(
-        resources.backends(infrastructure),
-        command_processes=options.command_processes,
-        query_processes=options.query_processes,
-        log_dir=options.output_dir / "logs",
-    ) as services:
+    with (
+        Services(
+            resources.backends(infrastructure),
+            command_processes=options.command_processes,
+            query_processes=options.query_processes,
+            log_dir=options.output_dir / "logs",
+        ) as services,
+        security.insecure_services(options, infrastructure, resources) as insecure,
+    ):
         is_service.update(_watch_services(sampler, services, options))
+        if insecure is not None:
+            is_service.update(_watch_services(sampler, insecure, options, security.NAME_SUFFIX))
         results["environment"]["services"] = {
             "command_addr": services.command_addr,
             "query_addr": services.query_addr,
             "command_processes": options.command_processes,
             "query_processes": options.query_processes,
             "logs": str(options.output_dir / "logs"),
+            "security": security.describe(services, insecure),
         }
         context = stages.BenchContext(
             options=options,
@@ -249,6 +257,12 @@ def _run_with_services(
             "transfer_funds",
             f"(b) TransferFunds, closed loop, concurrency {options.concurrency}",
             lambda: stages.transfer_funds(context, read_side=True),
+            needs=("setup",),
+        )
+        runner.attempt(
+            security.TRANSFER_FUNDS_OFF,
+            "(b-off) the same with TLS and authentication off (a second set of servers)",
+            lambda: security.transfer_funds(context, insecure),
             needs=("setup",),
         )
         # Its backlog waits, with (b')'s, for the drain below.
@@ -311,6 +325,12 @@ def _run_with_services(
             lambda: stages.get_account(context),
             needs=("setup", "catch_up"),
         )
+        runner.attempt(
+            security.GET_ACCOUNT_OFF,
+            "(d-off) the same with TLS and authentication off (a second set of servers)",
+            lambda: security.get_account(context, insecure),
+            needs=("setup", "catch_up"),
+        )
         search = runner.attempt(
             "sustainable_rate",
             f"(s) the sustainable rate: at most {options.probes_max} open-loop probes of "
@@ -362,6 +382,7 @@ def _check_invariants(context: stages.BenchContext) -> dict[str, Any]:
         request_id_prefix=f"lt-{context.run_id}-",
         start_position=context.start_position,
         query_addr=context.services.query_addr,
+        security=context.services.security,
         es_url=context.infrastructure.es_url,
         index_prefix=context.resources.index_prefix,
         wait_seconds_max=context.options.catch_up_wait_seconds_max,

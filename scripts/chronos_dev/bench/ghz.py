@@ -15,6 +15,11 @@ Chronos services, and for the empty call (``grpc.health.v1.Health/Check``) a pro
 written from the descriptor compiled into ``grpcio-health-checking`` (the package ships
 no ``.proto`` file).
 
+ghz is secured like every other client (:mod:`chronos_dev.client`): with a CA it checks
+the server's certificate against it (``--cacert``), otherwise it speaks plaintext
+(``--insecure``); a token goes into every call's metadata. Both are written to files
+(:func:`security_arguments`), so that the token never shows on a command line.
+
 ghz runs ``-z <duration>`` with ``--duration-stop=wait`` (calls in flight at the end
 finish and count, instead of failing as "transport is closing") and writes its JSON
 report, whose ``details`` hold every call's latency and status. Those latencies go into
@@ -29,6 +34,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +44,7 @@ from grpc_health.v1 import health_pb2
 from chronos.codegen import googleapis_proto_root
 from chronos_dev.bench.clients import ThroughputResult
 from chronos_dev.bench.resources import BenchError
+from chronos_dev.client import ClientSecurity
 from chronos_dev.launcher import PROJECT_ROOT
 from chronos_dev.loadtest.stats import LatencyHistogram
 
@@ -124,10 +131,34 @@ def chronos_schema(proto_file: str) -> tuple[str, ...]:
     )
 
 
+def _write_private(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(data)
+    return path
+
+
+def security_arguments(security: ClientSecurity, work_dir: Path) -> tuple[str, ...]:
+    """ghz's transport and metadata arguments for ``security``; the CA and the token's
+    metadata are written under ``work_dir`` (owner-only)."""
+    if security.ca_pem is None:
+        arguments: Sequence[str] = ("--insecure",)
+    else:
+        ca_file = _write_private(work_dir / "ghz-ca.pem", security.ca_pem)
+        arguments = ("--cacert", str(ca_file))
+    if security.token is None:
+        return tuple(arguments)
+    metadata = json.dumps(dict(security.metadata())).encode()
+    metadata_file = _write_private(work_dir / "ghz-metadata.json", metadata)
+    return (*arguments, "--metadata-file", str(metadata_file))
+
+
 def run_ghz(
     ghz_path: str,
     call: GhzCall,
     *,
+    security: ClientSecurity,
     target: str,
     concurrency: int,
     connections: int,
@@ -148,7 +179,7 @@ def run_ghz(
     )
     command = [
         ghz_path,
-        "--insecure",
+        *security_arguments(security, report_path.parent),
         *call.schema_arguments,
         "--call",
         call.method,

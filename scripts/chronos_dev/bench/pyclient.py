@@ -31,6 +31,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from chronos.v1 import commands_pb2, ledger_pb2, queries_pb2, queries_pb2_grpc
 from chronos_dev.bench.clients import ThroughputResult
 from chronos_dev.bench.resources import BenchError
+from chronos_dev.client import ClientSecurity
+from chronos_dev.loadtest.channels import call_metadata, load_channel
 from chronos_dev.loadtest.outcomes import Outcomes
 from chronos_dev.loadtest.stats import LatencyHistogram, split_evenly
 
@@ -67,6 +69,8 @@ class UnaryLoad:
     seed: int = 1
     # Starts every request_id (the invariant check finds the run's commands by it).
     request_id_prefix: str = ""
+    # The servers' CA and the token every call carries (kept out of the repr).
+    security: ClientSecurity = field(repr=False)
 
 
 @dataclass(slots=True)
@@ -114,12 +118,13 @@ async def _run_worker(load: UnaryLoad, worker_index: int, barrier: Any) -> _Work
     # sharing one), because the kernel spreads connections, not calls, over the server's
     # SO_REUSEPORT processes, and a few long calls on one connection can all land on one.
     connections = slots if load.rpc == EXECUTE_BATCH else 1
+    metadata = call_metadata(load.security)
     async with contextlib.AsyncExitStack() as stack:
         channels = []
         for _ in range(max(1, connections)):
             channel = await stack.enter_async_context(
-                grpc.aio.insecure_channel(
-                    load.address, options=[("grpc.use_local_subchannel_pool", 1)]
+                load_channel(
+                    load.address, load.security, options=[("grpc.use_local_subchannel_pool", 1)]
                 )
             )
             await asyncio.wait_for(channel.channel_ready(), CONNECT_WAIT_SECONDS_MAX)
@@ -129,7 +134,9 @@ async def _run_worker(load: UnaryLoad, worker_index: int, barrier: Any) -> _Work
             health_request = health_pb2.HealthCheckRequest(service="")
 
             async def call() -> int:
-                await health.Check(health_request, timeout=load.rpc_timeout_seconds)
+                await health.Check(
+                    health_request, timeout=load.rpc_timeout_seconds, metadata=metadata
+                )
                 return 1
 
         elif load.rpc == EXECUTE_BATCH:
@@ -155,7 +162,9 @@ async def _run_worker(load: UnaryLoad, worker_index: int, barrier: Any) -> _Work
                     for index in range(load.batch_size)
                 ]
                 try:
-                    response = await execute(request, timeout=load.rpc_timeout_seconds)
+                    response = await execute(
+                        request, timeout=load.rpc_timeout_seconds, metadata=metadata
+                    )
                 except grpc.aio.AioRpcError as error:
                     for request_id in request_ids:
                         result.outcomes.record_failure(request_id, error.code())
@@ -193,7 +202,9 @@ async def _run_worker(load: UnaryLoad, worker_index: int, barrier: Any) -> _Work
                 nonlocal counter
                 request = requests[counter % len(requests)]
                 counter += load.processes
-                await queries.GetAccount(request, timeout=load.rpc_timeout_seconds)
+                await queries.GetAccount(
+                    request, timeout=load.rpc_timeout_seconds, metadata=metadata
+                )
                 return 1
 
         # The barrier is a multiprocessing primitive: wait for it off the event loop.

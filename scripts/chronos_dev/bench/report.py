@@ -6,7 +6,7 @@ Targets are reported, never enforced: a missed target is a finding, not a failur
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,6 +99,18 @@ _COMMAND_STAGES = (
 )
 
 
+# (stage with TLS and authentication on, the same stage with them off), and its target.
+_SECURITY_PAIRS = (
+    ("transfer_funds", "transfer_funds_security_off"),
+    ("get_account", "get_account_security_off"),
+)
+_SECURITY_TARGETS = {
+    "transfer_funds": "TransferFunds, TLS + authentication on / off (b/b-off)",
+    "get_account": "GetAccount, TLS + authentication on / off (d/d-off)",
+}
+SECURITY_RATIO_MIN = 0.9
+
+
 def _ratio(numerator: Any, denominator: Any) -> float | None:
     if not isinstance(numerator, int | float) or not isinstance(denominator, int | float):
         return None
@@ -122,6 +134,11 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
         _get(results, "get_account", "throughput_per_second"),
         _get(results, "empty_call_query_server", "throughput_per_second"),
     )
+    for on, off in _SECURITY_PAIRS:
+        found[f"{on}_security_on_over_off"] = _ratio(
+            _get(results, on, "throughput_per_second"),
+            _get(results, off, "throughput_per_second"),
+        )
     return {key: None if value is None else round(value, 3) for key, value in found.items()}
 
 
@@ -169,6 +186,16 @@ def targets(results: dict[str, Any]) -> list[Target]:
             comparison=">=",
             threshold=0.75,
             unit="x",
+        ),
+        *(
+            Target(
+                name=_SECURITY_TARGETS[on],
+                value=ratio[f"{on}_security_on_over_off"],
+                comparison=">=",
+                threshold=SECURITY_RATIO_MIN,
+                unit="x",
+            )
+            for on, _ in _SECURITY_PAIRS
         ),
         Target(
             name="projection rebuild (f)",
@@ -229,18 +256,11 @@ def format_table(results: dict[str, Any]) -> str:
     row("(a) pgbench transfer, tps", _number(stage("pgbench", "tps")) + " /s")
     row("(a) pgbench latency", _latency_text(stage("pgbench", "latency_ms")))
 
-    for command in _COMMAND_STAGES:
-        tag, key = command.tag, command.key
-        what = command.what.format(batch_size=stage(key, "batch_size") or "-")
-        row(f"({tag}) {what}", _number(stage(key, "throughput_per_second")) + command.unit)
-        row(f"({tag}) latency", _latency_text(stage(key, "latency_ms")), command.p99_target)
-        row(
-            f"({tag}) server side (histogram)",
-            _latency_text(stage(key, "server_side_latency_ms"))
-            + f", {_number(stage(key, 'writer_commands_per_transaction_mean'), 1)}"
-            " commands per transaction",
-        )
-        row(f"{tag}/a", _number(stage("ratios", command.ratio_key), 2), command.ratio_target)
+    for command in _COMMAND_STAGES[:1]:
+        _command_rows(row, stage, command)
+    _security_rows(row, stage, "b-off", "transfer_funds")
+    for command in _COMMAND_STAGES[1:]:
+        _command_rows(row, stage, command)
     row(
         "(b'') the same, read side running",
         _number(stage("transfer_batches_pipeline", "throughput_per_second"))
@@ -266,6 +286,7 @@ def format_table(results: dict[str, Any]) -> str:
         "d/c' (same server)",
         _number(stage("ratios", "get_account_over_query_server_empty_call"), 2),
     )
+    _security_rows(row, stage, "d-off", "get_account")
     probes = stage("sustainable_rate", "probes") or []
     row(
         "(s) sustainable rate (read side keeps up)",
@@ -312,6 +333,41 @@ def format_table(results: dict[str, Any]) -> str:
         row(label, value, f"peak memory of {name} (g)" if memory.get("service") else "")
 
     return _columns(("figure", "value", "target", "met"), rows)
+
+
+_Row = Callable[..., None]
+_Stage = Callable[..., Any]
+
+
+def _command_rows(row: _Row, stage: _Stage, command: _CommandStage) -> None:
+    """A closed-loop command stage's rows: throughput, latencies, ratio to pgbench."""
+    tag, key = command.tag, command.key
+    what = command.what.format(batch_size=stage(key, "batch_size") or "-")
+    row(f"({tag}) {what}", _number(stage(key, "throughput_per_second")) + command.unit)
+    row(f"({tag}) latency", _latency_text(stage(key, "latency_ms")), command.p99_target)
+    row(
+        f"({tag}) server side (histogram)",
+        _latency_text(stage(key, "server_side_latency_ms"))
+        + f", {_number(stage(key, 'writer_commands_per_transaction_mean'), 1)}"
+        " commands per transaction",
+    )
+    row(f"{tag}/a", _number(stage("ratios", command.ratio_key), 2), command.ratio_target)
+
+
+def _security_rows(row: _Row, stage: _Stage, tag: str, on: str) -> None:
+    """The stage with TLS and authentication off, and on / off."""
+    off = dict(_SECURITY_PAIRS)[on]
+    row(
+        f"({tag}) the same, TLS and authentication off",
+        _number(stage(off, "throughput_per_second"))
+        + " /s, "
+        + _latency_text(stage(off, "latency_ms")),
+    )
+    row(
+        f"{tag.removesuffix('-off')}/{tag} (security on / off)",
+        _number(stage("ratios", f"{on}_security_on_over_off"), 2),
+        _SECURITY_TARGETS[on],
+    )
 
 
 def _columns(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:

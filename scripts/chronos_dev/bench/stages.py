@@ -142,6 +142,7 @@ def loadtest_options(
         catch_up_wait_seconds_max=options.catch_up_wait_seconds_max,
         plot_samples_max=PLOT_SAMPLES_MAX,
         progress_interval_seconds=1.0,
+        security=context.services.security,
     )
 
 
@@ -319,12 +320,16 @@ def _transfer_templates(context: BenchContext, path: Path) -> Path:
     return path
 
 
-def transfer_funds(context: BenchContext, *, read_side: bool) -> ThroughputResult:
+def transfer_funds(
+    context: BenchContext, *, read_side: bool, phase: str | None = None
+) -> ThroughputResult:
     """(b) TransferFunds closed loop, as fast as the command server answers. Without
     ``read_side`` the poller and the projector are paused for the stage: the write path
-    alone, like pgbench in (a)."""
+    alone, like pgbench in (a). ``phase`` names the stage's requests (default: by
+    ``read_side``)."""
     # The phase names the load test's request ids: each stage needs its own.
-    phase = "transfers" if read_side else "transfers-write-path"
+    if phase is None:
+        phase = "transfers" if read_side else "transfers-write-path"
     with _read_side(context, read_side):
         result = _with_server_figures(
             context, "TransferFunds", lambda: _transfer_funds(context, phase)
@@ -366,6 +371,7 @@ def transfer_batches(context: BenchContext, *, read_side: bool) -> ThroughputRes
         seed=options.seed,
         # Unique per stage: the two batch stages' call counters both start at zero.
         request_id_prefix=f"lt-{context.run_id}-{'br' if read_side else 'bp'}-",
+        security=context.services.security,
     )
     with _read_side(context, read_side):
         result = _with_server_figures(context, "ExecuteBatch", lambda: run_unary_load(load))
@@ -458,6 +464,7 @@ def empty_call(context: BenchContext, target: str) -> ThroughputResult:
             processes=options.client_processes,
             duration_seconds=options.duration_seconds,
             rpc_timeout_seconds=options.rpc_timeout_seconds,
+            security=context.services.security,
         )
     )
 
@@ -495,6 +502,7 @@ def get_account(context: BenchContext) -> ThroughputResult:
                 processes=options.client_processes,
                 duration_seconds=duration_seconds,
                 rpc_timeout_seconds=options.rpc_timeout_seconds,
+                security=context.services.security,
             )
         )
 
@@ -571,6 +579,7 @@ def _closed_loop_ghz(
     return run_ghz(
         context.ghz_path,
         call,
+        security=context.services.security,
         target=target,
         concurrency=options.concurrency,
         connections=options.connections,

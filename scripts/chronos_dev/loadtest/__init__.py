@@ -4,5 +4,9 @@ Modules: ``options`` (command line), ``scenarios`` (what is sent and how answers
 recorded), ``runner`` (client processes, open-loop schedule, progress line), ``stats``
 (latency histogram, schedule arithmetic), ``outcomes`` (what became of each request_id),
 ``invariants`` (checks against the event store and the query service), ``report``
-(summary, ``result.json``, ``latency.png``) and ``cli`` (the composition root).
+(summary, ``result.json``, ``latency.png``), ``channels`` (TLS channels, the token as
+call metadata) and ``cli`` (the composition root).
+
+Its clients are secured as the environment says (:mod:`chronos_dev.client`): TLS with
+``CHRONOS_TLS_CA_FILE``, an admin token signed with ``CHRONOS_AUTH_SIGNING_KEY_FILE``.
 """

@@ -70,6 +70,7 @@ def run(options: Options) -> int:
         request_id_prefix=f"lt-{run_id}-",
         start_position=start_position,
         query_addr=options.query_addr,
+        security=options.security,
         es_url=options.es_url,
         index_prefix=options.index_prefix,
         wait_seconds_max=options.catch_up_wait_seconds_max,

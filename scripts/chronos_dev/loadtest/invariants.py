@@ -33,6 +33,7 @@ from chronos.errors import ChronosError
 from chronos.event_store.mapper import decode
 from chronos.event_store.reader import head_position, iter_events
 from chronos.v1 import queries_pb2, queries_pb2_grpc
+from chronos_dev.client import ClientSecurity, aio_channel
 from chronos_dev.loadtest.outcomes import Outcomes
 
 EXAMPLES_MAX = 10
@@ -270,6 +271,7 @@ async def _wait_for_head(
 
 async def _compare_accounts(
     query_addr: str,
+    security: ClientSecurity,
     fold: StoreFold,
     deadline_monotonic: float,
     rpc_timeout_seconds: float,
@@ -278,7 +280,7 @@ async def _compare_accounts(
     examples: list[str] = []
     mismatches = 0
     checked = 0
-    async with grpc.aio.insecure_channel(query_addr) as channel:
+    async with aio_channel(query_addr, security_=security) as channel:
         stub = queries_pb2_grpc.QueryServiceStub(channel)  # type: ignore[no-untyped-call]
         if not fold.accounts:
             return 0, [], 0, None
@@ -321,6 +323,7 @@ def check_projection(
     fold: StoreFold,
     *,
     query_addr: str,
+    security: ClientSecurity,
     es_url: str,
     index_prefix: str,
     wait_seconds_max: float,
@@ -328,7 +331,7 @@ def check_projection(
 ) -> CheckResult:
     deadline = time.monotonic() + wait_seconds_max
     checked, examples, mismatches, wait_error = asyncio.run(
-        _compare_accounts(query_addr, fold, deadline, rpc_timeout_seconds)
+        _compare_accounts(query_addr, security, fold, deadline, rpc_timeout_seconds)
     )
     if wait_error is not None:
         return CheckResult(name="projection equals recompute", passed=False, detail=wait_error)
@@ -384,12 +387,14 @@ def check_all(
     request_id_prefix: str,
     start_position: int,
     query_addr: str,
+    security: ClientSecurity,
     es_url: str,
     index_prefix: str,
     wait_seconds_max: float,
     rpc_timeout_seconds: float,
 ) -> list[CheckResult]:
-    """Runs the four checks (see the module docstring); one result each, in order."""
+    """Runs the four checks (see the module docstring); one result each, in order.
+    ``security`` secures the calls to the query service at ``query_addr``."""
     with connect(pg_dsn) as conn:
         head = head_position(conn)
         fold = fold_store(conn, head)
@@ -402,6 +407,7 @@ def check_all(
                 conn,
                 fold,
                 query_addr=query_addr,
+                security=security,
                 es_url=es_url,
                 index_prefix=index_prefix,
                 wait_seconds_max=wait_seconds_max,

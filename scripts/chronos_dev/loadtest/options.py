@@ -7,10 +7,11 @@ import enum
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from chronos.rpc import parse_address
+from chronos_dev.client import ClientSecurity, client_security
 
 SCENARIOS = ("setup", "transfers", "mixed", "duplicates")
 
@@ -65,6 +66,9 @@ class Options:
     catch_up_wait_seconds_max: float
     plot_samples_max: int
     progress_interval_seconds: float
+    # The CA the servers' certificates are checked against and the token every call
+    # carries (see chronos_dev.client); kept out of the repr, which must not show a token.
+    security: ClientSecurity = field(repr=False)
 
 
 def positive_int(maximum: int) -> Callable[[str], int]:
@@ -308,4 +312,5 @@ def parse_options(argv: list[str] | None = None) -> Options:
         catch_up_wait_seconds_max=args.catch_up_wait_seconds_max,
         plot_samples_max=args.plot_samples_max,
         progress_interval_seconds=0.5,
+        security=client_security(),
     )

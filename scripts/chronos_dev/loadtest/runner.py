@@ -27,6 +27,7 @@ from typing import Any
 
 import grpc
 
+from chronos_dev.loadtest.channels import load_channel
 from chronos_dev.loadtest.options import Options
 from chronos_dev.loadtest.outcomes import Outcomes
 from chronos_dev.loadtest.scenarios import Client, Recorder, Scenario, run_operation
@@ -141,8 +142,8 @@ async def run_worker(
                 (query_channels, options.query_addr),
             ):
                 # A local subchannel pool gives each channel a connection of its own.
-                channel = grpc.aio.insecure_channel(
-                    address, options=[("grpc.use_local_subchannel_pool", 1)]
+                channel = load_channel(
+                    address, options.security, options=[("grpc.use_local_subchannel_pool", 1)]
                 )
                 channels.append(await stack.enter_async_context(channel))
         try:

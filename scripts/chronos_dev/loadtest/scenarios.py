@@ -34,6 +34,7 @@ from grpc_status import rpc_status
 
 from chronos.domain.errors import Reason
 from chronos.v1 import commands_pb2, commands_pb2_grpc, ledger_pb2, queries_pb2, queries_pb2_grpc
+from chronos_dev.loadtest.channels import call_metadata
 from chronos_dev.loadtest.options import (
     HOT_ACCOUNT_FRACTION,
     HOT_PICK_FRACTION,
@@ -125,6 +126,7 @@ class Client:
         )
         self.recorder = recorder
         self._probes: set[asyncio.Task[None]] = set()
+        self._metadata = call_metadata(options.security)
 
     @property
     def commands(self) -> commands_pb2_grpc.CommandServiceStub:
@@ -152,7 +154,7 @@ class Client:
         """
         timeout = self.options.rpc_timeout_seconds if timeout_seconds is None else timeout_seconds
         try:
-            response = await method(request, timeout=timeout)
+            response = await method(request, timeout=timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as error:
             finished = time.monotonic()
             self.recorder.latency(rpc, started_monotonic, finished)
@@ -208,7 +210,9 @@ class Client:
                 return
             try:
                 await self.queries.GetAccount(
-                    request, timeout=min(self.options.rpc_timeout_seconds, remaining)
+                    request,
+                    timeout=min(self.options.rpc_timeout_seconds, remaining),
+                    metadata=self._metadata,
                 )
             except grpc.aio.AioRpcError as error:
                 behind = error.code() == grpc.StatusCode.DEADLINE_EXCEEDED or (
