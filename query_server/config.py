@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chronos.config import ES_URL, REUSE_PORT, SHUTDOWN_GRACE_SECONDS
+from chronos.config import ES_SECURITY_SETTINGS, ES_URL, REUSE_PORT, SHUTDOWN_GRACE_SECONDS
 from chronos.metrics import QUERY_METRICS_PORT as METRICS_PORT
+from chronos.read_model.client import ElasticsearchSecurity
 from chronos.read_model.config import INDEX_PREFIX
 from chronos.read_model.indices import IndexNames
 from chronos.rpc import parse_address
@@ -81,6 +82,7 @@ SETTINGS = SettingsGroup(
     settings=(
         ADDRESS,
         ES_URL,
+        *ES_SECURITY_SETTINGS,
         INDEX_PREFIX,
         MIN_POSITION_WAIT_SECONDS_MAX,
         WATERMARK_REFRESH_SECONDS,
@@ -112,6 +114,8 @@ class QueryServerConfig:
     processes: int
     in_flight_max: int
     reuse_port: bool
+    # None: read from the environment when the client is built (tests build configs).
+    es_security: ElasticsearchSecurity | None = None
 
     @property
     def index_names(self) -> IndexNames:
@@ -127,6 +131,7 @@ class QueryServerConfig:
         return cls(
             address=ADDRESS.read(),
             es_url=ES_URL.read(),
+            es_security=ElasticsearchSecurity.from_env(),
             index_prefix=INDEX_PREFIX.read(),
             min_position_wait_seconds_max=MIN_POSITION_WAIT_SECONDS_MAX.read(),
             watermark_refresh_seconds=WATERMARK_REFRESH_SECONDS.read(),
