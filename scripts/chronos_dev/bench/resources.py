@@ -11,6 +11,7 @@ removed at the end unless ``--keep``. A run killed before its end leaves them be
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sys
 import time
@@ -70,6 +71,11 @@ def acquire_stack() -> Infrastructure:
             states = ", ".join(f"{row.name} {row.state}" for row in rows)
             raise BenchError(f"the local stack is not usable: {states}")
         environment = stack.environment()
+        # The security settings (CA, users, password files) reach the clients built here
+        # and the services the bench starts through the environment, as after
+        # `eval "$(chronos-dev infra env)"`; what the caller set wins.
+        for name, value in environment.items():
+            os.environ.setdefault(name, value)
     except InfraError as error:
         raise BenchError(f"local stack: {error}") from error
     return Infrastructure(
