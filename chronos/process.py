@@ -66,6 +66,10 @@ def run_service(
     serve_metrics(config.metrics_port)
     try:
         return body(config)
+    except ConfigError as error:
+        # Found while building a client from settings that are valid one by one.
+        print(f"{service}: {error}", file=sys.stderr, flush=True)
+        return 2
     except BackendRefused as error:
         print(f"{service}: {error}", file=sys.stderr, flush=True)
         return 1

@@ -82,8 +82,17 @@ class ElasticsearchSecurity:
             api_key=api_key,
         )
 
-    def client_options(self) -> dict[str, Any]:
-        """Keyword arguments of the Elasticsearch clients for this security."""
+    def client_options(self, url: str) -> dict[str, Any]:
+        """Keyword arguments of the Elasticsearch clients of ``url`` for this security.
+
+        Raises:
+            ConfigError: a CA file is set for a URL that is not https (TLS would be off).
+        """
+        if self.ca_file and not url.lower().startswith("https://"):
+            raise ConfigError(
+                f"{ES_CA_FILE.name} is set but the Elasticsearch URL {url} is not https://: "
+                f"use https, or unset {ES_CA_FILE.name}"
+            )
         options: dict[str, Any] = {}
         if self.ca_file:
             options["ca_certs"] = self.ca_file
@@ -139,7 +148,7 @@ def elasticsearch_client(
     environment); ``options`` go to ``Elasticsearch``."""
     if security is None:
         security = ElasticsearchSecurity.from_env()
-    return Elasticsearch(url, serializers=_serializers(), **security.client_options(), **options)
+    return Elasticsearch(url, serializers=_serializers(), **security.client_options(url), **options)
 
 
 def async_elasticsearch_client(
@@ -150,7 +159,7 @@ def async_elasticsearch_client(
     if security is None:
         security = ElasticsearchSecurity.from_env()
     return AsyncElasticsearch(
-        url, serializers=_serializers(), **security.client_options(), **options
+        url, serializers=_serializers(), **security.client_options(url), **options
     )
 
 

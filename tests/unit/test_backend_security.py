@@ -91,13 +91,18 @@ def test_elasticsearch_basic_auth_and_ca(tmp_path: Path) -> None:
             "CHRONOS_ES_PASSWORD_FILE": str(tmp_path / "password"),
         }
     )
-    assert security.client_options() == {"ca_certs": "/ca.pem", "basic_auth": ("chronos", "pw")}
+    assert security.client_options("https://es:9200") == {
+        "ca_certs": "/ca.pem",
+        "basic_auth": ("chronos", "pw"),
+    }
     assert "pw'" not in repr(security)
+    with pytest.raises(ConfigError, match="is not https"):
+        security.client_options("http://es:9200")
 
 
 def test_elasticsearch_api_key_from_the_environment() -> None:
     security = ElasticsearchSecurity.from_env({"CHRONOS_ES_API_KEY": "a2V5"})
-    assert security.client_options() == {"api_key": "a2V5"}
+    assert security.client_options("http://es:9200") == {"api_key": "a2V5"}
 
 
 def test_elasticsearch_user_and_api_key_together_are_refused() -> None:
