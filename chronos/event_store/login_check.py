@@ -16,7 +16,8 @@ LOGIN_CHECK_SECONDS = 5
 
 # What libpq says (its messages are not localized on the client side) when the server
 # answered but refused: fragment -> what to tell the operator. Anything else (refused
-# TCP connection, timeout, a server still starting) counts as unreachable.
+# TCP connection, timeout, a server still starting, a database not created yet) counts
+# as unreachable, as before these checks.
 _REFUSALS = (
     ("password authentication failed", "refused the password of user {user!r}"),
     ("no password supplied", "asked user {user!r} for a password and none was given"),
@@ -26,7 +27,6 @@ _REFUSALS = (
     ("does not support ssl", "does not speak TLS, which sslmode requires"),
     ("sslmode value", "rejected the sslmode setting"),
     ("root certificate file", "could not be verified: the sslrootcert file is missing"),
-    ("does not exist", "does not know user {user!r} or database {database!r}"),
 )
 
 
@@ -47,10 +47,10 @@ def check_postgres_login(dsn: str) -> None:
         detail = str(error).lower()
     params = conninfo_to_dict(dsn)
     server = f"{params.get('host', 'localhost')}:{params.get('port', 5432)}"
-    user, database = params.get("user", "?"), params.get("dbname", "?")
+    user = params.get("user", "?")
     for fragment, refusal in _REFUSALS:
         if fragment in detail:
-            what = refusal.format(user=user, database=database)
+            what = refusal.format(user=user)
             raise BackendRefused(
                 f"PostgreSQL at {server} {what}: check {PG_DSN.name} (its user, "
                 "sslmode, sslrootcert and passfile) and the password in the passfile"
