@@ -43,14 +43,16 @@ def build(config: ProjectorConfig, stop: threading.Event) -> tuple[Projector, El
         BackendRefused: Kafka, Elasticsearch or PostgreSQL refused the credentials.
     """
     es_security = config.es_security or ElasticsearchSecurity.from_env()
-    check_kafka_login(config.kafka_bootstrap, config.kafka_security or KafkaSecurity.from_env())
     check_elasticsearch_login(config.es_url, es_security)
-    if config.pg_dsn:
-        check_postgres_login(config.pg_dsn)
     es = elasticsearch_client(
         config.es_url, es_security, request_timeout=config.es_request_timeout_seconds
     )
+    # The indices first, as before the other checks existed: the query server reads
+    # them as soon as it serves.
     ensure_indices(es, config.index_names)
+    check_kafka_login(config.kafka_bootstrap, config.kafka_security or KafkaSecurity.from_env())
+    if config.pg_dsn:
+        check_postgres_login(config.pg_dsn)
     consumer = Consumer(config.consumer_settings())
     projector = Projector(
         consumer,
