@@ -8,7 +8,7 @@ in ``chronos.read_model.config``, so that the write side does not load Elasticse
 from __future__ import annotations
 
 from chronos.outbox.contract import DEFAULT_TOPIC
-from chronos.settings import ConfigError, choice, flag, number, required, text
+from chronos.settings import ConfigError, Setting, choice, flag, number, required, text
 
 __all__ = [
     "ES_API_KEY",
@@ -57,6 +57,22 @@ ES_URL = required(
     doc="Elasticsearch URL of the read model.",
     hint=f"{_LOCAL_STACK}, or point it at your Elasticsearch",
 )
+
+
+def _secret(file_name: str, value_name: str, what: str) -> tuple[Setting[str], Setting[str]]:
+    # A secret's two settings: a file holding it (preferred), or the value itself.
+    return (
+        text(file_name, "", type_name="path", doc=f"File holding {what} (or `{value_name}`)."),
+        text(
+            value_name,
+            "",
+            type_name="secret",
+            bounds="never logged",
+            doc=f"{what[0].upper()}{what[1:]} itself, when not in a file.",
+        ),
+    )
+
+
 KAFKA_SECURITY_PROTOCOL = choice(
     "CHRONOS_KAFKA_SECURITY_PROTOCOL",
     "auto",
@@ -75,18 +91,8 @@ KAFKA_SASL_MECHANISM = choice(
 KAFKA_SASL_USERNAME = text(
     "CHRONOS_KAFKA_SASL_USERNAME", "", length_max=255, doc="Kafka SASL user (empty: no SASL)."
 )
-KAFKA_SASL_PASSWORD_FILE = text(
-    "CHRONOS_KAFKA_SASL_PASSWORD_FILE",
-    "",
-    type_name="path",
-    doc="File holding the Kafka SASL password (or `CHRONOS_KAFKA_SASL_PASSWORD`).",
-)
-KAFKA_SASL_PASSWORD = text(
-    "CHRONOS_KAFKA_SASL_PASSWORD",
-    "",
-    type_name="secret",
-    bounds="never logged",
-    doc="The Kafka SASL password itself, when not in a file.",
+KAFKA_SASL_PASSWORD_FILE, KAFKA_SASL_PASSWORD = _secret(
+    "CHRONOS_KAFKA_SASL_PASSWORD_FILE", "CHRONOS_KAFKA_SASL_PASSWORD", "the Kafka SASL password"
 )
 KAFKA_CA_FILE = text(
     "CHRONOS_KAFKA_CA_FILE",
@@ -103,31 +109,11 @@ ES_CA_FILE = text(
 ES_USERNAME = text(
     "CHRONOS_ES_USERNAME", "", length_max=255, doc="Elasticsearch user for basic auth."
 )
-ES_PASSWORD_FILE = text(
-    "CHRONOS_ES_PASSWORD_FILE",
-    "",
-    type_name="path",
-    doc="File holding that user's password (or `CHRONOS_ES_PASSWORD`).",
+ES_PASSWORD_FILE, ES_PASSWORD = _secret(
+    "CHRONOS_ES_PASSWORD_FILE", "CHRONOS_ES_PASSWORD", "that user's Elasticsearch password"
 )
-ES_PASSWORD = text(
-    "CHRONOS_ES_PASSWORD",
-    "",
-    type_name="secret",
-    bounds="never logged",
-    doc="The Elasticsearch password itself, when not in a file.",
-)
-ES_API_KEY_FILE = text(
-    "CHRONOS_ES_API_KEY_FILE",
-    "",
-    type_name="path",
-    doc="File holding an Elasticsearch API key (encoded form), instead of a user.",
-)
-ES_API_KEY = text(
-    "CHRONOS_ES_API_KEY",
-    "",
-    type_name="secret",
-    bounds="never logged",
-    doc="The Elasticsearch API key itself, when not in a file.",
+ES_API_KEY_FILE, ES_API_KEY = _secret(
+    "CHRONOS_ES_API_KEY_FILE", "CHRONOS_ES_API_KEY", "an Elasticsearch API key (encoded)"
 )
 
 # Kafka refuses topic names longer than 249 characters.
