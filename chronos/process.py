@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 import uvloop
 
 from chronos import telemetry
+from chronos.backend_access import BackendRefused
 from chronos.config import ConfigError
 from chronos.metrics import METRICS_HOST, forget_worker, serve_metrics, serve_metrics_of_workers
 from chronos.settings import SettingsGroup
@@ -53,7 +54,8 @@ def run_service(
     """Runs ``body(config)`` as the process named ``service``; returns its exit code.
 
     A configuration error exits with code 2 and one line on stderr, before anything
-    starts.
+    starts; a backend refusing the credentials at start (``BackendRefused``) exits with
+    code 1 and one line on stderr, without a traceback.
     """
     try:
         config = load_config()
@@ -64,6 +66,13 @@ def run_service(
     serve_metrics(config.metrics_port)
     try:
         return body(config)
+    except ConfigError as error:
+        # Found while building a client from settings that are valid one by one.
+        print(f"{service}: {error}", file=sys.stderr, flush=True)
+        return 2
+    except BackendRefused as error:
+        print(f"{service}: {error}", file=sys.stderr, flush=True)
+        return 1
     finally:
         telemetry.shutdown()
 

@@ -12,6 +12,7 @@ import grpc
 from psycopg_pool import AsyncConnectionPool
 
 from chronos import telemetry
+from chronos.event_store.login_check import check_postgres_login
 from chronos.event_store.maintenance import expire_idempotency_records, run_periodically
 from chronos.event_store.writer import LedgerWriter, WriterSettings, writer_pool
 from chronos.metrics import DB_POOL_IN_USE, DB_POOL_WAITING
@@ -26,6 +27,9 @@ _logger = logging.getLogger("command_server")
 
 
 async def run(config: CommandServerConfig) -> None:
+    # A refused login stops the start; an unreachable server does not (calls answer
+    # UNAVAILABLE until it is back).
+    await asyncio.to_thread(check_postgres_login, config.pg_dsn)
     pool = writer_pool(
         config.pg_dsn,
         min_size=config.writer_lanes,

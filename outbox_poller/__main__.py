@@ -7,6 +7,8 @@ import signal
 import sys
 import threading
 
+from chronos.event_store.login_check import check_postgres_login
+from chronos.kafka_client import KafkaSecurity, check_kafka_login
 from chronos.process import run_service
 from outbox_poller.config import PollerConfig
 from outbox_poller.producer import KafkaUnavailable
@@ -19,6 +21,9 @@ def run(config: PollerConfig) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    # Refused credentials stop the start; unreachable servers are waited for below.
+    check_postgres_login(config.pg_dsn)
+    check_kafka_login(config.kafka_bootstrap, config.kafka_security or KafkaSecurity.from_env())
     relay = OutboxRelay(config)
     try:
         relay.ensure_topic()

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chronos.config import EVENTS_TOPIC, KAFKA_BOOTSTRAP, PG_DSN, ConfigError
+from chronos.config import (
+    EVENTS_TOPIC,
+    KAFKA_BOOTSTRAP,
+    KAFKA_SECURITY_SETTINGS,
+    PG_DSN,
+    ConfigError,
+)
 from chronos.event_store.sessions import SessionBounds
+from chronos.kafka_client import KafkaSecurity
 from chronos.metrics import POLLER_METRICS_PORT as METRICS_PORT
 from chronos.settings import SettingsGroup, integer, number
 
@@ -108,6 +115,7 @@ SETTINGS = SettingsGroup(
     settings=(
         PG_DSN,
         KAFKA_BOOTSTRAP,
+        *KAFKA_SECURITY_SETTINGS,
         EVENTS_TOPIC,
         PARTITIONS,
         REPLICATION,
@@ -152,6 +160,8 @@ class PollerConfig:
     # failure), so that partitions added later receive markers too.
     partition_refresh_seconds: float
     metrics_port: int = METRICS_PORT.default
+    # None: read from the environment when a client is built (tests build configs).
+    kafka_security: KafkaSecurity | None = None
 
     def __post_init__(self) -> None:
         # Between two statements the loop blocks at most once on one of these waits and
@@ -197,6 +207,7 @@ class PollerConfig:
         return cls(
             pg_dsn=PG_DSN.read(),
             kafka_bootstrap=KAFKA_BOOTSTRAP.read(),
+            kafka_security=KafkaSecurity.from_env(),
             topic=EVENTS_TOPIC.read(),
             partitions=PARTITIONS.read(),
             replication_factor=REPLICATION.read(),

@@ -11,6 +11,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from chronos.errors import ChronosError
+from chronos.kafka_client import KafkaSecurity, kafka_client_config
 from outbox_poller.markers import partition_count
 
 _logger = logging.getLogger(__name__)
@@ -27,10 +28,10 @@ class KafkaUnavailable(ChronosError):
     """Kafka did not acknowledge a batch; nothing of it was marked published."""
 
 
-def producer_settings(bootstrap: str) -> dict[str, Any]:
-    """librdkafka settings of the relay's producer; the ones that matter are explicit."""
-    return {
-        "bootstrap.servers": bootstrap,
+def producer_settings(bootstrap: str, security: KafkaSecurity | None = None) -> dict[str, Any]:
+    """librdkafka settings of the relay's producer; the ones that matter are explicit.
+    ``security``: default read from the environment."""
+    return kafka_client_config(bootstrap, security) | {
         # Exactly-once per partition from this producer: no duplicates from its own
         # retries, and no reordering within a partition.
         "enable.idempotence": True,
@@ -49,13 +50,19 @@ def producer_settings(bootstrap: str) -> dict[str, Any]:
     }
 
 
-def ensure_topic(bootstrap: str, topic: str, partitions: int, replication_factor: int) -> int:
+def ensure_topic(
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    replication_factor: int,
+    security: KafkaSecurity | None = None,
+) -> int:
     """Creates ``topic`` when missing; returns its partition count.
 
     Raises:
         KafkaUnavailable: the broker did not answer or refused.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(kafka_client_config(bootstrap, security))
     try:
         metadata = admin.list_topics(timeout=_ADMIN_TIMEOUT_SECONDS)
         if topic not in metadata.topics:

@@ -105,7 +105,9 @@ class OutboxRelay:
         producer: Producer | None = None,
     ) -> None:
         self._config = config
-        self._producer = producer or Producer(producer_settings(config.kafka_bootstrap))
+        self._producer = producer or Producer(
+            producer_settings(config.kafka_bootstrap, config.kafka_security)
+        )
         self._markers = MarkerSender(config, self._producer, self._produce)
         self._last_prune_monotonic = 0.0
         self._last_backlog_monotonic = 0.0
@@ -121,7 +123,11 @@ class OutboxRelay:
         """
         config = self._config
         self._markers.partitions = ensure_topic(
-            config.kafka_bootstrap, config.topic, config.partitions, config.replication_factor
+            config.kafka_bootstrap,
+            config.topic,
+            config.partitions,
+            config.replication_factor,
+            config.kafka_security,
         )
 
     def run(self, stop: threading.Event) -> None:

@@ -12,9 +12,16 @@ from types import FrameType
 from confluent_kafka import Consumer
 from elasticsearch import Elasticsearch
 
+from chronos.backend_access import BackendRefused
 from chronos.errors import ChronosError
+from chronos.event_store.login_check import check_postgres_login
+from chronos.kafka_client import KafkaSecurity, check_kafka_login
 from chronos.process import run_service
-from chronos.read_model.client import elasticsearch_client
+from chronos.read_model.client import (
+    ElasticsearchSecurity,
+    check_elasticsearch_login,
+    elasticsearch_client,
+)
 from chronos.read_model.es_writer import EsWriter
 from chronos.read_model.history import EventStoreHistory
 from chronos.read_model.indices import ensure_indices
@@ -30,9 +37,22 @@ _SUMMARY_INTERVAL_SECONDS = 10.0
 
 
 def build(config: ProjectorConfig, stop: threading.Event) -> tuple[Projector, Elasticsearch]:
-    """Builds the clients and the projector; creates the indices if missing."""
-    es = elasticsearch_client(config.es_url, request_timeout=config.es_request_timeout_seconds)
+    """Builds the clients and the projector; creates the indices if missing.
+
+    Raises:
+        BackendRefused: Kafka, Elasticsearch or PostgreSQL refused the credentials.
+    """
+    es_security = config.es_security or ElasticsearchSecurity.from_env()
+    check_elasticsearch_login(config.es_url, es_security)
+    es = elasticsearch_client(
+        config.es_url, es_security, request_timeout=config.es_request_timeout_seconds
+    )
+    # The indices first, as before the other checks existed: the query server reads
+    # them as soon as it serves.
     ensure_indices(es, config.index_names)
+    check_kafka_login(config.kafka_bootstrap, config.kafka_security or KafkaSecurity.from_env())
+    if config.pg_dsn:
+        check_postgres_login(config.pg_dsn)
     consumer = Consumer(config.consumer_settings())
     projector = Projector(
         consumer,
@@ -87,6 +107,9 @@ def _run_until_stopped(config: ProjectorConfig) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         return run(config, stop)
+    except BackendRefused:
+        # run_service reports it in one line.
+        raise
     except ChronosError as error:
         _logger.error("projector failed: %s", error)
         return 1

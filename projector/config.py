@@ -10,8 +10,17 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from chronos.config import ES_URL, EVENTS_TOPIC, KAFKA_BOOTSTRAP, PG_DSN
+from chronos.config import (
+    ES_SECURITY_SETTINGS,
+    ES_URL,
+    EVENTS_TOPIC,
+    KAFKA_BOOTSTRAP,
+    KAFKA_SECURITY_SETTINGS,
+    PG_DSN,
+)
+from chronos.kafka_client import KafkaSecurity, kafka_client_config
 from chronos.metrics import PROJECTOR_METRICS_PORT as METRICS_PORT
+from chronos.read_model.client import ElasticsearchSecurity
 from chronos.read_model.config import INDEX_PREFIX
 from chronos.read_model.indices import IndexNames
 from chronos.settings import SettingsGroup, choice, flag, integer, number, text
@@ -102,7 +111,9 @@ SETTINGS = SettingsGroup(
     "event store only to fill a version gap in what Kafka delivered.",
     settings=(
         KAFKA_BOOTSTRAP,
+        *KAFKA_SECURITY_SETTINGS,
         ES_URL,
+        *ES_SECURITY_SETTINGS,
         PG_DSN,
         EVENTS_TOPIC,
         GROUP,
@@ -128,6 +139,9 @@ class ProjectorConfig:
     # Required from the environment; empty only in tests whose events never reach an
     # event store.
     pg_dsn: str = ""
+    # None: read from the environment when a client is built (tests build configs).
+    kafka_security: KafkaSecurity | None = None
+    es_security: ElasticsearchSecurity | None = None
     topic: str = EVENTS_TOPIC.default
     group_id: str = GROUP.default
     index_prefix: str = INDEX_PREFIX.default
@@ -158,26 +172,29 @@ class ProjectorConfig:
 
     def consumer_settings(self) -> dict[str, Any]:
         """librdkafka settings; the ones that matter for correctness are explicit."""
-        return {
-            "bootstrap.servers": self.kafka_bootstrap,
-            "group.id": self.group_id,
-            # Offsets are committed by hand, only after Elasticsearch acknowledged.
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            # No committed offset, or one Kafka no longer holds: the consumer reports it
-            # and the projector decides (projector.offsets.starting_offsets) rather than skip.
-            "auto.offset.reset": "error",
-            "isolation.level": "read_committed",
-            "enable.partition.eof": False,
-            # The projector never creates the topic; the outbox poller does.
-            "allow.auto.create.topics": False,
-            "client.id": f"chronos-projector-{os.getpid()}",
-            # librdkafka prefetches up to 64 MB / 100,000 messages by default, which makes a
-            # projector catching up a backlog several times its usual size. A few batches
-            # ahead is enough.
-            "queued.max.messages.kbytes": QUEUED_KILOBYTES_MAX,
-            "queued.min.messages": QUEUED_MESSAGES_MIN,
-        }
+        return kafka_client_config(
+            self.kafka_bootstrap,
+            self.kafka_security,
+            **{
+                "group.id": self.group_id,
+                # Offsets are committed by hand, only after Elasticsearch acknowledged.
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                # No committed offset, or one Kafka no longer holds: the consumer reports it
+                # and the projector decides (projector.offsets.starting_offsets) rather than skip.
+                "auto.offset.reset": "error",
+                "isolation.level": "read_committed",
+                "enable.partition.eof": False,
+                # The projector never creates the topic; the outbox poller does.
+                "allow.auto.create.topics": False,
+                "client.id": f"chronos-projector-{os.getpid()}",
+                # librdkafka prefetches up to 64 MB / 100,000 messages by default, which makes a
+                # projector catching up a backlog several times its usual size. A few batches
+                # ahead is enough.
+                "queued.max.messages.kbytes": QUEUED_KILOBYTES_MAX,
+                "queued.min.messages": QUEUED_MESSAGES_MIN,
+            },
+        )
 
     @classmethod
     def from_env(cls) -> ProjectorConfig:
@@ -190,6 +207,8 @@ class ProjectorConfig:
             kafka_bootstrap=KAFKA_BOOTSTRAP.read(),
             es_url=ES_URL.read(),
             pg_dsn=PG_DSN.read(),
+            kafka_security=KafkaSecurity.from_env(),
+            es_security=ElasticsearchSecurity.from_env(),
             topic=EVENTS_TOPIC.read(),
             group_id=GROUP.read(),
             index_prefix=INDEX_PREFIX.read(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 
@@ -9,7 +10,11 @@ import grpc
 
 from chronos import telemetry
 from chronos.process import run_grpc_server
-from chronos.read_model.client import async_elasticsearch_client
+from chronos.read_model.client import (
+    ElasticsearchSecurity,
+    async_elasticsearch_client,
+    check_elasticsearch_login,
+)
 from chronos.read_model.queries import ReadModelQueries
 from chronos.read_model.watermark import APPLIED, SEARCHABLE, AsyncWatermarkReader
 from chronos.read_model.watermark_cache import WatermarkCache
@@ -23,10 +28,14 @@ _logger = logging.getLogger("query_server")
 
 
 async def run(config: QueryServerConfig) -> None:
-    # Nothing connects here: the client opens connections on the first call, so the
-    # server starts (and reports UNAVAILABLE per call) even while Elasticsearch is down.
+    # Refused credentials stop the start. Otherwise nothing connects here: the client
+    # opens connections on the first call, so the server starts (and reports
+    # UNAVAILABLE per call) even while Elasticsearch is down.
+    security = config.es_security or ElasticsearchSecurity.from_env()
+    await asyncio.to_thread(check_elasticsearch_login, config.es_url, security)
     es = async_elasticsearch_client(
         config.es_url,
+        security,
         request_timeout=config.es_request_timeout_seconds,
         max_retries=1,
         retry_on_timeout=False,

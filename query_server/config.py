@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chronos.config import ES_URL, REUSE_PORT, SHUTDOWN_GRACE_SECONDS
+from chronos.config import ES_SECURITY_SETTINGS, ES_URL, REUSE_PORT, SHUTDOWN_GRACE_SECONDS
 from chronos.metrics import QUERY_METRICS_PORT as METRICS_PORT
+from chronos.read_model.client import ElasticsearchSecurity
 from chronos.read_model.config import INDEX_PREFIX
 from chronos.read_model.indices import IndexNames
 from chronos.rpc import parse_address
@@ -82,6 +83,7 @@ SETTINGS = SettingsGroup(
     settings=(
         ADDRESS,
         ES_URL,
+        *ES_SECURITY_SETTINGS,
         INDEX_PREFIX,
         MIN_POSITION_WAIT_SECONDS_MAX,
         WATERMARK_REFRESH_SECONDS,
@@ -115,6 +117,8 @@ class QueryServerConfig:
     reuse_port: bool
     # TLS, authentication and the rate limit (chronos.security.config).
     security: SecuritySettings
+    # None: read from the environment when the client is built (tests build configs).
+    es_security: ElasticsearchSecurity | None = None
 
     @property
     def index_names(self) -> IndexNames:
@@ -131,6 +135,7 @@ class QueryServerConfig:
         return cls(
             address=address,
             es_url=ES_URL.read(),
+            es_security=ElasticsearchSecurity.from_env(),
             index_prefix=INDEX_PREFIX.read(),
             min_position_wait_seconds_max=MIN_POSITION_WAIT_SECONDS_MAX.read(),
             watermark_refresh_seconds=WATERMARK_REFRESH_SECONDS.read(),

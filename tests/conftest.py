@@ -4,10 +4,19 @@ Where the servers come from, in order:
 
 1. ``CHRONOS_TEST_INFRA=docker`` and a reachable Docker engine: testcontainers.
 2. ``CHRONOS_PG_DSN``, ``CHRONOS_KAFKA_BOOTSTRAP`` and ``CHRONOS_ES_URL`` all set
-   (``scripts/test`` does this after ``chronos-dev infra up``): those servers.
+   (``scripts/test`` does this after ``chronos-dev infra up``): those servers, with the
+   security settings in the environment (``CHRONOS_KAFKA_*``, ``CHRONOS_ES_*``; the
+   DSN carries PostgreSQL's).
 3. Otherwise the local stack (:mod:`chronos_dev.stack`), started in-process; any of the
    three variables that is set still names an external server. Servers this session
    started are stopped at its end; ones that were already running are left running.
+   The stack's variables (``chronos-dev infra env``) are put into this process's
+   environment, so the services the tests start and the client builders' defaults
+   (:func:`chronos.kafka_client.kafka_client_config`,
+   :func:`chronos.read_model.client.elasticsearch_client`) use the same security.
+
+Tests build every Kafka client with ``kafka_client_config`` and every Elasticsearch
+client with ``elasticsearch_client``, as the services do.
 
 Tests under ``tests/integration`` are marked ``integration``, under ``tests/e2e``
 ``e2e``, so ``-m "not integration and not e2e"`` runs the unit tests alone.
@@ -17,7 +26,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +35,8 @@ import psycopg
 import pytest
 from elasticsearch import Elasticsearch
 
-from chronos.read_model.client import elasticsearch_client
+from chronos.kafka_client import KafkaSecurity
+from chronos.read_model.client import ElasticsearchSecurity, elasticsearch_client
 
 TESTS_DIR = Path(__file__).resolve().parent
 INFRA_ENV_VARS = ("CHRONOS_PG_DSN", "CHRONOS_KAFKA_BOOTSTRAP", "CHRONOS_ES_URL")
@@ -52,11 +62,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @dataclass(frozen=True)
 class Infrastructure:
-    """Addresses of the three servers, as the Chronos services take them."""
+    """Addresses of the three servers and how to authenticate to them, as the Chronos
+    services take them (the DSN carries PostgreSQL's TLS and passfile settings)."""
 
     pg_dsn: str
     kafka_bootstrap: str
     es_url: str
+    kafka_security: KafkaSecurity
+    es_security: ElasticsearchSecurity
 
 
 @pytest.fixture(scope="session")
@@ -64,11 +77,7 @@ def infrastructure() -> Iterator[Infrastructure]:
     if os.environ.get("CHRONOS_TEST_INFRA") == "docker" and _docker_is_reachable():
         yield from _docker_infrastructure()
     elif all(os.environ.get(name) for name in INFRA_ENV_VARS):
-        yield Infrastructure(
-            pg_dsn=os.environ["CHRONOS_PG_DSN"],
-            kafka_bootstrap=os.environ["CHRONOS_KAFKA_BOOTSTRAP"],
-            es_url=os.environ["CHRONOS_ES_URL"],
-        )
+        yield _from_environment(os.environ)
     else:
         yield from _local_stack_infrastructure()
 
@@ -96,9 +105,11 @@ def pg_conn(pg_dsn: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 @pytest.fixture(scope="session")
-def es_client(es_url: str) -> Iterator[Elasticsearch]:
+def es_client(infrastructure: Infrastructure) -> Iterator[Elasticsearch]:
     """A client for ``es_url``, built as the services build theirs."""
-    client = elasticsearch_client(es_url, request_timeout=30)
+    client = elasticsearch_client(
+        infrastructure.es_url, infrastructure.es_security, request_timeout=30
+    )
     try:
         yield client
     finally:
@@ -115,14 +126,21 @@ def _local_stack_infrastructure() -> Iterator[Infrastructure]:
     started = stack.up(progress=progress)
     try:
         values = stack.environment()
-        yield Infrastructure(
-            pg_dsn=values["CHRONOS_PG_DSN"],
-            kafka_bootstrap=values["CHRONOS_KAFKA_BOOTSTRAP"],
-            es_url=values["CHRONOS_ES_URL"],
-        )
+        os.environ.update(values)
+        yield _from_environment(values)
     finally:
         if started:
             stack.down(only=started, progress=progress)
+
+
+def _from_environment(values: Mapping[str, str]) -> Infrastructure:
+    return Infrastructure(
+        pg_dsn=values["CHRONOS_PG_DSN"],
+        kafka_bootstrap=values["CHRONOS_KAFKA_BOOTSTRAP"],
+        es_url=values["CHRONOS_ES_URL"],
+        kafka_security=KafkaSecurity.from_env(values),
+        es_security=ElasticsearchSecurity.from_env(values),
+    )
 
 
 def _docker_is_reachable() -> bool:
@@ -154,8 +172,12 @@ def _docker_infrastructure() -> Iterator[Infrastructure]:
     with postgres, kafka, elasticsearch:
         host = elasticsearch.get_container_host_ip()
         port = elasticsearch.get_exposed_port(elasticsearch.port)
+        # The containers run without security (testcontainers' defaults); this route
+        # exercises the plaintext settings only.
         yield Infrastructure(
             pg_dsn=postgres.get_connection_url(),
             kafka_bootstrap=kafka.get_bootstrap_server(),
             es_url=f"http://{host}:{port}",
+            kafka_security=KafkaSecurity(),
+            es_security=ElasticsearchSecurity(),
         )

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
-from elasticsearch import Elasticsearch
 from google.rpc import error_details_pb2, status_pb2
 
+from chronos.kafka_client import kafka_client_config
+from chronos.read_model.client import elasticsearch_client
 from chronos_dev import launcher
 from chronos_dev.launcher import PROJECT_ROOT as PROJECT_ROOT
 from chronos_dev.launcher import Backends, PortAllocator
@@ -147,14 +148,14 @@ def pipeline_env(
         )
     finally:
         drop_database(pg_dsn, database)
-        es = Elasticsearch(es_url, request_timeout=30)
+        es = elasticsearch_client(es_url, request_timeout=30)
         try:
             es.options(ignore_status=404).indices.delete(
                 index=f"{prefix}-*", expand_wildcards="all"
             )
         finally:
             es.close()
-        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+        admin = AdminClient(kafka_client_config(kafka_bootstrap))
         futures = admin.delete_topics([topic], operation_timeout=30)
         # The topic only exists once the poller created it; a failure here leaves nothing.
         with contextlib.suppress(Exception):

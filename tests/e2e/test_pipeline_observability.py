@@ -75,6 +75,13 @@ def pipeline(
             stack.enter_context(
                 service_process(module, env, log_path=logs / f"{module}.log", grpc_address=address)
             )
+        # The query server serves before the projector has created the read model's
+        # indices (it answers UNAVAILABLE until then); on a loaded machine the first
+        # query can come first, so wait (bounded) for the projector's indices.
+        deadline = time.monotonic() + 60
+        while not es_client.indices.exists(index=names.projection):
+            assert time.monotonic() < deadline, "the projector did not create its indices"
+            time.sleep(0.1)
         command_channel = stack.enter_context(open_channel(command_address))
         query_channel = stack.enter_context(open_channel(query_address))
         yield Pipeline(

@@ -475,7 +475,7 @@ def test_unknown_account(stack: Stack) -> None:
 
 def test_elasticsearch_outage_is_unavailable() -> None:
     # A server whose Elasticsearch is not there: every call fails the same clean way.
-    server = start_server(f"http://127.0.0.1:{free_port()}", IndexNames(prefix=unique("t")))
+    server = start_server(f"https://127.0.0.1:{free_port()}", IndexNames(prefix=unique("t")))
     try:
         stub = queries_pb2_grpc.QueryServiceStub(server.channel)  # type: ignore[no-untyped-call]
         with pytest.raises(grpc.RpcError) as failure:

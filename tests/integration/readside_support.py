@@ -28,6 +28,7 @@ from chronos.event_store.mapper import StoredEvent, envelope
 from chronos.event_store.reader import iter_events
 from chronos.event_store.results import CommandResult
 from chronos.event_store.writer import CommandContext, LedgerWriter, WriterSettings, writer_pool
+from chronos.kafka_client import kafka_client_config
 from chronos.outbox import contract
 from chronos.read_model.es_writer import EsWriter
 from chronos.read_model.history import EventStoreHistory, StreamHistory
@@ -71,7 +72,7 @@ def index_prefix(es: Elasticsearch) -> Iterator[IndexNames]:
 def kafka_topic(bootstrap: str, partitions: int = PARTITIONS) -> Iterator[str]:
     """A new topic; deleted afterwards."""
     name = unique("chronos-test-events")
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(kafka_client_config(bootstrap))
     futures = admin.create_topics([NewTopic(name, num_partitions=partitions)])
     futures[name].result(timeout=KAFKA_TIMEOUT_SECONDS)
     try:
@@ -138,7 +139,7 @@ class FakePoller:
         self.topic = topic
         self.partitions = partitions
         self._producer = Producer(
-            {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"}
+            kafka_client_config(bootstrap, **{"enable.idempotence": True, "acks": "all"})
         )
 
     def publish(self, events: Sequence[StoredEvent], *, markers: bool = True) -> None:

@@ -9,6 +9,7 @@ import psycopg
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from elasticsearch import Elasticsearch
 
+from chronos.kafka_client import kafka_client_config
 from chronos_dev.bench.resources import Infrastructure, leftover_resources, remove_resources
 from tests.conftest import Infrastructure as SessionServers
 
@@ -33,7 +34,7 @@ def test_leftovers_of_a_killed_run_are_found_by_their_names_and_removed(
         for name in (database, other):
             conn.execute(f'CREATE DATABASE "{name}"')
     es_client.indices.create(index=index)
-    admin = AdminClient({"bootstrap.servers": infrastructure.kafka_bootstrap})
+    admin = AdminClient(kafka_client_config(infrastructure.kafka_bootstrap))
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(
         timeout=TIMEOUT_SECONDS
     )

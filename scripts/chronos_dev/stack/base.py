@@ -140,15 +140,22 @@ class ServerContext:
         as_account: bool,
         timeout_seconds: float,
         env: Mapping[str, str] | None = None,
+        redact: Sequence[str] = (),
     ) -> None:
         """Runs a provisioning command to completion, its output appended to ``log_path``.
+
+        The command line is logged first, with each string of ``redact`` (a password on
+        the command line of a tool that takes it no other way) shown as ``***``.
 
         Raises:
             InfraError: the command failed or timed out; the message shows its output.
         """
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
-            log.write(("$ " + " ".join(str(part) for part in argv) + "\n").encode())
+            shown = " ".join(str(part) for part in argv)
+            for secret in redact:
+                shown = shown.replace(secret, "***")
+            log.write(("$ " + shown + "\n").encode())
             log.flush()
             try:
                 completed = subprocess.run(
@@ -209,8 +216,13 @@ class Server(Protocol):
         """The server's logs, the main one first (shown by status, tailed on errors)."""
         ...
 
-    def address(self, ports: Mapping[str, int]) -> str:
+    def address(self, stack_dir: Path, ports: Mapping[str, int]) -> str:
         """What clients use: the value of ``external_env`` for this local server."""
+        ...
+
+    def client_environment(self, stack_dir: Path) -> dict[str, str]:
+        """The other variables a client of this local server needs (CA, user, password
+        file), by name; never a secret itself, only the paths of the files holding them."""
         ...
 
     def provision(self, context: ServerContext) -> None:

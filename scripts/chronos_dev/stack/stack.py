@@ -4,6 +4,8 @@ Layout of the stack directory (``<repo>/.stack`` unless ``CHRONOS_STACK_DIR`` is
 
     state.json          layout version, and per server: ports, pid, start time, log path
     dist/               server distributions (Kafka jars, the Elasticsearch tree)
+    pki/                the local CA, the servers' certificate, the token signing key
+    secrets/            generated passwords and the PostgreSQL passfile (owner-only)
     config/<server>/    configuration written by chronos-dev
     data/<server>/      the servers' data
     logs/               one log per server (Elasticsearch: logs/elasticsearch/)
@@ -26,7 +28,7 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
-from chronos_dev.stack import InfraError, lifecycle
+from chronos_dev.stack import InfraError, credentials, lifecycle
 from chronos_dev.stack.base import Progress, Server, ServerContext, free_port, no_progress
 from chronos_dev.stack.elasticsearch import ElasticsearchServer
 from chronos_dev.stack.kafka import KafkaServer
@@ -60,6 +62,19 @@ def default_servers() -> list[Server]:
     return [PostgresServer(), KafkaServer(), ElasticsearchServer()]
 
 
+def grpc_environment(stack_dir: Path) -> dict[str, str]:
+    """The key material for the gRPC servers (certificate, key, JWKS) and their clients
+    (CA, token signing key), created where missing."""
+    pki = credentials.stack_pki(stack_dir)
+    return {
+        "CHRONOS_TLS_CERT_FILE": str(pki.server_cert),
+        "CHRONOS_TLS_KEY_FILE": str(pki.server_key),
+        "CHRONOS_TLS_CA_FILE": str(pki.ca_cert),
+        "CHRONOS_AUTH_JWKS_FILE": str(pki.jwks),
+        "CHRONOS_AUTH_SIGNING_KEY_FILE": str(pki.signing_key),
+    }
+
+
 class Stack:
     """The local stack in one directory: ``up``, ``down``, ``status`` and ``environment``."""
 
@@ -88,7 +103,7 @@ class Stack:
         value = self.environ.get(server.external_env)
         if not value:
             return False
-        return record is None or value != server.address(record.ports)
+        return record is None or value != server.address(self.stack_dir, record.ports)
 
     def up(self, progress: Progress = no_progress) -> list[str]:
         """Provisions and starts every local server that is not already running.
@@ -106,6 +121,7 @@ class Stack:
         self.stack_dir.mkdir(parents=True, exist_ok=True)
         with self._state_file.lock():
             state = self._state_file.load()
+            credentials.stack_pki(self.stack_dir)
             contexts, pending = self._plan_up(state, progress)
             self._state_file.save(state)
             if not pending:
@@ -165,7 +181,9 @@ class Stack:
             # All servers boot in parallel; the waits below then overlap.
             for server in pending:
                 context = contexts[server.name]
-                progress(f"{server.name}: starting on {server.address(context.ports)}")
+                progress(
+                    f"{server.name}: starting on {server.address(self.stack_dir, context.ports)}"
+                )
                 launched.append((server, server.launch(context)))
             for server, process in launched:
                 lifecycle.wait_ready(
@@ -251,7 +269,7 @@ class Stack:
         log_path = str(server.log_paths(self.stack_dir)[0])
         if record is None:
             return ServerStatus(server.name, server.title, "stopped", None, "-", log_path)
-        address = server.address(record.ports)
+        address = server.address(self.stack_dir, record.ports)
         if not record.is_running():
             return ServerStatus(server.name, server.title, "stopped", None, address, log_path)
         context = ServerContext(
@@ -261,7 +279,11 @@ class Stack:
         return ServerStatus(server.name, server.title, state, record.pid, address, log_path)
 
     def environment(self) -> dict[str, str]:
-        """``CHRONOS_PG_DSN``/``CHRONOS_KAFKA_BOOTSTRAP``/``CHRONOS_ES_URL`` -> value.
+        """What clients need, variable -> value: ``CHRONOS_PG_DSN``,
+        ``CHRONOS_KAFKA_BOOTSTRAP`` and ``CHRONOS_ES_URL`` with the security settings of
+        each local server (paths of the CA and password files, never a secret), and the
+        key material of the gRPC servers and their clients (``CHRONOS_TLS_*``,
+        ``CHRONOS_AUTH_*``).
 
         Raises:
             InfraError: a local server has no known port yet (run ``chronos-dev infra up``).
@@ -281,8 +303,9 @@ class Stack:
                     f"{server.title}: no port is known yet; run `chronos-dev infra up` first "
                     f"(or set {server.external_env} to use an external server)."
                 )
-            values[server.external_env] = server.address(ports)
-        return values
+            values[server.external_env] = server.address(self.stack_dir, ports)
+            values.update(server.client_environment(self.stack_dir))
+        return values | grpc_environment(self.stack_dir)
 
     def _ports_from_env(self, server: Server) -> dict[str, int]:
         ports: dict[str, int] = {}

@@ -19,8 +19,10 @@ from chronos_dev.stack import InfraError
 from chronos_dev.stack.processes import process_start_ticks
 
 # Bump when the directory layout or state.json changes incompatibly; an older stack
-# directory is then refused with a hint to purge it rather than misread.
-LAYOUT_VERSION = 1
+# directory is then refused with a hint to purge it rather than misread. Version 2: the
+# servers are secured (passwords, TLS, SCRAM users created at provisioning time), which
+# a version 1 directory's data (a trust-auth cluster, an unformatted SCRAM store) lacks.
+LAYOUT_VERSION = 2
 STATE_FILE_NAME = "state.json"
 
 
