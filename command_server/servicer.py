@@ -33,6 +33,7 @@ from chronos.domain.commands import (
 )
 from chronos.domain.errors import FieldViolation, Reason, Rejection, validation_failed
 from chronos.errors import ChronosError
+from chronos.event_store.atomic import linked_answers
 from chronos.event_store.mapper import side_from_proto
 from chronos.event_store.results import CommandResult
 from chronos.event_store.writer import (
@@ -48,6 +49,7 @@ from chronos.security.authorization import authorize_command
 from chronos.security.caller import current_caller
 from chronos.telemetry import SPAN_ENDUSER_ID
 from chronos.v1 import commands_pb2, commands_pb2_grpc, ledger_pb2
+from command_server.batch_checks import batch_violation, repeated_request_ids
 
 _logger = logging.getLogger(__name__)
 
@@ -75,6 +77,7 @@ def deposit_from_proto(request: commands_pb2.DepositRequest) -> Deposit:
         account_id=request.account_id,
         amount=_money(request.amount),
         description=request.description,
+        metadata=tuple(sorted(request.metadata.items())),
     )
 
 
@@ -84,6 +87,7 @@ def withdraw_from_proto(request: commands_pb2.WithdrawRequest) -> Withdraw:
         account_id=request.account_id,
         amount=_money(request.amount),
         description=request.description,
+        metadata=tuple(sorted(request.metadata.items())),
     )
 
 
@@ -94,6 +98,7 @@ def transfer_from_proto(request: commands_pb2.TransferFundsRequest) -> TransferF
         to_account_id=request.to_account_id,
         amount=_money(request.amount),
         description=request.description,
+        metadata=tuple(sorted(request.metadata.items())),
     )
 
 
@@ -109,6 +114,7 @@ def journal_from_proto(request: commands_pb2.PostJournalEntryRequest) -> PostJou
             for line in request.lines
         ),
         description=request.description,
+        metadata=tuple(sorted(request.metadata.items())),
     )
 
 
@@ -293,56 +299,79 @@ class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
 
     async def ExecuteBatch(self, request: Any, context: Any) -> commands_pb2.ExecuteBatchResponse:
         count = len(request.commands)
-        violation = None
-        if not 1 <= count <= limits.BATCH_COMMANDS_MAX:
-            violation = f"must hold 1 to {limits.BATCH_COMMANDS_MAX} commands, got {count}"
-        else:
-            lines = sum(
-                len(item.post_journal_entry.lines)
-                for item in request.commands
-                if item.HasField("post_journal_entry")
-            )
-            if lines > limits.BATCH_JOURNAL_LINES_MAX:
-                violation = (
-                    f"journal entries must hold at most {limits.BATCH_JOURNAL_LINES_MAX} "
-                    f"lines in all, got {lines}: split the batch"
-                )
+        violation = batch_violation(request)
         if violation is not None:
             rejection = validation_failed([FieldViolation("commands", violation)])
             await abort(context, self._rejection(rejection, ""))
-        results: list[commands_pb2.BatchResult | None] = [None] * count
+        # Per command: its Rejection before the writer (refused or invalid), or the
+        # prepared command the writer runs.
+        refusals: dict[int, Rejection] = {}
         prepared: list[tuple[Command, bytes, CommandContext]] = []
         prepared_at: list[int] = []
         for index, item in enumerate(request.commands):
-            kind = item.WhichOneof("command")
-            if kind is None:
-                error: ChronosError = validation_failed(
-                    [FieldViolation("command", "exactly one command must be set")]
-                )
-                results[index] = commands_pb2.BatchResult(error=self._failure(error, ""))
-                continue
-            command = _FROM_PROTO[kind](getattr(item, kind))
-            refusal = _refusal(command)
-            if refusal is not None:
-                results[index] = commands_pb2.BatchResult(error=rejection_proto(refusal))
-                continue
             try:
-                prepared.append(self._prepare(command, context))
+                prepared.append(self._prepare_item(item, context))
             except Rejection as rejection:
-                failure = self._failure(rejection, command.request_id)
-                results[index] = commands_pb2.BatchResult(error=failure)
+                refusals[index] = rejection
                 continue
             prepared_at.append(index)
-        outcomes = await self._writer.execute_in_order(prepared)
-        for index, (command, _, _), outcome in zip(prepared_at, prepared, outcomes, strict=True):
+        if request.atomic:
+            for index, repeat in repeated_request_ids(prepared, prepared_at).items():
+                refusals[index] = self._rejection(repeat, "")
+            if refusals:
+                return _batch_response(dict(enumerate(self._linked(refusals, count))))
+            ran = await self._writer.execute_atomic(prepared)
+        else:
+            ran = await self._writer.execute_in_order(prepared)
+        outcomes: dict[int, CommandResult | Rejection] = dict(refusals)
+        for index, (command, _, _), outcome in zip(prepared_at, prepared, ran, strict=True):
             if isinstance(outcome, CommandResult):
-                results[index] = commands_pb2.BatchResult(response=result_to_proto(outcome))
+                outcomes[index] = outcome
             else:
-                failure = self._failure(outcome, command.request_id)
-                results[index] = commands_pb2.BatchResult(error=failure)
-        answered = [result for result in results if result is not None]
-        assert len(answered) == count, "every command of a batch needs a result"
-        return commands_pb2.ExecuteBatchResponse(results=answered)
+                outcomes[index] = self._rejection(outcome, command.request_id)
+        assert len(outcomes) == count, "every command of a batch needs a result"
+        return _batch_response(outcomes)
+
+    def _linked(self, refusals: dict[int, Rejection], count: int) -> list[Rejection]:
+        """An atomic batch refused before the writer: each refused command its own
+        answer (already counted), every other one LINKED_COMMAND_FAILED (counted here)."""
+        return [
+            answer if index in refusals else self._rejection(answer, "")
+            for index, answer in enumerate(linked_answers(refusals, count))
+        ]
+
+    def _prepare_item(
+        self, item: commands_pb2.BatchCommand, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tuple[Command, bytes, CommandContext]:
+        """One command of a batch, authorized and prepared; raises its Rejection (counted
+        and logged once)."""
+        kind = item.WhichOneof("command")
+        if kind is None:
+            rejection = validation_failed(
+                [FieldViolation("command", "exactly one command must be set")]
+            )
+            raise self._rejection(rejection, "")
+        command = _FROM_PROTO[kind](getattr(item, kind))
+        refusal = _refusal(command)
+        if refusal is not None:
+            raise refusal
+        try:
+            return self._prepare(command, context)
+        except Rejection as rejection:
+            raise self._rejection(rejection, command.request_id) from None
+
+
+def _batch_response(
+    outcomes: dict[int, CommandResult | Rejection],
+) -> commands_pb2.ExecuteBatchResponse:
+    return commands_pb2.ExecuteBatchResponse(
+        results=[
+            commands_pb2.BatchResult(response=result_to_proto(outcome))
+            if isinstance(outcome, CommandResult)
+            else commands_pb2.BatchResult(error=rejection_proto(outcome))
+            for _, outcome in sorted(outcomes.items())
+        ]
+    )
 
 
 def _refusal(command: Command) -> Rejection | None:

@@ -87,6 +87,8 @@ def line_to_proto(source: dict[str, Any]) -> queries_pb2.TransactionLine:
         event_id=source["event_id"],
         # Lines written without an authenticated caller have no principal.
         principal=source.get("principal", ""),
+        # Lines of a movement without metadata (or projected before it existed) have none.
+        metadata={str(k): str(v) for k, v in (source.get("metadata") or {}).items()},
     )
 
 

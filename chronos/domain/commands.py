@@ -39,6 +39,8 @@ class Deposit:
     account_id: str
     amount: Money
     description: str = ""
+    # Caller-defined labels, stored on every line of the entry (see movement_metadata).
+    metadata: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,6 +49,8 @@ class Withdraw:
     account_id: str
     amount: Money
     description: str = ""
+    # Caller-defined labels, stored on every line of the entry (see movement_metadata).
+    metadata: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,6 +60,8 @@ class TransferFunds:
     to_account_id: str
     amount: Money
     description: str = ""
+    # Caller-defined labels, stored on every line of the entry (see movement_metadata).
+    metadata: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,6 +76,8 @@ class PostJournalEntry:
     request_id: str
     lines: tuple[JournalLine, ...] = field(default_factory=tuple)
     description: str = ""
+    # Caller-defined labels, stored on every line of the entry (see movement_metadata).
+    metadata: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

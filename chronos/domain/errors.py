@@ -45,6 +45,9 @@ class Reason(enum.Enum):
     # Of an ordered batch (ExecuteBatch): an earlier command failed for a reason that is
     # not the client's, so this one was not run, to keep the batch's order.
     NOT_APPLIED = "NOT_APPLIED"
+    # Of an atomic batch (ExecuteBatch with atomic set): another command of the batch
+    # failed, so none of them was recorded; this one may be sent again unchanged.
+    LINKED_COMMAND_FAILED = "LINKED_COMMAND_FAILED"
 
     # The service's own reasons. They say nothing about the request, only that the
     # service could not answer it now, so they never compete with the ledger's

@@ -66,6 +66,8 @@ class LinePosted:
     counterparty_account_id: str = ""
     description: str = ""
     line_index: int = 0
+    # The posting command's metadata, the same on every line of the entry.
+    metadata: tuple[tuple[str, str], ...] = ()
     kind: EntryKind = field(init=False)
 
     @property

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from chronos.domain import limits
 from chronos.domain.accounts import Account, AccountStatus, evolve
@@ -40,6 +40,7 @@ from chronos.domain.events import (
     DomainEvent,
     EntryKind,
 )
+from chronos.domain.movement_metadata import with_metadata
 
 # System account ids are derived from the currency so every server process agrees on
 # them without a lookup. The namespace is fixed forever: changing it would orphan the
@@ -114,7 +115,8 @@ def decide(
             return _change_status(command, accounts)
         case Deposit() | Withdraw() | TransferFunds() | PostJournalEntry():
             kind, subject_account_id, legs = _entry_of(command)
-            return _post(kind, legs, subject_account_id, command.description, accounts, new_id)
+            posted = _post(kind, legs, subject_account_id, command.description, accounts, new_id)
+            return replace(posted, events=with_metadata(posted.events, command.metadata))
 
 
 def _open(command: OpenAccount, accounts: Mapping[str, Account | None]) -> Decision:

@@ -94,6 +94,7 @@ def validate(command: Command) -> None:
             _check_text(
                 command.description, "description", limits.DESCRIPTION_LENGTH_MAX, violations
             )
+            _check_metadata(command.metadata, violations)
         case TransferFunds():
             _check_user_account(command.from_account_id, "from_account_id", violations)
             _check_user_account(command.to_account_id, "to_account_id", violations)
@@ -106,8 +107,10 @@ def validate(command: Command) -> None:
             _check_text(
                 command.description, "description", limits.DESCRIPTION_LENGTH_MAX, violations
             )
+            _check_metadata(command.metadata, violations)
         case PostJournalEntry():
             _check_journal(command, violations)
+            _check_metadata(command.metadata, violations)
         case FreezeAccount() | UnfreezeAccount() | CloseAccount():
             _check_user_account(command.account_id, "account_id", violations)
             _check_text(command.reason, "reason", limits.REASON_LENGTH_MAX, violations)
@@ -195,6 +198,14 @@ def _check_control(
                 f"(U+{ord(control.group()):04X} at index {control.start()})",
             )
         )
+
+
+def metadata_violations(metadata: tuple[tuple[str, str], ...]) -> list[FieldViolation]:
+    """What is wrong with ``metadata`` (an account's, a money movement's, or a query's
+    filter on it): the one check of its limits and characters."""
+    violations: list[FieldViolation] = []
+    _check_metadata(metadata, violations)
+    return violations
 
 
 def _check_metadata(
@@ -295,4 +306,9 @@ def fingerprint(command: Command) -> bytes:
     """A digest of everything the command asks for, to tell a retry from a reuse of its
     request_id with a different payload. Compute it on the canonical command, before
     the server fills in generated values (such as a new account id)."""
-    return hashlib.sha256(repr(command).encode()).digest()
+    text = repr(command)
+    # Money movements gained metadata (their last field) after requests were stored:
+    # an empty one is left out, so a retry sent across the upgrade matches its record.
+    if text.endswith(", metadata=())") and not isinstance(command, OpenAccount):
+        text = text.removesuffix(", metadata=())") + ")"
+    return hashlib.sha256(text.encode()).digest()

@@ -18,7 +18,8 @@ from chronos.domain.commands import Command
 from chronos.domain.errors import Rejection
 from chronos.domain.events import DomainEvent
 from chronos.domain.ledger import accounts_touched, decide
-from chronos.event_store.results import AccountBalance
+from chronos.event_store.atomic import all_or_nothing
+from chronos.event_store.results import AccountBalance, CommandResult
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,6 +142,36 @@ def decide_batch(
         accounts=tuple(_present(state[a]) for a in changed),
         opened=frozenset(opened),
     )
+
+
+def settle_outcomes(
+    count: int,
+    answered: dict[int, CommandResult | Rejection],
+    decision: BatchDecision,
+    *,
+    atomic: bool,
+) -> tuple[list[CommandResult | Rejection | None], list[tuple[int, Rejection]], bool]:
+    """What a batch answers before its writes, per command: a stored answer, a
+    Rejection, or None for an accepted command (its result comes with its position).
+
+    Returns:
+        The outcomes; the rejected commands, whose idempotency placeholders go; and
+        whether an atomic batch failed (then nothing is written, see
+        :mod:`chronos.event_store.atomic`).
+    """
+    outcomes: list[CommandResult | Rejection | None] = [answered.get(i) for i in range(count)]
+    rejected = decision.rejected()
+    for i, rejection in rejected:
+        outcomes[i] = rejection
+    settled = all_or_nothing(outcomes) if atomic else None
+    if settled is None:
+        return outcomes, rejected, False
+    # Nothing of a failed atomic batch is recorded: its placeholders go (a stored
+    # duplicate's record is another call's and stays).
+    forgotten = [
+        (i, r) for i, r in enumerate(settled) if isinstance(r, Rejection) and i not in answered
+    ]
+    return settled, forgotten, True
 
 
 def _present(account: Account | None) -> Account:

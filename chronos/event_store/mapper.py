@@ -98,6 +98,7 @@ def line_to_proto(event: LinePosted) -> events_pb2.EntryLine:
         description=event.description,
         kind=ENTRY_KIND_TO_PROTO[event.kind],
         line_index=event.line_index,
+        metadata=dict(event.metadata),
     )
 
 
@@ -193,6 +194,8 @@ def _decode_current(event_type: str, payload: bytes) -> DomainEvent:
         counterparty_account_id=line.counterparty_account_id,
         description=line.description,
         line_index=line.line_index,
+        # Absent from lines stored before movements had metadata: read as empty.
+        metadata=tuple(sorted(line.metadata.items())),
     )
 
 

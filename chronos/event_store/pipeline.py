@@ -33,7 +33,7 @@ from chronos.domain.errors import Reason, Rejection
 from chronos.domain.events import AccountKind
 from chronos.event_store import mapper, sql
 from chronos.event_store.context import CommandContext
-from chronos.event_store.decisions import BatchDecision, accounts_to_lock
+from chronos.event_store.decisions import BatchDecision, accounts_to_lock, settle_outcomes
 from chronos.event_store.errors import CommitOutcomeUnknown
 from chronos.event_store.results import CommandResult
 
@@ -73,8 +73,12 @@ async def run_transaction(
     decide: DecideBatch,
     topic: str,
     idempotency_retention_seconds: int,
+    atomic: bool = False,
 ) -> list[CommandResult | Rejection]:
     """Runs one batch in one transaction: every accepted command or none is committed.
+
+    With ``atomic``, the batch is one atomic batch: when any command fails, none is
+    recorded (see :mod:`chronos.event_store.atomic`).
 
     Returns:
         Per request its result (a replay for a stored duplicate) or its Rejection.
@@ -92,7 +96,7 @@ async def run_transaction(
         # trip is also a wait for a core.
         async with conn.pipeline():
             outcomes, results, appended = await _pipelined(
-                conn, requests, decide, topic, idempotency_retention_seconds
+                conn, requests, decide, topic, idempotency_retention_seconds, atomic
             )
             # From here the server may commit whatever happens to the connection.
             commit_sent = appended is not None
@@ -133,6 +137,7 @@ async def _pipelined(
     decide: DecideBatch,
     topic: str,
     idempotency_retention_seconds: int,
+    atomic: bool,
 ) -> tuple[
     list[CommandResult | Rejection | None],
     dict[int, CommandResult],
@@ -152,12 +157,7 @@ async def _pipelined(
     decision = decide(
         [None if i in answered else r.command for i, r in enumerate(requests)], accounts
     )
-    outcomes: list[CommandResult | Rejection | None] = [
-        answered.get(i) for i in range(len(requests))
-    ]
-    rejected = decision.rejected()
-    for i, rejection in rejected:
-        outcomes[i] = rejection
+    outcomes, rejected, failed = settle_outcomes(len(requests), answered, decision, atomic=atomic)
 
     # Round trip 2: every write, then (queued by the caller) the COMMIT.
     if rejected:
@@ -167,7 +167,7 @@ async def _pipelined(
             (_json([requests[i].context.idempotency_key for i, _ in rejected]),),
         )
     events = decision.events()
-    if not events:
+    if not events or failed:
         return outcomes, {}, None
     # Account state first, while only the touched accounts are locked.
     await _save_accounts(conn, decision)

@@ -243,6 +243,8 @@ def transaction_source(record: EventRecord) -> dict[str, Any] | None:
     }
     if record.principal:
         source["principal"] = record.principal
+    if event.metadata:
+        source["metadata"] = dict(event.metadata)
     return source
 
 

@@ -79,6 +79,12 @@ TRANSACTIONS_MAPPING: dict[str, Any] = {
         "line_index": {"type": "integer", **_STORED},
         # Who caused the line (the token subject); absent when none was recorded.
         "principal": {"type": "keyword", **_STORED},
+        # The money movement's metadata; absent when it had none. Flattened: every
+        # client-chosen key is searchable by exact match (``metadata.<key>``) with one
+        # field in the mapping, however many keys clients use, and keys with dots stay
+        # whole; an object mapping would add a field per key (the strict mapping would
+        # refuse them) and split dotted keys.
+        "metadata": {"type": "flattened"},
     },
 }
 

@@ -39,6 +39,7 @@ STATUS_BY_REASON: dict[Reason, grpc.StatusCode] = {
     Reason.ACCOUNT_NOT_EMPTY: grpc.StatusCode.FAILED_PRECONDITION,
     Reason.CONCURRENCY_CONFLICT: grpc.StatusCode.ABORTED,
     Reason.NOT_APPLIED: grpc.StatusCode.ABORTED,
+    Reason.LINKED_COMMAND_FAILED: grpc.StatusCode.ABORTED,
     # The service's own reasons.
     Reason.SERVER_BUSY: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Reason.RATE_LIMITED: grpc.StatusCode.RESOURCE_EXHAUSTED,
