@@ -7,7 +7,7 @@ import itertools
 from collections.abc import Callable
 
 from chronos.domain.accounts import Account, AccountStatus
-from chronos.domain.commands import Deposit, Money, OpenAccount, TransferFunds, Withdraw
+from chronos.domain.commands import Command, Deposit, Money, OpenAccount, TransferFunds, Withdraw
 from chronos.domain.errors import Reason, Rejection
 from chronos.domain.events import AccountKind
 from chronos.domain.ledger import system_account_id
@@ -83,7 +83,7 @@ def test_refusals_before_the_ledger_each_keep_their_own_reason() -> None:
 
 
 def test_an_atomic_batch_sees_its_own_effects_in_order_and_commits_whole() -> None:
-    commands = [
+    commands: list[Command | None] = [
         OpenAccount(request_id="r1", account_id=A, owner_name="A", currency="EUR"),
         Deposit(request_id="r2", account_id=A, amount=eur(500)),
         OpenAccount(request_id="r3", account_id=B, owner_name="B", currency="EUR"),
@@ -98,7 +98,7 @@ def test_an_atomic_batch_sees_its_own_effects_in_order_and_commits_whole() -> No
 
 def test_a_failed_atomic_batch_forgets_its_own_placeholders_not_a_stored_answer() -> None:
     stored = CommandResult(position=7, account_id=A, entry_id="", balances=(), event_ids=())
-    commands = [
+    commands: list[Command | None] = [
         None,  # a duplicate whose answer was stored by an earlier call
         Deposit(request_id="r2", account_id=A, amount=eur(100)),
         Withdraw(request_id="r3", account_id=A, amount=eur(1_000)),
@@ -118,7 +118,7 @@ def test_a_failed_atomic_batch_forgets_its_own_placeholders_not_a_stored_answer(
 
 
 def test_an_ordered_batch_settles_as_before() -> None:
-    commands = [
+    commands: list[Command | None] = [
         Withdraw(request_id="r1", account_id=A, amount=eur(1_000)),
         Deposit(request_id="r2", account_id=A, amount=eur(100)),
     ]

@@ -14,6 +14,7 @@ import pytest
 from chronos.domain import limits
 from chronos.domain.accounts import Account, AccountStatus
 from chronos.domain.commands import (
+    Command,
     Deposit,
     JournalLine,
     Money,
@@ -60,7 +61,7 @@ def active(account_id: str, balance_minor: int) -> Account:
     )
 
 
-MOVEMENTS = [
+MOVEMENTS: list[Command] = [
     Deposit(request_id="r", account_id=A, amount=eur(100), metadata=ORDER),
     Withdraw(request_id="r", account_id=A, amount=eur(100), metadata=ORDER),
     TransferFunds(
