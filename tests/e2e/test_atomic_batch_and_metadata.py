@@ -42,6 +42,41 @@ from tests.integration.authorization_support import (
 ABORTED = grpc.StatusCode.ABORTED.value[0]
 
 
+def opening(account_id: str) -> c.BatchCommand:
+    return c.BatchCommand(
+        open_account=c.OpenAccountRequest(
+            request_id=new_id(), account_id=account_id, owner_name="Owner", currency="EUR"
+        )
+    )
+
+
+def deposit(account_id: str, minor: int, request_id: str = "", **kw: Any) -> c.BatchCommand:
+    return c.BatchCommand(
+        deposit=c.DepositRequest(
+            request_id=request_id or new_id(), account_id=account_id, amount=eur(minor), **kw
+        )
+    )
+
+
+def withdrawal(account_id: str, minor: int, request_id: str = "", **kw: Any) -> c.BatchCommand:
+    return c.BatchCommand(
+        withdraw=c.WithdrawRequest(
+            request_id=request_id or new_id(), account_id=account_id, amount=eur(minor), **kw
+        )
+    )
+
+
+def transfer(from_id: str, to_id: str, minor: int, request_id: str = "") -> c.BatchCommand:
+    return c.BatchCommand(
+        transfer_funds=c.TransferFundsRequest(
+            request_id=request_id or new_id(),
+            from_account_id=from_id,
+            to_account_id=to_id,
+            amount=eur(minor),
+        )
+    )
+
+
 def request_id_of(item: c.BatchCommand) -> str:
     return str(getattr(item, str(item.WhichOneof("command"))).request_id)
 
@@ -83,26 +118,7 @@ def linked_to(result: c.BatchResult, failed_index: int, failed_reason: str) -> N
 
 def test_an_atomic_batch_opens_funds_and_transfers_in_one_go(pipeline: Pipeline) -> None:
     a, b = new_id(), new_id()
-    items = [
-        c.BatchCommand(
-            open_account=c.OpenAccountRequest(
-                request_id=new_id(), account_id=a, owner_name="A", currency="EUR"
-            )
-        ),
-        c.BatchCommand(
-            deposit=c.DepositRequest(request_id=new_id(), account_id=a, amount=eur(500))
-        ),
-        c.BatchCommand(
-            open_account=c.OpenAccountRequest(
-                request_id=new_id(), account_id=b, owner_name="B", currency="EUR"
-            )
-        ),
-        c.BatchCommand(
-            transfer_funds=c.TransferFundsRequest(
-                request_id=new_id(), from_account_id=a, to_account_id=b, amount=eur(200)
-            )
-        ),
-    ]
+    items = [opening(a), deposit(a, 500), opening(b), transfer(a, b, 200)]
     before = written(pipeline.dsn)
     admin = pipeline.tokens.admin  # one caller: request_ids are per principal
     first = run_batch(pipeline, items, admin)
@@ -128,19 +144,9 @@ def test_one_command_short_of_funds_fails_the_whole_batch(pipeline: Pipeline) ->
 
     def items(withdraw_minor: int) -> list[c.BatchCommand]:
         return [
-            c.BatchCommand(
-                transfer_funds=c.TransferFundsRequest(
-                    request_id=ids[0], from_account_id=mine, to_account_id=other, amount=eur(300)
-                )
-            ),
-            c.BatchCommand(
-                withdraw=c.WithdrawRequest(
-                    request_id=ids[1], account_id=mine, amount=eur(withdraw_minor)
-                )
-            ),
-            c.BatchCommand(
-                deposit=c.DepositRequest(request_id=ids[2], account_id=other, amount=eur(5))
-            ),
+            transfer(mine, other, 300, ids[0]),
+            withdrawal(mine, withdraw_minor, ids[1]),
+            deposit(other, 5, ids[2]),
         ]
 
     ids = [new_id() for _ in range(3)]
@@ -167,19 +173,7 @@ def test_one_command_short_of_funds_fails_the_whole_batch(pipeline: Pipeline) ->
 
 def test_an_invalid_command_fails_the_whole_batch_before_the_ledger(pipeline: Pipeline) -> None:
     mine, _ = open_funded(pipeline, 1_000)
-    items = [
-        c.BatchCommand(
-            deposit=c.DepositRequest(request_id=new_id(), account_id=mine, amount=eur(1))
-        ),
-        c.BatchCommand(
-            deposit=c.DepositRequest(request_id=new_id(), account_id=mine, amount=eur(0))
-        ),
-        c.BatchCommand(
-            withdraw=c.WithdrawRequest(
-                request_id=new_id(), account_id=mine, amount=eur(1), metadata={"": "no key"}
-            )
-        ),
-    ]
+    items = [deposit(mine, 1), deposit(mine, 0), withdrawal(mine, 1, metadata={"": "no key"})]
     before = written(pipeline.dsn)
     response = run_batch(pipeline, items)
     assert reasons_of(response) == [
@@ -196,14 +190,7 @@ def test_an_invalid_command_fails_the_whole_batch_before_the_ledger(pipeline: Pi
 def test_a_refused_account_fails_the_whole_batch(pipeline: Pipeline) -> None:
     mine, _ = open_funded(pipeline, 1_000)
     other, _ = open_funded(pipeline, 1_000)
-    items = [
-        c.BatchCommand(
-            withdraw=c.WithdrawRequest(request_id=new_id(), account_id=mine, amount=eur(100))
-        ),
-        c.BatchCommand(
-            withdraw=c.WithdrawRequest(request_id=new_id(), account_id=other, amount=eur(100))
-        ),
-    ]
+    items = [withdrawal(mine, 100), withdrawal(other, 100)]
     customer = pipeline.tokens.caller(scopes.FUNDS_WRITE, accounts=(mine,))
     before = written(pipeline.dsn)
     response = run_batch(pipeline, items, customer)
@@ -216,12 +203,7 @@ def test_a_refused_account_fails_the_whole_batch(pipeline: Pipeline) -> None:
 def test_an_atomic_batch_needs_distinct_request_ids(pipeline: Pipeline) -> None:
     mine, _ = open_funded(pipeline, 1_000)
     repeated = new_id()
-    items = [
-        c.BatchCommand(
-            deposit=c.DepositRequest(request_id=repeated, account_id=mine, amount=eur(1))
-        )
-        for _ in range(2)
-    ]
+    items = [deposit(mine, 1, repeated) for _ in range(2)]
     before = written(pipeline.dsn)
     response = run_batch(pipeline, items)
     assert reasons_of(response) == ["LINKED_COMMAND_FAILED", "VALIDATION_FAILED"]
@@ -231,14 +213,7 @@ def test_an_atomic_batch_needs_distinct_request_ids(pipeline: Pipeline) -> None:
 
 def test_an_ordered_batch_still_commits_command_by_command(pipeline: Pipeline) -> None:
     mine, _ = open_funded(pipeline, 100)
-    items = [
-        c.BatchCommand(
-            withdraw=c.WithdrawRequest(request_id=new_id(), account_id=mine, amount=eur(500))
-        ),
-        c.BatchCommand(
-            deposit=c.DepositRequest(request_id=new_id(), account_id=mine, amount=eur(5))
-        ),
-    ]
+    items = [withdrawal(mine, 500), deposit(mine, 5)]
     response = pipeline.commands.ExecuteBatch(
         c.ExecuteBatchRequest(commands=items),
         metadata=pipeline.tokens.admin,
@@ -294,17 +269,8 @@ def test_metadata_reaches_the_statement_lines_and_filters_them(pipeline: Pipelin
         metadata=admin,
         timeout=CALL_TIMEOUT_SECONDS,
     )
-    withdrawal = run_batch(
-        pipeline,
-        [
-            c.BatchCommand(
-                withdraw=c.WithdrawRequest(
-                    request_id=new_id(), account_id=mine, amount=eur(1), metadata={"k": "v"}
-                )
-            )
-        ],
-    )
-    position = max(journal.position, withdrawal.results[0].response.position)
+    withdrawn = run_batch(pipeline, [withdrawal(mine, 1, metadata={"k": "v"})])
+    position = max(journal.position, withdrawn.results[0].response.position)
     lines = statement(pipeline, mine, position)
     assert [dict(line.metadata) for line in lines] == [
         {"k": "v"},

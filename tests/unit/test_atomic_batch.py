@@ -6,10 +6,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 
-from chronos.domain.accounts import Account, AccountStatus
+from chronos.domain.accounts import Account
 from chronos.domain.commands import Command, Deposit, Money, OpenAccount, TransferFunds, Withdraw
 from chronos.domain.errors import Reason, Rejection
-from chronos.domain.events import AccountKind
 from chronos.domain.ledger import system_account_id
 from chronos.event_store.atomic import all_or_nothing, linked_answers, linked_failure
 from chronos.event_store.context import CommandContext
@@ -17,6 +16,7 @@ from chronos.event_store.decisions import Accepted, decide_batch, settle_outcome
 from chronos.event_store.results import CommandResult
 from chronos.v1 import commands_pb2
 from command_server.batch_checks import batch_violation, repeated_request_ids
+from tests.unit.test_batch_decisions import account
 
 A = "00000000-0000-4000-8000-00000000000a"
 B = "00000000-0000-4000-8000-00000000000b"
@@ -33,16 +33,7 @@ def counter() -> Callable[[], str]:
 
 
 def active(account_id: str, balance_minor: int) -> Account:
-    return Account(
-        account_id=account_id,
-        kind=AccountKind.USER,
-        owner_name="Owner",
-        currency="EUR",
-        overdraft_limit_minor=0,
-        status=AccountStatus.ACTIVE,
-        balance_minor=balance_minor,
-        version=1,
-    )
+    return account(account_id, balance_minor, version=1)
 
 
 def funds_short() -> Rejection:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from chronos.domain import limits
-from chronos.domain.accounts import Account, AccountStatus
+from chronos.domain.accounts import Account
 from chronos.domain.commands import (
     Command,
     Deposit,
@@ -24,7 +24,7 @@ from chronos.domain.commands import (
     Withdraw,
 )
 from chronos.domain.errors import Reason, Rejection
-from chronos.domain.events import AccountKind, LinePosted
+from chronos.domain.events import LinePosted
 from chronos.domain.ledger import accounts_touched, decide
 from chronos.domain.validation import fingerprint, metadata_violations, validate
 from chronos.event_store import mapper
@@ -38,6 +38,7 @@ from command_server.servicer import (
 )
 from query_server import requests
 from query_server.mapping import line_to_proto
+from tests.unit.test_batch_decisions import account
 
 A = "00000000-0000-4000-8000-00000000000a"
 B = "00000000-0000-4000-8000-00000000000b"
@@ -49,16 +50,7 @@ def eur(minor: int) -> Money:
 
 
 def active(account_id: str, balance_minor: int) -> Account:
-    return Account(
-        account_id=account_id,
-        kind=AccountKind.USER,
-        owner_name="Owner",
-        currency="EUR",
-        overdraft_limit_minor=0,
-        status=AccountStatus.ACTIVE,
-        balance_minor=balance_minor,
-        version=1,
-    )
+    return account(account_id, balance_minor, version=1)
 
 
 MOVEMENTS: list[Command] = [
