@@ -13,15 +13,8 @@ from chronos.domain.commands import Command, Deposit, Withdraw
 from chronos.domain.errors import Reason, Rejection
 from chronos.event_store.results import CommandResult
 from chronos.event_store.writer import LedgerWriter
+from tests.integration.test_principal import balance
 from tests.integration.writer_helpers import eur, new_id, open_funded, prepared, run, with_writers
-
-
-def balance(conn: psycopg.Connection[Any], account_id: str) -> int:
-    row = conn.execute(
-        "SELECT balance_minor FROM accounts WHERE account_id = %s", (account_id,)
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def recorded(conn: psycopg.Connection[Any], request_ids: list[str]) -> int:
