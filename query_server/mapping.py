@@ -31,6 +31,7 @@ _ENTRY_KIND_TO_PROTO = {
     EntryKind.WITHDRAWAL.value: ledger_pb2.ENTRY_KIND_WITHDRAWAL,
     EntryKind.TRANSFER.value: ledger_pb2.ENTRY_KIND_TRANSFER,
     EntryKind.JOURNAL.value: ledger_pb2.ENTRY_KIND_JOURNAL,
+    EntryKind.REVERSAL.value: ledger_pb2.ENTRY_KIND_REVERSAL,
 }
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -87,6 +88,7 @@ def line_to_proto(source: dict[str, Any]) -> queries_pb2.TransactionLine:
         event_id=source["event_id"],
         # Lines written without an authenticated caller have no principal.
         principal=source.get("principal", ""),
+        reverses_entry_id=source.get("reverses_entry_id", ""),
     )
 
 

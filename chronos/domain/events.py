@@ -23,6 +23,7 @@ class EntryKind(enum.Enum):
     WITHDRAWAL = "WITHDRAWAL"
     TRANSFER = "TRANSFER"
     JOURNAL = "JOURNAL"
+    REVERSAL = "REVERSAL"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,6 +67,10 @@ class LinePosted:
     counterparty_account_id: str = ""
     description: str = ""
     line_index: int = 0
+    # Of a reversal's line (EntryReversed): the entry it reverses, and the metadata of
+    # the ReverseEntry request; empty on every other line.
+    reverses_entry_id: str = ""
+    reversal_metadata: tuple[tuple[str, str], ...] = ()
     kind: EntryKind = field(init=False)
 
     @property
@@ -93,11 +98,19 @@ class JournalEntryPosted(LinePosted):
     kind: EntryKind = field(default=EntryKind.JOURNAL, init=False)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntryReversed(LinePosted):
+    """A line of a reversal: the mirror of line ``line_index`` of ``reverses_entry_id``."""
+
+    kind: EntryKind = field(default=EntryKind.REVERSAL, init=False)
+
+
 LINE_EVENT_BY_KIND: dict[EntryKind, type[LinePosted]] = {
     EntryKind.DEPOSIT: FundsDeposited,
     EntryKind.WITHDRAWAL: FundsWithdrawn,
     EntryKind.TRANSFER: FundsTransferred,
     EntryKind.JOURNAL: JournalEntryPosted,
+    EntryKind.REVERSAL: EntryReversed,
 }
 
 # Line events are matched by their base class: all four kinds share its fields and rules.

@@ -23,6 +23,7 @@ from chronos.domain.commands import (
     Money,
     OpenAccount,
     PostJournalEntry,
+    ReverseEntry,
     Side,
     TransferFunds,
     UnfreezeAccount,
@@ -81,6 +82,8 @@ def accounts_touched(command: Command) -> tuple[str, ...]:
             return tuple(dict.fromkeys(line.account_id for line in command.lines))
         case FreezeAccount() | UnfreezeAccount() | CloseAccount():
             return (command.account_id,)
+        case ReverseEntry():
+            return tuple(dict.fromkeys(line.account_id for line in command.original))
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +118,8 @@ def decide(
         case Deposit() | Withdraw() | TransferFunds() | PostJournalEntry():
             kind, subject_account_id, legs = _entry_of(command)
             return _post(kind, legs, subject_account_id, command.description, accounts, new_id)
+        case ReverseEntry():
+            raise AssertionError("a reversal needs the reversed entries: decide_reversal()")
 
 
 def _open(command: OpenAccount, accounts: Mapping[str, Account | None]) -> Decision:

@@ -22,6 +22,7 @@ from chronos.domain.events import (
     AccountUnfrozen,
     DomainEvent,
     EntryKind,
+    EntryReversed,
     FundsDeposited,
     FundsTransferred,
     FundsWithdrawn,
@@ -71,12 +72,14 @@ ENTRY_KIND_TO_PROTO = {
     EntryKind.WITHDRAWAL: ledger_pb2.ENTRY_KIND_WITHDRAWAL,
     EntryKind.TRANSFER: ledger_pb2.ENTRY_KIND_TRANSFER,
     EntryKind.JOURNAL: ledger_pb2.ENTRY_KIND_JOURNAL,
+    EntryKind.REVERSAL: ledger_pb2.ENTRY_KIND_REVERSAL,
 }
 _LINE_TYPES: dict[str, type[LinePosted]] = {
     "FundsDeposited": FundsDeposited,
     "FundsWithdrawn": FundsWithdrawn,
     "FundsTransferred": FundsTransferred,
     "JournalEntryPosted": JournalEntryPosted,
+    "EntryReversed": EntryReversed,
 }
 
 
@@ -98,6 +101,8 @@ def line_to_proto(event: LinePosted) -> events_pb2.EntryLine:
         description=event.description,
         kind=ENTRY_KIND_TO_PROTO[event.kind],
         line_index=event.line_index,
+        reverses_entry_id=event.reverses_entry_id,
+        reversal_metadata=dict(event.reversal_metadata),
     )
 
 
@@ -193,6 +198,8 @@ def _decode_current(event_type: str, payload: bytes) -> DomainEvent:
         counterparty_account_id=line.counterparty_account_id,
         description=line.description,
         line_index=line.line_index,
+        reverses_entry_id=line.reverses_entry_id,
+        reversal_metadata=tuple(sorted(line.reversal_metadata.items())),
     )
 
 

@@ -79,6 +79,8 @@ TRANSACTIONS_MAPPING: dict[str, Any] = {
         "line_index": {"type": "integer", **_STORED},
         # Who caused the line (the token subject); absent when none was recorded.
         "principal": {"type": "keyword", **_STORED},
+        # Of a reversal's line: the entry it reverses; absent on every other line.
+        "reverses_entry_id": {"type": "keyword", **_STORED},
     },
 }
 
