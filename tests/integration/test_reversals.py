@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from chronos.domain.commands import ReverseEntry, TransferFunds
+from chronos.domain.commands import ReverseEntry, TransferFunds, Withdraw
 from chronos.domain.errors import Reason, Rejection
 from chronos.event_store.results import CommandResult
 from chronos.event_store.writer import LedgerWriter
@@ -70,13 +70,18 @@ def test_every_line_is_indexed_and_a_refused_reversal_writes_nothing(
                 request_id=new_id(), from_account_id=source, to_account_id=target, amount=eur(400)
             ),
         )
+        await run(writers[0], Withdraw(request_id=new_id(), account_id=target, amount=eur(400)))
         before = await asyncio.to_thread(_counts, ledger_conn)
-        for command in (
-            ReverseEntry(request_id=new_id(), entry_id=new_id()),
-            ReverseEntry(request_id=new_id(), entry_id=transfer.entry_id, reason="x" * 300),
+        for command, reason in (
+            (ReverseEntry(request_id=new_id(), entry_id=new_id()), Reason.ENTRY_NOT_FOUND),
+            (
+                ReverseEntry(request_id=new_id(), entry_id=transfer.entry_id),
+                Reason.INSUFFICIENT_FUNDS,
+            ),
         ):
-            with pytest.raises(Rejection):
+            with pytest.raises(Rejection) as caught:
                 await run(writers[0], command)
+            assert caught.value.reason is reason
         return transfer, before
 
     transfer, before = asyncio.run(with_writers(ledger_dsn, body))
