@@ -16,14 +16,8 @@ from dataclasses import replace
 from chronos.domain.accounts import Account
 from chronos.domain.commands import Money, OriginalLine, ReverseEntry, Side
 from chronos.domain.errors import Reason, Rejection
-from chronos.domain.events import AccountKind, DomainEvent, EntryKind, EntryReversed
-from chronos.domain.ledger import (
-    Decision,
-    _balance_after,
-    _check_postable,
-    _Leg,
-    _require_account,
-)
+from chronos.domain.events import AccountKind, DomainEvent, EntryKind, EntryReversed, LinePosted
+from chronos.domain.ledger import Decision, _check_postable, _Leg, _lines, _require_account
 
 # The kinds of entry a reversal may mirror. Anything else is refused as not reversible:
 # a reversal, and any kind added later until it is decided that it may be reversed.
@@ -59,37 +53,37 @@ def decide_reversal(
     legs = [_mirror(line) for line in command.original]
 
     def state(account_id: str) -> Account:
-        return _require_account(accounts, account_id)
+        account = _require_account(accounts, account_id)
+        # A forced reversal waives the account's floor, as a system account has none;
+        # the signed 64-bit range still holds.
+        return replace(account, kind=AccountKind.SYSTEM) if command.force else account
 
     _check_postable(legs, state)
     entry_id = new_id()
-    balances = {leg.account_id: state(leg.account_id).balance_minor for leg in legs}
-    events: list[DomainEvent] = []
-    for line, leg in zip(command.original, legs, strict=True):
-        account = state(leg.account_id)
-        if command.force:
-            # A forced reversal waives the account's floor, as a system account has
-            # none; the signed 64-bit range still holds.
-            account = replace(account, kind=AccountKind.SYSTEM)
-        balance_after = _balance_after(account, balances[leg.account_id], leg)
-        balances[leg.account_id] = balance_after
-        events.append(
-            EntryReversed(
-                entry_id=entry_id,
-                account_id=leg.account_id,
-                side=leg.side,
-                currency=leg.amount.currency,
-                amount_minor=leg.amount.minor_units,
-                balance_after_minor=balance_after,
-                counterparty_account_id=leg.counterparty_account_id,
-                description=command.reason,
-                line_index=line.line_index,
-                reverses_entry_id=command.entry_id,
-                reversal_metadata=command.metadata,
-            )
-        )
-    return Decision(
-        account_id=command.original[0].account_id, entry_id=entry_id, events=tuple(events)
+    # The event store reads an entry's lines in line order, and they are numbered from 0,
+    # so the mirror of line i is line i.
+    assert [line.line_index for line in command.original] == list(range(len(legs)))
+    lines = _lines(EntryKind.REVERSAL, entry_id, legs, command.reason, state)
+    events: tuple[DomainEvent, ...] = tuple(
+        replace(line, reverses_entry_id=command.entry_id, reversal_metadata=command.metadata)
+        for line in lines
+        if isinstance(line, EntryReversed)
+    )
+    assert len(events) == len(legs), "every leg posts one reversal line"
+    return Decision(account_id=command.original[0].account_id, entry_id=entry_id, events=events)
+
+
+def original_line(line: LinePosted) -> OriginalLine:
+    """A posted line as a :class:`ReverseEntry` carries it."""
+    return OriginalLine(
+        account_id=line.account_id,
+        side=line.side,
+        currency=line.currency,
+        amount_minor=line.amount_minor,
+        counterparty_account_id=line.counterparty_account_id,
+        kind=line.kind.value,
+        line_index=line.line_index,
+        reverses_entry_id=line.reverses_entry_id,
     )
 
 

@@ -16,6 +16,7 @@ import psycopg
 
 from chronos.domain.commands import Command, OriginalLine, ReverseEntry
 from chronos.domain.events import LinePosted
+from chronos.domain.reversals import original_line
 from chronos.event_store import mapper, sql
 from chronos.event_store.decisions import BatchDecision
 
@@ -34,18 +35,7 @@ async def read_entry(conn: psycopg.AsyncConnection[Any], entry_id: str) -> tuple
         event = mapper.decode(str(event_type), int(schema_version), bytes(payload))
         assert isinstance(event, LinePosted), f"entry_lines names a {event_type}"
         assert event.entry_id == entry_id, "entry_lines names another entry's event"
-        lines.append(
-            OriginalLine(
-                account_id=event.account_id,
-                side=event.side,
-                currency=event.currency,
-                amount_minor=event.amount_minor,
-                counterparty_account_id=event.counterparty_account_id,
-                kind=event.kind.value,
-                line_index=event.line_index,
-                reverses_entry_id=event.reverses_entry_id,
-            )
-        )
+        lines.append(original_line(event))
     return tuple(lines)
 
 

@@ -8,7 +8,6 @@ with the event store after reversals.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,13 +18,12 @@ from elasticsearch import Elasticsearch
 from grpc_status import rpc_status
 
 from chronos import cli
-from chronos.read_model.indices import IndexNames, ensure_indices
+from chronos.read_model.indices import IndexNames
 from chronos.read_model.rebuild import rebuild
 from chronos.security import scopes
 from chronos.v1 import commands_pb2, commands_pb2_grpc, ledger_pb2, queries_pb2, queries_pb2_grpc
-from chronos_dev.pki import ensure_local_pki
-from tests.e2e.helpers import details_of, free_port, service_process
-from tests.e2e.secure_servers import credentials, secure_env, secure_server
+from tests.e2e.helpers import details_of
+from tests.e2e.secured_pipeline import secured_pipeline
 from tests.integration.authorization_support import (
     Metadata,
     Tokens,
@@ -34,7 +32,6 @@ from tests.integration.authorization_support import (
     refusal_of,
     written,
 )
-from tests.integration.readside_support import fresh_database, index_prefix, unique
 
 CALL_TIMEOUT_SECONDS = 15
 READ_WAIT_SECONDS = 60
@@ -122,40 +119,11 @@ def ledger(
     es_client: Elasticsearch,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Ledger]:
-    pki = ensure_local_pki(tmp_path_factory.mktemp("pki"))
-    logs = tmp_path_factory.mktemp("logs")
-    creds = credentials(pki.ca_cert)
-    command_address = f"127.0.0.1:{free_port()}"
-    query_address = f"127.0.0.1:{free_port()}"
-    with fresh_database(pg_dsn) as dsn, index_prefix(es_client) as names, ExitStack() as stack:
-        ensure_indices(es_client, names)
-        env = secure_env(pki) | {
-            "CHRONOS_PG_DSN": dsn,
-            "CHRONOS_KAFKA_BOOTSTRAP": kafka_bootstrap,
-            "CHRONOS_ES_URL": es_url,
-            "CHRONOS_EVENTS_TOPIC": unique("reversal-events"),
-            "CHRONOS_INDEX_PREFIX": names.prefix,
-            "CHRONOS_PROJECTOR_GROUP": unique("reversal-projector"),
-            "CHRONOS_COMMAND_ADDR": command_address,
-            "CHRONOS_QUERY_ADDR": query_address,
-        }
-        stack.enter_context(
-            secure_server("command_server", env, logs / "command.log", command_address, creds)
-        )
-        for module in ("outbox_poller", "projector"):
-            stack.enter_context(service_process(module, env, log_path=logs / f"{module}.log"))
-        stack.enter_context(
-            secure_server("query_server", env, logs / "query.log", query_address, creds)
-        )
-        command_channel = stack.enter_context(grpc.secure_channel(command_address, creds))
-        query_channel = stack.enter_context(grpc.secure_channel(query_address, creds))
+    with secured_pipeline(
+        pg_dsn, kafka_bootstrap, es_url, es_client, tmp_path_factory, "reversal"
+    ) as running:
         yield Ledger(
-            commands_pb2_grpc.CommandServiceStub(command_channel),
-            queries_pb2_grpc.QueryServiceStub(query_channel),
-            Tokens(pki),
-            dsn,
-            es_url,
-            names,
+            running.commands, running.queries, running.tokens, running.dsn, es_url, running.names
         )
 
 
@@ -171,25 +139,18 @@ def test_a_reversed_transfer_restores_the_balances_and_both_entries_are_linked(
     request_id = new_id()
     # Idempotency is per principal: the replay below comes from the same caller.
     caller = ledger.journal
-    reversal = ledger.reverse(
-        transfer.entry_id,
-        caller,
-        request_id=request_id,
-        reason="sent twice",
-        metadata={"case": "C-17"},
-    )
+    fields: dict[str, Any] = {
+        "request_id": request_id,
+        "reason": "sent twice",
+        "metadata": {"case": "C-17"},
+    }
+    reversal = ledger.reverse(transfer.entry_id, caller, **fields)
     assert balances(reversal) == {source: 1_000, target: 0}
     assert reversal.entry_id != transfer.entry_id and not reversal.replayed
 
     # The same request again: the stored answer, nothing new.
     before = ledger.written()
-    replay = ledger.reverse(
-        transfer.entry_id,
-        caller,
-        request_id=request_id,
-        reason="sent twice",
-        metadata={"case": "C-17"},
-    )
+    replay = ledger.reverse(transfer.entry_id, caller, **fields)
     assert replay.replayed and replay.entry_id == reversal.entry_id
     assert replay.position == reversal.position
     assert ledger.written() == before

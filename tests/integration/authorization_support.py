@@ -169,6 +169,6 @@ def required_scopes(method_full_name: str) -> tuple[str, ...]:
     name = method_full_name.rpartition(".")[2]
     if name in ("OpenAccount", "FreezeAccount", "UnfreezeAccount", "CloseAccount"):
         return (scopes.ACCOUNTS_WRITE,)
-    if name == "PostJournalEntry":
+    if name in ("PostJournalEntry", "ReverseEntry"):
         return (scopes.JOURNAL_WRITE,)
     return (scopes.FUNDS_WRITE,)

@@ -26,18 +26,24 @@ def _counts(conn: psycopg.Connection[Any]) -> tuple[int, ...]:
     return tuple(int(value) for value in row)
 
 
+async def transferred(
+    writer: LedgerWriter, funds_minor: int, amount_minor: int
+) -> tuple[str, CommandResult]:
+    """Opens a funded account and an empty one, and transfers between them; returns the
+    receiving account and the transfer's result."""
+    source = await open_funded(writer, funds_minor)
+    target = await open_funded(writer, 0)
+    transfer = TransferFunds(
+        request_id=new_id(), from_account_id=source, to_account_id=target, amount=eur(amount_minor)
+    )
+    return target, await run(writer, transfer)
+
+
 def test_concurrent_reversals_of_one_entry_accept_exactly_one(
     ledger_dsn: str, ledger_conn: psycopg.Connection[Any]
 ) -> None:
     async def body(writers: list[LedgerWriter]) -> tuple[str, list[Any]]:
-        source = await open_funded(writers[0], 10_000)
-        target = await open_funded(writers[0], 0)
-        transfer = await run(
-            writers[0],
-            TransferFunds(
-                request_id=new_id(), from_account_id=source, to_account_id=target, amount=eur(700)
-            ),
-        )
+        _, transfer = await transferred(writers[0], 10_000, 700)
         # Ten different requests through two independent writers ("server processes").
         attempts = [
             run(writers[i % 2], ReverseEntry(request_id=new_id(), entry_id=transfer.entry_id))
@@ -62,14 +68,7 @@ def test_every_line_is_indexed_and_a_refused_reversal_writes_nothing(
     ledger_dsn: str, ledger_conn: psycopg.Connection[Any]
 ) -> None:
     async def body(writers: list[LedgerWriter]) -> tuple[CommandResult, tuple[int, ...]]:
-        source = await open_funded(writers[0], 1_000)
-        target = await open_funded(writers[0], 0)
-        transfer = await run(
-            writers[0],
-            TransferFunds(
-                request_id=new_id(), from_account_id=source, to_account_id=target, amount=eur(400)
-            ),
-        )
+        target, transfer = await transferred(writers[0], 1_000, 400)
         await run(writers[0], Withdraw(request_id=new_id(), account_id=target, amount=eur(400)))
         before = await asyncio.to_thread(_counts, ledger_conn)
         for command, reason in (

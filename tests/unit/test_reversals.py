@@ -16,7 +16,6 @@ from chronos.domain.commands import (
     FreezeAccount,
     Money,
     OpenAccount,
-    OriginalLine,
     ReverseEntry,
     TransferFunds,
     UnfreezeAccount,
@@ -25,6 +24,7 @@ from chronos.domain.commands import (
 from chronos.domain.errors import Reason, Rejection
 from chronos.domain.events import EntryKind, EntryReversed, LinePosted
 from chronos.domain.ledger import accounts_touched, system_account_id
+from chronos.domain.reversals import original_line
 from chronos.event_store.decisions import Accepted, decide_batch
 
 A = "00000000-0000-4000-8000-00000000000a"
@@ -48,19 +48,7 @@ class Books:
     def with_original(self, command: Command) -> Command:
         if not isinstance(command, ReverseEntry):
             return command
-        original = tuple(
-            OriginalLine(
-                account_id=line.account_id,
-                side=line.side,
-                currency=line.currency,
-                amount_minor=line.amount_minor,
-                counterparty_account_id=line.counterparty_account_id,
-                kind=line.kind.value,
-                line_index=line.line_index,
-                reverses_entry_id=line.reverses_entry_id,
-            )
-            for line in self.lines.get(command.entry_id, [])
-        )
+        original = tuple(original_line(line) for line in self.lines.get(command.entry_id, []))
         return replace(command, original=original)
 
     def run_batch(self, commands: list[Command]) -> list[Accepted | Rejection | None]:
