@@ -195,8 +195,8 @@ def test_each_refusal_has_its_reason_and_writes_nothing(ledger: Ledger) -> None:
     assert missing[:3] == (grpc.StatusCode.NOT_FOUND, "ENTRY_NOT_FOUND", {"entry_id": unknown})
     with pytest.raises(grpc.RpcError) as caught:
         ledger.reverse("not-an-entry")
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
-    status = rpc_status.from_call(caught.value)  # type: ignore[arg-type]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(caught.value)
     assert status is not None
     assert details_of(status) == ("VALIDATION_FAILED", ["entry_id"])
     funds_only = ledger.tokens.caller(scopes.FUNDS_WRITE, scopes.ACCOUNTS_WRITE)
