@@ -27,6 +27,7 @@ from chronos.domain.commands import (
     Money,
     OpenAccount,
     PostJournalEntry,
+    ReverseEntry,
     TransferFunds,
     UnfreezeAccount,
     Withdraw,
@@ -133,6 +134,16 @@ def unfreeze_from_proto(request: commands_pb2.UnfreezeAccountRequest) -> Unfreez
 def close_from_proto(request: commands_pb2.CloseAccountRequest) -> CloseAccount:
     return CloseAccount(
         request_id=request.request_id, account_id=request.account_id, reason=request.reason
+    )
+
+
+def reverse_entry_from_proto(request: commands_pb2.ReverseEntryRequest) -> ReverseEntry:
+    return ReverseEntry(
+        request_id=request.request_id,
+        entry_id=request.entry_id,
+        reason=request.reason,
+        force=request.force,
+        metadata=tuple(sorted(request.metadata.items())),
     )
 
 
@@ -296,6 +307,9 @@ class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
 
     async def CloseAccount(self, request: Any, context: Any) -> commands_pb2.CommandResponse:
         return await self._run(close_from_proto(request), context)
+
+    async def ReverseEntry(self, request: Any, context: Any) -> commands_pb2.CommandResponse:
+        return await self._run(reverse_entry_from_proto(request), context)
 
     async def ExecuteBatch(self, request: Any, context: Any) -> commands_pb2.ExecuteBatchResponse:
         count = len(request.commands)

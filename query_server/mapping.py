@@ -31,6 +31,7 @@ _ENTRY_KIND_TO_PROTO = {
     EntryKind.WITHDRAWAL.value: ledger_pb2.ENTRY_KIND_WITHDRAWAL,
     EntryKind.TRANSFER.value: ledger_pb2.ENTRY_KIND_TRANSFER,
     EntryKind.JOURNAL.value: ledger_pb2.ENTRY_KIND_JOURNAL,
+    EntryKind.REVERSAL.value: ledger_pb2.ENTRY_KIND_REVERSAL,
 }
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -89,6 +90,7 @@ def line_to_proto(source: dict[str, Any]) -> queries_pb2.TransactionLine:
         principal=source.get("principal", ""),
         # Lines of a movement without metadata (or projected before it existed) have none.
         metadata={str(k): str(v) for k, v in (source.get("metadata") or {}).items()},
+        reverses_entry_id=source.get("reverses_entry_id", ""),
     )
 
 

@@ -101,6 +101,41 @@ class CloseAccount:
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OriginalLine:
+    """A line of the entry a :class:`ReverseEntry` names, as the event store holds it.
+
+    ``kind`` is the ``EntryKind`` value of the entry ("TRANSFER", "REVERSAL", ...).
+    """
+
+    account_id: str
+    side: Side
+    currency: str
+    amount_minor: int
+    counterparty_account_id: str
+    kind: str
+    line_index: int
+    reverses_entry_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReverseEntry:
+    """Posts the mirror image of entry ``entry_id``.
+
+    ``original`` is filled in by the command server from the event store after the
+    request was validated and fingerprinted (the client sends only the entry id);
+    empty when no such entry exists. The lines of a posted entry never change, so they
+    may be read before the accounts are locked.
+    """
+
+    request_id: str
+    entry_id: str
+    reason: str = ""
+    force: bool = False
+    metadata: tuple[tuple[str, str], ...] = ()
+    original: tuple[OriginalLine, ...] = ()
+
+
 Command = (
     OpenAccount
     | Deposit
@@ -110,4 +145,5 @@ Command = (
     | FreezeAccount
     | UnfreezeAccount
     | CloseAccount
+    | ReverseEntry
 )

@@ -33,6 +33,11 @@ class Reason(enum.Enum):
     VALIDATION_FAILED = "VALIDATION_FAILED"
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
     ACCOUNT_NOT_FOUND = "ACCOUNT_NOT_FOUND"
+    # ReverseEntry: no entry has the id; the entry is a reversal (or a kind that cannot
+    # be reversed); the entry was reversed already.
+    ENTRY_NOT_FOUND = "ENTRY_NOT_FOUND"
+    ENTRY_NOT_REVERSIBLE = "ENTRY_NOT_REVERSIBLE"
+    ENTRY_ALREADY_REVERSED = "ENTRY_ALREADY_REVERSED"
     ACCOUNT_EXISTS = "ACCOUNT_EXISTS"
     ACCOUNT_CLOSED = "ACCOUNT_CLOSED"
     ACCOUNT_FROZEN = "ACCOUNT_FROZEN"

@@ -23,6 +23,7 @@ class EntryKind(enum.Enum):
     WITHDRAWAL = "WITHDRAWAL"
     TRANSFER = "TRANSFER"
     JOURNAL = "JOURNAL"
+    REVERSAL = "REVERSAL"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,6 +69,10 @@ class LinePosted:
     line_index: int = 0
     # The posting command's metadata, the same on every line of the entry.
     metadata: tuple[tuple[str, str], ...] = ()
+    # Of a reversal's line (EntryReversed): the entry it reverses; empty on every other
+    # line. (A reversal's request metadata is the line's ``metadata``, as for every
+    # money movement.)
+    reverses_entry_id: str = ""
     kind: EntryKind = field(init=False)
 
     @property
@@ -95,11 +100,19 @@ class JournalEntryPosted(LinePosted):
     kind: EntryKind = field(default=EntryKind.JOURNAL, init=False)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntryReversed(LinePosted):
+    """A line of a reversal: the mirror of line ``line_index`` of ``reverses_entry_id``."""
+
+    kind: EntryKind = field(default=EntryKind.REVERSAL, init=False)
+
+
 LINE_EVENT_BY_KIND: dict[EntryKind, type[LinePosted]] = {
     EntryKind.DEPOSIT: FundsDeposited,
     EntryKind.WITHDRAWAL: FundsWithdrawn,
     EntryKind.TRANSFER: FundsTransferred,
     EntryKind.JOURNAL: JournalEntryPosted,
+    EntryKind.REVERSAL: EntryReversed,
 }
 
 # Line events are matched by their base class: all four kinds share its fields and rules.

@@ -23,6 +23,7 @@ from chronos.domain.commands import (
     Money,
     OpenAccount,
     PostJournalEntry,
+    ReverseEntry,
     Side,
     TransferFunds,
     UnfreezeAccount,
@@ -82,6 +83,8 @@ def accounts_touched(command: Command) -> tuple[str, ...]:
             return tuple(dict.fromkeys(line.account_id for line in command.lines))
         case FreezeAccount() | UnfreezeAccount() | CloseAccount():
             return (command.account_id,)
+        case ReverseEntry():
+            return tuple(dict.fromkeys(line.account_id for line in command.original))
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +120,8 @@ def decide(
             kind, subject_account_id, legs = _entry_of(command)
             posted = _post(kind, legs, subject_account_id, command.description, accounts, new_id)
             return replace(posted, events=with_metadata(posted.events, command.metadata))
+        case ReverseEntry():
+            raise AssertionError("a reversal needs the reversed entries: decide_reversal()")
 
 
 def _open(command: OpenAccount, accounts: Mapping[str, Account | None]) -> Decision:

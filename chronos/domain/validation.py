@@ -21,6 +21,7 @@ from chronos.domain.commands import (
     Money,
     OpenAccount,
     PostJournalEntry,
+    ReverseEntry,
     Side,
     TransferFunds,
     UnfreezeAccount,
@@ -114,6 +115,11 @@ def validate(command: Command) -> None:
         case FreezeAccount() | UnfreezeAccount() | CloseAccount():
             _check_user_account(command.account_id, "account_id", violations)
             _check_text(command.reason, "reason", limits.REASON_LENGTH_MAX, violations)
+        case ReverseEntry():
+            # An entry id is a UUID like an account id, and is compared canonically.
+            _check_account_id(command.entry_id, "entry_id", violations)
+            _check_text(command.reason, "reason", limits.REASON_LENGTH_MAX, violations)
+            _check_metadata(command.metadata, violations)
     if violations:
         raise validation_failed(violations)
 
@@ -298,6 +304,8 @@ def canonicalize(command: Command) -> Command:
                     replace(line, account_id=canonical(line.account_id)) for line in command.lines
                 ),
             )
+        case ReverseEntry():
+            return replace(command, entry_id=canonical(command.entry_id))
         case _:
             return replace(command, account_id=canonical(command.account_id))
 

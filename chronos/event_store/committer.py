@@ -315,9 +315,12 @@ class BatchCommitter:
                     span.end()
 
     def _decide(
-        self, commands: Sequence[Command | None], accounts: Mapping[str, Account | None]
+        self,
+        commands: Sequence[Command | None],
+        accounts: Mapping[str, Account | None],
+        reversed_by: Mapping[str, str],
     ) -> BatchDecision:
-        return decide_batch(commands, accounts, self._new_id)
+        return decide_batch(commands, accounts, self._new_id, reversed_by)
 
 
 def _locked_by_another(held: list[str]) -> Rejection:

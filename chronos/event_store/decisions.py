@@ -14,10 +14,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from chronos.domain.accounts import Account, evolve
-from chronos.domain.commands import Command
+from chronos.domain.commands import Command, ReverseEntry
 from chronos.domain.errors import Rejection
-from chronos.domain.events import DomainEvent
-from chronos.domain.ledger import accounts_touched, decide
+from chronos.domain.events import DomainEvent, LinePosted
+from chronos.domain.ledger import Decision, accounts_touched, decide
+from chronos.domain.reversals import decide_reversal
 from chronos.event_store.atomic import all_or_nothing
 from chronos.event_store.results import AccountBalance, CommandResult
 
@@ -60,15 +61,26 @@ class BatchDecision:
         accounts: The new state of every account an accepted command changed, in the
             order the batch first changed them.
         opened: The ids among ``accounts`` that the batch opened.
+        reversals: (reversed entry id, reversal entry id) of each reversal accepted.
     """
 
     outcomes: tuple[Accepted | Rejection | None, ...]
     accounts: tuple[Account, ...]
     opened: frozenset[str]
+    reversals: tuple[tuple[str, str], ...] = ()
 
     def events(self) -> list[NewEvent]:
         """Every event the batch appends, in order."""
         return [new for _, accepted in self.accepted() for new in accepted.events]
+
+    def entry_lines(self) -> list[tuple[str, int, str, int]]:
+        """(entry id, line index, stream id, stream version) of every line the batch
+        appends: the index by which a later ReverseEntry finds an entry's lines."""
+        return [
+            (new.event.entry_id, new.event.line_index, new.stream_id, new.stream_version)
+            for new in self.events()
+            if isinstance(new.event, LinePosted)
+        ]
 
     def accepted(self) -> list[tuple[int, Accepted]]:
         """The accepted commands with their index in the batch, in order."""
@@ -88,6 +100,7 @@ def decide_batch(
     commands: Sequence[Command | None],
     accounts: Mapping[str, Account | None],
     new_id: Callable[[], str],
+    reversed_by: Mapping[str, str] | None = None,
 ) -> BatchDecision:
     """Decides each command against the state left by the ones before it.
 
@@ -97,6 +110,8 @@ def decide_batch(
         accounts: The state of every account the commands touch (None: not opened yet),
             as loaded under their locks. It is not changed.
         new_id: Id generator: entry ids (through ``decide``), then one per event.
+        reversed_by: The reversal of each already reversed entry the batch's
+            ReverseEntry commands name (read under the accounts' locks).
 
     Returns:
         Per command its events and answer or its Rejection, and the new account states.
@@ -104,16 +119,22 @@ def decide_batch(
     state = dict(accounts)
     changed: dict[str, None] = {}
     opened: set[str] = set()
+    reversals = dict(reversed_by or {})
+    reversed_now: list[tuple[str, str]] = []
     outcomes: list[Accepted | Rejection | None] = []
     for command in commands:
         if command is None:
             outcomes.append(None)
             continue
         try:
-            decision = decide(command, state, new_id)
+            decision = _decide(command, state, reversals, new_id)
         except Rejection as rejection:
             outcomes.append(rejection)
             continue
+        if isinstance(command, ReverseEntry):
+            # A later command of the batch sees this reversal as it would a committed one.
+            reversals[command.entry_id] = decision.entry_id
+            reversed_now.append((command.entry_id, decision.entry_id))
         events: list[NewEvent] = []
         for event in decision.events:
             stream_id = event.account_id
@@ -141,6 +162,7 @@ def decide_batch(
         outcomes=tuple(outcomes),
         accounts=tuple(_present(state[a]) for a in changed),
         opened=frozenset(opened),
+        reversals=tuple(reversed_now),
     )
 
 
@@ -172,6 +194,17 @@ def settle_outcomes(
         (i, r) for i, r in enumerate(settled) if isinstance(r, Rejection) and i not in answered
     ]
     return settled, forgotten, True
+
+
+def _decide(
+    command: Command,
+    state: Mapping[str, Account | None],
+    reversed_by: Mapping[str, str],
+    new_id: Callable[[], str],
+) -> Decision:
+    if isinstance(command, ReverseEntry):
+        return decide_reversal(command, state, reversed_by, new_id)
+    return decide(command, state, new_id)
 
 
 def _present(account: Account | None) -> Account:

@@ -22,6 +22,7 @@ from chronos.domain.events import (
     AccountUnfrozen,
     DomainEvent,
     EntryKind,
+    EntryReversed,
     FundsDeposited,
     FundsTransferred,
     FundsWithdrawn,
@@ -71,12 +72,14 @@ ENTRY_KIND_TO_PROTO = {
     EntryKind.WITHDRAWAL: ledger_pb2.ENTRY_KIND_WITHDRAWAL,
     EntryKind.TRANSFER: ledger_pb2.ENTRY_KIND_TRANSFER,
     EntryKind.JOURNAL: ledger_pb2.ENTRY_KIND_JOURNAL,
+    EntryKind.REVERSAL: ledger_pb2.ENTRY_KIND_REVERSAL,
 }
 _LINE_TYPES: dict[str, type[LinePosted]] = {
     "FundsDeposited": FundsDeposited,
     "FundsWithdrawn": FundsWithdrawn,
     "FundsTransferred": FundsTransferred,
     "JournalEntryPosted": JournalEntryPosted,
+    "EntryReversed": EntryReversed,
 }
 
 
@@ -99,6 +102,7 @@ def line_to_proto(event: LinePosted) -> events_pb2.EntryLine:
         kind=ENTRY_KIND_TO_PROTO[event.kind],
         line_index=event.line_index,
         metadata=dict(event.metadata),
+        reverses_entry_id=event.reverses_entry_id,
     )
 
 
@@ -196,6 +200,7 @@ def _decode_current(event_type: str, payload: bytes) -> DomainEvent:
         line_index=line.line_index,
         # Absent from lines stored before movements had metadata: read as empty.
         metadata=tuple(sorted(line.metadata.items())),
+        reverses_entry_id=line.reverses_entry_id,
     )
 
 

@@ -31,14 +31,17 @@ from chronos.domain.accounts import Account, AccountStatus
 from chronos.domain.commands import Command
 from chronos.domain.errors import Reason, Rejection
 from chronos.domain.events import AccountKind
-from chronos.event_store import mapper, sql
+from chronos.event_store import entries, mapper, sql
 from chronos.event_store.context import CommandContext
 from chronos.event_store.decisions import BatchDecision, accounts_to_lock, settle_outcomes
 from chronos.event_store.errors import CommitOutcomeUnknown
 from chronos.event_store.results import CommandResult
 
-DecideBatch = Callable[[Sequence[Command | None], Mapping[str, Account | None]], BatchDecision]
-"""Decides a batch against the loaded accounts (None: a command already answered)."""
+DecideBatch = Callable[
+    [Sequence[Command | None], Mapping[str, Account | None], Mapping[str, str]], BatchDecision
+]
+"""Decides a batch against the loaded accounts (None: a command already answered) and
+the reversals already recorded of the entries its ReverseEntry commands name."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -153,10 +156,11 @@ async def _pipelined(
     # accounts are read only once their locks are held, and read-committed gives
     # that last statement a snapshot of its own.
     await conn.execute("BEGIN")
-    answered, accounts = await _lock_and_load(conn, requests, idempotency_retention_seconds)
-    decision = decide(
-        [None if i in answered else r.command for i, r in enumerate(requests)], accounts
+    answered, accounts, reversed_by = await _lock_and_load(
+        conn, requests, idempotency_retention_seconds
     )
+    commands = [None if i in answered else r.command for i, r in enumerate(requests)]
+    decision = decide(commands, accounts, reversed_by)
     outcomes, rejected, failed = settle_outcomes(len(requests), answered, decision, atomic=atomic)
 
     # Round trip 2: every write, then (queued by the caller) the COMMIT.
@@ -171,6 +175,7 @@ async def _pipelined(
         return outcomes, {}, None
     # Account state first, while only the touched accounts are locked.
     await _save_accounts(conn, decision)
+    await entries.save_entries(conn, decision)
     results = _results_by_ordinal(decision)
     # Positions last, in one statement with the events, outbox rows and answers: the
     # head row lock is held from here to the COMMIT that follows it in the same round
@@ -201,13 +206,15 @@ async def _lock_and_load(
     conn: psycopg.AsyncConnection[Any],
     requests: Sequence[BatchRequest],
     idempotency_retention_seconds: int,
-) -> tuple[dict[int, CommandResult | Rejection], dict[str, Account | None]]:
-    """Places the idempotency records, locks and reads the touched accounts (round trip
-    1), then reads the stored answers of duplicates.
+) -> tuple[dict[int, CommandResult | Rejection], dict[str, Account | None], dict[str, str]]:
+    """Places the idempotency records, locks and reads the touched accounts and the
+    reversals of the entries the batch would reverse (round trip 1), then reads the
+    stored answers of duplicates.
 
     Returns:
-        The answers of the requests already recorded, by index, and the state of every
-        touched account (None: not opened yet).
+        The answers of the requests already recorded, by index, the state of every
+        touched account (None: not opened yet), and the reversal of each named entry
+        already reversed.
     """
     touched = accounts_to_lock(r.command for r in requests)
     # 1. Idempotency placeholders, sorted, so concurrent duplicates serialize.
@@ -233,11 +240,13 @@ async def _lock_and_load(
     # round trip, and an extra lock changes nothing.
     await conn.execute(sql.LOCK_ACCOUNTS, (_json(touched),))
     loaded = await conn.execute(sql.LOAD_ACCOUNTS, (_uuid_array(touched),))
+    reversals = await entries.load_reversals(conn, [r.command for r in requests])
     fresh = {(row[0], row[1]) for row in await placed.fetchall()}  # sends round trip 1
     accounts = _accounts_from_rows(touched, await loaded.fetchall())
+    reversed_by = await entries.reversals_read(reversals)
     duplicates = [i for i, r in enumerate(requests) if r.context.idempotency_key not in fresh]
     answered = await _resolve_duplicates(conn, requests, duplicates) if duplicates else {}
-    return answered, accounts
+    return answered, accounts, reversed_by
 
 
 async def _resolve_duplicates(

@@ -19,11 +19,14 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
-from psycopg_pool import AsyncConnectionPool
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from chronos.domain.commands import Command
+from chronos.domain.commands import Command, ReverseEntry
 from chronos.errors import ChronosError
+from chronos.event_store import entries
 from chronos.event_store.committer import BatchCommitter, PendingCommand
 from chronos.event_store.connections import writer_pool
 from chronos.event_store.context import CommandContext
@@ -33,6 +36,7 @@ from chronos.event_store.errors import (
     StoreUnavailable,
     is_server_failure,
     not_applied,
+    unavailable,
 )
 from chronos.event_store.ids import random_uuid
 from chronos.event_store.results import CommandResult
@@ -74,6 +78,7 @@ class LedgerWriter:
     ) -> None:
         assert settings.lanes >= 1 and settings.batch_size_max >= 1
         self._settings = settings
+        self._pool = pool
         self._queue: asyncio.Queue[list[PendingCommand]] = asyncio.Queue()
         self._lanes: list[asyncio.Task[None]] = []
         self._closing = False
@@ -108,8 +113,27 @@ class LedgerWriter:
             Rejection: a ledger rule, idempotency-key reuse, or exhausted retries.
             StoreUnavailable: the database is unreachable.
         """
+        command = await self._with_original(command)
         (future,) = self._enqueue([(command, payload_hash, context)])
         return await future
+
+    async def _with_original(self, command: Command) -> Command:
+        """A ReverseEntry with the lines of the entry it names (none when no entry has
+        that id), read before the command is queued: a posted entry's lines never
+        change, and the accounts its reversal locks are the accounts of those lines.
+
+        Raises:
+            StoreUnavailable: the database is unreachable.
+        """
+        if not isinstance(command, ReverseEntry):
+            return command
+        timeout_seconds = self._settings.connection_timeout_seconds
+        try:
+            async with self._pool.connection(timeout=timeout_seconds) as conn:
+                original = await entries.read_entry(conn, command.entry_id)
+        except (psycopg.OperationalError, PoolTimeout) as error:
+            raise unavailable(error) from error
+        return replace(command, original=original)
 
     async def execute_in_order(
         self, items: Sequence[tuple[Command, bytes, CommandContext]]

@@ -221,7 +221,8 @@ def apply_event(
 def transaction_source(record: EventRecord) -> dict[str, Any] | None:
     """The statement line document of a line event (its id is ``record.event_id``);
     None for events that are not lines. ``principal`` is present only when one was
-    recorded (a line written with authentication off has none)."""
+    recorded (a line written with authentication off has none), ``reverses_entry_id``
+    only on a reversal's line."""
     event = record.event
     if not isinstance(event, LinePosted):
         return None
@@ -245,6 +246,8 @@ def transaction_source(record: EventRecord) -> dict[str, Any] | None:
         source["principal"] = record.principal
     if event.metadata:
         source["metadata"] = dict(event.metadata)
+    if event.reverses_entry_id:
+        source["reverses_entry_id"] = event.reverses_entry_id
     return source
 
 

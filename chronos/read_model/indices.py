@@ -85,6 +85,8 @@ TRANSACTIONS_MAPPING: dict[str, Any] = {
         # whole; an object mapping would add a field per key (the strict mapping would
         # refuse them) and split dotted keys.
         "metadata": {"type": "flattened"},
+        # Of a reversal's line: the entry it reverses; absent on every other line.
+        "reverses_entry_id": {"type": "keyword", **_STORED},
     },
 }
 

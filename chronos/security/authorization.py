@@ -32,6 +32,7 @@ from chronos.domain.commands import (
     FreezeAccount,
     OpenAccount,
     PostJournalEntry,
+    ReverseEntry,
     Side,
     TransferFunds,
     UnfreezeAccount,
@@ -62,6 +63,9 @@ COMMAND_SCOPES: Final[Mapping[type[Command], str]] = {
     Withdraw: FUNDS_WRITE,
     TransferFunds: FUNDS_WRITE,
     PostJournalEntry: JOURNAL_WRITE,
+    # A correction of the books, like a journal entry; its force flag (waiving the
+    # overdraft limit) needs nothing more than this scope.
+    ReverseEntry: JOURNAL_WRITE,
 }
 
 # The scopes that let a caller into ExecuteBatch; each item is then checked alone.
@@ -80,6 +84,7 @@ METHOD_SCOPES: Final[Mapping[str, frozenset[str]]] = {
     f"{COMMAND_SERVICE}.TransferFunds": frozenset({FUNDS_WRITE}),
     f"{COMMAND_SERVICE}.PostJournalEntry": frozenset({JOURNAL_WRITE}),
     f"{COMMAND_SERVICE}.ExecuteBatch": WRITE_SCOPES,
+    f"{COMMAND_SERVICE}.ReverseEntry": frozenset({JOURNAL_WRITE}),
     f"{QUERY_SERVICE}.GetAccount": frozenset({LEDGER_READ}),
     f"{QUERY_SERVICE}.ListTransactions": frozenset({LEDGER_READ}),
     f"{QUERY_SERVICE}.GetBalanceAt": frozenset({LEDGER_READ}),
@@ -131,6 +136,8 @@ def authorize_command(caller: Caller, command: Command) -> Rejection | None:
         return missing_scope(type(command).__name__, frozenset({scope}))
     if caller.accounts is None:
         return None
+    if isinstance(command, ReverseEntry):
+        return _reversal_restricted()
     listed = _canonical_ids(caller.accounts)
     for use in account_uses(command):
         if _canonical(use.account_id) not in listed:
@@ -186,6 +193,18 @@ def account_uses(command: Command) -> tuple[AccountUse, ...]:
         case CloseAccount():
             return (AccountUse(command.account_id, "close"),)
     raise AssertionError(f"no account rule for {type(command).__name__}")
+
+
+def _reversal_restricted() -> Rejection:
+    # The request names only an entry: its accounts are known once its lines are read,
+    # and a reversal debits every account the entry credited (a deposit's account, a
+    # transfer's receiver), which a restricted token could not debit itself.
+    return Rejection(
+        Reason.PERMISSION_DENIED,
+        "This token is restricted to some accounts, so it cannot reverse entries; "
+        "a reversal needs an unrestricted token with journal:write.",
+        metadata={"restriction": ACCOUNTS_CLAIM},
+    )
 
 
 def missing_scope(method: str, allowed: frozenset[str]) -> Rejection:

@@ -148,6 +148,8 @@ def valid_requests(account_id: str, other_id: str) -> dict[str, Any]:
             request_id=new_id(), account_id=other_id, reason="done"
         ),
         prefix + "ExecuteBatch": c.ExecuteBatchRequest(commands=[c.BatchCommand(deposit=deposit)]),
+        # Names no entry these tests posted: past authorization, it is ENTRY_NOT_FOUND.
+        prefix + "ReverseEntry": c.ReverseEntryRequest(request_id=new_id(), entry_id=new_id()),
         "chronos.v1.QueryService.GetAccount": q.GetAccountRequest(account_id=account_id),
         "chronos.v1.QueryService.ListTransactions": q.ListTransactionsRequest(
             account_id=account_id
@@ -167,6 +169,6 @@ def required_scopes(method_full_name: str) -> tuple[str, ...]:
     name = method_full_name.rpartition(".")[2]
     if name in ("OpenAccount", "FreezeAccount", "UnfreezeAccount", "CloseAccount"):
         return (scopes.ACCOUNTS_WRITE,)
-    if name == "PostJournalEntry":
+    if name in ("PostJournalEntry", "ReverseEntry"):
         return (scopes.JOURNAL_WRITE,)
     return (scopes.FUNDS_WRITE,)
