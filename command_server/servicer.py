@@ -48,6 +48,7 @@ from chronos.security.authorization import authorize_command
 from chronos.security.caller import current_caller
 from chronos.telemetry import SPAN_ENDUSER_ID
 from chronos.v1 import commands_pb2, commands_pb2_grpc, ledger_pb2
+from command_server import holds
 
 _logger = logging.getLogger(__name__)
 
@@ -142,11 +143,21 @@ def result_to_proto(result: CommandResult) -> commands_pb2.CommandResponse:
                     currency=balance.currency, minor_units=balance.balance_minor
                 ),
                 version=balance.version,
+                pending_debits=ledger_pb2.Money(
+                    currency=balance.currency, minor_units=balance.pending_debits_minor
+                ),
+                pending_credits=ledger_pb2.Money(
+                    currency=balance.currency, minor_units=balance.pending_credits_minor
+                ),
+                available=ledger_pb2.Money(
+                    currency=balance.currency, minor_units=balance.available_minor
+                ),
             )
             for balance in result.balances
         ],
         replayed=result.replayed,
         event_ids=list(result.event_ids),
+        pending_id=result.pending_id,
     )
 
 
@@ -167,6 +178,9 @@ _FROM_PROTO: dict[str, Callable[[Any], Command]] = {
     "freeze_account": freeze_from_proto,
     "unfreeze_account": unfreeze_from_proto,
     "close_account": close_from_proto,
+    "create_pending_transfer": holds.create_from_proto,
+    "post_pending_transfer": holds.post_from_proto,
+    "void_pending_transfer": holds.void_from_proto,
 }
 
 
@@ -189,10 +203,12 @@ class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
         *,
         new_account_id: Callable[[], str] = lambda: str(uuid.uuid4()),
         traceparent: Callable[[], str] = lambda: "",
+        hold_accounts: holds.HoldAccounts | None = None,
     ) -> None:
         self._writer = writer
         self._new_account_id = new_account_id
         self._traceparent = traceparent
+        self._hold_accounts = hold_accounts or writer.hold_accounts
 
     def _prepare(
         self, command: Command, context: grpc.aio.ServicerContext[Any, Any]
@@ -258,6 +274,10 @@ class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
     async def _run(
         self, command: Command, context: grpc.aio.ServicerContext[Any, Any]
     ) -> commands_pb2.CommandResponse:
+        try:
+            command = await holds.with_hold_accounts(command, self._hold_accounts)
+        except ChronosError as error:
+            await abort(context, self._rejection(error, command.request_id))
         refusal = _refusal(command)
         if refusal is not None:
             await abort(context, refusal)
@@ -291,6 +311,17 @@ class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
     async def CloseAccount(self, request: Any, context: Any) -> commands_pb2.CommandResponse:
         return await self._run(close_from_proto(request), context)
 
+    async def CreatePendingTransfer(
+        self, request: Any, context: Any
+    ) -> commands_pb2.CommandResponse:
+        return await self._run(holds.create_from_proto(request), context)
+
+    async def PostPendingTransfer(self, request: Any, context: Any) -> commands_pb2.CommandResponse:
+        return await self._run(holds.post_from_proto(request), context)
+
+    async def VoidPendingTransfer(self, request: Any, context: Any) -> commands_pb2.CommandResponse:
+        return await self._run(holds.void_from_proto(request), context)
+
     async def ExecuteBatch(self, request: Any, context: Any) -> commands_pb2.ExecuteBatchResponse:
         count = len(request.commands)
         violation = None
@@ -322,6 +353,11 @@ class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
                 results[index] = commands_pb2.BatchResult(error=self._failure(error, ""))
                 continue
             command = _FROM_PROTO[kind](getattr(item, kind))
+            try:
+                command = await holds.with_hold_accounts(command, self._hold_accounts)
+            except ChronosError as error:
+                results[index] = commands_pb2.BatchResult(error=self._failure(error, ""))
+                continue
             refusal = _refusal(command)
             if refusal is not None:
                 results[index] = commands_pb2.BatchResult(error=rejection_proto(refusal))

@@ -62,6 +62,8 @@ class Decision:
     account_id: str
     entry_id: str
     events: tuple[DomainEvent, ...]
+    # The hold a hold command created or changed ("" for other commands).
+    pending_id: str = ""
 
 
 def accounts_touched(command: Command) -> tuple[str, ...]:
@@ -81,6 +83,9 @@ def accounts_touched(command: Command) -> tuple[str, ...]:
             return tuple(dict.fromkeys(line.account_id for line in command.lines))
         case FreezeAccount() | UnfreezeAccount() | CloseAccount():
             return (command.account_id,)
+        case _:
+            # A post or void of a hold not found names no account: nothing to lock.
+            return tuple(a for a in (command.from_account_id, command.to_account_id) if a)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +120,8 @@ def decide(
         case Deposit() | Withdraw() | TransferFunds() | PostJournalEntry():
             kind, subject_account_id, legs = _entry_of(command)
             return _post(kind, legs, subject_account_id, command.description, accounts, new_id)
+        case _:
+            raise AssertionError(f"{type(command).__name__} is decided by chronos.domain.holds")
 
 
 def _open(command: OpenAccount, accounts: Mapping[str, Account | None]) -> Decision:
@@ -230,6 +237,12 @@ def _change_status(
                     f"{account.currency} minor units; only an account at zero can be closed.",
                     metadata={**meta, "balance_minor": str(account.balance_minor)},
                 )
+            if account.pending_debits_minor or account.pending_credits_minor:
+                raise Rejection(
+                    Reason.ACCOUNT_HAS_PENDING,
+                    f"Account {account.account_id} has open holds; end them first.",
+                    metadata=meta,
+                )
             event = AccountClosed(account_id=account.account_id, reason=command.reason)
     return Decision(account_id=account.account_id, entry_id="", events=(event,))
 
@@ -343,6 +356,8 @@ def _lines(
                 counterparty_account_id=leg.counterparty_account_id,
                 description=description,
                 line_index=index,
+                pending_debits_after_minor=account.pending_debits_minor,
+                pending_credits_after_minor=account.pending_credits_minor,
             )
         )
     return events
@@ -353,13 +368,15 @@ def _balance_after(account: Account, balance_minor: int, leg: _Leg) -> int:
     signed = leg.amount.minor_units if leg.side is Side.CREDIT else -leg.amount.minor_units
     balance_after = balance_minor + signed
     floor = account.balance_floor_minor
-    if floor is not None and balance_after < floor:
+    # The limit binds the available balance: money held for a pending transfer is spent.
+    held = account.pending_debits_minor
+    if floor is not None and balance_after - held < floor:
         raise Rejection(
             Reason.INSUFFICIENT_FUNDS,
-            f"Insufficient funds in account {account.account_id}: the balance is "
-            f"{balance_minor} {account.currency} minor units and the overdraft "
+            f"Insufficient funds in account {account.account_id}: the available balance "
+            f"is {balance_minor - held} {account.currency} minor units and the overdraft "
             f"limit {account.overdraft_limit_minor}, so at most "
-            f"{balance_minor + account.overdraft_limit_minor} can be debited; "
+            f"{balance_minor - held + account.overdraft_limit_minor} can be debited; "
             f"{leg.amount.minor_units} requested.",
             metadata={
                 "account_id": account.account_id,

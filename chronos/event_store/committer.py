@@ -15,6 +15,7 @@ import itertools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import psycopg
 from opentelemetry import trace
@@ -36,7 +37,7 @@ from chronos.event_store.errors import (
     not_applied,
     unavailable,
 )
-from chronos.event_store.pipeline import BatchRequest
+from chronos.event_store.pipeline import BatchRequest, Holds
 from chronos.event_store.results import CommandResult
 from chronos.event_store.settings import WriterSettings
 from chronos.metrics import WRITER_BATCH_SIZE, WRITER_COMMANDS_ABANDONED
@@ -296,9 +297,13 @@ class BatchCommitter:
                     span.end()
 
     def _decide(
-        self, commands: Sequence[Command | None], accounts: Mapping[str, Account | None]
+        self,
+        commands: Sequence[Command | None],
+        accounts: Mapping[str, Account | None],
+        holds: Holds,
+        now: datetime | None,
     ) -> BatchDecision:
-        return decide_batch(commands, accounts, self._new_id)
+        return decide_batch(commands, accounts, self._new_id, holds, now)
 
 
 def _locked_by_another(held: list[str]) -> Rejection:

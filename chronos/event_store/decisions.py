@@ -11,13 +11,21 @@ and writes what comes out.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from chronos.domain.accounts import Account, evolve
-from chronos.domain.commands import Command
+from chronos.domain.commands import (
+    Command,
+    CreatePendingTransfer,
+    ExpirePendingTransfer,
+    PostPendingTransfer,
+    VoidPendingTransfer,
+)
 from chronos.domain.errors import Rejection
 from chronos.domain.events import DomainEvent
-from chronos.domain.ledger import accounts_touched, decide
+from chronos.domain.holds import PendingTransfer, decide_hold
+from chronos.domain.ledger import Decision, accounts_touched, decide
 from chronos.event_store.results import AccountBalance
 
 
@@ -47,6 +55,7 @@ class Accepted:
     entry_id: str
     events: tuple[NewEvent, ...]
     balances: tuple[AccountBalance, ...]
+    pending_id: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,6 +73,8 @@ class BatchDecision:
     outcomes: tuple[Accepted | Rejection | None, ...]
     accounts: tuple[Account, ...]
     opened: frozenset[str]
+    # The new state of every hold an accepted command placed or changed.
+    holds: tuple[PendingTransfer, ...] = field(default=())
 
     def events(self) -> list[NewEvent]:
         """Every event the batch appends, in order."""
@@ -87,6 +98,8 @@ def decide_batch(
     commands: Sequence[Command | None],
     accounts: Mapping[str, Account | None],
     new_id: Callable[[], str],
+    holds: Mapping[str, PendingTransfer | None] | None = None,
+    now: datetime | None = None,
 ) -> BatchDecision:
     """Decides each command against the state left by the ones before it.
 
@@ -96,11 +109,16 @@ def decide_batch(
         accounts: The state of every account the commands touch (None: not opened yet),
             as loaded under their locks. It is not changed.
         new_id: Id generator: entry ids (through ``decide``), then one per event.
+        holds: The state of every hold the batch's posts, voids and expiries name, as
+            loaded under their accounts' locks.
+        now: The ledger's clock, for hold timeouts (the database's, in the writer).
 
     Returns:
         Per command its events and answer or its Rejection, and the new account states.
     """
     state = dict(accounts)
+    hold_state: dict[str, PendingTransfer | None] = dict(holds or {})
+    changed_holds: dict[str, PendingTransfer] = {}
     changed: dict[str, None] = {}
     opened: set[str] = set()
     outcomes: list[Accepted | Rejection | None] = []
@@ -109,10 +127,12 @@ def decide_batch(
             outcomes.append(None)
             continue
         try:
-            decision = decide(command, state, new_id)
+            decision = _decide_one(command, state, hold_state, new_id, now or datetime.now(UTC))
         except Rejection as rejection:
             outcomes.append(rejection)
             continue
+        if (hold := hold_state.get(decision.pending_id)) is not None:
+            changed_holds[hold.pending_id] = hold
         events: list[NewEvent] = []
         for event in decision.events:
             stream_id = event.account_id
@@ -134,13 +154,38 @@ def decide_batch(
                 entry_id=decision.entry_id,
                 events=tuple(events),
                 balances=tuple(_balance(state[a]) for a in touched),
+                pending_id=decision.pending_id,
             )
         )
     return BatchDecision(
         outcomes=tuple(outcomes),
         accounts=tuple(_present(state[a]) for a in changed),
         opened=frozenset(opened),
+        holds=tuple(changed_holds.values()),
     )
+
+
+def _decide_one(
+    command: Command,
+    state: Mapping[str, Account | None],
+    holds: dict[str, PendingTransfer | None],
+    new_id: Callable[[], str],
+    now: datetime,
+) -> Decision:
+    """Decides one command; a hold command's new hold state goes into ``holds``."""
+    if not isinstance(command, _HOLD_COMMANDS):
+        return decide(command, state, new_id)
+    decided = decide_hold(command, state, holds, new_id, now)
+    holds[decided.hold.pending_id] = decided.hold
+    return decided.decision
+
+
+_HOLD_COMMANDS = (
+    CreatePendingTransfer,
+    PostPendingTransfer,
+    VoidPendingTransfer,
+    ExpirePendingTransfer,
+)
 
 
 def _present(account: Account | None) -> Account:
@@ -155,4 +200,6 @@ def _balance(account: Account | None) -> AccountBalance:
         currency=account.currency,
         balance_minor=account.balance_minor,
         version=account.version,
+        pending_debits_minor=account.pending_debits_minor,
+        pending_credits_minor=account.pending_credits_minor,
     )

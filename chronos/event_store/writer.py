@@ -20,10 +20,12 @@ import itertools
 import logging
 from collections.abc import Callable, Sequence
 
-from psycopg_pool import AsyncConnectionPool
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from chronos.domain.commands import Command
 from chronos.errors import ChronosError
+from chronos.event_store import holds_store
 from chronos.event_store.committer import BatchCommitter, PendingCommand
 from chronos.event_store.connections import writer_pool
 from chronos.event_store.context import CommandContext
@@ -33,6 +35,7 @@ from chronos.event_store.errors import (
     StoreUnavailable,
     is_server_failure,
     not_applied,
+    unavailable,
 )
 from chronos.event_store.ids import random_uuid
 from chronos.event_store.results import CommandResult
@@ -74,6 +77,7 @@ class LedgerWriter:
     ) -> None:
         assert settings.lanes >= 1 and settings.batch_size_max >= 1
         self._settings = settings
+        self._pool = pool
         self._queue: asyncio.Queue[list[PendingCommand]] = asyncio.Queue()
         self._lanes: list[asyncio.Task[None]] = []
         self._closing = False
@@ -98,6 +102,20 @@ class LedgerWriter:
             lane.cancel()
         await asyncio.gather(*self._lanes, return_exceptions=True)
         self._lanes = []
+
+    async def hold_accounts(self, pending_id: str) -> tuple[str, str] | None:
+        """A hold's (from, to) accounts, which never change; None for an unknown hold.
+
+        Raises:
+            StoreUnavailable: the database cannot be read.
+        """
+        try:
+            async with self._pool.connection(
+                timeout=self._settings.connection_timeout_seconds
+            ) as conn:
+                return await holds_store.hold_accounts(conn, pending_id)
+        except (psycopg.Error, PoolTimeout) as error:
+            raise unavailable(error) from error
 
     async def execute(
         self, command: Command, payload_hash: bytes, context: CommandContext

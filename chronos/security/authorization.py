@@ -28,13 +28,17 @@ from typing import Final
 from chronos.domain.commands import (
     CloseAccount,
     Command,
+    CreatePendingTransfer,
     Deposit,
+    ExpirePendingTransfer,
     FreezeAccount,
     OpenAccount,
     PostJournalEntry,
+    PostPendingTransfer,
     Side,
     TransferFunds,
     UnfreezeAccount,
+    VoidPendingTransfer,
     Withdraw,
 )
 from chronos.domain.errors import Reason, Rejection
@@ -62,6 +66,9 @@ COMMAND_SCOPES: Final[Mapping[type[Command], str]] = {
     Withdraw: FUNDS_WRITE,
     TransferFunds: FUNDS_WRITE,
     PostJournalEntry: JOURNAL_WRITE,
+    CreatePendingTransfer: FUNDS_WRITE,
+    PostPendingTransfer: FUNDS_WRITE,
+    VoidPendingTransfer: FUNDS_WRITE,
 }
 
 # The scopes that let a caller into ExecuteBatch; each item is then checked alone.
@@ -79,6 +86,9 @@ METHOD_SCOPES: Final[Mapping[str, frozenset[str]]] = {
     f"{COMMAND_SERVICE}.Withdraw": frozenset({FUNDS_WRITE}),
     f"{COMMAND_SERVICE}.TransferFunds": frozenset({FUNDS_WRITE}),
     f"{COMMAND_SERVICE}.PostJournalEntry": frozenset({JOURNAL_WRITE}),
+    f"{COMMAND_SERVICE}.CreatePendingTransfer": frozenset({FUNDS_WRITE}),
+    f"{COMMAND_SERVICE}.PostPendingTransfer": frozenset({FUNDS_WRITE}),
+    f"{COMMAND_SERVICE}.VoidPendingTransfer": frozenset({FUNDS_WRITE}),
     f"{COMMAND_SERVICE}.ExecuteBatch": WRITE_SCOPES,
     f"{QUERY_SERVICE}.GetAccount": frozenset({LEDGER_READ}),
     f"{QUERY_SERVICE}.ListTransactions": frozenset({LEDGER_READ}),
@@ -185,6 +195,17 @@ def account_uses(command: Command) -> tuple[AccountUse, ...]:
             return (AccountUse(command.account_id, "unfreeze"),)
         case CloseAccount():
             return (AccountUse(command.account_id, "close"),)
+        case CreatePendingTransfer():
+            return (AccountUse(command.from_account_id, "place a hold on"),)
+        # The hold's from account (filled in from the hold; "" when the hold is unknown,
+        # which a restricted token is then refused, so it cannot probe pending ids).
+        case PostPendingTransfer():
+            return (AccountUse(command.from_account_id, "post a hold of"),)
+        case VoidPendingTransfer():
+            return (AccountUse(command.from_account_id, "void a hold of"),)
+        case ExpirePendingTransfer():
+            # Sent only by the ledger's own expiry job, never through an RPC.
+            return ()
     raise AssertionError(f"no account rule for {type(command).__name__}")
 
 
