@@ -13,6 +13,7 @@ from google.protobuf import timestamp_pb2
 
 from chronos.domain.accounts import AccountStatus
 from chronos.domain.events import AccountKind, EntryKind
+from chronos.read_model.documents import HOLD_EXPIRED, HOLD_PLACED, HOLD_VOIDED
 from chronos.v1 import ledger_pb2, queries_pb2
 
 _STATUS_TO_PROTO = {
@@ -31,6 +32,10 @@ _ENTRY_KIND_TO_PROTO = {
     EntryKind.WITHDRAWAL.value: ledger_pb2.ENTRY_KIND_WITHDRAWAL,
     EntryKind.TRANSFER.value: ledger_pb2.ENTRY_KIND_TRANSFER,
     EntryKind.JOURNAL.value: ledger_pb2.ENTRY_KIND_JOURNAL,
+    EntryKind.PENDING_TRANSFER.value: ledger_pb2.ENTRY_KIND_PENDING_TRANSFER,
+    HOLD_PLACED: ledger_pb2.ENTRY_KIND_HOLD_PLACED,
+    HOLD_VOIDED: ledger_pb2.ENTRY_KIND_HOLD_VOIDED,
+    HOLD_EXPIRED: ledger_pb2.ENTRY_KIND_HOLD_EXPIRED,
 }
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -66,7 +71,25 @@ def account_to_proto(source: dict[str, Any], as_of: int) -> queries_pb2.GetAccou
         as_of_position=as_of,
         metadata={str(k): str(v) for k, v in (source.get("metadata") or {}).items()},
         kind=_KIND_TO_PROTO.get(source["kind"], ledger_pb2.ACCOUNT_KIND_UNSPECIFIED),
+        **pending_money(
+            source["currency"],
+            source["balance_minor"],
+            source.get("pending_debits_minor", 0),
+            source.get("pending_credits_minor", 0),
+        ),
     )
+
+
+def pending_money(
+    currency: str, balance_minor: int, debits_minor: int, credits_minor: int
+) -> dict[str, ledger_pb2.Money]:
+    """The ``pending_debits``, ``pending_credits`` and ``available`` fields of an answer
+    (``available`` is the posted balance less pending debits)."""
+    return {
+        "pending_debits": ledger_pb2.Money(currency=currency, minor_units=debits_minor),
+        "pending_credits": ledger_pb2.Money(currency=currency, minor_units=credits_minor),
+        "available": ledger_pb2.Money(currency=currency, minor_units=balance_minor - debits_minor),
+    }
 
 
 def line_to_proto(source: dict[str, Any]) -> queries_pb2.TransactionLine:
@@ -87,6 +110,16 @@ def line_to_proto(source: dict[str, Any]) -> queries_pb2.TransactionLine:
         event_id=source["event_id"],
         # Lines written without an authenticated caller have no principal.
         principal=source.get("principal", ""),
+        pending_id=source.get("pending_id", ""),
+        **{
+            f"{name}_after": money
+            for name, money in pending_money(
+                currency,
+                source["balance_after_minor"],
+                source.get("pending_debits_after_minor", 0),
+                source.get("pending_credits_after_minor", 0),
+            ).items()
+        },
     )
 
 

@@ -38,7 +38,7 @@ from chronos.security.caller import current_caller
 from chronos.telemetry import Throttle
 from chronos.v1 import ledger_pb2, queries_pb2, queries_pb2_grpc
 from query_server import requests
-from query_server.mapping import account_to_proto, line_to_proto, summary_to_proto
+from query_server.mapping import account_to_proto, line_to_proto, pending_money, summary_to_proto
 
 _logger = logging.getLogger(__name__)
 
@@ -219,11 +219,18 @@ class QueryServicer(queries_pb2_grpc.QueryServiceServicer):
             if source is None:
                 raise account_not_found(query.account_id)
             balance = int(line["balance_after_minor"]) if line else 0
+            line = line or {}
             return queries_pb2.GetBalanceAtResponse(
                 account_id=query.account_id,
                 balance=ledger_pb2.Money(currency=source["currency"], minor_units=balance),
-                line_position=int(line["position"]) if line else 0,
+                line_position=int(line.get("position", 0)),
                 as_of_position=as_of,
+                **pending_money(
+                    source["currency"],
+                    balance,
+                    int(line.get("pending_debits_after_minor", 0)),
+                    int(line.get("pending_credits_after_minor", 0)),
+                ),
             )
 
         return await self._serve(context, handle)

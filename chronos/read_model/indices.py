@@ -55,6 +55,9 @@ ACCOUNTS_MAPPING: dict[str, Any] = {
         "updated_at": {"type": "date_nanos", **_STORED},
         # Client-chosen keys (dots included) kept as they came, not parsed into fields.
         "metadata": {"type": "object", "enabled": False},
+        "pending_debits_minor": {"type": "long", **_STORED},
+        "pending_credits_minor": {"type": "long", **_STORED},
+        "available_minor": {"type": "long", **_STORED},
     },
 }
 
@@ -79,6 +82,11 @@ TRANSACTIONS_MAPPING: dict[str, Any] = {
         "line_index": {"type": "integer", **_STORED},
         # Who caused the line (the token subject); absent when none was recorded.
         "principal": {"type": "keyword", **_STORED},
+        # The hold of a hold's line; absent on other lines.
+        "pending_id": {"type": "keyword", **_STORED},
+        # The account's open holds after the line; absent when none are open.
+        "pending_debits_after_minor": {"type": "long", **_STORED},
+        "pending_credits_after_minor": {"type": "long", **_STORED},
     },
 }
 
