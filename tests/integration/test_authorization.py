@@ -221,7 +221,7 @@ def test_every_method_refuses_a_token_lacking_its_scope_and_writes_nothing(
         for code, reason, metadata, message in answers:
             assert (code, reason, metadata) == denied({"required_scope": required}), method
             assert message.startswith("This token lacks "), message
-    assert refusals_counted("command") - before_counted["command"] == 18
+    assert refusals_counted("command") - before_counted["command"] == 24
     assert refusals_counted("query") - before_counted["query"] == 8
 
 
@@ -237,7 +237,19 @@ def test_each_scope_lets_its_methods_through(
         for method in ALL_METHODS:
             # Fresh accounts for each method, so that every command can succeed.
             account_id, other_id = await open_pair(stubs)
-            request = valid_requests(account_id, other_id)[method]
+            pending_id = ""
+            if method.endswith(("PostPendingTransfer", "VoidPendingTransfer")):
+                placed = await stubs.command.CreatePendingTransfer(
+                    commands_pb2.CreatePendingTransferRequest(
+                        request_id=new_id(),
+                        from_account_id=account_id,
+                        to_account_id=other_id,
+                        amount=eur(5),
+                    ),
+                    metadata=stubs.tokens.admin,
+                )
+                pending_id = placed.pending_id
+            request = valid_requests(account_id, other_id, pending_id)[method]
             try:
                 await stubs.of(method)(request, metadata=tokens.caller(required_scopes(method)[-1]))
                 codes[method] = grpc.StatusCode.OK
