@@ -60,6 +60,9 @@ class ExpiryRun:
     expired: int
     already_ended: int
 
+    def __bool__(self) -> bool:
+        return bool(self.expired or self.already_ended)
+
 
 def expiry_command(
     pending_id: str, from_account_id: str, to_account_id: str
