@@ -40,12 +40,13 @@ from chronos.domain.commands import (
 from chronos.domain.errors import Reason, Rejection
 from chronos.domain.events import (
     DomainEvent,
+    HoldLine,
     PendingTransferCreated,
     PendingTransferExpired,
     PendingTransferPosted,
     PendingTransferVoided,
 )
-from chronos.domain.ledger import Decision
+from chronos.domain.ledger import Decision, require_account
 
 
 class HoldState(enum.Enum):
@@ -128,25 +129,14 @@ def _present(accounts: Mapping[str, Account | None], account_id: str) -> Account
     return account
 
 
-def _require(accounts: Mapping[str, Account | None], account_id: str) -> Account:
-    account = accounts.get(account_id)
-    if account is None:
-        raise Rejection(
-            Reason.ACCOUNT_NOT_FOUND,
-            f"Account {account_id} does not exist.",
-            metadata={"account_id": account_id},
-        )
-    return account
-
-
 def _create(
     command: CreatePendingTransfer,
     accounts: Mapping[str, Account | None],
     new_id: Callable[[], str],
     now: datetime,
 ) -> HoldDecision:
-    source = _require(accounts, command.from_account_id)
-    target = _require(accounts, command.to_account_id)
+    source = require_account(accounts, command.from_account_id)
+    target = require_account(accounts, command.to_account_id)
     for account in (source, target):
         if account.status is AccountStatus.CLOSED:
             raise Rejection(
@@ -178,7 +168,12 @@ def _create(
         expires_at=expires_at,
         description=command.description,
     )
-    events = _placed(hold, source, target)
+    events = [
+        replace(line, expires_at=hold.expires_at)
+        if isinstance(line, PendingTransferCreated)
+        else line
+        for line in _hold_lines(hold, source, target, PendingTransferCreated, hold.amount_minor)
+    ]
     decision = Decision(
         account_id=source.account_id, entry_id="", events=tuple(events), pending_id=hold.pending_id
     )
@@ -202,26 +197,27 @@ def _check_available(source: Account, amount: int, currency: str) -> None:
         )
 
 
-def _placed(hold: PendingTransfer, source: Account, target: Account) -> list[DomainEvent]:
+def _hold_lines(
+    hold: PendingTransfer, source: Account, target: Account, event_type: type[HoldLine], change: int
+) -> list[DomainEvent]:
+    """The hold's line on each of its accounts: ``change`` to the pending side of each."""
     events: list[DomainEvent] = []
     for index, (account, side) in enumerate(((source, Side.DEBIT), (target, Side.CREDIT))):
-        debits, credits = _pending(account, side, hold.amount_minor)
-        events.append(
-            PendingTransferCreated(
-                pending_id=hold.pending_id,
-                account_id=account.account_id,
-                side=side,
-                currency=hold.currency,
-                amount_minor=hold.amount_minor,
-                balance_after_minor=account.balance_minor,
-                pending_debits_after_minor=debits,
-                pending_credits_after_minor=credits,
-                counterparty_account_id=_other(hold, account),
-                description=hold.description,
-                line_index=index,
-                expires_at=hold.expires_at,
-            )
+        debits, credits = _pending(account, side, change)
+        line = event_type(
+            pending_id=hold.pending_id,
+            account_id=account.account_id,
+            side=side,
+            currency=hold.currency,
+            amount_minor=hold.amount_minor,
+            balance_after_minor=account.balance_minor,
+            pending_debits_after_minor=debits,
+            pending_credits_after_minor=credits,
+            counterparty_account_id=_other(hold, account),
+            description=hold.description,
+            line_index=index,
         )
+        events.append(line)
     return events
 
 
@@ -292,25 +288,10 @@ def _release(
     event_type: type[PendingTransferVoided] | type[PendingTransferExpired],
     reason: str,
 ) -> HoldDecision:
-    events: list[DomainEvent] = []
-    for index, (account, side) in enumerate(((source, Side.DEBIT), (target, Side.CREDIT))):
-        debits, credits = _pending(account, side, -hold.amount_minor)
-        event = event_type(
-            pending_id=hold.pending_id,
-            account_id=account.account_id,
-            side=side,
-            currency=hold.currency,
-            amount_minor=hold.amount_minor,
-            balance_after_minor=account.balance_minor,
-            pending_debits_after_minor=debits,
-            pending_credits_after_minor=credits,
-            counterparty_account_id=_other(hold, account),
-            description=hold.description,
-            line_index=index,
-        )
-        events.append(
-            replace(event, reason=reason) if isinstance(event, PendingTransferVoided) else event
-        )
+    events = [
+        replace(line, reason=reason) if isinstance(line, PendingTransferVoided) else line
+        for line in _hold_lines(hold, source, target, event_type, -hold.amount_minor)
+    ]
     state = HoldState.VOIDED if event_type is PendingTransferVoided else HoldState.EXPIRED
     decision = Decision(
         account_id=source.account_id, entry_id="", events=tuple(events), pending_id=hold.pending_id

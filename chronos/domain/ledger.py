@@ -201,6 +201,9 @@ def _require_account(accounts: Mapping[str, Account | None], account_id: str) ->
     return account
 
 
+require_account = _require_account  # the same lookup, for the hold rules (holds.py)
+
+
 def _change_status(
     command: FreezeAccount | UnfreezeAccount | CloseAccount,
     accounts: Mapping[str, Account | None],

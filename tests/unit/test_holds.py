@@ -9,6 +9,7 @@ hold reason and the failure cases other ledgers' users reported (Blnk #41, #42, 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -42,6 +43,7 @@ from chronos.domain.ledger import accounts_touched
 from chronos.domain.validation import validate
 from chronos.event_store import hold_events, mapper
 from chronos.event_store.decisions import Accepted, decide_batch
+from command_server.holds import with_hold_accounts
 
 A = "00000000-0000-4000-8000-00000000000a"
 B = "00000000-0000-4000-8000-00000000000b"
@@ -455,3 +457,24 @@ def test_hold_events_round_trip_through_their_payloads(ledger: Ledger) -> None:
         "PendingTransferVoided",
         "PendingTransferExpired",
     }
+
+
+def test_the_server_fills_in_the_hold_accounts_before_authorizing() -> None:
+    asked: list[str] = []
+
+    async def lookup(pending_id: str) -> tuple[str, str] | None:
+        asked.append(pending_id)
+        return (A, B) if pending_id == C else None
+
+    async def resolve(command: Command) -> Command:
+        return await with_hold_accounts(command, lookup)
+
+    known = asyncio.run(resolve(PostPendingTransfer(request_id="r", pending_id=C.upper())))
+    assert isinstance(known, PostPendingTransfer)
+    assert (known.from_account_id, known.to_account_id) == (A, B)
+    unknown = asyncio.run(resolve(VoidPendingTransfer(request_id="r", pending_id=UNKNOWN)))
+    assert isinstance(unknown, VoidPendingTransfer) and unknown.from_account_id == ""
+    # A malformed id is not looked up (validation refuses it), nor are other commands.
+    asyncio.run(resolve(PostPendingTransfer(request_id="r", pending_id="nope")))
+    asyncio.run(resolve(Withdraw(request_id="r", account_id=A, amount=eur(1))))
+    assert asked == [C, UNKNOWN]
