@@ -134,3 +134,33 @@ def summary_to_proto(hit: dict[str, Any]) -> queries_pb2.AccountSummary:
         status=_STATUS_TO_PROTO.get(source["status"], ledger_pb2.ACCOUNT_STATUS_UNSPECIFIED),
         score=float(hit.get("_score") or 0.0),
     )
+
+
+_PENDING_STATE_TO_PROTO = {
+    "PENDING": queries_pb2.PENDING_TRANSFER_STATE_PENDING,
+    "POSTED": queries_pb2.PENDING_TRANSFER_STATE_POSTED,
+    "VOIDED": queries_pb2.PENDING_TRANSFER_STATE_VOIDED,
+    "EXPIRED": queries_pb2.PENDING_TRANSFER_STATE_EXPIRED,
+}
+
+
+def pending_to_proto(source: dict[str, Any]) -> queries_pb2.PendingTransfer:
+    """A hold document."""
+    currency = source["currency"]
+    answer = queries_pb2.PendingTransfer(
+        pending_id=source["pending_id"],
+        from_account_id=source["from_account_id"],
+        to_account_id=source["to_account_id"],
+        amount=ledger_pb2.Money(currency=currency, minor_units=source["amount_minor"]),
+        posted=ledger_pb2.Money(currency=currency, minor_units=source["posted_minor"]),
+        state=_PENDING_STATE_TO_PROTO.get(
+            source["state"], queries_pb2.PENDING_TRANSFER_STATE_UNSPECIFIED
+        ),
+        description=source["description"],
+        placed_at=_timestamp(source["placed_at"]),
+        updated_at=_timestamp(source["updated_at"]),
+        position=source["last_position"],
+    )
+    if source.get("expires_at"):
+        answer.expires_at.CopyFrom(_timestamp(source["expires_at"]))
+    return answer

@@ -38,7 +38,13 @@ from chronos.security.caller import current_caller
 from chronos.telemetry import Throttle
 from chronos.v1 import ledger_pb2, queries_pb2, queries_pb2_grpc
 from query_server import requests
-from query_server.mapping import account_to_proto, line_to_proto, pending_money, summary_to_proto
+from query_server.mapping import (
+    account_to_proto,
+    line_to_proto,
+    pending_money,
+    pending_to_proto,
+    summary_to_proto,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -231,6 +237,39 @@ class QueryServicer(queries_pb2_grpc.QueryServiceServicer):
                     int(line.get("pending_debits_after_minor", 0)),
                     int(line.get("pending_credits_after_minor", 0)),
                 ),
+            )
+
+        return await self._serve(context, handle)
+
+    async def ListPendingTransfers(
+        self, request: queries_pb2.ListPendingTransfersRequest, context: Any
+    ) -> queries_pb2.ListPendingTransfersResponse:
+        """The holds an account takes part in, newest placed first, maybe in one state;
+        pages as ListTransactions' (the token continues after the last hold)."""
+
+        async def handle() -> queries_pb2.ListPendingTransfersResponse:
+            raise_if_refused(QUERY_SERVER, authorize_read(current_caller(), request.account_id))
+            query = requests.pending_query(request)
+            as_of = await self._as_of(query.min_position, context)
+            source, hits = await asyncio.gather(
+                self._read.get_account(query.account_id),
+                self._read.pending_transfers(
+                    query.account_id,
+                    state=query.state,
+                    size=query.page_size + 1,
+                    search_after=query.search_after,
+                ),
+            )
+            if source is None:
+                raise account_not_found(query.account_id)
+            page = hits[: query.page_size]
+            next_token = ""
+            if len(hits) > query.page_size:
+                next_token = query.next_page_token(list(page[-1]["sort"]))
+            return queries_pb2.ListPendingTransfersResponse(
+                pending_transfers=[pending_to_proto(hit["_source"]) for hit in page],
+                next_page_token=next_token,
+                as_of_position=as_of,
             )
 
         return await self._serve(context, handle)

@@ -108,6 +108,10 @@ class PendingTransferPosted(LinePosted):
 
     pending_id: str = ""
     released_minor: int = 0
+    # When the hold was placed, and its timeout (None: none), so that every event of a
+    # hold describes it whole (the read side's hold documents are built from any one).
+    placed_at: datetime | None = None
+    expires_at: datetime | None = None
     kind: EntryKind = field(default=EntryKind.PENDING_TRANSFER, init=False)
 
 
@@ -129,6 +133,9 @@ class HoldLine:
     counterparty_account_id: str = ""
     description: str = ""
     line_index: int = 0
+    # When the hold was placed, and its timeout (None: it never expires).
+    placed_at: datetime | None = None
+    expires_at: datetime | None = None
 
     @property
     def pending_change_minor(self) -> int:
@@ -138,8 +145,7 @@ class HoldLine:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PendingTransferCreated(HoldLine):
-    # None: the hold never expires.
-    expires_at: datetime | None = None
+    pass
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -70,6 +70,7 @@ class PendingTransfer:
     # None: never expires.
     expires_at: datetime | None = None
     description: str = ""
+    placed_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,13 +168,9 @@ def _create(
         state=HoldState.PENDING,
         expires_at=expires_at,
         description=command.description,
+        placed_at=now,
     )
-    events = [
-        replace(line, expires_at=hold.expires_at)
-        if isinstance(line, PendingTransferCreated)
-        else line
-        for line in _hold_lines(hold, source, target, PendingTransferCreated, hold.amount_minor)
-    ]
+    events = _hold_lines(hold, source, target, PendingTransferCreated, hold.amount_minor)
     decision = Decision(
         account_id=source.account_id, entry_id="", events=tuple(events), pending_id=hold.pending_id
     )
@@ -216,6 +213,8 @@ def _hold_lines(
             counterparty_account_id=_other(hold, account),
             description=hold.description,
             line_index=index,
+            placed_at=hold.placed_at,
+            expires_at=hold.expires_at,
         )
         events.append(line)
     return events
@@ -269,6 +268,8 @@ def _post(
                 pending_credits_after_minor=credits,
                 pending_id=hold.pending_id,
                 released_minor=released,
+                placed_at=hold.placed_at,
+                expires_at=hold.expires_at,
             )
         )
     decision = Decision(

@@ -7,7 +7,7 @@ Every hold event type is at schema version 1.
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from chronos.domain.commands import Side
@@ -29,8 +29,22 @@ _SIDE_TO_PROTO = {Side.DEBIT: ledger_pb2.SIDE_DEBIT, Side.CREDIT: ledger_pb2.SID
 _SIDE_FROM_PROTO = {v: k for k, v in _SIDE_TO_PROTO.items()}
 
 
+def set_time(field: Any, moment: datetime | None) -> None:
+    """Sets a Timestamp field, or leaves it absent for None."""
+    if moment is not None:
+        field.FromDatetime(moment)
+
+
+def time_of(message: Any, name: str) -> datetime | None:
+    """A Timestamp field as an aware datetime, None when absent."""
+    if not message.HasField(name):
+        return None
+    value: datetime = getattr(message, name).ToDatetime(tzinfo=UTC)
+    return value
+
+
 def _line(event: HoldLine) -> events_pb2.HoldLine:
-    return events_pb2.HoldLine(
+    line = events_pb2.HoldLine(
         pending_id=event.pending_id,
         account_id=event.account_id,
         side=_SIDE_TO_PROTO[event.side],
@@ -42,15 +56,15 @@ def _line(event: HoldLine) -> events_pb2.HoldLine:
         description=event.description,
         line_index=event.line_index,
     )
+    set_time(line.placed_at, event.placed_at)
+    set_time(line.expires_at, event.expires_at)
+    return line
 
 
 def encode(event: HoldLine) -> Any:
     """The payload message of a hold event."""
     if isinstance(event, PendingTransferCreated):
-        created = events_pb2.PendingTransferCreated(hold=_line(event))
-        if event.expires_at is not None:
-            created.expires_at.FromDatetime(event.expires_at)
-        return created
+        return events_pb2.PendingTransferCreated(hold=_line(event))
     if isinstance(event, PendingTransferVoided):
         return events_pb2.PendingTransferVoided(hold=_line(event), reason=event.reason)
     assert isinstance(event, PendingTransferExpired), type(event).__name__
@@ -80,12 +94,11 @@ def decode(event_type: str, payload: bytes) -> HoldLine:
         "counterparty_account_id": line.counterparty_account_id,
         "description": line.description,
         "line_index": line.line_index,
+        "placed_at": time_of(line, "placed_at"),
+        "expires_at": time_of(line, "expires_at"),
     }
     if event_type == "PendingTransferCreated":
-        expires_at = None
-        if message.HasField("expires_at"):
-            expires_at = message.expires_at.ToDatetime(tzinfo=UTC)
-        return PendingTransferCreated(**fields, expires_at=expires_at)
+        return PendingTransferCreated(**fields)
     if event_type == "PendingTransferVoided":
         return PendingTransferVoided(**fields, reason=message.reason)
     return PendingTransferExpired(**fields)

@@ -135,6 +135,8 @@ def encode(event: DomainEvent) -> tuple[str, int, bytes]:
                 pending_id=event.pending_id,
                 released_minor=event.released_minor,
             )
+            hold_events.set_time(message.placed_at, event.placed_at)
+            hold_events.set_time(message.expires_at, event.expires_at)
         case LinePosted():
             wrapper = getattr(events_pb2, type(event).__name__)
             message = wrapper(line=line_to_proto(event))
@@ -199,7 +201,12 @@ def _decode_current(event_type: str, payload: bytes) -> DomainEvent:
         raise EventDecodeError(f"{event_type}: line has no side")
     extra: dict[str, Any] = {}
     if line_type is PendingTransferPosted:
-        extra = {"pending_id": message.pending_id, "released_minor": message.released_minor}
+        extra = {
+            "pending_id": message.pending_id,
+            "released_minor": message.released_minor,
+            "placed_at": hold_events.time_of(message, "placed_at"),
+            "expires_at": hold_events.time_of(message, "expires_at"),
+        }
     return line_type(
         entry_id=line.entry_id,
         account_id=line.account_id,

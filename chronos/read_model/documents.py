@@ -30,6 +30,7 @@ from chronos.domain.events import (
 )
 from chronos.event_store.context import METADATA_PRINCIPAL
 from chronos.event_store.mapper import StoredEvent, decode
+from chronos.read_model import hold_documents
 from chronos.v1 import events_pb2
 
 
@@ -303,6 +304,8 @@ class BatchDocuments:
     # (event id, source) of each line event.
     transactions: tuple[tuple[str, dict[str, Any]], ...]
     outcomes: dict[Outcome, int]
+    # (pending id, version, source) of each hold document (see hold_documents).
+    holds: tuple[tuple[str, int, dict[str, Any]], ...] = ()
 
 
 def fold_batch(
@@ -318,6 +321,7 @@ def fold_batch(
     state = dict(current)
     changed: dict[str, AccountDocument] = {}
     transactions: list[tuple[str, dict[str, Any]]] = []
+    holds: list[tuple[str, int, dict[str, Any]]] = []
     outcomes = dict.fromkeys(Outcome, 0)
     for record in records:
         before = state.get(record.stream_id)
@@ -329,6 +333,12 @@ def fold_batch(
         source = transaction_source(record)
         if source is not None:
             transactions.append((record.event_id, source))
+        hold = hold_documents.hold_document(record)
+        if hold is not None:
+            holds.append(hold)
     return BatchDocuments(
-        accounts=tuple(changed.values()), transactions=tuple(transactions), outcomes=outcomes
+        accounts=tuple(changed.values()),
+        transactions=tuple(transactions),
+        outcomes=outcomes,
+        holds=tuple(holds),
     )

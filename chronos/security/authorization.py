@@ -94,6 +94,7 @@ METHOD_SCOPES: Final[Mapping[str, frozenset[str]]] = {
     f"{QUERY_SERVICE}.ListTransactions": frozenset({LEDGER_READ}),
     f"{QUERY_SERVICE}.GetBalanceAt": frozenset({LEDGER_READ}),
     f"{QUERY_SERVICE}.SearchAccounts": frozenset({LEDGER_READ}),
+    f"{QUERY_SERVICE}.ListPendingTransfers": frozenset({LEDGER_READ}),
 }
 
 # How much of a refused account id a refusal repeats: the id comes from the request

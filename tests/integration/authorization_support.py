@@ -166,6 +166,9 @@ def valid_requests(account_id: str, other_id: str, pending_id: str = "") -> dict
             account_id=account_id, at_time=LATER
         ),
         "chronos.v1.QueryService.SearchAccounts": q.SearchAccountsRequest(query="Owner"),
+        "chronos.v1.QueryService.ListPendingTransfers": q.ListPendingTransfersRequest(
+            account_id=account_id
+        ),
     }
 
 

@@ -49,6 +49,7 @@ METHODS_BY_SCOPE = {
         "chronos.v1.QueryService.ListTransactions",
         "chronos.v1.QueryService.GetBalanceAt",
         "chronos.v1.QueryService.SearchAccounts",
+        "chronos.v1.QueryService.ListPendingTransfers",
     },
     scopes.ACCOUNTS_WRITE: {
         "chronos.v1.CommandService.OpenAccount",
@@ -95,7 +96,7 @@ def assert_denied(rejection: Rejection | None, **metadata: str) -> Rejection:
 
 
 def test_every_method_of_both_services_has_a_rule() -> None:
-    assert len(ALL_METHODS) == 16
+    assert len(ALL_METHODS) == 17
     assert set(METHOD_SCOPES) == set(ALL_METHODS)
 
 
