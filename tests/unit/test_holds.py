@@ -43,6 +43,8 @@ from chronos.domain.ledger import accounts_touched
 from chronos.domain.validation import validate
 from chronos.event_store import hold_events, mapper
 from chronos.event_store.decisions import Accepted, decide_batch
+from chronos.read_model.documents import EventRecord
+from chronos.read_model.hold_documents import hold_document
 from command_server.holds import with_hold_accounts
 
 A = "00000000-0000-4000-8000-00000000000a"
@@ -478,3 +480,28 @@ def test_the_server_fills_in_the_hold_accounts_before_authorizing() -> None:
     asyncio.run(resolve(PostPendingTransfer(request_id="r", pending_id="nope")))
     asyncio.run(resolve(Withdraw(request_id="r", account_id=A, amount=eur(1))))
     assert asked == [C, UNKNOWN]
+
+
+def test_every_event_of_a_hold_makes_its_whole_document(ledger: Ledger) -> None:
+    pending_id = ledger.hold(300, timeout_seconds=60)
+    events = [e for e in ledger.run(ledger.post(pending_id, 100)).events]
+    documents = []
+    for version, new in enumerate(events, start=10):
+        record = EventRecord(
+            event_id=new.event_id,
+            stream_id=new.stream_id,
+            stream_version=version,
+            position=version,
+            recorded_at=START + timedelta(seconds=5),
+            event=new.event,
+        )
+        documents.append(hold_document(record))
+    # Only the from account's event makes the document; the to account's twin does not.
+    (made, twin) = documents
+    assert twin is None and made is not None
+    assert made[:2] == (pending_id, 10)
+    source = made[2]
+    assert (source["state"], source["amount_minor"], source["posted_minor"]) == ("POSTED", 300, 100)
+    assert (source["from_account_id"], source["to_account_id"]) == (A, B)
+    assert source["placed_at"] == "2026-12-05T12:00:00.000000Z"
+    assert source["expires_at"] == "2026-12-05T12:01:00.000000Z"
