@@ -155,6 +155,17 @@ class QueryServicer(queries_pb2_grpc.QueryServiceServicer):
             raise projection_behind(min_position, await watermark.current())
         return visible
 
+    async def _account_page(
+        self, account_id: str, listing: Awaitable[list[dict[str, Any]]], page_size: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """A page of an account's hits and whether another follows (``listing`` asks for
+        one more than a page, which tells); NOT_FOUND for an account the read model does
+        not know."""
+        source, hits = await asyncio.gather(self._read.get_account(account_id), listing)
+        if source is None:
+            raise account_not_found(account_id)
+        return hits[:page_size], len(hits) > page_size
+
     async def GetAccount(
         self, request: queries_pb2.GetAccountRequest, context: Any
     ) -> queries_pb2.GetAccountResponse:
@@ -183,9 +194,8 @@ class QueryServicer(queries_pb2_grpc.QueryServiceServicer):
             raise_if_refused(QUERY_SERVER, authorize_read(current_caller(), request.account_id))
             query = requests.transactions_query(request)
             as_of = await self._as_of(query.min_position, context)
-            # One more than a page tells whether another page follows.
-            source, hits = await asyncio.gather(
-                self._read.get_account(query.account_id),
+            page, more = await self._account_page(
+                query.account_id,
                 self._read.lines(
                     query.account_id,
                     start=query.start,
@@ -193,12 +203,10 @@ class QueryServicer(queries_pb2_grpc.QueryServiceServicer):
                     size=query.page_size + 1,
                     search_after=query.search_after,
                 ),
+                query.page_size,
             )
-            if source is None:
-                raise account_not_found(query.account_id)
-            page = hits[: query.page_size]
             next_token = ""
-            if len(hits) > query.page_size:
+            if more:
                 next_token = query.next_page_token(int(page[-1]["_source"]["position"]))
             return queries_pb2.ListTransactionsResponse(
                 lines=[line_to_proto(hit["_source"]) for hit in page],
@@ -251,21 +259,17 @@ class QueryServicer(queries_pb2_grpc.QueryServiceServicer):
             raise_if_refused(QUERY_SERVER, authorize_read(current_caller(), request.account_id))
             query = requests.pending_query(request)
             as_of = await self._as_of(query.min_position, context)
-            source, hits = await asyncio.gather(
-                self._read.get_account(query.account_id),
+            page, more = await self._account_page(
+                query.account_id,
                 self._read.pending_transfers(
                     query.account_id,
                     state=query.state,
                     size=query.page_size + 1,
                     search_after=query.search_after,
                 ),
+                query.page_size,
             )
-            if source is None:
-                raise account_not_found(query.account_id)
-            page = hits[: query.page_size]
-            next_token = ""
-            if len(hits) > query.page_size:
-                next_token = query.next_page_token(list(page[-1]["sort"]))
+            next_token = query.next_page_token(list(page[-1]["sort"])) if more else ""
             return queries_pb2.ListPendingTransfersResponse(
                 pending_transfers=[pending_to_proto(hit["_source"]) for hit in page],
                 next_page_token=next_token,
