@@ -119,7 +119,7 @@ def decide_hold(
             return _release(hold, source, target, PendingTransferVoided, command.reason)
         case ExpirePendingTransfer():
             if hold.state is not HoldState.PENDING or not _due(hold, now):
-                raise _not_pending(hold, "it is not due to expire")
+                raise _not_pending(hold, "it is not due to expire", hold.state)
             return _release(hold, source, target, PendingTransferExpired, "")
 
 
@@ -311,8 +311,11 @@ def _require_pending(hold: PendingTransfer, now: datetime) -> None:
         raise _not_pending(hold, "its timeout has passed, so it expired")
 
 
-def _not_pending(hold: PendingTransfer, why: str) -> Rejection:
-    state = HoldState.EXPIRED if hold.state is HoldState.PENDING else hold.state
+def _not_pending(hold: PendingTransfer, why: str, state: HoldState | None = None) -> Rejection:
+    """The refusal of a hold that is not pending; ``state`` for its metadata defaults to
+    how the hold ended (a pending hold past its timeout has, in effect, expired)."""
+    if state is None:
+        state = HoldState.EXPIRED if hold.state is HoldState.PENDING else hold.state
     return Rejection(
         Reason.PENDING_TRANSFER_NOT_PENDING,
         f"The pending transfer {hold.pending_id} is no longer pending: {why}.",
