@@ -1,7 +1,7 @@
 """``chronos.v1.CommandService``: protobuf in, domain command through the writer, protobuf out.
 
-Protobuf ↔ domain mapping happens only here, in the ``*_from_proto`` and
-``result_to_proto`` functions. Every error a client can cause leaves as a rich status
+Protobuf ↔ domain mapping happens only at this edge, in :mod:`command_server.requests`
+(and :mod:`command_server.holds`). Every error a client can cause leaves as a rich status
 (see ``chronos.rpc.status``); nothing a client sends can produce INTERNAL or UNKNOWN.
 """
 
@@ -14,26 +14,13 @@ from dataclasses import replace
 from typing import Any
 
 import grpc
-from google.rpc import status_pb2
 from opentelemetry import trace
 
 from chronos.domain import limits, validation
-from chronos.domain.commands import (
-    CloseAccount,
-    Command,
-    Deposit,
-    FreezeAccount,
-    JournalLine,
-    Money,
-    OpenAccount,
-    PostJournalEntry,
-    TransferFunds,
-    UnfreezeAccount,
-    Withdraw,
-)
+from chronos.domain.commands import Command, OpenAccount
 from chronos.domain.errors import FieldViolation, Reason, Rejection, validation_failed
 from chronos.errors import ChronosError
-from chronos.event_store.mapper import side_from_proto
+from chronos.event_store.atomic import linked_answers
 from chronos.event_store.results import CommandResult
 from chronos.event_store.writer import (
     CommandContext,
@@ -47,118 +34,24 @@ from chronos.rpc.status import abort, rejection_proto
 from chronos.security.authorization import authorize_command
 from chronos.security.caller import current_caller
 from chronos.telemetry import SPAN_ENDUSER_ID
-from chronos.v1 import commands_pb2, commands_pb2_grpc, ledger_pb2
+from chronos.v1 import commands_pb2, commands_pb2_grpc
 from command_server import holds
+from command_server.batch_checks import batch_violation, repeated_request_ids
+from command_server.requests import (
+    FROM_PROTO,
+    close_from_proto,
+    deposit_from_proto,
+    freeze_from_proto,
+    journal_from_proto,
+    open_account_from_proto,
+    result_to_proto,
+    reverse_entry_from_proto,
+    transfer_from_proto,
+    unfreeze_from_proto,
+    withdraw_from_proto,
+)
 
 _logger = logging.getLogger(__name__)
-
-
-def _money(message: ledger_pb2.Money) -> Money:
-    # An absent amount reads as currency "" and 0 minor units, which validation reports
-    # field by field ("amount.currency: is required", "amount.minor_units: must be positive").
-    return Money(currency=message.currency, minor_units=message.minor_units)
-
-
-def open_account_from_proto(request: commands_pb2.OpenAccountRequest) -> OpenAccount:
-    return OpenAccount(
-        request_id=request.request_id,
-        account_id=request.account_id,
-        owner_name=request.owner_name,
-        currency=request.currency,
-        overdraft_limit_minor=request.overdraft_limit_minor,
-        metadata=tuple(sorted(request.metadata.items())),
-    )
-
-
-def deposit_from_proto(request: commands_pb2.DepositRequest) -> Deposit:
-    return Deposit(
-        request_id=request.request_id,
-        account_id=request.account_id,
-        amount=_money(request.amount),
-        description=request.description,
-    )
-
-
-def withdraw_from_proto(request: commands_pb2.WithdrawRequest) -> Withdraw:
-    return Withdraw(
-        request_id=request.request_id,
-        account_id=request.account_id,
-        amount=_money(request.amount),
-        description=request.description,
-    )
-
-
-def transfer_from_proto(request: commands_pb2.TransferFundsRequest) -> TransferFunds:
-    return TransferFunds(
-        request_id=request.request_id,
-        from_account_id=request.from_account_id,
-        to_account_id=request.to_account_id,
-        amount=_money(request.amount),
-        description=request.description,
-    )
-
-
-def journal_from_proto(request: commands_pb2.PostJournalEntryRequest) -> PostJournalEntry:
-    return PostJournalEntry(
-        request_id=request.request_id,
-        lines=tuple(
-            JournalLine(
-                account_id=line.account_id,
-                amount=_money(line.amount),
-                side=side_from_proto(line.side),
-            )
-            for line in request.lines
-        ),
-        description=request.description,
-    )
-
-
-def freeze_from_proto(request: commands_pb2.FreezeAccountRequest) -> FreezeAccount:
-    return FreezeAccount(
-        request_id=request.request_id, account_id=request.account_id, reason=request.reason
-    )
-
-
-def unfreeze_from_proto(request: commands_pb2.UnfreezeAccountRequest) -> UnfreezeAccount:
-    return UnfreezeAccount(
-        request_id=request.request_id, account_id=request.account_id, reason=request.reason
-    )
-
-
-def close_from_proto(request: commands_pb2.CloseAccountRequest) -> CloseAccount:
-    return CloseAccount(
-        request_id=request.request_id, account_id=request.account_id, reason=request.reason
-    )
-
-
-def result_to_proto(result: CommandResult) -> commands_pb2.CommandResponse:
-    return commands_pb2.CommandResponse(
-        position=result.position,
-        account_id=result.account_id,
-        entry_id=result.entry_id,
-        balances=[
-            commands_pb2.AccountBalance(
-                account_id=balance.account_id,
-                balance=ledger_pb2.Money(
-                    currency=balance.currency, minor_units=balance.balance_minor
-                ),
-                version=balance.version,
-                pending_debits=ledger_pb2.Money(
-                    currency=balance.currency, minor_units=balance.pending_debits_minor
-                ),
-                pending_credits=ledger_pb2.Money(
-                    currency=balance.currency, minor_units=balance.pending_credits_minor
-                ),
-                available=ledger_pb2.Money(
-                    currency=balance.currency, minor_units=balance.available_minor
-                ),
-            )
-            for balance in result.balances
-        ],
-        replayed=result.replayed,
-        event_ids=list(result.event_ids),
-        pending_id=result.pending_id,
-    )
 
 
 def _metadata_value(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str:
@@ -166,22 +59,6 @@ def _metadata_value(context: grpc.aio.ServicerContext[Any, Any], key: str) -> st
         if item.key == key and isinstance(item.value, str):
             return item.value[:128]
     return ""
-
-
-# Which mapping reads each field of the BatchCommand oneof.
-_FROM_PROTO: dict[str, Callable[[Any], Command]] = {
-    "open_account": open_account_from_proto,
-    "deposit": deposit_from_proto,
-    "withdraw": withdraw_from_proto,
-    "transfer_funds": transfer_from_proto,
-    "post_journal_entry": journal_from_proto,
-    "freeze_account": freeze_from_proto,
-    "unfreeze_account": unfreeze_from_proto,
-    "close_account": close_from_proto,
-    "create_pending_transfer": holds.create_from_proto,
-    "post_pending_transfer": holds.post_from_proto,
-    "void_pending_transfer": holds.void_from_proto,
-}
 
 
 def commands_in(request: Any) -> int:
@@ -266,11 +143,6 @@ class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
             "The ledger failed to record the command; nothing was recorded.",
         )
 
-    @staticmethod
-    def _failure(error: ChronosError, request_id: str) -> status_pb2.Status:
-        """A failed command of a batch, as its item's status."""
-        return rejection_proto(CommandServicer._rejection(error, request_id))
-
     async def _run(
         self, command: Command, context: grpc.aio.ServicerContext[Any, Any]
     ) -> commands_pb2.CommandResponse:
@@ -322,63 +194,88 @@ class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
     async def VoidPendingTransfer(self, request: Any, context: Any) -> commands_pb2.CommandResponse:
         return await self._run(holds.void_from_proto(request), context)
 
+    async def ReverseEntry(self, request: Any, context: Any) -> commands_pb2.CommandResponse:
+        return await self._run(reverse_entry_from_proto(request), context)
+
     async def ExecuteBatch(self, request: Any, context: Any) -> commands_pb2.ExecuteBatchResponse:
         count = len(request.commands)
-        violation = None
-        if not 1 <= count <= limits.BATCH_COMMANDS_MAX:
-            violation = f"must hold 1 to {limits.BATCH_COMMANDS_MAX} commands, got {count}"
-        else:
-            lines = sum(
-                len(item.post_journal_entry.lines)
-                for item in request.commands
-                if item.HasField("post_journal_entry")
-            )
-            if lines > limits.BATCH_JOURNAL_LINES_MAX:
-                violation = (
-                    f"journal entries must hold at most {limits.BATCH_JOURNAL_LINES_MAX} "
-                    f"lines in all, got {lines}: split the batch"
-                )
+        violation = batch_violation(request)
         if violation is not None:
             rejection = validation_failed([FieldViolation("commands", violation)])
             await abort(context, self._rejection(rejection, ""))
-        results: list[commands_pb2.BatchResult | None] = [None] * count
+        # Per command: its Rejection before the writer (refused or invalid), or the
+        # prepared command the writer runs.
+        refusals: dict[int, Rejection] = {}
         prepared: list[tuple[Command, bytes, CommandContext]] = []
         prepared_at: list[int] = []
         for index, item in enumerate(request.commands):
-            kind = item.WhichOneof("command")
-            if kind is None:
-                error: ChronosError = validation_failed(
-                    [FieldViolation("command", "exactly one command must be set")]
-                )
-                results[index] = commands_pb2.BatchResult(error=self._failure(error, ""))
-                continue
-            command = _FROM_PROTO[kind](getattr(item, kind))
             try:
-                command = await holds.with_hold_accounts(command, self._hold_accounts)
-            except ChronosError as error:
-                results[index] = commands_pb2.BatchResult(error=self._failure(error, ""))
-                continue
-            refusal = _refusal(command)
-            if refusal is not None:
-                results[index] = commands_pb2.BatchResult(error=rejection_proto(refusal))
-                continue
-            try:
-                prepared.append(self._prepare(command, context))
+                prepared.append(await self._prepare_item(item, context))
             except Rejection as rejection:
-                failure = self._failure(rejection, command.request_id)
-                results[index] = commands_pb2.BatchResult(error=failure)
+                refusals[index] = rejection
                 continue
             prepared_at.append(index)
-        outcomes = await self._writer.execute_in_order(prepared)
-        for index, (command, _, _), outcome in zip(prepared_at, prepared, outcomes, strict=True):
+        if request.atomic:
+            for index, repeat in repeated_request_ids(prepared, prepared_at).items():
+                refusals[index] = self._rejection(repeat, "")
+            if refusals:
+                return _batch_response(dict(enumerate(self._linked(refusals, count))))
+            ran = await self._writer.execute_atomic(prepared)
+        else:
+            ran = await self._writer.execute_in_order(prepared)
+        outcomes: dict[int, CommandResult | Rejection] = dict(refusals)
+        for index, (command, _, _), outcome in zip(prepared_at, prepared, ran, strict=True):
             if isinstance(outcome, CommandResult):
-                results[index] = commands_pb2.BatchResult(response=result_to_proto(outcome))
+                outcomes[index] = outcome
             else:
-                failure = self._failure(outcome, command.request_id)
-                results[index] = commands_pb2.BatchResult(error=failure)
-        answered = [result for result in results if result is not None]
-        assert len(answered) == count, "every command of a batch needs a result"
-        return commands_pb2.ExecuteBatchResponse(results=answered)
+                outcomes[index] = self._rejection(outcome, command.request_id)
+        assert len(outcomes) == count, "every command of a batch needs a result"
+        return _batch_response(outcomes)
+
+    def _linked(self, refusals: dict[int, Rejection], count: int) -> list[Rejection]:
+        """An atomic batch refused before the writer: each refused command its own
+        answer (already counted), every other one LINKED_COMMAND_FAILED (counted here)."""
+        return [
+            answer if index in refusals else self._rejection(answer, "")
+            for index, answer in enumerate(linked_answers(refusals, count))
+        ]
+
+    async def _prepare_item(
+        self, item: commands_pb2.BatchCommand, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tuple[Command, bytes, CommandContext]:
+        """One command of a batch, its hold's accounts filled in, authorized and
+        prepared; raises its Rejection (counted and logged once)."""
+        kind = item.WhichOneof("command")
+        if kind is None:
+            rejection = validation_failed(
+                [FieldViolation("command", "exactly one command must be set")]
+            )
+            raise self._rejection(rejection, "")
+        command = FROM_PROTO[kind](getattr(item, kind))
+        try:
+            command = await holds.with_hold_accounts(command, self._hold_accounts)
+        except ChronosError as error:
+            raise self._rejection(error, command.request_id) from None
+        refusal = _refusal(command)
+        if refusal is not None:
+            raise refusal
+        try:
+            return self._prepare(command, context)
+        except Rejection as rejection:
+            raise self._rejection(rejection, command.request_id) from None
+
+
+def _batch_response(
+    outcomes: dict[int, CommandResult | Rejection],
+) -> commands_pb2.ExecuteBatchResponse:
+    return commands_pb2.ExecuteBatchResponse(
+        results=[
+            commands_pb2.BatchResult(response=result_to_proto(outcome))
+            if isinstance(outcome, CommandResult)
+            else commands_pb2.BatchResult(error=rejection_proto(outcome))
+            for _, outcome in sorted(outcomes.items())
+        ]
+    )
 
 
 def _refusal(command: Command) -> Rejection | None:

@@ -36,6 +36,7 @@ _ENTRY_KIND_TO_PROTO = {
     HOLD_PLACED: ledger_pb2.ENTRY_KIND_HOLD_PLACED,
     HOLD_VOIDED: ledger_pb2.ENTRY_KIND_HOLD_VOIDED,
     HOLD_EXPIRED: ledger_pb2.ENTRY_KIND_HOLD_EXPIRED,
+    EntryKind.REVERSAL.value: ledger_pb2.ENTRY_KIND_REVERSAL,
 }
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -120,6 +121,9 @@ def line_to_proto(source: dict[str, Any]) -> queries_pb2.TransactionLine:
                 source.get("pending_credits_after_minor", 0),
             ).items()
         },
+        # Lines of a movement without metadata (or projected before it existed) have none.
+        metadata={str(k): str(v) for k, v in (source.get("metadata") or {}).items()},
+        reverses_entry_id=source.get("reverses_entry_id", ""),
     )
 
 

@@ -16,7 +16,7 @@ from google.protobuf import timestamp_pb2
 from chronos.domain import limits
 from chronos.domain.currencies import currency_problem
 from chronos.domain.errors import FieldViolation, validation_failed
-from chronos.domain.validation import canonical_account_id
+from chronos.domain.validation import canonical_account_id, metadata_violations
 from chronos.v1 import ledger_pb2, queries_pb2
 from query_server.mapping import account_status_from_proto
 from query_server.page_tokens import InvalidPageToken, decode_page_token, encode_page_token
@@ -60,6 +60,8 @@ class TransactionsQuery:
     page_size: int
     search_after: list[Any] | None
     min_position: int
+    # Only lines whose metadata holds every one of these pairs.
+    metadata: tuple[tuple[str, str], ...] = ()
 
     def next_page_token(self, last_position: int) -> str:
         """The token of the page after the line at ``last_position``."""
@@ -130,6 +132,8 @@ def transactions_query(request: queries_pb2.ListTransactionsRequest) -> Transact
         request.page_size, TRANSACTIONS_PAGE_SIZE_DEFAULT, TRANSACTIONS_PAGE_SIZE_MAX, violations
     )
     _min_position(request.min_position, violations)
+    metadata = tuple(sorted(request.metadata.items()))
+    violations.extend(metadata_violations(metadata))
     query = TransactionsQuery(
         account_id=account_id,
         start=start,
@@ -137,6 +141,7 @@ def transactions_query(request: queries_pb2.ListTransactionsRequest) -> Transact
         page_size=page_size,
         search_after=None,
         min_position=request.min_position,
+        metadata=metadata,
     )
     return _continued(
         query, request.page_token, _TRANSACTIONS_TOKEN, _transactions_binding(query), violations
@@ -210,7 +215,15 @@ def _pending_binding(query: PendingQuery) -> dict[str, Any]:
 
 
 def _transactions_binding(query: TransactionsQuery) -> dict[str, Any]:
-    return {"account_id": query.account_id, "start": query.start, "end": query.end}
+    binding: dict[str, Any] = {
+        "account_id": query.account_id,
+        "start": query.start,
+        "end": query.end,
+    }
+    # Only with a filter: a token issued before filters existed stays valid.
+    if query.metadata:
+        binding["metadata"] = dict(query.metadata)
+    return binding
 
 
 def _search_binding(search: AccountSearch) -> dict[str, Any]:

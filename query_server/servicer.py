@@ -202,6 +202,7 @@ class QueryServicer(queries_pb2_grpc.QueryServiceServicer):
                     end=query.end,
                     size=query.page_size + 1,
                     search_after=query.search_after,
+                    metadata=query.metadata,
                 ),
                 query.page_size,
             )

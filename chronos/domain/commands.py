@@ -39,6 +39,8 @@ class Deposit:
     account_id: str
     amount: Money
     description: str = ""
+    # Caller-defined labels, stored on every line of the entry (see movement_metadata).
+    metadata: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,6 +49,8 @@ class Withdraw:
     account_id: str
     amount: Money
     description: str = ""
+    # Caller-defined labels, stored on every line of the entry (see movement_metadata).
+    metadata: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,6 +60,8 @@ class TransferFunds:
     to_account_id: str
     amount: Money
     description: str = ""
+    # Caller-defined labels, stored on every line of the entry (see movement_metadata).
+    metadata: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,6 +76,8 @@ class PostJournalEntry:
     request_id: str
     lines: tuple[JournalLine, ...] = field(default_factory=tuple)
     description: str = ""
+    # Caller-defined labels, stored on every line of the entry (see movement_metadata).
+    metadata: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -145,6 +153,41 @@ HoldCommand = (
 )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OriginalLine:
+    """A line of the entry a :class:`ReverseEntry` names, as the event store holds it.
+
+    ``kind`` is the ``EntryKind`` value of the entry ("TRANSFER", "REVERSAL", ...).
+    """
+
+    account_id: str
+    side: Side
+    currency: str
+    amount_minor: int
+    counterparty_account_id: str
+    kind: str
+    line_index: int
+    reverses_entry_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReverseEntry:
+    """Posts the mirror image of entry ``entry_id``.
+
+    ``original`` is filled in by the command server from the event store after the
+    request was validated and fingerprinted (the client sends only the entry id);
+    empty when no such entry exists. The lines of a posted entry never change, so they
+    may be read before the accounts are locked.
+    """
+
+    request_id: str
+    entry_id: str
+    reason: str = ""
+    force: bool = False
+    metadata: tuple[tuple[str, str], ...] = ()
+    original: tuple[OriginalLine, ...] = ()
+
+
 Command = (
     OpenAccount
     | Deposit
@@ -158,4 +201,5 @@ Command = (
     | PostPendingTransfer
     | VoidPendingTransfer
     | ExpirePendingTransfer
+    | ReverseEntry
 )

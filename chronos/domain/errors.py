@@ -35,6 +35,11 @@ class Reason(enum.Enum):
     ACCOUNT_NOT_FOUND = "ACCOUNT_NOT_FOUND"
     # No hold has this pending_id.
     PENDING_TRANSFER_NOT_FOUND = "PENDING_TRANSFER_NOT_FOUND"
+    # ReverseEntry: no entry has the id; the entry is a reversal (or a kind that cannot
+    # be reversed); the entry was reversed already.
+    ENTRY_NOT_FOUND = "ENTRY_NOT_FOUND"
+    ENTRY_NOT_REVERSIBLE = "ENTRY_NOT_REVERSIBLE"
+    ENTRY_ALREADY_REVERSED = "ENTRY_ALREADY_REVERSED"
     ACCOUNT_EXISTS = "ACCOUNT_EXISTS"
     ACCOUNT_CLOSED = "ACCOUNT_CLOSED"
     ACCOUNT_FROZEN = "ACCOUNT_FROZEN"
@@ -53,6 +58,9 @@ class Reason(enum.Enum):
     # Of an ordered batch (ExecuteBatch): an earlier command failed for a reason that is
     # not the client's, so this one was not run, to keep the batch's order.
     NOT_APPLIED = "NOT_APPLIED"
+    # Of an atomic batch (ExecuteBatch with atomic set): another command of the batch
+    # failed, so none of them was recorded; this one may be sent again unchanged.
+    LINKED_COMMAND_FAILED = "LINKED_COMMAND_FAILED"
 
     # The service's own reasons. They say nothing about the request, only that the
     # service could not answer it now, so they never compete with the ledger's

@@ -26,6 +26,7 @@ class EntryKind(enum.Enum):
     JOURNAL = "JOURNAL"
     # The money a hold moves when it is posted.
     PENDING_TRANSFER = "PENDING_TRANSFER"
+    REVERSAL = "REVERSAL"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,6 +74,12 @@ class LinePosted:
     # every line carries them, so a statement line shows the available balance.
     pending_debits_after_minor: int = 0
     pending_credits_after_minor: int = 0
+    # The posting command's metadata, the same on every line of the entry.
+    metadata: tuple[tuple[str, str], ...] = ()
+    # Of a reversal's line (EntryReversed): the entry it reverses; empty on every other
+    # line. (A reversal's request metadata is the line's ``metadata``, as for every
+    # money movement.)
+    reverses_entry_id: str = ""
     kind: EntryKind = field(init=False)
 
     @property
@@ -164,12 +171,20 @@ class PendingTransferExpired(HoldLine):
         return -self.amount_minor
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntryReversed(LinePosted):
+    """A line of a reversal: the mirror of line ``line_index`` of ``reverses_entry_id``."""
+
+    kind: EntryKind = field(default=EntryKind.REVERSAL, init=False)
+
+
 LINE_EVENT_BY_KIND: dict[EntryKind, type[LinePosted]] = {
     EntryKind.DEPOSIT: FundsDeposited,
     EntryKind.WITHDRAWAL: FundsWithdrawn,
     EntryKind.TRANSFER: FundsTransferred,
     EntryKind.JOURNAL: JournalEntryPosted,
     EntryKind.PENDING_TRANSFER: PendingTransferPosted,
+    EntryKind.REVERSAL: EntryReversed,
 }
 
 # Line events are matched by their base class: all four kinds share its fields and rules.

@@ -46,7 +46,8 @@ from chronos.domain.events import (
     PendingTransferPosted,
     PendingTransferVoided,
 )
-from chronos.domain.ledger import Decision, require_account
+from chronos.domain.ledger import Decision
+from chronos.domain.postings import require_account
 
 
 class HoldState(enum.Enum):

@@ -24,6 +24,7 @@ from chronos.domain.commands import (
     OpenAccount,
     PostJournalEntry,
     PostPendingTransfer,
+    ReverseEntry,
     Side,
     TransferFunds,
     UnfreezeAccount,
@@ -67,37 +68,14 @@ def validate(command: Command) -> None:
     _check_request_id(command.request_id, violations)
     match command:
         case OpenAccount():
-            if command.account_id:
-                _check_account_id(command.account_id, "account_id", violations)
-                # Compared in canonical form: braces, "urn:uuid:" or missing hyphens
-                # spell the same id, which canonicalize() would then open.
-                if canonical_account_id(command.account_id) in SYSTEM_ACCOUNT_IDS:
-                    violations.append(
-                        FieldViolation("account_id", "is reserved for a system account")
-                    )
-            _check_text(
-                command.owner_name,
-                "owner_name",
-                limits.OWNER_NAME_LENGTH_MAX,
-                violations,
-                line_breaks=False,
-            )
-            if not command.owner_name.strip():
-                violations.append(FieldViolation("owner_name", "is required"))
-            elif not _has_visible_character(command.owner_name):
-                violations.append(FieldViolation("owner_name", "must contain a visible character"))
-            _check_currency(command.currency, "currency", violations)
-            if not 0 <= command.overdraft_limit_minor <= limits.INT64_MAX:
-                violations.append(
-                    FieldViolation("overdraft_limit_minor", "must be zero or positive")
-                )
-            _check_metadata(command.metadata, violations)
+            _check_open(command, violations)
         case Deposit() | Withdraw():
             _check_user_account(command.account_id, "account_id", violations)
             _check_money(command.amount, "amount", violations)
             _check_text(
                 command.description, "description", limits.DESCRIPTION_LENGTH_MAX, violations
             )
+            _check_metadata(command.metadata, violations)
         case TransferFunds() | CreatePendingTransfer():
             _check_user_account(command.from_account_id, "from_account_id", violations)
             _check_user_account(command.to_account_id, "to_account_id", violations)
@@ -112,8 +90,11 @@ def validate(command: Command) -> None:
             )
             if isinstance(command, CreatePendingTransfer):
                 _check_timeout(command.timeout_seconds, violations)
+            else:
+                _check_metadata(command.metadata, violations)
         case PostJournalEntry():
             _check_journal(command, violations)
+            _check_metadata(command.metadata, violations)
         case FreezeAccount() | UnfreezeAccount() | CloseAccount():
             _check_user_account(command.account_id, "account_id", violations)
             _check_text(command.reason, "reason", limits.REASON_LENGTH_MAX, violations)
@@ -123,8 +104,37 @@ def validate(command: Command) -> None:
                 _check_partial_amount(command.amount, violations)
             if isinstance(command, VoidPendingTransfer):
                 _check_text(command.reason, "reason", limits.REASON_LENGTH_MAX, violations)
+        case ReverseEntry():
+            # An entry id is a UUID like an account id, and is compared canonically.
+            _check_account_id(command.entry_id, "entry_id", violations)
+            _check_text(command.reason, "reason", limits.REASON_LENGTH_MAX, violations)
+            _check_metadata(command.metadata, violations)
     if violations:
         raise validation_failed(violations)
+
+
+def _check_open(command: OpenAccount, violations: list[FieldViolation]) -> None:
+    if command.account_id:
+        _check_account_id(command.account_id, "account_id", violations)
+        # Compared in canonical form: braces, "urn:uuid:" or missing hyphens
+        # spell the same id, which canonicalize() would then open.
+        if canonical_account_id(command.account_id) in SYSTEM_ACCOUNT_IDS:
+            violations.append(FieldViolation("account_id", "is reserved for a system account"))
+    _check_text(
+        command.owner_name,
+        "owner_name",
+        limits.OWNER_NAME_LENGTH_MAX,
+        violations,
+        line_breaks=False,
+    )
+    if not command.owner_name.strip():
+        violations.append(FieldViolation("owner_name", "is required"))
+    elif not _has_visible_character(command.owner_name):
+        violations.append(FieldViolation("owner_name", "must contain a visible character"))
+    _check_currency(command.currency, "currency", violations)
+    if not 0 <= command.overdraft_limit_minor <= limits.INT64_MAX:
+        violations.append(FieldViolation("overdraft_limit_minor", "must be zero or positive"))
+    _check_metadata(command.metadata, violations)
 
 
 def _check_request_id(request_id: str, violations: list[FieldViolation]) -> None:
@@ -234,6 +244,14 @@ def _check_control(
         )
 
 
+def metadata_violations(metadata: tuple[tuple[str, str], ...]) -> list[FieldViolation]:
+    """What is wrong with ``metadata`` (an account's, a money movement's, or a query's
+    filter on it): the one check of its limits and characters."""
+    violations: list[FieldViolation] = []
+    _check_metadata(metadata, violations)
+    return violations
+
+
 def _check_metadata(
     metadata: tuple[tuple[str, str], ...], violations: list[FieldViolation]
 ) -> None:
@@ -326,6 +344,8 @@ def canonicalize(command: Command) -> Command:
                     replace(line, account_id=canonical(line.account_id)) for line in command.lines
                 ),
             )
+        case ReverseEntry():
+            return replace(command, entry_id=canonical(command.entry_id))
         case _:
             return replace(command, account_id=canonical(command.account_id))
 
@@ -334,4 +354,9 @@ def fingerprint(command: Command) -> bytes:
     """A digest of everything the command asks for, to tell a retry from a reuse of its
     request_id with a different payload. Compute it on the canonical command, before
     the server fills in generated values (such as a new account id)."""
-    return hashlib.sha256(repr(command).encode()).digest()
+    text = repr(command)
+    # Money movements gained metadata (their last field) after requests were stored:
+    # an empty one is left out, so a retry sent across the upgrade matches its record.
+    if text.endswith(", metadata=())") and not isinstance(command, OpenAccount):
+        text = text.removesuffix(", metadata=())") + ")"
+    return hashlib.sha256(text.encode()).digest()

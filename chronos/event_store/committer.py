@@ -15,7 +15,6 @@ import itertools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import psycopg
 from opentelemetry import trace
@@ -28,6 +27,7 @@ from chronos.domain.commands import Command
 from chronos.domain.errors import Reason, Rejection
 from chronos.domain.ledger import accounts_touched
 from chronos.event_store import pipeline
+from chronos.event_store.atomic import all_or_nothing
 from chronos.event_store.context import CommandContext
 from chronos.event_store.decisions import BatchDecision, accounts_to_lock, decide_batch
 from chronos.event_store.errors import (
@@ -37,7 +37,7 @@ from chronos.event_store.errors import (
     not_applied,
     unavailable,
 )
-from chronos.event_store.pipeline import BatchRequest, Holds
+from chronos.event_store.pipeline import BatchRequest, Loaded
 from chronos.event_store.results import CommandResult
 from chronos.event_store.settings import WriterSettings
 from chronos.metrics import WRITER_BATCH_SIZE, WRITER_COMMANDS_ABANDONED
@@ -63,6 +63,8 @@ class PendingCommand:
     # The commands of one call (a chunk of execute_in_order) share a unit: run in order,
     # none runs after one of them failed for a server reason.
     unit: int = 0
+    # The unit is one atomic batch: committed alone, all of it or none of it.
+    atomic: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +138,15 @@ class BatchCommitter:
 
     def _admit(self, batch: list[PendingCommand]) -> None:
         """Leaves in ``batch`` only the commands to run now (see :func:`admit`)."""
+        if batch and batch[0].atomic:
+            # An atomic batch runs whole or not at all: its caller awaits every answer,
+            # and its request_ids were checked to be distinct.
+            if any(pending.future.cancelled() for pending in batch):
+                WRITER_COMMANDS_ABANDONED.inc(len(batch))
+                for pending in batch:
+                    pending.future.cancel()
+                batch.clear()
+            return
         admission = admit(batch)
         if admission.abandoned:
             WRITER_COMMANDS_ABANDONED.inc(admission.abandoned)
@@ -187,7 +198,7 @@ class BatchCommitter:
             self._fail(batch, unavailable(error))
             return _Next.DONE
         except psycopg.Error as error:
-            if len(batch) > 1:
+            if len(batch) > 1 and not batch[0].atomic:
                 await self._isolate(batch)
                 return _Next.DONE
             _logger.error("database refused a command: %s", error)
@@ -245,7 +256,7 @@ class BatchCommitter:
         if not locked:
             return False
         refused: dict[int, str] = {}  # unit -> request_id of its first refused command
-        kept: list[PendingCommand] = []
+        errors: list[Rejection | None] = []
         for pending in batch:
             held = sorted(locked.intersection(accounts_touched(pending.command)))
             error: Rejection | None = None
@@ -254,6 +265,12 @@ class BatchCommitter:
             elif held:
                 refused[pending.unit] = pending.context.request_id
                 error = _locked_by_another(held)
+            errors.append(error)
+        if batch[0].atomic and refused:
+            # An atomic batch runs alone: the command that waited fails, and with it all.
+            errors = all_or_nothing(errors) or errors
+        kept: list[PendingCommand] = []
+        for pending, error in zip(batch, errors, strict=True):
             if error is None:
                 kept.append(pending)
             elif not pending.future.done():
@@ -290,6 +307,7 @@ class BatchCommitter:
                     decide=self._decide,
                     topic=settings.topic,
                     idempotency_retention_seconds=settings.idempotency_retention_seconds,
+                    atomic=batch[0].atomic,
                 )
         finally:
             for span in spans:
@@ -300,10 +318,16 @@ class BatchCommitter:
         self,
         commands: Sequence[Command | None],
         accounts: Mapping[str, Account | None],
-        holds: Holds,
-        now: datetime | None,
+        loaded: Loaded,
     ) -> BatchDecision:
-        return decide_batch(commands, accounts, self._new_id, holds, now)
+        return decide_batch(
+            commands,
+            accounts,
+            self._new_id,
+            holds=loaded.holds,
+            now=loaded.now,
+            reversed_by=loaded.reversed_by,
+        )
 
 
 def _locked_by_another(held: list[str]) -> Rejection:

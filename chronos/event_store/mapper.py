@@ -24,6 +24,7 @@ from chronos.domain.events import (
     AccountUnfrozen,
     DomainEvent,
     EntryKind,
+    EntryReversed,
     FundsDeposited,
     FundsTransferred,
     FundsWithdrawn,
@@ -77,6 +78,7 @@ ENTRY_KIND_TO_PROTO = {
     EntryKind.TRANSFER: ledger_pb2.ENTRY_KIND_TRANSFER,
     EntryKind.JOURNAL: ledger_pb2.ENTRY_KIND_JOURNAL,
     EntryKind.PENDING_TRANSFER: ledger_pb2.ENTRY_KIND_PENDING_TRANSFER,
+    EntryKind.REVERSAL: ledger_pb2.ENTRY_KIND_REVERSAL,
 }
 _LINE_TYPES: dict[str, type[LinePosted]] = {
     "FundsDeposited": FundsDeposited,
@@ -84,6 +86,7 @@ _LINE_TYPES: dict[str, type[LinePosted]] = {
     "FundsTransferred": FundsTransferred,
     "JournalEntryPosted": JournalEntryPosted,
     "PendingTransferPosted": PendingTransferPosted,
+    "EntryReversed": EntryReversed,
 }
 
 
@@ -107,6 +110,8 @@ def line_to_proto(event: LinePosted) -> events_pb2.EntryLine:
         line_index=event.line_index,
         pending_debits_after_minor=event.pending_debits_after_minor,
         pending_credits_after_minor=event.pending_credits_after_minor,
+        metadata=dict(event.metadata),
+        reverses_entry_id=event.reverses_entry_id,
     )
 
 
@@ -219,6 +224,9 @@ def _decode_current(event_type: str, payload: bytes) -> DomainEvent:
         line_index=line.line_index,
         pending_debits_after_minor=line.pending_debits_after_minor,
         pending_credits_after_minor=line.pending_credits_after_minor,
+        # Absent from lines stored before movements had metadata: read as empty.
+        metadata=tuple(sorted(line.metadata.items())),
+        reverses_entry_id=line.reverses_entry_id,
         **extra,
     )
 

@@ -32,19 +32,36 @@ from chronos.domain.accounts import Account
 from chronos.domain.commands import Command
 from chronos.domain.errors import Reason, Rejection
 from chronos.domain.holds import PendingTransfer
-from chronos.event_store import account_rows, holds_store, mapper, sql
+from chronos.event_store import account_rows, entries, holds_store, mapper, sql
 from chronos.event_store.context import CommandContext
-from chronos.event_store.decisions import BatchDecision, accounts_to_lock
+from chronos.event_store.decisions import BatchDecision, accounts_to_lock, settle_outcomes
 from chronos.event_store.errors import CommitOutcomeUnknown
 from chronos.event_store.results import CommandResult
 
 Holds = Mapping[str, PendingTransfer | None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Loaded:
+    """What round trip 1 read under the accounts' locks, besides the accounts.
+
+    Attributes:
+        holds: The holds the batch's posts, voids and expiries name.
+        now: The database's clock (None: no hold command in the batch).
+        reversed_by: The reversal of each already reversed entry the batch's
+            ReverseEntry commands name.
+    """
+
+    holds: Holds
+    now: datetime | None
+    reversed_by: Mapping[str, str]
+
+
 DecideBatch = Callable[
-    [Sequence[Command | None], Mapping[str, Account | None], Holds, datetime | None],
-    BatchDecision,
+    [Sequence[Command | None], Mapping[str, Account | None], Loaded], BatchDecision
 ]
-"""Decides a batch against the loaded accounts and holds, at the database's clock (None:
-no hold command in the batch), skipping None (a command already answered)."""
+"""Decides a batch against the loaded accounts, holds and reversals, skipping None (a
+command already answered)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,8 +96,12 @@ async def run_transaction(
     decide: DecideBatch,
     topic: str,
     idempotency_retention_seconds: int,
+    atomic: bool = False,
 ) -> list[CommandResult | Rejection]:
     """Runs one batch in one transaction: every accepted command or none is committed.
+
+    With ``atomic``, the batch is one atomic batch: when any command fails, none is
+    recorded (see :mod:`chronos.event_store.atomic`).
 
     Returns:
         Per request its result (a replay for a stored duplicate) or its Rejection.
@@ -98,7 +119,7 @@ async def run_transaction(
         # trip is also a wait for a core.
         async with conn.pipeline():
             outcomes, results, appended = await _pipelined(
-                conn, requests, decide, topic, idempotency_retention_seconds
+                conn, requests, decide, topic, idempotency_retention_seconds, atomic
             )
             # From here the server may commit whatever happens to the connection.
             commit_sent = appended is not None
@@ -139,6 +160,7 @@ async def _pipelined(
     decide: DecideBatch,
     topic: str,
     idempotency_retention_seconds: int,
+    atomic: bool,
 ) -> tuple[
     list[CommandResult | Rejection | None],
     dict[int, CommandResult],
@@ -154,21 +176,10 @@ async def _pipelined(
     # accounts are read only once their locks are held, and read-committed gives
     # that last statement a snapshot of its own.
     await conn.execute("BEGIN")
-    answered, accounts, (holds, now) = await _lock_and_load(
-        conn, requests, idempotency_retention_seconds
-    )
-    decision = decide(
-        [None if i in answered else r.command for i, r in enumerate(requests)],
-        accounts,
-        holds,
-        now,
-    )
-    outcomes: list[CommandResult | Rejection | None] = [
-        answered.get(i) for i in range(len(requests))
-    ]
-    rejected = decision.rejected()
-    for i, rejection in rejected:
-        outcomes[i] = rejection
+    answered, accounts, loaded = await _lock_and_load(conn, requests, idempotency_retention_seconds)
+    commands = [None if i in answered else r.command for i, r in enumerate(requests)]
+    decision = decide(commands, accounts, loaded)
+    outcomes, rejected, failed = settle_outcomes(len(requests), answered, decision, atomic=atomic)
 
     # Round trip 2: every write, then (queued by the caller) the COMMIT.
     if rejected:
@@ -178,11 +189,12 @@ async def _pipelined(
             (_json([requests[i].context.idempotency_key for i, _ in rejected]),),
         )
     events = decision.events()
-    if not events:
+    if not events or failed:
         return outcomes, {}, None
     # Account and hold state first, while only the touched accounts are locked.
     await account_rows.save_accounts(conn, decision)
     await holds_store.save(conn, decision.holds)
+    await entries.save_entries(conn, decision)
     results = _results_by_ordinal(decision)
     # Positions last, in one statement with the events, outbox rows and answers: the
     # head row lock is held from here to the COMMIT that follows it in the same round
@@ -203,17 +215,15 @@ async def _lock_and_load(
     conn: psycopg.AsyncConnection[Any],
     requests: Sequence[BatchRequest],
     idempotency_retention_seconds: int,
-) -> tuple[
-    dict[int, CommandResult | Rejection],
-    dict[str, Account | None],
-    tuple[dict[str, PendingTransfer | None], datetime | None],
-]:
-    """Places the idempotency records, locks and reads the touched accounts and the
-    holds named (round trip 1), then reads the stored answers of duplicates.
+) -> tuple[dict[int, CommandResult | Rejection], dict[str, Account | None], Loaded]:
+    """Places the idempotency records, locks and reads the touched accounts, the holds
+    named and the reversals of the entries the batch would reverse (round trip 1), then
+    reads the stored answers of duplicates.
 
     Returns:
         The answers of the requests already recorded, by index, the state of every
-        touched account (None: not opened yet), and the holds with the clock.
+        touched account (None: not opened yet), and the holds, the clock and the
+        reversal of each named entry already reversed.
     """
     touched = accounts_to_lock(r.command for r in requests)
     # 1. Idempotency placeholders, sorted, so concurrent duplicates serialize.
@@ -241,12 +251,14 @@ async def _lock_and_load(
     loaded = await conn.execute(sql.LOAD_ACCOUNTS, (_uuid_array(touched),))
     commands = [r.command for r in requests]
     held = await holds_store.queue_load(conn, commands) if holds_store.has_holds(commands) else None
+    reversals = await entries.load_reversals(conn, commands)
     fresh = {(row[0], row[1]) for row in await placed.fetchall()}  # sends round trip 1
     accounts = account_rows.accounts_from_rows(touched, await loaded.fetchall())
-    holds = await holds_store.read_loaded(held) if held is not None else ({}, None)
+    holds, now = await holds_store.read_loaded(held) if held is not None else ({}, None)
+    reversed_by = await entries.reversals_read(reversals)
     duplicates = [i for i, r in enumerate(requests) if r.context.idempotency_key not in fresh]
     answered = await _resolve_duplicates(conn, requests, duplicates) if duplicates else {}
-    return answered, accounts, holds
+    return answered, accounts, Loaded(holds=holds, now=now, reversed_by=reversed_by)
 
 
 async def _resolve_duplicates(

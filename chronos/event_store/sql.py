@@ -139,3 +139,29 @@ WITH staged AS MATERIALIZED (
 -- (Sent after the commit instead, it cost a transaction of its own: three round trips.)
 SELECT base, recorded_at, pg_notify('{NOTIFY_CHANNEL}', '') FROM head
 """
+
+# ReverseEntry. Which of the named entries were reversed already: sent after the
+# accounts' locks are taken, and every reversal of an entry locks the same accounts (the
+# entry's), so two reversals of one entry see each other.
+LOAD_REVERSALS = """SELECT entry_id::text, reversal_entry_id::text FROM entry_reversals
+                    WHERE entry_id IN (SELECT e::uuid
+                                       FROM jsonb_array_elements_text(%s::jsonb) AS e)"""
+
+# The batch's accepted reversals. The primary key is the last line of defence of "at
+# most once": a second row would fail the whole transaction.
+INSERT_REVERSALS = """INSERT INTO entry_reversals (entry_id, reversal_entry_id, recorded_at)
+                   SELECT (r.e->>0)::uuid, (r.e->>1)::uuid, now()
+                   FROM jsonb_array_elements(%s::jsonb) AS r(e)"""
+
+# Every line the batch appends, by entry: how ReverseEntry finds an entry's lines.
+INSERT_ENTRY_LINES = """INSERT INTO entry_lines (entry_id, line_index, stream_id, stream_version)
+                   SELECT (l.e->>0)::uuid, (l.e->>1)::integer, (l.e->>2)::uuid,
+                          (l.e->>3)::bigint
+                   FROM jsonb_array_elements(%s::jsonb) AS l(e)"""
+
+# An entry's line events, in line order.
+READ_ENTRY_LINES = """SELECT e.event_type, e.schema_version, e.payload
+                    FROM entry_lines AS l
+                    JOIN events AS e
+                      ON e.stream_id = l.stream_id AND e.stream_version = l.stream_version
+                    WHERE l.entry_id = %s::uuid ORDER BY l.line_index"""

@@ -19,13 +19,14 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from chronos.domain.commands import Command
+from chronos.domain.commands import Command, ReverseEntry
 from chronos.errors import ChronosError
-from chronos.event_store import holds_store
+from chronos.event_store import entries, holds_store
 from chronos.event_store.committer import BatchCommitter, PendingCommand
 from chronos.event_store.connections import writer_pool
 from chronos.event_store.context import CommandContext
@@ -126,8 +127,27 @@ class LedgerWriter:
             Rejection: a ledger rule, idempotency-key reuse, or exhausted retries.
             StoreUnavailable: the database is unreachable.
         """
+        command = await self._with_original(command)
         (future,) = self._enqueue([(command, payload_hash, context)])
         return await future
+
+    async def _with_original(self, command: Command) -> Command:
+        """A ReverseEntry with the lines of the entry it names (none when no entry has
+        that id), read before the command is queued: a posted entry's lines never
+        change, and the accounts its reversal locks are the accounts of those lines.
+
+        Raises:
+            StoreUnavailable: the database is unreachable.
+        """
+        if not isinstance(command, ReverseEntry):
+            return command
+        timeout_seconds = self._settings.connection_timeout_seconds
+        try:
+            async with self._pool.connection(timeout=timeout_seconds) as conn:
+                original = await entries.read_entry(conn, command.entry_id)
+        except (psycopg.OperationalError, PoolTimeout) as error:
+            raise unavailable(error) from error
+        return replace(command, original=original)
 
     async def execute_in_order(
         self, items: Sequence[tuple[Command, bytes, CommandContext]]
@@ -171,8 +191,35 @@ class LedgerWriter:
                 break
         return outcomes
 
-    def _enqueue(
+    async def execute_atomic(
         self, items: Sequence[tuple[Command, bytes, CommandContext]]
+    ) -> list[CommandResult | ChronosError]:
+        """Runs validated commands as one atomic batch: all commit, or none does.
+
+        The batch is one transaction of its own (never group-committed with other
+        calls), decided in order, each command seeing what the ones before it did. When
+        one fails, nothing is recorded: it answers its own error and every other command
+        LINKED_COMMAND_FAILED (see :mod:`chronos.event_store.atomic`). The request_ids
+        must be distinct.
+
+        Returns:
+            Per command its result (a replay for a request_id already recorded), or its
+            error.
+        """
+        assert len({context.idempotency_key for _, _, context in items}) == len(items)
+        try:
+            futures = self._enqueue(items, atomic=True)
+        except StoreUnavailable as error:  # shutting down: nothing is run
+            return [error for _ in items]
+        outcomes: list[CommandResult | ChronosError] = []
+        for outcome in await asyncio.gather(*futures, return_exceptions=True):
+            if not isinstance(outcome, CommandResult | ChronosError):
+                raise outcome
+            outcomes.append(outcome)
+        return outcomes
+
+    def _enqueue(
+        self, items: Sequence[tuple[Command, bytes, CommandContext]], *, atomic: bool = False
     ) -> list[asyncio.Future[CommandResult]]:
         # One queue entry per call: a lane takes it whole, so its commands share one
         # transaction and are decided in order.
@@ -182,19 +229,31 @@ class LedgerWriter:
         loop = asyncio.get_running_loop()
         unit_id = next(self._units)
         unit = [
-            PendingCommand(command, payload_hash, context, loop.create_future(), unit_id)
+            PendingCommand(command, payload_hash, context, loop.create_future(), unit_id, atomic)
             for command, payload_hash, context in items
         ]
         self._queue.put_nowait(unit)
         return [pending.future for pending in unit]
 
     async def _run_lane(self) -> None:
+        # An atomic batch is committed alone: one taken while filling a batch waits here
+        # for the lane's next turn.
+        held: list[PendingCommand] | None = None
         while True:
-            batch = list(await self._queue.get())
+            batch = list(held if held is not None else await self._queue.get())
+            held = None
             taken = 1
             # A soft limit: whole units only, so a batch may exceed it by one unit.
-            while len(batch) < self._settings.batch_size_max and not self._queue.empty():
-                batch.extend(self._queue.get_nowait())
+            while (
+                not batch[0].atomic
+                and len(batch) < self._settings.batch_size_max
+                and not self._queue.empty()
+            ):
+                unit = self._queue.get_nowait()
+                if unit[0].atomic:
+                    held = unit
+                    break
+                batch.extend(unit)
                 taken += 1
             try:
                 await self._committer.commit(batch)

@@ -248,7 +248,8 @@ def _after(event: LinePosted | HoldLine) -> tuple[int, int, int]:
 def transaction_source(record: EventRecord) -> dict[str, Any] | None:
     """The statement line document of a line event (its id is ``record.event_id``);
     None for events that are not lines. ``principal`` is present only when one was
-    recorded (a line written with authentication off has none)."""
+    recorded (a line written with authentication off has none), ``reverses_entry_id``
+    only on a reversal's line."""
     event = record.event
     if not isinstance(event, LinePosted | HoldLine):
         return None
@@ -277,6 +278,10 @@ def transaction_source(record: EventRecord) -> dict[str, Any] | None:
     if event.pending_debits_after_minor or event.pending_credits_after_minor:
         source["pending_debits_after_minor"] = event.pending_debits_after_minor
         source["pending_credits_after_minor"] = event.pending_credits_after_minor
+    if isinstance(event, LinePosted) and event.metadata:
+        source["metadata"] = dict(event.metadata)
+    if isinstance(event, LinePosted) and event.reverses_entry_id:
+        source["reverses_entry_id"] = event.reverses_entry_id
     return source
 
 

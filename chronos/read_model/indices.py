@@ -87,6 +87,14 @@ TRANSACTIONS_MAPPING: dict[str, Any] = {
         # The account's open holds after the line; absent when none are open.
         "pending_debits_after_minor": {"type": "long", **_STORED},
         "pending_credits_after_minor": {"type": "long", **_STORED},
+        # The money movement's metadata; absent when it had none. Flattened: every
+        # client-chosen key is searchable by exact match (``metadata.<key>``) with one
+        # field in the mapping, however many keys clients use, and keys with dots stay
+        # whole; an object mapping would add a field per key (the strict mapping would
+        # refuse them) and split dotted keys.
+        "metadata": {"type": "flattened"},
+        # Of a reversal's line: the entry it reverses; absent on every other line.
+        "reverses_entry_id": {"type": "keyword", **_STORED},
     },
 }
 

@@ -103,9 +103,12 @@ class ReadModelQueries:
         end: str | None,
         size: int,
         search_after: list[Any] | None,
+        metadata: tuple[tuple[str, str], ...] = (),
     ) -> list[dict[str, Any]]:
-        """Statement lines of an account, newest (highest position) first."""
+        """Statement lines of an account, newest (highest position) first; only those
+        whose metadata holds every pair of ``metadata`` (exact match)."""
         filters: list[dict[str, Any]] = [{"term": {"account_id": account_id}}]
+        filters.extend({"term": {f"metadata.{key}": value}} for key, value in metadata)
         time_range: dict[str, str] = {}
         if start is not None:
             time_range["gte"] = start

@@ -30,6 +30,9 @@ STATUS_BY_REASON: dict[Reason, grpc.StatusCode] = {
     Reason.IDEMPOTENCY_KEY_REUSED: grpc.StatusCode.ALREADY_EXISTS,
     Reason.ACCOUNT_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     Reason.PENDING_TRANSFER_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Reason.ENTRY_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Reason.ENTRY_NOT_REVERSIBLE: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.ENTRY_ALREADY_REVERSED: grpc.StatusCode.FAILED_PRECONDITION,
     Reason.ACCOUNT_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
     Reason.ACCOUNT_CLOSED: grpc.StatusCode.FAILED_PRECONDITION,
     Reason.ACCOUNT_FROZEN: grpc.StatusCode.FAILED_PRECONDITION,
@@ -43,6 +46,7 @@ STATUS_BY_REASON: dict[Reason, grpc.StatusCode] = {
     Reason.ACCOUNT_HAS_PENDING: grpc.StatusCode.FAILED_PRECONDITION,
     Reason.CONCURRENCY_CONFLICT: grpc.StatusCode.ABORTED,
     Reason.NOT_APPLIED: grpc.StatusCode.ABORTED,
+    Reason.LINKED_COMMAND_FAILED: grpc.StatusCode.ABORTED,
     # The service's own reasons.
     Reason.SERVER_BUSY: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Reason.RATE_LIMITED: grpc.StatusCode.RESOURCE_EXHAUSTED,

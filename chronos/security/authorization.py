@@ -35,6 +35,7 @@ from chronos.domain.commands import (
     OpenAccount,
     PostJournalEntry,
     PostPendingTransfer,
+    ReverseEntry,
     Side,
     TransferFunds,
     UnfreezeAccount,
@@ -69,6 +70,9 @@ COMMAND_SCOPES: Final[Mapping[type[Command], str]] = {
     CreatePendingTransfer: FUNDS_WRITE,
     PostPendingTransfer: FUNDS_WRITE,
     VoidPendingTransfer: FUNDS_WRITE,
+    # A correction of the books, like a journal entry; its force flag (waiving the
+    # overdraft limit) needs nothing more than this scope.
+    ReverseEntry: JOURNAL_WRITE,
 }
 
 # The scopes that let a caller into ExecuteBatch; each item is then checked alone.
@@ -90,6 +94,7 @@ METHOD_SCOPES: Final[Mapping[str, frozenset[str]]] = {
     f"{COMMAND_SERVICE}.PostPendingTransfer": frozenset({FUNDS_WRITE}),
     f"{COMMAND_SERVICE}.VoidPendingTransfer": frozenset({FUNDS_WRITE}),
     f"{COMMAND_SERVICE}.ExecuteBatch": WRITE_SCOPES,
+    f"{COMMAND_SERVICE}.ReverseEntry": frozenset({JOURNAL_WRITE}),
     f"{QUERY_SERVICE}.GetAccount": frozenset({LEDGER_READ}),
     f"{QUERY_SERVICE}.ListTransactions": frozenset({LEDGER_READ}),
     f"{QUERY_SERVICE}.GetBalanceAt": frozenset({LEDGER_READ}),
@@ -142,6 +147,8 @@ def authorize_command(caller: Caller, command: Command) -> Rejection | None:
         return missing_scope(type(command).__name__, frozenset({scope}))
     if caller.accounts is None:
         return None
+    if isinstance(command, ReverseEntry):
+        return _reversal_restricted()
     listed = _canonical_ids(caller.accounts)
     for use in account_uses(command):
         if _canonical(use.account_id) not in listed:
@@ -208,6 +215,18 @@ def account_uses(command: Command) -> tuple[AccountUse, ...]:
             # Sent only by the ledger's own expiry job, never through an RPC.
             return ()
     raise AssertionError(f"no account rule for {type(command).__name__}")
+
+
+def _reversal_restricted() -> Rejection:
+    # The request names only an entry: its accounts are known once its lines are read,
+    # and a reversal debits every account the entry credited (a deposit's account, a
+    # transfer's receiver), which a restricted token could not debit itself.
+    return Rejection(
+        Reason.PERMISSION_DENIED,
+        "This token is restricted to some accounts, so it cannot reverse entries; "
+        "a reversal needs an unrestricted token with journal:write.",
+        metadata={"restriction": ACCOUNTS_CLAIM},
+    )
 
 
 def missing_scope(method: str, allowed: frozenset[str]) -> Rejection:

@@ -9,7 +9,6 @@ account in ErrorInfo, and PostgreSQL shows nothing written by it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,12 +16,9 @@ import grpc
 import pytest
 from elasticsearch import Elasticsearch
 
-from chronos.read_model.indices import ensure_indices
 from chronos.security import scopes
 from chronos.v1 import commands_pb2, commands_pb2_grpc, queries_pb2, queries_pb2_grpc
-from chronos_dev.pki import ensure_local_pki
-from tests.e2e.helpers import free_port, service_process
-from tests.e2e.secure_servers import credentials, secure_env, secure_server
+from tests.e2e.secured_pipeline import secured_pipeline
 from tests.integration.authorization_support import (
     ALL_METHODS,
     COMMAND_SERVICE,
@@ -40,7 +36,6 @@ from tests.integration.authorization_support import (
     valid_requests,
     written,
 )
-from tests.integration.readside_support import fresh_database, index_prefix, unique
 
 CALL_TIMEOUT_SECONDS = 15
 READ_WAIT_SECONDS = 60
@@ -67,41 +62,10 @@ def pipeline(
     es_client: Elasticsearch,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Pipeline]:
-    pki = ensure_local_pki(tmp_path_factory.mktemp("pki"))
-    logs = tmp_path_factory.mktemp("logs")
-    creds = credentials(pki.ca_cert)
-    command_address = f"127.0.0.1:{free_port()}"
-    query_address = f"127.0.0.1:{free_port()}"
-    with fresh_database(pg_dsn) as dsn, index_prefix(es_client) as names, ExitStack() as stack:
-        # Created now, not by the projector when it gets to it: a read before that would
-        # be UNAVAILABLE / READ_MODEL_UNAVAILABLE, not an answer about authorization.
-        ensure_indices(es_client, names)
-        env = secure_env(pki) | {
-            "CHRONOS_PG_DSN": dsn,
-            "CHRONOS_KAFKA_BOOTSTRAP": kafka_bootstrap,
-            "CHRONOS_ES_URL": es_url,
-            "CHRONOS_EVENTS_TOPIC": unique("authz-events"),
-            "CHRONOS_INDEX_PREFIX": names.prefix,
-            "CHRONOS_PROJECTOR_GROUP": unique("authz-projector"),
-            "CHRONOS_COMMAND_ADDR": command_address,
-            "CHRONOS_QUERY_ADDR": query_address,
-        }
-        stack.enter_context(
-            secure_server("command_server", env, logs / "command.log", command_address, creds)
-        )
-        for module in ("outbox_poller", "projector"):
-            stack.enter_context(service_process(module, env, log_path=logs / f"{module}.log"))
-        stack.enter_context(
-            secure_server("query_server", env, logs / "query.log", query_address, creds)
-        )
-        command_channel = stack.enter_context(grpc.secure_channel(command_address, creds))
-        query_channel = stack.enter_context(grpc.secure_channel(query_address, creds))
-        yield Pipeline(
-            commands_pb2_grpc.CommandServiceStub(command_channel),
-            queries_pb2_grpc.QueryServiceStub(query_channel),
-            Tokens(pki),
-            dsn,
-        )
+    with secured_pipeline(
+        pg_dsn, kafka_bootstrap, es_url, es_client, tmp_path_factory, "authz"
+    ) as running:
+        yield Pipeline(running.commands, running.queries, running.tokens, running.dsn)
 
 
 def refused(call: Callable[..., Any], request: Any, metadata: Metadata) -> tuple[Any, ...]:

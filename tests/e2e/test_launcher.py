@@ -181,7 +181,12 @@ def test_the_demo_walks_through_every_call(launched: Launched) -> None:
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "chronos.v1.CommandService" in output
     assert '"replayed": true' in output
-    for reason in ("ACCOUNT_FROZEN", "INSUFFICIENT_FUNDS", "VALIDATION_FAILED"):
+    for reason in (
+        "ACCOUNT_FROZEN",
+        "INSUFFICIENT_FUNDS",
+        "VALIDATION_FAILED",
+        "LINKED_COMMAND_FAILED",
+    ):
         assert f'"reason": "{reason}"' in output
     calls = [line for line in output.splitlines() if line.startswith("$ grpcurl ")]
     assert len(calls) > 20

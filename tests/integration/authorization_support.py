@@ -158,6 +158,8 @@ def valid_requests(account_id: str, other_id: str, pending_id: str = "") -> dict
             request_id=new_id(), pending_id=pending_id
         ),
         prefix + "ExecuteBatch": c.ExecuteBatchRequest(commands=[c.BatchCommand(deposit=deposit)]),
+        # Names no entry these tests posted: past authorization, it is ENTRY_NOT_FOUND.
+        prefix + "ReverseEntry": c.ReverseEntryRequest(request_id=new_id(), entry_id=new_id()),
         "chronos.v1.QueryService.GetAccount": q.GetAccountRequest(account_id=account_id),
         "chronos.v1.QueryService.ListTransactions": q.ListTransactionsRequest(
             account_id=account_id
@@ -180,6 +182,6 @@ def required_scopes(method_full_name: str) -> tuple[str, ...]:
     name = method_full_name.rpartition(".")[2]
     if name in ("OpenAccount", "FreezeAccount", "UnfreezeAccount", "CloseAccount"):
         return (scopes.ACCOUNTS_WRITE,)
-    if name == "PostJournalEntry":
+    if name in ("PostJournalEntry", "ReverseEntry"):
         return (scopes.JOURNAL_WRITE,)
     return (scopes.FUNDS_WRITE,)

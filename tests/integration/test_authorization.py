@@ -221,7 +221,10 @@ def test_every_method_refuses_a_token_lacking_its_scope_and_writes_nothing(
         for code, reason, metadata, message in answers:
             assert (code, reason, metadata) == denied({"required_scope": required}), method
             assert message.startswith("This token lacks "), message
-    assert refusals_counted("command") - before_counted["command"] == 24
+    # Two refusals per CommandService method (ReverseEntry and the three hold
+    # commands included since issue 17) and per QueryService method
+    # (ListPendingTransfers included).
+    assert refusals_counted("command") - before_counted["command"] == 26
     assert refusals_counted("query") - before_counted["query"] == 10
 
 
@@ -258,11 +261,12 @@ def test_each_scope_lets_its_methods_through(
         return codes
 
     codes = served(ledger_dsn, es_url, read_side, tokens, body)
-    # The reads name accounts not yet projected: NOT_FOUND, past authorization.
+    # The reads name accounts not yet projected, and ReverseEntry an entry nobody posted:
+    # NOT_FOUND, past authorization.
     reads = {
         f"chronos.v1.QueryService.{name}"
         for name in ("GetAccount", "ListTransactions", "GetBalanceAt", "ListPendingTransfers")
-    }
+    } | {"chronos.v1.CommandService.ReverseEntry"}
     assert {method: code for method, code in codes.items() if method not in reads} == {
         method: grpc.StatusCode.OK for method in ALL_METHODS if method not in reads
     }

@@ -79,6 +79,7 @@ def history() -> list[Any]:
             to_account_id=b,
             amount=Money(currency="EUR", minor_units=2_500),
             description="rent",
+            metadata=(("order_id", "A-17"),),
         ),
         TransferFunds(
             request_id=rid(),
@@ -172,6 +173,8 @@ def test_rebuild_equals_the_live_projection_and_the_projector_follows_the_swap(
         assert len(live_accounts) == 6 and len(live_lines) == 12
         assert rebuilt_accounts == live_accounts
         assert rebuilt_lines == live_lines
+        tagged = [line for line in live_lines.values() if "metadata" in line]
+        assert [line["metadata"] for line in tagged] == [{"order_id": "A-17"}] * 2
 
         # The live projector writes through the aliases, so it continues in v2.
         position_before = head(dsn)

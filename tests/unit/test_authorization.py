@@ -16,6 +16,7 @@ from chronos.domain.commands import (
     OpenAccount,
     PostJournalEntry,
     PostPendingTransfer,
+    ReverseEntry,
     Side,
     TransferFunds,
     UnfreezeAccount,
@@ -70,6 +71,7 @@ METHODS_BY_SCOPE = {
     scopes.JOURNAL_WRITE: {
         "chronos.v1.CommandService.PostJournalEntry",
         "chronos.v1.CommandService.ExecuteBatch",
+        "chronos.v1.CommandService.ReverseEntry",
     },
 }
 
@@ -96,7 +98,9 @@ def assert_denied(rejection: Rejection | None, **metadata: str) -> Rejection:
 
 
 def test_every_method_of_both_services_has_a_rule() -> None:
-    assert len(ALL_METHODS) == 17
+    # 13 before issue 17; ReverseEntry, the three hold commands and
+    # ListPendingTransfers added five.
+    assert len(ALL_METHODS) == 18
     assert set(METHOD_SCOPES) == set(ALL_METHODS)
 
 
@@ -180,6 +184,7 @@ def commands_on(account: str) -> dict[type[Command], Command]:
         VoidPendingTransfer: VoidPendingTransfer(
             request_id="r", pending_id=OTHER, from_account_id=account, to_account_id=OTHER
         ),
+        ReverseEntry: ReverseEntry(request_id="r", entry_id=OTHER),
     }
 
 
@@ -200,7 +205,11 @@ def test_a_command_needs_its_own_scope(kind: type[Command]) -> None:
     assert rejection.message == f"This token lacks the scope {scope}, which {kind.__name__} needs."
 
 
-@pytest.mark.parametrize("kind", list(commands_on(MINE)), ids=lambda kind: kind.__name__)
+# ReverseEntry names no account: a restricted token may not send it at all (see
+# test_reverse_entry_needs_journal_write_and_an_unrestricted_token).
+@pytest.mark.parametrize(
+    "kind", [k for k in commands_on(MINE) if k is not ReverseEntry], ids=lambda kind: kind.__name__
+)
 def test_a_restricted_token_acts_on_its_accounts_only(kind: type[Command]) -> None:
     restricted = caller(scopes.ADMIN, accounts=(MINE,))
     assert authorize_command(restricted, commands_on(MINE)[kind]) is None
@@ -324,3 +333,17 @@ def test_an_empty_restriction_allows_no_account() -> None:
         assert authorize_command(nothing, command) is not None
     assert authorize_read(nothing, MINE) is not None
     assert authorize_search(nothing) is not None
+
+
+def test_reverse_entry_needs_journal_write_and_an_unrestricted_token() -> None:
+    command = ReverseEntry(request_id="r", entry_id=OTHER, force=True)
+    assert authorize_command(caller(scopes.JOURNAL_WRITE), command) is None
+    assert_denied(
+        authorize_command(caller(scopes.FUNDS_WRITE, scopes.ACCOUNTS_WRITE), command),
+        required_scope=scopes.JOURNAL_WRITE,
+    )
+    rejection = assert_denied(
+        authorize_command(caller(scopes.JOURNAL_WRITE, accounts=(MINE,)), command),
+        restriction=scopes.ACCOUNTS_CLAIM,
+    )
+    assert "cannot reverse entries" in rejection.message

@@ -89,7 +89,7 @@ class Ledger:
                 )
         # As the writer loads them: every touched account, None when not opened.
         snapshot = {a: self.accounts.get(a) for a in accounts_touched(command)}
-        decision = decide_batch([command], snapshot, self.new_id, self.holds, self.now)
+        decision = decide_batch([command], snapshot, self.new_id, holds=self.holds, now=self.now)
         (outcome,) = decision.outcomes
         assert outcome is not None
         for account in decision.accounts:

@@ -5,9 +5,8 @@
 ALTER TABLE accounts
     ADD COLUMN pending_debits_minor  bigint NOT NULL DEFAULT 0 CHECK (pending_debits_minor >= 0),
     ADD COLUMN pending_credits_minor bigint NOT NULL DEFAULT 0 CHECK (pending_credits_minor >= 0);
--- A second line of defence behind the domain rules, as accounts_balance_floor is.
-ALTER TABLE accounts ADD CONSTRAINT accounts_available_floor
-    CHECK (kind = 'SYSTEM' OR balance_minor - pending_debits_minor >= -overdraft_limit_minor);
+-- No row check repeats the limit on the available balance: a forced reversal may take
+-- an account below it (see 0003_entry_reversals.sql), so the rule is the ledger's alone.
 
 -- Each hold's state, the fold of its events. Guarded by its two accounts' advisory
 -- locks: every command that changes a hold holds both.
