@@ -35,8 +35,8 @@ class Reason(enum.Enum):
     ACCOUNT_NOT_FOUND = "ACCOUNT_NOT_FOUND"
     # No hold has this pending_id.
     PENDING_TRANSFER_NOT_FOUND = "PENDING_TRANSFER_NOT_FOUND"
-    # ReverseEntry: no entry has the id; the entry is a reversal (or a kind that cannot
-    # be reversed); the entry was reversed already.
+    # ReverseEntry: no entry has the id; the entry is a reversal or a hold's post (or
+    # another kind that cannot be reversed); the entry was reversed already.
     ENTRY_NOT_FOUND = "ENTRY_NOT_FOUND"
     ENTRY_NOT_REVERSIBLE = "ENTRY_NOT_REVERSIBLE"
     ENTRY_ALREADY_REVERSED = "ENTRY_ALREADY_REVERSED"

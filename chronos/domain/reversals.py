@@ -21,7 +21,10 @@ from chronos.domain.ledger import Decision
 from chronos.domain.postings import Leg, check_postable, line_events, require_account
 
 # The kinds of entry a reversal may mirror. Anything else is refused as not reversible:
-# a reversal, and any kind added later until it is decided that it may be reversed.
+# a reversal; a hold's post (PENDING_TRANSFER), since a hold is undone by voiding it
+# before it is posted, and a reversal would leave the hold reading POSTED with its money
+# back; and any kind added later until it is decided that it may be reversed. (A hold's
+# placing, void and expiry post no entry: their ids are no entry's.)
 REVERSIBLE_KINDS = frozenset(
     {EntryKind.DEPOSIT, EntryKind.WITHDRAWAL, EntryKind.TRANSFER, EntryKind.JOURNAL}
 )
@@ -102,6 +105,11 @@ def check_reversible(command: ReverseEntry, reversed_by: Mapping[str, str]) -> N
             message = (
                 f"Entry {command.entry_id} is the reversal of entry {reversed_entry_id}, "
                 "and a reversal cannot be reversed; to restore the movement, post it again."
+            )
+        elif EntryKind.PENDING_TRANSFER.value in kinds:
+            message = (
+                f"Entry {command.entry_id} is the post of a hold, and a hold cannot be "
+                "reversed; void a hold before it is posted, or transfer the money back."
             )
         else:
             message = f"Entry {command.entry_id} is of a kind that cannot be reversed."
