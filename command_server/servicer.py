@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 import grpc
+from google.rpc import status_pb2
 from opentelemetry import trace
 
 from chronos.domain import limits, validation
@@ -142,6 +143,11 @@ class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
             Reason.INTERNAL_ERROR,
             "The ledger failed to record the command; nothing was recorded.",
         )
+
+    @staticmethod
+    def _failure(error: ChronosError, request_id: str) -> status_pb2.Status:
+        """A failed command of a batch, as its item's status."""
+        return rejection_proto(CommandServicer._rejection(error, request_id))
 
     async def _run(
         self, command: Command, context: grpc.aio.ServicerContext[Any, Any]
