@@ -12,6 +12,7 @@ import grpc
 from psycopg_pool import AsyncConnectionPool
 
 from chronos import telemetry
+from chronos.event_store.hold_expiry import expire_due_holds
 from chronos.event_store.login_check import check_postgres_login
 from chronos.event_store.maintenance import expire_idempotency_records, run_periodically
 from chronos.event_store.writer import LedgerWriter, WriterSettings, writer_pool
@@ -51,15 +52,7 @@ async def run(config: CommandServerConfig) -> None:
     )
     writer.start()
     stop_jobs = asyncio.Event()
-    expiry = asyncio.create_task(
-        run_periodically(
-            "idempotency expiry",
-            config.idempotency_expiry_interval_seconds,
-            functools.partial(expire_idempotency_records, pool),
-            stop_jobs,
-        )
-    )
-
+    jobs = _start_jobs(config, pool, writer, stop_jobs)
     pool_gauges = asyncio.create_task(_report_pool(pool, stop_jobs))
 
     authenticator = build_authenticator("command", config.security)
@@ -72,7 +65,7 @@ async def run(config: CommandServerConfig) -> None:
 
     async def on_stop() -> None:
         stop_jobs.set()
-        await expiry
+        await asyncio.gather(*jobs)
         await pool_gauges
         await writer.close()
         await pool.close()
@@ -88,6 +81,33 @@ async def run(config: CommandServerConfig) -> None:
         shutdown_grace_seconds=config.shutdown_grace_seconds,
         reuse_port=config.reuse_port,
     )
+
+
+def _start_jobs(
+    config: CommandServerConfig,
+    pool: AsyncConnectionPool,
+    writer: LedgerWriter,
+    stop: asyncio.Event,
+) -> list[asyncio.Task[None]]:
+    """The periodic housekeeping: idempotency records' expiry, and the holds' expiry."""
+    return [
+        asyncio.create_task(
+            run_periodically(
+                "idempotency expiry",
+                config.idempotency_expiry_interval_seconds,
+                functools.partial(expire_idempotency_records, pool),
+                stop,
+            )
+        ),
+        asyncio.create_task(
+            run_periodically(
+                "hold expiry",
+                config.hold_expiry_interval_seconds,
+                functools.partial(expire_due_holds, pool, writer.execute_in_order),
+                stop,
+            )
+        ),
+    ]
 
 
 async def _report_pool(pool: AsyncConnectionPool, stop: asyncio.Event) -> None:

@@ -83,6 +83,14 @@ IDEMPOTENCY_EXPIRY_INTERVAL_SECONDS = number(
     maximum=86400,
     doc="How often expired idempotency keys are deleted.",
 )
+HOLD_EXPIRY_INTERVAL_SECONDS = number(
+    "CHRONOS_HOLD_EXPIRY_INTERVAL_SECONDS",
+    1.0,
+    minimum=0.1,
+    maximum=3600,
+    doc="How often each command server expires the holds whose timeout passed "
+    "(a hold expires at most this long after its timeout).",
+)
 PROCESSES = integer(
     "CHRONOS_COMMAND_PROCESSES",
     1,
@@ -113,6 +121,7 @@ SETTINGS = SettingsGroup(
         WRITER_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS,
         IDEMPOTENCY_RETENTION_SECONDS,
         IDEMPOTENCY_EXPIRY_INTERVAL_SECONDS,
+        HOLD_EXPIRY_INTERVAL_SECONDS,
         SHUTDOWN_GRACE_SECONDS,
         METRICS_PORT,
         PROCESSES,
@@ -132,6 +141,7 @@ class CommandServerConfig:
     retries_max: int
     idempotency_retention_seconds: int
     idempotency_expiry_interval_seconds: float
+    hold_expiry_interval_seconds: float
     shutdown_grace_seconds: float
     topic: str
     reuse_port: bool
@@ -177,6 +187,7 @@ class CommandServerConfig:
             retries_max=WRITER_RETRIES_MAX.read(),
             idempotency_retention_seconds=IDEMPOTENCY_RETENTION_SECONDS.read(),
             idempotency_expiry_interval_seconds=IDEMPOTENCY_EXPIRY_INTERVAL_SECONDS.read(),
+            hold_expiry_interval_seconds=HOLD_EXPIRY_INTERVAL_SECONDS.read(),
             shutdown_grace_seconds=SHUTDOWN_GRACE_SECONDS.read(),
             topic=EVENTS_TOPIC.read(),
             reuse_port=REUSE_PORT.read(),

@@ -1,7 +1,7 @@
 """``chronos.v1.CommandService``: protobuf in, domain command through the writer, protobuf out.
 
-Protobuf ↔ domain mapping happens only here, in the ``*_from_proto`` and
-``result_to_proto`` functions. Every error a client can cause leaves as a rich status
+Protobuf ↔ domain mapping happens only at this edge, in :mod:`command_server.requests`
+(and :mod:`command_server.holds`). Every error a client can cause leaves as a rich status
 (see ``chronos.rpc.status``); nothing a client sends can produce INTERNAL or UNKNOWN.
 """
 
@@ -18,24 +18,10 @@ from google.rpc import status_pb2
 from opentelemetry import trace
 
 from chronos.domain import limits, validation
-from chronos.domain.commands import (
-    CloseAccount,
-    Command,
-    Deposit,
-    FreezeAccount,
-    JournalLine,
-    Money,
-    OpenAccount,
-    PostJournalEntry,
-    ReverseEntry,
-    TransferFunds,
-    UnfreezeAccount,
-    Withdraw,
-)
+from chronos.domain.commands import Command, OpenAccount
 from chronos.domain.errors import FieldViolation, Reason, Rejection, validation_failed
 from chronos.errors import ChronosError
 from chronos.event_store.atomic import linked_answers
-from chronos.event_store.mapper import side_from_proto
 from chronos.event_store.results import CommandResult
 from chronos.event_store.writer import (
     CommandContext,
@@ -49,122 +35,24 @@ from chronos.rpc.status import abort, rejection_proto
 from chronos.security.authorization import authorize_command
 from chronos.security.caller import current_caller
 from chronos.telemetry import SPAN_ENDUSER_ID
-from chronos.v1 import commands_pb2, commands_pb2_grpc, ledger_pb2
+from chronos.v1 import commands_pb2, commands_pb2_grpc
+from command_server import holds
 from command_server.batch_checks import batch_violation, repeated_request_ids
+from command_server.requests import (
+    FROM_PROTO,
+    close_from_proto,
+    deposit_from_proto,
+    freeze_from_proto,
+    journal_from_proto,
+    open_account_from_proto,
+    result_to_proto,
+    reverse_entry_from_proto,
+    transfer_from_proto,
+    unfreeze_from_proto,
+    withdraw_from_proto,
+)
 
 _logger = logging.getLogger(__name__)
-
-
-def _money(message: ledger_pb2.Money) -> Money:
-    # An absent amount reads as currency "" and 0 minor units, which validation reports
-    # field by field ("amount.currency: is required", "amount.minor_units: must be positive").
-    return Money(currency=message.currency, minor_units=message.minor_units)
-
-
-def open_account_from_proto(request: commands_pb2.OpenAccountRequest) -> OpenAccount:
-    return OpenAccount(
-        request_id=request.request_id,
-        account_id=request.account_id,
-        owner_name=request.owner_name,
-        currency=request.currency,
-        overdraft_limit_minor=request.overdraft_limit_minor,
-        metadata=tuple(sorted(request.metadata.items())),
-    )
-
-
-def deposit_from_proto(request: commands_pb2.DepositRequest) -> Deposit:
-    return Deposit(
-        request_id=request.request_id,
-        account_id=request.account_id,
-        amount=_money(request.amount),
-        description=request.description,
-        metadata=tuple(sorted(request.metadata.items())),
-    )
-
-
-def withdraw_from_proto(request: commands_pb2.WithdrawRequest) -> Withdraw:
-    return Withdraw(
-        request_id=request.request_id,
-        account_id=request.account_id,
-        amount=_money(request.amount),
-        description=request.description,
-        metadata=tuple(sorted(request.metadata.items())),
-    )
-
-
-def transfer_from_proto(request: commands_pb2.TransferFundsRequest) -> TransferFunds:
-    return TransferFunds(
-        request_id=request.request_id,
-        from_account_id=request.from_account_id,
-        to_account_id=request.to_account_id,
-        amount=_money(request.amount),
-        description=request.description,
-        metadata=tuple(sorted(request.metadata.items())),
-    )
-
-
-def journal_from_proto(request: commands_pb2.PostJournalEntryRequest) -> PostJournalEntry:
-    return PostJournalEntry(
-        request_id=request.request_id,
-        lines=tuple(
-            JournalLine(
-                account_id=line.account_id,
-                amount=_money(line.amount),
-                side=side_from_proto(line.side),
-            )
-            for line in request.lines
-        ),
-        description=request.description,
-        metadata=tuple(sorted(request.metadata.items())),
-    )
-
-
-def freeze_from_proto(request: commands_pb2.FreezeAccountRequest) -> FreezeAccount:
-    return FreezeAccount(
-        request_id=request.request_id, account_id=request.account_id, reason=request.reason
-    )
-
-
-def unfreeze_from_proto(request: commands_pb2.UnfreezeAccountRequest) -> UnfreezeAccount:
-    return UnfreezeAccount(
-        request_id=request.request_id, account_id=request.account_id, reason=request.reason
-    )
-
-
-def close_from_proto(request: commands_pb2.CloseAccountRequest) -> CloseAccount:
-    return CloseAccount(
-        request_id=request.request_id, account_id=request.account_id, reason=request.reason
-    )
-
-
-def reverse_entry_from_proto(request: commands_pb2.ReverseEntryRequest) -> ReverseEntry:
-    return ReverseEntry(
-        request_id=request.request_id,
-        entry_id=request.entry_id,
-        reason=request.reason,
-        force=request.force,
-        metadata=tuple(sorted(request.metadata.items())),
-    )
-
-
-def result_to_proto(result: CommandResult) -> commands_pb2.CommandResponse:
-    return commands_pb2.CommandResponse(
-        position=result.position,
-        account_id=result.account_id,
-        entry_id=result.entry_id,
-        balances=[
-            commands_pb2.AccountBalance(
-                account_id=balance.account_id,
-                balance=ledger_pb2.Money(
-                    currency=balance.currency, minor_units=balance.balance_minor
-                ),
-                version=balance.version,
-            )
-            for balance in result.balances
-        ],
-        replayed=result.replayed,
-        event_ids=list(result.event_ids),
-    )
 
 
 def _metadata_value(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str:
@@ -172,19 +60,6 @@ def _metadata_value(context: grpc.aio.ServicerContext[Any, Any], key: str) -> st
         if item.key == key and isinstance(item.value, str):
             return item.value[:128]
     return ""
-
-
-# Which mapping reads each field of the BatchCommand oneof.
-_FROM_PROTO: dict[str, Callable[[Any], Command]] = {
-    "open_account": open_account_from_proto,
-    "deposit": deposit_from_proto,
-    "withdraw": withdraw_from_proto,
-    "transfer_funds": transfer_from_proto,
-    "post_journal_entry": journal_from_proto,
-    "freeze_account": freeze_from_proto,
-    "unfreeze_account": unfreeze_from_proto,
-    "close_account": close_from_proto,
-}
 
 
 def commands_in(request: Any) -> int:
@@ -206,10 +81,12 @@ class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
         *,
         new_account_id: Callable[[], str] = lambda: str(uuid.uuid4()),
         traceparent: Callable[[], str] = lambda: "",
+        hold_accounts: holds.HoldAccounts | None = None,
     ) -> None:
         self._writer = writer
         self._new_account_id = new_account_id
         self._traceparent = traceparent
+        self._hold_accounts = hold_accounts or writer.hold_accounts
 
     def _prepare(
         self, command: Command, context: grpc.aio.ServicerContext[Any, Any]
@@ -275,6 +152,10 @@ class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
     async def _run(
         self, command: Command, context: grpc.aio.ServicerContext[Any, Any]
     ) -> commands_pb2.CommandResponse:
+        try:
+            command = await holds.with_hold_accounts(command, self._hold_accounts)
+        except ChronosError as error:
+            await abort(context, self._rejection(error, command.request_id))
         refusal = _refusal(command)
         if refusal is not None:
             await abort(context, refusal)
@@ -308,6 +189,17 @@ class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
     async def CloseAccount(self, request: Any, context: Any) -> commands_pb2.CommandResponse:
         return await self._run(close_from_proto(request), context)
 
+    async def CreatePendingTransfer(
+        self, request: Any, context: Any
+    ) -> commands_pb2.CommandResponse:
+        return await self._run(holds.create_from_proto(request), context)
+
+    async def PostPendingTransfer(self, request: Any, context: Any) -> commands_pb2.CommandResponse:
+        return await self._run(holds.post_from_proto(request), context)
+
+    async def VoidPendingTransfer(self, request: Any, context: Any) -> commands_pb2.CommandResponse:
+        return await self._run(holds.void_from_proto(request), context)
+
     async def ReverseEntry(self, request: Any, context: Any) -> commands_pb2.CommandResponse:
         return await self._run(reverse_entry_from_proto(request), context)
 
@@ -324,7 +216,7 @@ class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
         prepared_at: list[int] = []
         for index, item in enumerate(request.commands):
             try:
-                prepared.append(self._prepare_item(item, context))
+                prepared.append(await self._prepare_item(item, context))
             except Rejection as rejection:
                 refusals[index] = rejection
                 continue
@@ -354,18 +246,22 @@ class CommandServicer(commands_pb2_grpc.CommandServiceServicer):
             for index, answer in enumerate(linked_answers(refusals, count))
         ]
 
-    def _prepare_item(
+    async def _prepare_item(
         self, item: commands_pb2.BatchCommand, context: grpc.aio.ServicerContext[Any, Any]
     ) -> tuple[Command, bytes, CommandContext]:
-        """One command of a batch, authorized and prepared; raises its Rejection (counted
-        and logged once)."""
+        """One command of a batch, its hold's accounts filled in, authorized and
+        prepared; raises its Rejection (counted and logged once)."""
         kind = item.WhichOneof("command")
         if kind is None:
             rejection = validation_failed(
                 [FieldViolation("command", "exactly one command must be set")]
             )
             raise self._rejection(rejection, "")
-        command = _FROM_PROTO[kind](getattr(item, kind))
+        command = FROM_PROTO[kind](getattr(item, kind))
+        try:
+            command = await holds.with_hold_accounts(command, self._hold_accounts)
+        except ChronosError as error:
+            raise self._rejection(error, command.request_id) from None
         refusal = _refusal(command)
         if refusal is not None:
             raise refusal

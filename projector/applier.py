@@ -62,7 +62,7 @@ class DocumentApplier:
                 "delivered; the projector stops rather than fold across the gap"
             )
         result = self._writer.write_documents(
-            documents.accounts, documents.transactions, refresh=self._refresh
+            documents.accounts, documents.transactions, refresh=self._refresh, holds=documents.holds
         )
         if not result.accounts_stale:
             # Else another writer got there first, and what it stored is what counts: the

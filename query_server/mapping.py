@@ -13,6 +13,7 @@ from google.protobuf import timestamp_pb2
 
 from chronos.domain.accounts import AccountStatus
 from chronos.domain.events import AccountKind, EntryKind
+from chronos.read_model.documents import HOLD_EXPIRED, HOLD_PLACED, HOLD_VOIDED
 from chronos.v1 import ledger_pb2, queries_pb2
 
 _STATUS_TO_PROTO = {
@@ -31,6 +32,10 @@ _ENTRY_KIND_TO_PROTO = {
     EntryKind.WITHDRAWAL.value: ledger_pb2.ENTRY_KIND_WITHDRAWAL,
     EntryKind.TRANSFER.value: ledger_pb2.ENTRY_KIND_TRANSFER,
     EntryKind.JOURNAL.value: ledger_pb2.ENTRY_KIND_JOURNAL,
+    EntryKind.PENDING_TRANSFER.value: ledger_pb2.ENTRY_KIND_PENDING_TRANSFER,
+    HOLD_PLACED: ledger_pb2.ENTRY_KIND_HOLD_PLACED,
+    HOLD_VOIDED: ledger_pb2.ENTRY_KIND_HOLD_VOIDED,
+    HOLD_EXPIRED: ledger_pb2.ENTRY_KIND_HOLD_EXPIRED,
     EntryKind.REVERSAL.value: ledger_pb2.ENTRY_KIND_REVERSAL,
 }
 
@@ -67,7 +72,25 @@ def account_to_proto(source: dict[str, Any], as_of: int) -> queries_pb2.GetAccou
         as_of_position=as_of,
         metadata={str(k): str(v) for k, v in (source.get("metadata") or {}).items()},
         kind=_KIND_TO_PROTO.get(source["kind"], ledger_pb2.ACCOUNT_KIND_UNSPECIFIED),
+        **pending_money(
+            source["currency"],
+            source["balance_minor"],
+            source.get("pending_debits_minor", 0),
+            source.get("pending_credits_minor", 0),
+        ),
     )
+
+
+def pending_money(
+    currency: str, balance_minor: int, debits_minor: int, credits_minor: int
+) -> dict[str, ledger_pb2.Money]:
+    """The ``pending_debits``, ``pending_credits`` and ``available`` fields of an answer
+    (``available`` is the posted balance less pending debits)."""
+    return {
+        "pending_debits": ledger_pb2.Money(currency=currency, minor_units=debits_minor),
+        "pending_credits": ledger_pb2.Money(currency=currency, minor_units=credits_minor),
+        "available": ledger_pb2.Money(currency=currency, minor_units=balance_minor - debits_minor),
+    }
 
 
 def line_to_proto(source: dict[str, Any]) -> queries_pb2.TransactionLine:
@@ -88,6 +111,16 @@ def line_to_proto(source: dict[str, Any]) -> queries_pb2.TransactionLine:
         event_id=source["event_id"],
         # Lines written without an authenticated caller have no principal.
         principal=source.get("principal", ""),
+        pending_id=source.get("pending_id", ""),
+        **{
+            f"{name}_after": money
+            for name, money in pending_money(
+                currency,
+                source["balance_after_minor"],
+                source.get("pending_debits_after_minor", 0),
+                source.get("pending_credits_after_minor", 0),
+            ).items()
+        },
         # Lines of a movement without metadata (or projected before it existed) have none.
         metadata={str(k): str(v) for k, v in (source.get("metadata") or {}).items()},
         reverses_entry_id=source.get("reverses_entry_id", ""),
@@ -105,3 +138,33 @@ def summary_to_proto(hit: dict[str, Any]) -> queries_pb2.AccountSummary:
         status=_STATUS_TO_PROTO.get(source["status"], ledger_pb2.ACCOUNT_STATUS_UNSPECIFIED),
         score=float(hit.get("_score") or 0.0),
     )
+
+
+_PENDING_STATE_TO_PROTO = {
+    "PENDING": queries_pb2.PENDING_TRANSFER_STATE_PENDING,
+    "POSTED": queries_pb2.PENDING_TRANSFER_STATE_POSTED,
+    "VOIDED": queries_pb2.PENDING_TRANSFER_STATE_VOIDED,
+    "EXPIRED": queries_pb2.PENDING_TRANSFER_STATE_EXPIRED,
+}
+
+
+def pending_to_proto(source: dict[str, Any]) -> queries_pb2.PendingTransfer:
+    """A hold document."""
+    currency = source["currency"]
+    answer = queries_pb2.PendingTransfer(
+        pending_id=source["pending_id"],
+        from_account_id=source["from_account_id"],
+        to_account_id=source["to_account_id"],
+        amount=ledger_pb2.Money(currency=currency, minor_units=source["amount_minor"]),
+        posted=ledger_pb2.Money(currency=currency, minor_units=source["posted_minor"]),
+        state=_PENDING_STATE_TO_PROTO.get(
+            source["state"], queries_pb2.PENDING_TRANSFER_STATE_UNSPECIFIED
+        ),
+        description=source["description"],
+        placed_at=_timestamp(source["placed_at"]),
+        updated_at=_timestamp(source["updated_at"]),
+        position=source["last_position"],
+    )
+    if source.get("expires_at"):
+        answer.expires_at.CopyFrom(_timestamp(source["expires_at"]))
+    return answer

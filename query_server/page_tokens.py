@@ -109,4 +109,6 @@ _FLOAT32_MAX = 3.4028234663852886e38
 _SORT_VALUE_CHECKS: dict[str, tuple[Callable[[Any], bool], ...]] = {
     "ListTransactions": (_is_position,),
     "SearchAccounts": (_is_score, _is_account_id),
+    # placed_at (epoch nanoseconds), then the pending id.
+    "ListPendingTransfers": (_is_position, _is_account_id),
 }

@@ -30,6 +30,16 @@ SEARCH_QUERY_LENGTH_MAX = 200
 # The method each page token is bound to.
 _TRANSACTIONS_TOKEN = "ListTransactions"
 _SEARCH_TOKEN = "SearchAccounts"
+_PENDING_TOKEN = "ListPendingTransfers"
+PENDING_PAGE_SIZE_DEFAULT = 50
+PENDING_PAGE_SIZE_MAX = 500
+# The read model's spelling of each state a client can ask for.
+_PENDING_STATES = {
+    queries_pb2.PENDING_TRANSFER_STATE_PENDING: "PENDING",
+    queries_pb2.PENDING_TRANSFER_STATE_POSTED: "POSTED",
+    queries_pb2.PENDING_TRANSFER_STATE_VOIDED: "VOIDED",
+    queries_pb2.PENDING_TRANSFER_STATE_EXPIRED: "EXPIRED",
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,6 +66,21 @@ class TransactionsQuery:
     def next_page_token(self, last_position: int) -> str:
         """The token of the page after the line at ``last_position``."""
         return encode_page_token(_TRANSACTIONS_TOKEN, _transactions_binding(self), [last_position])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PendingQuery:
+    """ListPendingTransfers: one page of the holds of an account, maybe in one state."""
+
+    account_id: str
+    state: str | None
+    page_size: int
+    search_after: list[Any] | None
+    min_position: int
+
+    def next_page_token(self, last_sort_values: list[Any]) -> str:
+        """The token of the page after the hold with these sort values."""
+        return encode_page_token(_PENDING_TOKEN, _pending_binding(self), last_sort_values)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -162,6 +187,33 @@ def account_search(request: queries_pb2.SearchAccountsRequest) -> AccountSearch:
     )
 
 
+def pending_query(request: queries_pb2.ListPendingTransfersRequest) -> PendingQuery:
+    """Reads a ListPendingTransfers request; raises Rejection (VALIDATION_FAILED)."""
+    violations: list[FieldViolation] = []
+    account_id = _account_id(request.account_id, "account_id", violations)
+    state = _PENDING_STATES.get(request.state)
+    if state is None and request.state != queries_pb2.PENDING_TRANSFER_STATE_UNSPECIFIED:
+        violations.append(FieldViolation("state", "is not a known state"))
+    page_size = _page_size(
+        request.page_size, PENDING_PAGE_SIZE_DEFAULT, PENDING_PAGE_SIZE_MAX, violations
+    )
+    _min_position(request.min_position, violations)
+    query = PendingQuery(
+        account_id=account_id,
+        state=state,
+        page_size=page_size,
+        search_after=None,
+        min_position=request.min_position,
+    )
+    return _continued(
+        query, request.page_token, _PENDING_TOKEN, _pending_binding(query), violations
+    )
+
+
+def _pending_binding(query: PendingQuery) -> dict[str, Any]:
+    return {"account_id": query.account_id, "state": query.state}
+
+
 def _transactions_binding(query: TransactionsQuery) -> dict[str, Any]:
     binding: dict[str, Any] = {
         "account_id": query.account_id,
@@ -178,7 +230,7 @@ def _search_binding(search: AccountSearch) -> dict[str, Any]:
     return {"query": search.text, "status": search.status, "currency": search.currency}
 
 
-_Query = TypeVar("_Query", TransactionsQuery, AccountSearch)
+_Query = TypeVar("_Query", TransactionsQuery, AccountSearch, PendingQuery)
 
 
 def _continued(

@@ -38,7 +38,13 @@ from chronos.security.caller import current_caller
 from chronos.telemetry import Throttle
 from chronos.v1 import ledger_pb2, queries_pb2, queries_pb2_grpc
 from query_server import requests
-from query_server.mapping import account_to_proto, line_to_proto, summary_to_proto
+from query_server.mapping import (
+    account_to_proto,
+    line_to_proto,
+    pending_money,
+    pending_to_proto,
+    summary_to_proto,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -149,6 +155,17 @@ class QueryServicer(queries_pb2_grpc.QueryServiceServicer):
             raise projection_behind(min_position, await watermark.current())
         return visible
 
+    async def _account_page(
+        self, account_id: str, listing: Awaitable[list[dict[str, Any]]], page_size: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """A page of an account's hits and whether another follows (``listing`` asks for
+        one more than a page, which tells); NOT_FOUND for an account the read model does
+        not know."""
+        source, hits = await asyncio.gather(self._read.get_account(account_id), listing)
+        if source is None:
+            raise account_not_found(account_id)
+        return hits[:page_size], len(hits) > page_size
+
     async def GetAccount(
         self, request: queries_pb2.GetAccountRequest, context: Any
     ) -> queries_pb2.GetAccountResponse:
@@ -177,9 +194,8 @@ class QueryServicer(queries_pb2_grpc.QueryServiceServicer):
             raise_if_refused(QUERY_SERVER, authorize_read(current_caller(), request.account_id))
             query = requests.transactions_query(request)
             as_of = await self._as_of(query.min_position, context)
-            # One more than a page tells whether another page follows.
-            source, hits = await asyncio.gather(
-                self._read.get_account(query.account_id),
+            page, more = await self._account_page(
+                query.account_id,
                 self._read.lines(
                     query.account_id,
                     start=query.start,
@@ -188,12 +204,10 @@ class QueryServicer(queries_pb2_grpc.QueryServiceServicer):
                     search_after=query.search_after,
                     metadata=query.metadata,
                 ),
+                query.page_size,
             )
-            if source is None:
-                raise account_not_found(query.account_id)
-            page = hits[: query.page_size]
             next_token = ""
-            if len(hits) > query.page_size:
+            if more:
                 next_token = query.next_page_token(int(page[-1]["_source"]["position"]))
             return queries_pb2.ListTransactionsResponse(
                 lines=[line_to_proto(hit["_source"]) for hit in page],
@@ -220,10 +234,46 @@ class QueryServicer(queries_pb2_grpc.QueryServiceServicer):
             if source is None:
                 raise account_not_found(query.account_id)
             balance = int(line["balance_after_minor"]) if line else 0
+            line = line or {}
             return queries_pb2.GetBalanceAtResponse(
                 account_id=query.account_id,
                 balance=ledger_pb2.Money(currency=source["currency"], minor_units=balance),
-                line_position=int(line["position"]) if line else 0,
+                line_position=int(line.get("position", 0)),
+                as_of_position=as_of,
+                **pending_money(
+                    source["currency"],
+                    balance,
+                    int(line.get("pending_debits_after_minor", 0)),
+                    int(line.get("pending_credits_after_minor", 0)),
+                ),
+            )
+
+        return await self._serve(context, handle)
+
+    async def ListPendingTransfers(
+        self, request: queries_pb2.ListPendingTransfersRequest, context: Any
+    ) -> queries_pb2.ListPendingTransfersResponse:
+        """The holds an account takes part in, newest placed first, maybe in one state;
+        pages as ListTransactions' (the token continues after the last hold)."""
+
+        async def handle() -> queries_pb2.ListPendingTransfersResponse:
+            raise_if_refused(QUERY_SERVER, authorize_read(current_caller(), request.account_id))
+            query = requests.pending_query(request)
+            as_of = await self._as_of(query.min_position, context)
+            page, more = await self._account_page(
+                query.account_id,
+                self._read.pending_transfers(
+                    query.account_id,
+                    state=query.state,
+                    size=query.page_size + 1,
+                    search_after=query.search_after,
+                ),
+                query.page_size,
+            )
+            next_token = query.next_page_token(list(page[-1]["sort"])) if more else ""
+            return queries_pb2.ListPendingTransfersResponse(
+                pending_transfers=[pending_to_proto(hit["_source"]) for hit in page],
+                next_page_token=next_token,
                 as_of_position=as_of,
             )
 

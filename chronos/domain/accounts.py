@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 
+from chronos.domain.commands import Side
 from chronos.domain.events import (
     AccountClosed,
     AccountFrozen,
@@ -17,7 +18,9 @@ from chronos.domain.events import (
     AccountOpened,
     AccountUnfrozen,
     DomainEvent,
+    HoldLine,
     LinePosted,
+    PendingTransferPosted,
 )
 
 
@@ -40,6 +43,14 @@ class Account:
     balance_minor: int
     version: int
     metadata: tuple[tuple[str, str], ...] = ()
+    # Open holds: money reserved on this account (debits) and promised to it (credits).
+    pending_debits_minor: int = 0
+    pending_credits_minor: int = 0
+
+    @property
+    def available_minor(self) -> int:
+        """Posted balance less pending debits; pending credits never count."""
+        return self.balance_minor - self.pending_debits_minor
 
     @property
     def balance_floor_minor(self) -> int | None:
@@ -78,15 +89,62 @@ def evolve(account: Account | None, event: DomainEvent, version: int) -> Account
     )
     assert event.account_id == account.account_id
     if isinstance(event, LinePosted):
-        assert event.currency == account.currency
-        balance = account.balance_minor + event.signed_amount_minor
-        assert balance == event.balance_after_minor, "balance_after does not match the stream"
-        return replace(account, balance_minor=balance, version=version)
+        return _evolve_line(account, event, version)
+    if isinstance(event, HoldLine):
+        return _evolve_hold(account, event, version)
     if isinstance(event, AccountFrozen):
         return replace(account, status=AccountStatus.FROZEN, version=version)
     if isinstance(event, AccountUnfrozen):
         return replace(account, status=AccountStatus.ACTIVE, version=version)
     if isinstance(event, AccountClosed):
         assert account.balance_minor == 0
+        assert account.pending_debits_minor == account.pending_credits_minor == 0
         return replace(account, status=AccountStatus.CLOSED, version=version)
     raise AssertionError(f"unknown event type {type(event).__name__}")
+
+
+def _pending_after(debits: int, credits: int, side: Side, change: int) -> tuple[int, int]:
+    """The pending (debits, credits) after ``change`` on the ``side`` of a hold."""
+    if side is Side.DEBIT:
+        return debits + change, credits
+    return debits, credits + change
+
+
+def _evolve_line(account: Account, event: LinePosted, version: int) -> Account:
+    assert event.currency == account.currency
+    balance = account.balance_minor + event.signed_amount_minor
+    assert balance == event.balance_after_minor, "balance_after does not match the stream"
+    debits, credits = account.pending_debits_minor, account.pending_credits_minor
+    if isinstance(event, PendingTransferPosted):
+        held = event.amount_minor + event.released_minor
+        debits, credits = _pending_after(debits, credits, event.side, -held)
+    assert (debits, credits) == (
+        event.pending_debits_after_minor,
+        event.pending_credits_after_minor,
+    ), "pending after does not match the stream"
+    return replace(
+        account,
+        balance_minor=balance,
+        pending_debits_minor=debits,
+        pending_credits_minor=credits,
+        version=version,
+    )
+
+
+def _evolve_hold(account: Account, event: HoldLine, version: int) -> Account:
+    assert event.currency == account.currency
+    assert event.balance_after_minor == account.balance_minor
+    debits, credits = _pending_after(
+        account.pending_debits_minor,
+        account.pending_credits_minor,
+        event.side,
+        event.pending_change_minor,
+    )
+    assert debits >= 0 and credits >= 0, "a hold released more than was pending"
+    assert (debits, credits) == (
+        event.pending_debits_after_minor,
+        event.pending_credits_after_minor,
+    ), "pending after does not match the stream"
+    return replace(
+        account, pending_debits_minor=debits, pending_credits_minor=credits, version=version
+    )

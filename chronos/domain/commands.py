@@ -102,6 +102,58 @@ class CloseAccount:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CreatePendingTransfer:
+    """Reserves ``amount`` on the from account for a later post or void (a hold)."""
+
+    request_id: str
+    from_account_id: str
+    to_account_id: str
+    amount: Money
+    description: str = ""
+    # 0: the hold never expires; otherwise the ledger voids it this long after it was placed.
+    timeout_seconds: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PostPendingTransfer:
+    """Moves a hold's money: all of it (``amount.minor_units`` 0), or part, releasing the
+    rest. The hold's two accounts are not the client's to give: the server fills them in
+    from the hold before deciding, so the accounts can be locked and authorized."""
+
+    request_id: str
+    pending_id: str
+    amount: Money = Money(currency="", minor_units=0)
+    from_account_id: str = ""
+    to_account_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VoidPendingTransfer:
+    """Releases a hold without moving money; accounts filled in as for a post."""
+
+    request_id: str
+    pending_id: str
+    reason: str = ""
+    from_account_id: str = ""
+    to_account_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExpirePendingTransfer:
+    """The ledger's own void of a hold whose timeout passed (sent by the expiry job)."""
+
+    request_id: str
+    pending_id: str
+    from_account_id: str
+    to_account_id: str
+
+
+HoldCommand = (
+    CreatePendingTransfer | PostPendingTransfer | VoidPendingTransfer | ExpirePendingTransfer
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OriginalLine:
     """A line of the entry a :class:`ReverseEntry` names, as the event store holds it.
 
@@ -145,5 +197,9 @@ Command = (
     | FreezeAccount
     | UnfreezeAccount
     | CloseAccount
+    | CreatePendingTransfer
+    | PostPendingTransfer
+    | VoidPendingTransfer
+    | ExpirePendingTransfer
     | ReverseEntry
 )

@@ -33,8 +33,10 @@ class Reason(enum.Enum):
     VALIDATION_FAILED = "VALIDATION_FAILED"
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
     ACCOUNT_NOT_FOUND = "ACCOUNT_NOT_FOUND"
-    # ReverseEntry: no entry has the id; the entry is a reversal (or a kind that cannot
-    # be reversed); the entry was reversed already.
+    # No hold has this pending_id.
+    PENDING_TRANSFER_NOT_FOUND = "PENDING_TRANSFER_NOT_FOUND"
+    # ReverseEntry: no entry has the id; the entry is a reversal or a hold's post (or
+    # another kind that cannot be reversed); the entry was reversed already.
     ENTRY_NOT_FOUND = "ENTRY_NOT_FOUND"
     ENTRY_NOT_REVERSIBLE = "ENTRY_NOT_REVERSIBLE"
     ENTRY_ALREADY_REVERSED = "ENTRY_ALREADY_REVERSED"
@@ -43,9 +45,15 @@ class Reason(enum.Enum):
     ACCOUNT_FROZEN = "ACCOUNT_FROZEN"
     ACCOUNT_NOT_FROZEN = "ACCOUNT_NOT_FROZEN"
     CURRENCY_MISMATCH = "CURRENCY_MISMATCH"
+    # The hold was already posted, voided or expired (or its timeout has passed).
+    PENDING_TRANSFER_NOT_PENDING = "PENDING_TRANSFER_NOT_PENDING"
+    # A post asked for more than the hold reserves.
+    AMOUNT_EXCEEDS_PENDING = "AMOUNT_EXCEEDS_PENDING"
     INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
     BALANCE_OVERFLOW = "BALANCE_OVERFLOW"
     ACCOUNT_NOT_EMPTY = "ACCOUNT_NOT_EMPTY"
+    # Closing an account that still has open holds (pending debits or credits).
+    ACCOUNT_HAS_PENDING = "ACCOUNT_HAS_PENDING"
     CONCURRENCY_CONFLICT = "CONCURRENCY_CONFLICT"
     # Of an ordered batch (ExecuteBatch): an earlier command failed for a reason that is
     # not the client's, so this one was not run, to keep the batch's order.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from chronos.domain.commands import Side
 
@@ -23,6 +24,8 @@ class EntryKind(enum.Enum):
     WITHDRAWAL = "WITHDRAWAL"
     TRANSFER = "TRANSFER"
     JOURNAL = "JOURNAL"
+    # The money a hold moves when it is posted.
+    PENDING_TRANSFER = "PENDING_TRANSFER"
     REVERSAL = "REVERSAL"
 
 
@@ -67,6 +70,10 @@ class LinePosted:
     counterparty_account_id: str = ""
     description: str = ""
     line_index: int = 0
+    # The account's open holds right after the line (unchanged by an ordinary line):
+    # every line carries them, so a statement line shows the available balance.
+    pending_debits_after_minor: int = 0
+    pending_credits_after_minor: int = 0
     # The posting command's metadata, the same on every line of the entry.
     metadata: tuple[tuple[str, str], ...] = ()
     # Of a reversal's line (EntryReversed): the entry it reverses; empty on every other
@@ -101,6 +108,70 @@ class JournalEntryPosted(LinePosted):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PendingTransferPosted(LinePosted):
+    """The money a hold moves, as one line of its entry. The line takes the hold's whole
+    amount off the account's pending side: ``amount_minor`` posted, ``released_minor``
+    given back (a partial post releases the rest)."""
+
+    pending_id: str = ""
+    released_minor: int = 0
+    # When the hold was placed, and its timeout (None: none), so that every event of a
+    # hold describes it whole (the read side's hold documents are built from any one).
+    placed_at: datetime | None = None
+    expires_at: datetime | None = None
+    kind: EntryKind = field(default=EntryKind.PENDING_TRANSFER, init=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HoldLine:
+    """A hold reserved or released, as seen from one of its two accounts: the debit side
+    is the account the hold reserves money on, the credit side the account it would pay.
+    The posted balance does not move; ``amount_minor`` is added to (placed) or taken off
+    (released) the account's pending debits or credits."""
+
+    pending_id: str
+    account_id: str
+    side: Side
+    currency: str
+    amount_minor: int
+    balance_after_minor: int
+    pending_debits_after_minor: int
+    pending_credits_after_minor: int
+    counterparty_account_id: str = ""
+    description: str = ""
+    line_index: int = 0
+    # When the hold was placed, and its timeout (None: it never expires).
+    placed_at: datetime | None = None
+    expires_at: datetime | None = None
+
+    @property
+    def pending_change_minor(self) -> int:
+        """How much the pending side of ``side`` changes: positive when placed."""
+        return self.amount_minor
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PendingTransferCreated(HoldLine):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PendingTransferVoided(HoldLine):
+    reason: str = ""
+
+    @property
+    def pending_change_minor(self) -> int:
+        return -self.amount_minor
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PendingTransferExpired(HoldLine):
+    @property
+    def pending_change_minor(self) -> int:
+        return -self.amount_minor
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EntryReversed(LinePosted):
     """A line of a reversal: the mirror of line ``line_index`` of ``reverses_entry_id``."""
 
@@ -112,8 +183,11 @@ LINE_EVENT_BY_KIND: dict[EntryKind, type[LinePosted]] = {
     EntryKind.WITHDRAWAL: FundsWithdrawn,
     EntryKind.TRANSFER: FundsTransferred,
     EntryKind.JOURNAL: JournalEntryPosted,
+    EntryKind.PENDING_TRANSFER: PendingTransferPosted,
     EntryKind.REVERSAL: EntryReversed,
 }
 
 # Line events are matched by their base class: all four kinds share its fields and rules.
-DomainEvent = AccountOpened | AccountFrozen | AccountUnfrozen | AccountClosed | LinePosted
+DomainEvent = (
+    AccountOpened | AccountFrozen | AccountUnfrozen | AccountClosed | LinePosted | HoldLine
+)

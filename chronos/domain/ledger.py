@@ -13,14 +13,12 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
-from chronos.domain import limits
 from chronos.domain.accounts import Account, AccountStatus, evolve
 from chronos.domain.commands import (
     CloseAccount,
     Command,
     Deposit,
     FreezeAccount,
-    Money,
     OpenAccount,
     PostJournalEntry,
     ReverseEntry,
@@ -32,7 +30,6 @@ from chronos.domain.commands import (
 from chronos.domain.currencies import ISO_4217_CODES
 from chronos.domain.errors import Reason, Rejection
 from chronos.domain.events import (
-    LINE_EVENT_BY_KIND,
     AccountClosed,
     AccountFrozen,
     AccountKind,
@@ -42,6 +39,7 @@ from chronos.domain.events import (
     EntryKind,
 )
 from chronos.domain.movement_metadata import with_metadata
+from chronos.domain.postings import Leg, check_postable, line_events, require_account
 
 # System account ids are derived from the currency so every server process agrees on
 # them without a lookup. The namespace is fixed forever: changing it would orphan the
@@ -64,6 +62,8 @@ class Decision:
     account_id: str
     entry_id: str
     events: tuple[DomainEvent, ...]
+    # The hold a hold command created or changed ("" for other commands).
+    pending_id: str = ""
 
 
 def accounts_touched(command: Command) -> tuple[str, ...]:
@@ -85,14 +85,9 @@ def accounts_touched(command: Command) -> tuple[str, ...]:
             return (command.account_id,)
         case ReverseEntry():
             return tuple(dict.fromkeys(line.account_id for line in command.original))
-
-
-@dataclass(frozen=True, slots=True)
-class _Leg:
-    account_id: str
-    side: Side
-    amount: Money
-    counterparty_account_id: str = ""
+        case _:
+            # A post or void of a hold not found names no account: nothing to lock.
+            return tuple(a for a in (command.from_account_id, command.to_account_id) if a)
 
 
 def decide(
@@ -122,6 +117,8 @@ def decide(
             return replace(posted, events=with_metadata(posted.events, command.metadata))
         case ReverseEntry():
             raise AssertionError("a reversal needs the reversed entries: decide_reversal()")
+        case _:
+            raise AssertionError(f"{type(command).__name__} is decided by chronos.domain.holds")
 
 
 def _open(command: OpenAccount, accounts: Mapping[str, Account | None]) -> Decision:
@@ -147,7 +144,7 @@ def _open(command: OpenAccount, accounts: Mapping[str, Account | None]) -> Decis
 
 def _entry_of(
     command: Deposit | Withdraw | TransferFunds | PostJournalEntry,
-) -> tuple[EntryKind, str, list[_Leg]]:
+) -> tuple[EntryKind, str, list[Leg]]:
     """The journal entry a money movement posts: its kind, the account it is about (the
     one its answer reports), and its legs in posting order."""
     match command:
@@ -157,8 +154,8 @@ def _entry_of(
                 EntryKind.DEPOSIT,
                 command.account_id,
                 [
-                    _Leg(system_id, Side.DEBIT, command.amount, command.account_id),
-                    _Leg(command.account_id, Side.CREDIT, command.amount, system_id),
+                    Leg(system_id, Side.DEBIT, command.amount, command.account_id),
+                    Leg(command.account_id, Side.CREDIT, command.amount, system_id),
                 ],
             )
         case Withdraw():
@@ -167,8 +164,8 @@ def _entry_of(
                 EntryKind.WITHDRAWAL,
                 command.account_id,
                 [
-                    _Leg(command.account_id, Side.DEBIT, command.amount, system_id),
-                    _Leg(system_id, Side.CREDIT, command.amount, command.account_id),
+                    Leg(command.account_id, Side.DEBIT, command.amount, system_id),
+                    Leg(system_id, Side.CREDIT, command.amount, command.account_id),
                 ],
             )
         case TransferFunds():
@@ -177,35 +174,23 @@ def _entry_of(
                 EntryKind.TRANSFER,
                 source,
                 [
-                    _Leg(source, Side.DEBIT, command.amount, target),
-                    _Leg(target, Side.CREDIT, command.amount, source),
+                    Leg(source, Side.DEBIT, command.amount, target),
+                    Leg(target, Side.CREDIT, command.amount, source),
                 ],
             )
         case PostJournalEntry():
             assert command.lines, "validated journal entries have lines"
             legs = [
-                _Leg(line.account_id, line.side or Side.DEBIT, line.amount)
-                for line in command.lines
+                Leg(line.account_id, line.side or Side.DEBIT, line.amount) for line in command.lines
             ]
             return EntryKind.JOURNAL, command.lines[0].account_id, legs
-
-
-def _require_account(accounts: Mapping[str, Account | None], account_id: str) -> Account:
-    account = accounts[account_id]
-    if account is None:
-        raise Rejection(
-            Reason.ACCOUNT_NOT_FOUND,
-            f"Account {account_id} does not exist.",
-            metadata={"account_id": account_id},
-        )
-    return account
 
 
 def _change_status(
     command: FreezeAccount | UnfreezeAccount | CloseAccount,
     accounts: Mapping[str, Account | None],
 ) -> Decision:
-    account = _require_account(accounts, command.account_id)
+    account = require_account(accounts, command.account_id)
     meta = {"account_id": account.account_id}
     if account.status is AccountStatus.CLOSED:
         raise Rejection(
@@ -237,13 +222,19 @@ def _change_status(
                     f"{account.currency} minor units; only an account at zero can be closed.",
                     metadata={**meta, "balance_minor": str(account.balance_minor)},
                 )
+            if account.pending_debits_minor or account.pending_credits_minor:
+                raise Rejection(
+                    Reason.ACCOUNT_HAS_PENDING,
+                    f"Account {account.account_id} has open holds; end them first.",
+                    metadata=meta,
+                )
             event = AccountClosed(account_id=account.account_id, reason=command.reason)
     return Decision(account_id=account.account_id, entry_id="", events=(event,))
 
 
 def _post(
     kind: EntryKind,
-    legs: list[_Leg],
+    legs: list[Leg],
     subject_account_id: str,
     description: str,
     accounts: Mapping[str, Account | None],
@@ -253,16 +244,16 @@ def _post(
     opened, events = _open_system_accounts(kind, legs, accounts)
 
     def state(account_id: str) -> Account:
-        return opened.get(account_id) or _require_account(accounts, account_id)
+        return opened.get(account_id) or require_account(accounts, account_id)
 
-    _check_postable(legs, state)
+    check_postable(legs, state)
     entry_id = new_id()
-    events.extend(_lines(kind, entry_id, legs, description, state))
+    events.extend(line_events(kind, entry_id, legs, description, state))
     return Decision(account_id=subject_account_id, entry_id=entry_id, events=tuple(events))
 
 
 def _open_system_accounts(
-    kind: EntryKind, legs: list[_Leg], accounts: Mapping[str, Account | None]
+    kind: EntryKind, legs: list[Leg], accounts: Mapping[str, Account | None]
 ) -> tuple[dict[str, Account], list[DomainEvent]]:
     """Deposits and withdrawals open the currency's system account on first use."""
     opened: dict[str, Account] = {}
@@ -283,105 +274,3 @@ def _open_system_accounts(
             opened[leg.account_id] = evolve(None, system_opened, 1)
             events.append(system_opened)
     return opened, events
-
-
-def _check_postable(legs: list[_Leg], state: Callable[[str], Account]) -> None:
-    """The rules that hold for each leg alone, each over every leg before the next
-    (existence, closed, frozen, currency), so the first reason in Reason order wins."""
-    for leg in legs:
-        state(leg.account_id)
-    for leg in legs:
-        account = state(leg.account_id)
-        if account.status is AccountStatus.CLOSED:
-            raise Rejection(
-                Reason.ACCOUNT_CLOSED,
-                f"Account {account.account_id} is closed and accepts no postings.",
-                metadata={"account_id": account.account_id},
-            )
-    for leg in legs:
-        account = state(leg.account_id)
-        # Frozen accounts accept credits (incoming money still lands) but no debits.
-        if account.status is AccountStatus.FROZEN and leg.side is Side.DEBIT:
-            raise Rejection(
-                Reason.ACCOUNT_FROZEN,
-                f"Account {account.account_id} is frozen and cannot be debited.",
-                metadata={"account_id": account.account_id},
-            )
-    for leg in legs:
-        account = state(leg.account_id)
-        if account.currency != leg.amount.currency:
-            raise Rejection(
-                Reason.CURRENCY_MISMATCH,
-                f"Account {account.account_id} holds {account.currency}, "
-                f"not {leg.amount.currency}.",
-                metadata={
-                    "account_id": account.account_id,
-                    "account_currency": account.currency,
-                    "amount_currency": leg.amount.currency,
-                },
-            )
-
-
-def _lines(
-    kind: EntryKind,
-    entry_id: str,
-    legs: list[_Leg],
-    description: str,
-    state: Callable[[str], Account],
-) -> list[DomainEvent]:
-    """The entry's line events. The lines are walked in order, checking every running
-    balance against its floor (so no statement line ever shows a balance below the
-    limit) and the int64 range."""
-    balances = {account_id: state(account_id).balance_minor for account_id in _ids(legs)}
-    event_type = LINE_EVENT_BY_KIND[kind]
-    events: list[DomainEvent] = []
-    for index, leg in enumerate(legs):
-        account = state(leg.account_id)
-        balance_after = _balance_after(account, balances[leg.account_id], leg)
-        balances[leg.account_id] = balance_after
-        events.append(
-            event_type(
-                entry_id=entry_id,
-                account_id=leg.account_id,
-                side=leg.side,
-                currency=leg.amount.currency,
-                amount_minor=leg.amount.minor_units,
-                balance_after_minor=balance_after,
-                counterparty_account_id=leg.counterparty_account_id,
-                description=description,
-                line_index=index,
-            )
-        )
-    return events
-
-
-def _balance_after(account: Account, balance_minor: int, leg: _Leg) -> int:
-    """The account's balance after ``leg``, refused below its floor or outside int64."""
-    signed = leg.amount.minor_units if leg.side is Side.CREDIT else -leg.amount.minor_units
-    balance_after = balance_minor + signed
-    floor = account.balance_floor_minor
-    if floor is not None and balance_after < floor:
-        raise Rejection(
-            Reason.INSUFFICIENT_FUNDS,
-            f"Insufficient funds in account {account.account_id}: the balance is "
-            f"{balance_minor} {account.currency} minor units and the overdraft "
-            f"limit {account.overdraft_limit_minor}, so at most "
-            f"{balance_minor + account.overdraft_limit_minor} can be debited; "
-            f"{leg.amount.minor_units} requested.",
-            metadata={
-                "account_id": account.account_id,
-                "balance_minor": str(balance_minor),
-                "requested_minor": str(leg.amount.minor_units),
-            },
-        )
-    if balance_after > limits.INT64_MAX or balance_after < limits.INT64_MIN:
-        raise Rejection(
-            Reason.BALANCE_OVERFLOW,
-            f"Account {account.account_id}'s balance would leave the signed 64-bit range.",
-            metadata={"account_id": account.account_id},
-        )
-    return balance_after
-
-
-def _ids(legs: list[_Leg]) -> list[str]:
-    return list(dict.fromkeys(leg.account_id for leg in legs))

@@ -8,6 +8,9 @@ METADATA_ENTRIES_MAX = 32
 METADATA_KEY_LENGTH_MAX = 64
 METADATA_VALUE_LENGTH_MAX = 512
 JOURNAL_LINES_MAX = 64
+# The longest a hold may wait for its post or void: a reservation left for longer is a
+# liability nobody is watching, not a card authorization (those last days to weeks).
+PENDING_TIMEOUT_SECONDS_MAX = 366 * 86_400
 # Commands in one ExecuteBatch call, and journal-entry lines over all of them: big enough
 # to amortize a round trip, small enough that the answer of a batch that committed fits
 # a client's default 4 MB receive limit (each line answers a balance and an event id,

@@ -17,10 +17,14 @@ from chronos.domain.accounts import Account
 from chronos.domain.commands import Money, OriginalLine, ReverseEntry, Side
 from chronos.domain.errors import Reason, Rejection
 from chronos.domain.events import AccountKind, DomainEvent, EntryKind, EntryReversed, LinePosted
-from chronos.domain.ledger import Decision, _check_postable, _Leg, _lines, _require_account
+from chronos.domain.ledger import Decision
+from chronos.domain.postings import Leg, check_postable, line_events, require_account
 
 # The kinds of entry a reversal may mirror. Anything else is refused as not reversible:
-# a reversal, and any kind added later until it is decided that it may be reversed.
+# a reversal; a hold's post (PENDING_TRANSFER), since a hold is undone by voiding it
+# before it is posted, and a reversal would leave the hold reading POSTED with its money
+# back; and any kind added later until it is decided that it may be reversed. (A hold's
+# placing, void and expiry post no entry: their ids are no entry's.)
 REVERSIBLE_KINDS = frozenset(
     {EntryKind.DEPOSIT, EntryKind.WITHDRAWAL, EntryKind.TRANSFER, EntryKind.JOURNAL}
 )
@@ -53,17 +57,17 @@ def decide_reversal(
     legs = [_mirror(line) for line in command.original]
 
     def state(account_id: str) -> Account:
-        account = _require_account(accounts, account_id)
+        account = require_account(accounts, account_id)
         # A forced reversal waives the account's floor, as a system account has none;
         # the signed 64-bit range still holds.
         return replace(account, kind=AccountKind.SYSTEM) if command.force else account
 
-    _check_postable(legs, state)
+    check_postable(legs, state)
     entry_id = new_id()
     # The event store reads an entry's lines in line order, and they are numbered from 0,
     # so the mirror of line i is line i.
     assert [line.line_index for line in command.original] == list(range(len(legs)))
-    lines = _lines(EntryKind.REVERSAL, entry_id, legs, command.reason, state)
+    lines = line_events(EntryKind.REVERSAL, entry_id, legs, command.reason, state)
     events: tuple[DomainEvent, ...] = tuple(
         replace(line, reverses_entry_id=command.entry_id, metadata=command.metadata)
         for line in lines
@@ -102,6 +106,11 @@ def check_reversible(command: ReverseEntry, reversed_by: Mapping[str, str]) -> N
                 f"Entry {command.entry_id} is the reversal of entry {reversed_entry_id}, "
                 "and a reversal cannot be reversed; to restore the movement, post it again."
             )
+        elif EntryKind.PENDING_TRANSFER.value in kinds:
+            message = (
+                f"Entry {command.entry_id} is the post of a hold, and a hold cannot be "
+                "reversed; void a hold before it is posted, or transfer the money back."
+            )
         else:
             message = f"Entry {command.entry_id} is of a kind that cannot be reversed."
         raise Rejection(Reason.ENTRY_NOT_REVERSIBLE, message, metadata=meta)
@@ -115,8 +124,8 @@ def check_reversible(command: ReverseEntry, reversed_by: Mapping[str, str]) -> N
         )
 
 
-def _mirror(line: OriginalLine) -> _Leg:
-    return _Leg(
+def _mirror(line: OriginalLine) -> Leg:
+    return Leg(
         line.account_id,
         _OPPOSITE[line.side],
         Money(currency=line.currency, minor_units=line.amount_minor),

@@ -16,15 +16,19 @@ from chronos.domain import limits
 from chronos.domain.commands import (
     CloseAccount,
     Command,
+    CreatePendingTransfer,
     Deposit,
+    ExpirePendingTransfer,
     FreezeAccount,
     Money,
     OpenAccount,
     PostJournalEntry,
+    PostPendingTransfer,
     ReverseEntry,
     Side,
     TransferFunds,
     UnfreezeAccount,
+    VoidPendingTransfer,
     Withdraw,
 )
 from chronos.domain.currencies import currency_problem
@@ -64,31 +68,7 @@ def validate(command: Command) -> None:
     _check_request_id(command.request_id, violations)
     match command:
         case OpenAccount():
-            if command.account_id:
-                _check_account_id(command.account_id, "account_id", violations)
-                # Compared in canonical form: braces, "urn:uuid:" or missing hyphens
-                # spell the same id, which canonicalize() would then open.
-                if canonical_account_id(command.account_id) in SYSTEM_ACCOUNT_IDS:
-                    violations.append(
-                        FieldViolation("account_id", "is reserved for a system account")
-                    )
-            _check_text(
-                command.owner_name,
-                "owner_name",
-                limits.OWNER_NAME_LENGTH_MAX,
-                violations,
-                line_breaks=False,
-            )
-            if not command.owner_name.strip():
-                violations.append(FieldViolation("owner_name", "is required"))
-            elif not _has_visible_character(command.owner_name):
-                violations.append(FieldViolation("owner_name", "must contain a visible character"))
-            _check_currency(command.currency, "currency", violations)
-            if not 0 <= command.overdraft_limit_minor <= limits.INT64_MAX:
-                violations.append(
-                    FieldViolation("overdraft_limit_minor", "must be zero or positive")
-                )
-            _check_metadata(command.metadata, violations)
+            _check_open(command, violations)
         case Deposit() | Withdraw():
             _check_user_account(command.account_id, "account_id", violations)
             _check_money(command.amount, "amount", violations)
@@ -96,7 +76,7 @@ def validate(command: Command) -> None:
                 command.description, "description", limits.DESCRIPTION_LENGTH_MAX, violations
             )
             _check_metadata(command.metadata, violations)
-        case TransferFunds():
+        case TransferFunds() | CreatePendingTransfer():
             _check_user_account(command.from_account_id, "from_account_id", violations)
             _check_user_account(command.to_account_id, "to_account_id", violations)
             from_id = canonical_account_id(command.from_account_id)
@@ -108,13 +88,22 @@ def validate(command: Command) -> None:
             _check_text(
                 command.description, "description", limits.DESCRIPTION_LENGTH_MAX, violations
             )
-            _check_metadata(command.metadata, violations)
+            if isinstance(command, CreatePendingTransfer):
+                _check_timeout(command.timeout_seconds, violations)
+            else:
+                _check_metadata(command.metadata, violations)
         case PostJournalEntry():
             _check_journal(command, violations)
             _check_metadata(command.metadata, violations)
         case FreezeAccount() | UnfreezeAccount() | CloseAccount():
             _check_user_account(command.account_id, "account_id", violations)
             _check_text(command.reason, "reason", limits.REASON_LENGTH_MAX, violations)
+        case PostPendingTransfer() | VoidPendingTransfer() | ExpirePendingTransfer():
+            _check_account_id(command.pending_id, "pending_id", violations)
+            if isinstance(command, PostPendingTransfer):
+                _check_partial_amount(command.amount, violations)
+            if isinstance(command, VoidPendingTransfer):
+                _check_text(command.reason, "reason", limits.REASON_LENGTH_MAX, violations)
         case ReverseEntry():
             # An entry id is a UUID like an account id, and is compared canonically.
             _check_account_id(command.entry_id, "entry_id", violations)
@@ -122,6 +111,30 @@ def validate(command: Command) -> None:
             _check_metadata(command.metadata, violations)
     if violations:
         raise validation_failed(violations)
+
+
+def _check_open(command: OpenAccount, violations: list[FieldViolation]) -> None:
+    if command.account_id:
+        _check_account_id(command.account_id, "account_id", violations)
+        # Compared in canonical form: braces, "urn:uuid:" or missing hyphens
+        # spell the same id, which canonicalize() would then open.
+        if canonical_account_id(command.account_id) in SYSTEM_ACCOUNT_IDS:
+            violations.append(FieldViolation("account_id", "is reserved for a system account"))
+    _check_text(
+        command.owner_name,
+        "owner_name",
+        limits.OWNER_NAME_LENGTH_MAX,
+        violations,
+        line_breaks=False,
+    )
+    if not command.owner_name.strip():
+        violations.append(FieldViolation("owner_name", "is required"))
+    elif not _has_visible_character(command.owner_name):
+        violations.append(FieldViolation("owner_name", "must contain a visible character"))
+    _check_currency(command.currency, "currency", violations)
+    if not 0 <= command.overdraft_limit_minor <= limits.INT64_MAX:
+        violations.append(FieldViolation("overdraft_limit_minor", "must be zero or positive"))
+    _check_metadata(command.metadata, violations)
 
 
 def _check_request_id(request_id: str, violations: list[FieldViolation]) -> None:
@@ -169,6 +182,31 @@ def _check_money(amount: Money | None, field: str, violations: list[FieldViolati
     elif amount.minor_units > limits.INT64_MAX:
         violations.append(
             FieldViolation(f"{field}.minor_units", "does not fit a signed 64-bit integer")
+        )
+
+
+def _check_timeout(timeout_seconds: int, violations: list[FieldViolation]) -> None:
+    if not 0 <= timeout_seconds <= limits.PENDING_TIMEOUT_SECONDS_MAX:
+        violations.append(
+            FieldViolation(
+                "timeout_seconds",
+                f"must be 0 (no expiry) to {limits.PENDING_TIMEOUT_SECONDS_MAX}",
+            )
+        )
+
+
+def _check_partial_amount(amount: Money, violations: list[FieldViolation]) -> None:
+    """A post's amount: absent or 0 posts the whole hold; a currency, when given, is
+    checked like any other (against the hold's by the ledger)."""
+    if amount.currency:
+        _check_currency(amount.currency, "amount.currency", violations)
+    if amount.minor_units < 0:
+        violations.append(
+            FieldViolation("amount.minor_units", "must be zero (the full hold) or positive")
+        )
+    elif amount.minor_units > limits.INT64_MAX:
+        violations.append(
+            FieldViolation("amount.minor_units", "does not fit a signed 64-bit integer")
         )
 
 
@@ -291,12 +329,14 @@ def canonicalize(command: Command) -> Command:
             if not command.account_id:
                 return command
             return replace(command, account_id=canonical(command.account_id))
-        case TransferFunds():
+        case TransferFunds() | CreatePendingTransfer():
             return replace(
                 command,
                 from_account_id=canonical(command.from_account_id),
                 to_account_id=canonical(command.to_account_id),
             )
+        case PostPendingTransfer() | VoidPendingTransfer() | ExpirePendingTransfer():
+            return replace(command, pending_id=canonical(command.pending_id))
         case PostJournalEntry():
             return replace(
                 command,

@@ -37,7 +37,7 @@ from chronos.event_store.errors import (
     not_applied,
     unavailable,
 )
-from chronos.event_store.pipeline import BatchRequest
+from chronos.event_store.pipeline import BatchRequest, Loaded
 from chronos.event_store.results import CommandResult
 from chronos.event_store.settings import WriterSettings
 from chronos.metrics import WRITER_BATCH_SIZE, WRITER_COMMANDS_ABANDONED
@@ -318,9 +318,16 @@ class BatchCommitter:
         self,
         commands: Sequence[Command | None],
         accounts: Mapping[str, Account | None],
-        reversed_by: Mapping[str, str],
+        loaded: Loaded,
     ) -> BatchDecision:
-        return decide_batch(commands, accounts, self._new_id, reversed_by)
+        return decide_batch(
+            commands,
+            accounts,
+            self._new_id,
+            holds=loaded.holds,
+            now=loaded.now,
+            reversed_by=loaded.reversed_by,
+        )
 
 
 def _locked_by_another(held: list[str]) -> Rejection:

@@ -11,12 +11,21 @@ and writes what comes out.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from chronos.domain.accounts import Account, evolve
-from chronos.domain.commands import Command, ReverseEntry
+from chronos.domain.commands import (
+    Command,
+    CreatePendingTransfer,
+    ExpirePendingTransfer,
+    PostPendingTransfer,
+    ReverseEntry,
+    VoidPendingTransfer,
+)
 from chronos.domain.errors import Rejection
 from chronos.domain.events import DomainEvent, LinePosted
+from chronos.domain.holds import PendingTransfer, decide_hold
 from chronos.domain.ledger import Decision, accounts_touched, decide
 from chronos.domain.reversals import decide_reversal
 from chronos.event_store.atomic import all_or_nothing
@@ -49,6 +58,7 @@ class Accepted:
     entry_id: str
     events: tuple[NewEvent, ...]
     balances: tuple[AccountBalance, ...]
+    pending_id: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,6 +77,8 @@ class BatchDecision:
     outcomes: tuple[Accepted | Rejection | None, ...]
     accounts: tuple[Account, ...]
     opened: frozenset[str]
+    # The new state of every hold an accepted command placed or changed.
+    holds: tuple[PendingTransfer, ...] = field(default=())
     reversals: tuple[tuple[str, str], ...] = ()
 
     def events(self) -> list[NewEvent]:
@@ -100,6 +112,9 @@ def decide_batch(
     commands: Sequence[Command | None],
     accounts: Mapping[str, Account | None],
     new_id: Callable[[], str],
+    *,
+    holds: Mapping[str, PendingTransfer | None] | None = None,
+    now: datetime | None = None,
     reversed_by: Mapping[str, str] | None = None,
 ) -> BatchDecision:
     """Decides each command against the state left by the ones before it.
@@ -110,6 +125,9 @@ def decide_batch(
         accounts: The state of every account the commands touch (None: not opened yet),
             as loaded under their locks. It is not changed.
         new_id: Id generator: entry ids (through ``decide``), then one per event.
+        holds: The state of every hold the batch's posts, voids and expiries name, as
+            loaded under their accounts' locks.
+        now: The ledger's clock, for hold timeouts (the database's, in the writer).
         reversed_by: The reversal of each already reversed entry the batch's
             ReverseEntry commands name (read under the accounts' locks).
 
@@ -117,51 +135,47 @@ def decide_batch(
         Per command its events and answer or its Rejection, and the new account states.
     """
     state = dict(accounts)
+    hold_state: dict[str, PendingTransfer | None] = dict(holds or {})
+    changed_holds: dict[str, PendingTransfer] = {}
     changed: dict[str, None] = {}
     opened: set[str] = set()
     reversals = dict(reversed_by or {})
     reversed_now: list[tuple[str, str]] = []
     outcomes: list[Accepted | Rejection | None] = []
+    clock = now or datetime.now(UTC)
     for command in commands:
         if command is None:
             outcomes.append(None)
             continue
         try:
-            decision = _decide(command, state, reversals, new_id)
+            decision = _decide_one(command, state, hold_state, reversals, new_id, clock)
         except Rejection as rejection:
             outcomes.append(rejection)
             continue
+        if (hold := hold_state.get(decision.pending_id)) is not None:
+            changed_holds[hold.pending_id] = hold
         if isinstance(command, ReverseEntry):
             # A later command of the batch sees this reversal as it would a committed one.
             reversals[command.entry_id] = decision.entry_id
             reversed_now.append((command.entry_id, decision.entry_id))
-        events: list[NewEvent] = []
-        for event in decision.events:
-            stream_id = event.account_id
-            current = state.get(stream_id)
-            version = 1 if current is None else current.version + 1
-            state[stream_id] = evolve(current, event, version)
-            events.append(
-                NewEvent(
-                    event=event, stream_id=stream_id, stream_version=version, event_id=new_id()
-                )
-            )
-            changed[stream_id] = None
-            if version == 1:
-                opened.add(stream_id)
+        events = _evolve_all(decision, state, new_id)
         touched = dict.fromkeys(new.stream_id for new in events)
+        changed.update(touched)
+        opened.update(new.stream_id for new in events if new.stream_version == 1)
         outcomes.append(
             Accepted(
                 account_id=decision.account_id,
                 entry_id=decision.entry_id,
                 events=tuple(events),
                 balances=tuple(_balance(state[a]) for a in touched),
+                pending_id=decision.pending_id,
             )
         )
     return BatchDecision(
         outcomes=tuple(outcomes),
         accounts=tuple(_present(state[a]) for a in changed),
         opened=frozenset(opened),
+        holds=tuple(changed_holds.values()),
         reversals=tuple(reversed_now),
     )
 
@@ -196,15 +210,46 @@ def settle_outcomes(
     return settled, forgotten, True
 
 
-def _decide(
+def _decide_one(
     command: Command,
     state: Mapping[str, Account | None],
+    holds: dict[str, PendingTransfer | None],
     reversed_by: Mapping[str, str],
     new_id: Callable[[], str],
+    now: datetime,
 ) -> Decision:
+    """Decides one command; a hold command's new hold state goes into ``holds``."""
     if isinstance(command, ReverseEntry):
         return decide_reversal(command, state, reversed_by, new_id)
-    return decide(command, state, new_id)
+    if not isinstance(command, _HOLD_COMMANDS):
+        return decide(command, state, new_id)
+    decided = decide_hold(command, state, holds, new_id, now)
+    holds[decided.hold.pending_id] = decided.hold
+    return decided.decision
+
+
+_HOLD_COMMANDS = (
+    CreatePendingTransfer,
+    PostPendingTransfer,
+    VoidPendingTransfer,
+    ExpirePendingTransfer,
+)
+
+
+def _evolve_all(
+    decision: Decision, state: dict[str, Account | None], new_id: Callable[[], str]
+) -> list[NewEvent]:
+    """Applies a decision's events to ``state``, each at the next version of its stream."""
+    events: list[NewEvent] = []
+    for event in decision.events:
+        stream_id = event.account_id
+        current = state.get(stream_id)
+        version = 1 if current is None else current.version + 1
+        state[stream_id] = evolve(current, event, version)
+        events.append(
+            NewEvent(event=event, stream_id=stream_id, stream_version=version, event_id=new_id())
+        )
+    return events
 
 
 def _present(account: Account | None) -> Account:
@@ -219,4 +264,6 @@ def _balance(account: Account | None) -> AccountBalance:
         currency=account.currency,
         balance_minor=account.balance_minor,
         version=account.version,
+        pending_debits_minor=account.pending_debits_minor,
+        pending_credits_minor=account.pending_credits_minor,
     )

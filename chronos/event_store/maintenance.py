@@ -45,7 +45,9 @@ async def run_periodically(
     while not stop.is_set():
         try:
             result = await job()
-            _logger.info("%s done: %s", name, result)
+            # A run that found nothing to do is not news (the hold expiry runs every
+            # second): only at DEBUG.
+            _logger.log(logging.INFO if result else logging.DEBUG, "%s done: %s", name, result)
         except (psycopg.Error, PoolTimeout) as error:
             _logger.warning("%s failed, will retry: %s", name, error)
         with contextlib.suppress(TimeoutError):

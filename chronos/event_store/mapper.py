@@ -2,7 +2,8 @@
 
 Stored events carry their type and schema version beside the payload bytes, so an old
 payload can be upgraded on read: ``_UPCASTERS`` maps (type, version) to a function that
-rewrites the payload to the next version. Today every type is at version 1.
+rewrites the payload to the next version. Today every type is at version 1 (the hold
+events, :mod:`chronos.event_store.hold_events`, start there too).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from google.protobuf.message import DecodeError
 
@@ -26,10 +28,13 @@ from chronos.domain.events import (
     FundsDeposited,
     FundsTransferred,
     FundsWithdrawn,
+    HoldLine,
     JournalEntryPosted,
     LinePosted,
+    PendingTransferPosted,
 )
 from chronos.errors import ChronosError
+from chronos.event_store import hold_events
 from chronos.outbox import contract
 from chronos.v1 import events_pb2, ledger_pb2
 
@@ -72,6 +77,7 @@ ENTRY_KIND_TO_PROTO = {
     EntryKind.WITHDRAWAL: ledger_pb2.ENTRY_KIND_WITHDRAWAL,
     EntryKind.TRANSFER: ledger_pb2.ENTRY_KIND_TRANSFER,
     EntryKind.JOURNAL: ledger_pb2.ENTRY_KIND_JOURNAL,
+    EntryKind.PENDING_TRANSFER: ledger_pb2.ENTRY_KIND_PENDING_TRANSFER,
     EntryKind.REVERSAL: ledger_pb2.ENTRY_KIND_REVERSAL,
 }
 _LINE_TYPES: dict[str, type[LinePosted]] = {
@@ -79,6 +85,7 @@ _LINE_TYPES: dict[str, type[LinePosted]] = {
     "FundsWithdrawn": FundsWithdrawn,
     "FundsTransferred": FundsTransferred,
     "JournalEntryPosted": JournalEntryPosted,
+    "PendingTransferPosted": PendingTransferPosted,
     "EntryReversed": EntryReversed,
 }
 
@@ -101,6 +108,8 @@ def line_to_proto(event: LinePosted) -> events_pb2.EntryLine:
         description=event.description,
         kind=ENTRY_KIND_TO_PROTO[event.kind],
         line_index=event.line_index,
+        pending_debits_after_minor=event.pending_debits_after_minor,
+        pending_credits_after_minor=event.pending_credits_after_minor,
         metadata=dict(event.metadata),
         reverses_entry_id=event.reverses_entry_id,
     )
@@ -108,13 +117,7 @@ def line_to_proto(event: LinePosted) -> events_pb2.EntryLine:
 
 def encode(event: DomainEvent) -> tuple[str, int, bytes]:
     """Returns ``(event_type, schema_version, payload)`` for a domain event."""
-    message: (
-        events_pb2.AccountOpened
-        | events_pb2.AccountFrozen
-        | events_pb2.AccountUnfrozen
-        | events_pb2.AccountClosed
-        | events_pb2.FundsDeposited
-    )
+    message: Any
     match event:
         case AccountOpened():
             message = events_pb2.AccountOpened(
@@ -131,9 +134,19 @@ def encode(event: DomainEvent) -> tuple[str, int, bytes]:
             message = events_pb2.AccountUnfrozen(account_id=event.account_id, reason=event.reason)
         case AccountClosed():
             message = events_pb2.AccountClosed(account_id=event.account_id, reason=event.reason)
+        case PendingTransferPosted():
+            message = events_pb2.PendingTransferPosted(
+                line=line_to_proto(event),
+                pending_id=event.pending_id,
+                released_minor=event.released_minor,
+            )
+            hold_events.set_time(message.placed_at, event.placed_at)
+            hold_events.set_time(message.expires_at, event.expires_at)
         case LinePosted():
             wrapper = getattr(events_pb2, type(event).__name__)
             message = wrapper(line=line_to_proto(event))
+        case HoldLine():
+            message = hold_events.encode(event)
     return type(event).__name__, SCHEMA_VERSION_CURRENT, message.SerializeToString()
 
 
@@ -157,7 +170,7 @@ def decode(event_type: str, schema_version: int, payload: bytes) -> DomainEvent:
         raise EventDecodeError(f"{event_type} v{schema_version} is newer than this code")
     try:
         return _decode_current(event_type, payload)
-    except DecodeError as error:
+    except (DecodeError, ValueError) as error:
         raise EventDecodeError(f"{event_type}: payload does not parse: {error}") from error
 
 
@@ -181,13 +194,24 @@ def _decode_current(event_type: str, payload: bytes) -> DomainEvent:
     if event_type == "AccountClosed":
         closed = events_pb2.AccountClosed.FromString(payload)
         return AccountClosed(account_id=closed.account_id, reason=closed.reason)
+    if event_type in hold_events.HOLD_EVENT_TYPES:
+        return hold_events.decode(event_type, payload)
     line_type = _LINE_TYPES.get(event_type)
     if line_type is None:
         raise EventDecodeError(f"unknown event type {event_type!r}")
-    line = getattr(events_pb2, event_type).FromString(payload).line
+    message = getattr(events_pb2, event_type).FromString(payload)
+    line = message.line
     side = side_from_proto(line.side)
     if side is None:
         raise EventDecodeError(f"{event_type}: line has no side")
+    extra: dict[str, Any] = {}
+    if line_type is PendingTransferPosted:
+        extra = {
+            "pending_id": message.pending_id,
+            "released_minor": message.released_minor,
+            "placed_at": hold_events.time_of(message, "placed_at"),
+            "expires_at": hold_events.time_of(message, "expires_at"),
+        }
     return line_type(
         entry_id=line.entry_id,
         account_id=line.account_id,
@@ -198,9 +222,12 @@ def _decode_current(event_type: str, payload: bytes) -> DomainEvent:
         counterparty_account_id=line.counterparty_account_id,
         description=line.description,
         line_index=line.line_index,
+        pending_debits_after_minor=line.pending_debits_after_minor,
+        pending_credits_after_minor=line.pending_credits_after_minor,
         # Absent from lines stored before movements had metadata: read as empty.
         metadata=tuple(sorted(line.metadata.items())),
         reverses_entry_id=line.reverses_entry_id,
+        **extra,
     )
 
 

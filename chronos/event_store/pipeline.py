@@ -22,26 +22,46 @@ import contextlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
 
-from chronos.domain.accounts import Account, AccountStatus
+from chronos.domain.accounts import Account
 from chronos.domain.commands import Command
 from chronos.domain.errors import Reason, Rejection
-from chronos.domain.events import AccountKind
-from chronos.event_store import entries, mapper, sql
+from chronos.domain.holds import PendingTransfer
+from chronos.event_store import account_rows, entries, holds_store, mapper, sql
 from chronos.event_store.context import CommandContext
 from chronos.event_store.decisions import BatchDecision, accounts_to_lock, settle_outcomes
 from chronos.event_store.errors import CommitOutcomeUnknown
 from chronos.event_store.results import CommandResult
 
+Holds = Mapping[str, PendingTransfer | None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Loaded:
+    """What round trip 1 read under the accounts' locks, besides the accounts.
+
+    Attributes:
+        holds: The holds the batch's posts, voids and expiries name.
+        now: The database's clock (None: no hold command in the batch).
+        reversed_by: The reversal of each already reversed entry the batch's
+            ReverseEntry commands name.
+    """
+
+    holds: Holds
+    now: datetime | None
+    reversed_by: Mapping[str, str]
+
+
 DecideBatch = Callable[
-    [Sequence[Command | None], Mapping[str, Account | None], Mapping[str, str]], BatchDecision
+    [Sequence[Command | None], Mapping[str, Account | None], Loaded], BatchDecision
 ]
-"""Decides a batch against the loaded accounts (None: a command already answered) and
-the reversals already recorded of the entries its ReverseEntry commands name."""
+"""Decides a batch against the loaded accounts, holds and reversals, skipping None (a
+command already answered)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -156,11 +176,9 @@ async def _pipelined(
     # accounts are read only once their locks are held, and read-committed gives
     # that last statement a snapshot of its own.
     await conn.execute("BEGIN")
-    answered, accounts, reversed_by = await _lock_and_load(
-        conn, requests, idempotency_retention_seconds
-    )
+    answered, accounts, loaded = await _lock_and_load(conn, requests, idempotency_retention_seconds)
     commands = [None if i in answered else r.command for i, r in enumerate(requests)]
-    decision = decide(commands, accounts, reversed_by)
+    decision = decide(commands, accounts, loaded)
     outcomes, rejected, failed = settle_outcomes(len(requests), answered, decision, atomic=atomic)
 
     # Round trip 2: every write, then (queued by the caller) the COMMIT.
@@ -173,8 +191,9 @@ async def _pipelined(
     events = decision.events()
     if not events or failed:
         return outcomes, {}, None
-    # Account state first, while only the touched accounts are locked.
-    await _save_accounts(conn, decision)
+    # Account and hold state first, while only the touched accounts are locked.
+    await account_rows.save_accounts(conn, decision)
+    await holds_store.save(conn, decision.holds)
     await entries.save_entries(conn, decision)
     results = _results_by_ordinal(decision)
     # Positions last, in one statement with the events, outbox rows and answers: the
@@ -186,17 +205,7 @@ async def _pipelined(
             "count": len(events),
             "topic": topic,
             "events": _events_json(requests, decision),
-            "answers": _json(
-                [
-                    (
-                        requests[i].context.request_id,
-                        r.to_dict(),
-                        r.position,
-                        requests[i].context.principal,
-                    )
-                    for i, r in results.items()
-                ]
-            ),
+            "answers": _answers_json(requests, results),
         },
     )
     return outcomes, results, appended
@@ -206,15 +215,15 @@ async def _lock_and_load(
     conn: psycopg.AsyncConnection[Any],
     requests: Sequence[BatchRequest],
     idempotency_retention_seconds: int,
-) -> tuple[dict[int, CommandResult | Rejection], dict[str, Account | None], dict[str, str]]:
-    """Places the idempotency records, locks and reads the touched accounts and the
-    reversals of the entries the batch would reverse (round trip 1), then reads the
-    stored answers of duplicates.
+) -> tuple[dict[int, CommandResult | Rejection], dict[str, Account | None], Loaded]:
+    """Places the idempotency records, locks and reads the touched accounts, the holds
+    named and the reversals of the entries the batch would reverse (round trip 1), then
+    reads the stored answers of duplicates.
 
     Returns:
         The answers of the requests already recorded, by index, the state of every
-        touched account (None: not opened yet), and the reversal of each named entry
-        already reversed.
+        touched account (None: not opened yet), and the holds, the clock and the
+        reversal of each named entry already reversed.
     """
     touched = accounts_to_lock(r.command for r in requests)
     # 1. Idempotency placeholders, sorted, so concurrent duplicates serialize.
@@ -240,13 +249,16 @@ async def _lock_and_load(
     # round trip, and an extra lock changes nothing.
     await conn.execute(sql.LOCK_ACCOUNTS, (_json(touched),))
     loaded = await conn.execute(sql.LOAD_ACCOUNTS, (_uuid_array(touched),))
-    reversals = await entries.load_reversals(conn, [r.command for r in requests])
+    commands = [r.command for r in requests]
+    held = await holds_store.queue_load(conn, commands) if holds_store.has_holds(commands) else None
+    reversals = await entries.load_reversals(conn, commands)
     fresh = {(row[0], row[1]) for row in await placed.fetchall()}  # sends round trip 1
-    accounts = _accounts_from_rows(touched, await loaded.fetchall())
+    accounts = account_rows.accounts_from_rows(touched, await loaded.fetchall())
+    holds, now = await holds_store.read_loaded(held) if held is not None else ({}, None)
     reversed_by = await entries.reversals_read(reversals)
     duplicates = [i for i, r in enumerate(requests) if r.context.idempotency_key not in fresh]
     answered = await _resolve_duplicates(conn, requests, duplicates) if duplicates else {}
-    return answered, accounts, reversed_by
+    return answered, accounts, Loaded(holds=holds, now=now, reversed_by=reversed_by)
 
 
 async def _resolve_duplicates(
@@ -283,38 +295,6 @@ async def _resolve_duplicates(
     return answers
 
 
-async def _save_accounts(conn: psycopg.AsyncConnection[Any], decision: BatchDecision) -> None:
-    """Queues the new state of every changed account: one INSERT of the opened ones,
-    one UPDATE of the four columns that can change on the others. The rows travel as
-    one JSON text each (no COPY: it cannot be pipelined)."""
-    new = [_account_row(a) for a in decision.accounts if a.account_id in decision.opened]
-    existing = [_account_row(a) for a in decision.accounts if a.account_id not in decision.opened]
-    if new:
-        await conn.execute(sql.INSERT_OPENED_ACCOUNTS, (_json(new),))
-    if existing:
-        changes = [{column: row[column] for column in _CHANGING_COLUMNS} for row in existing]
-        await conn.execute(sql.UPDATE_ACCOUNTS, (_json(changes),))
-
-
-# The columns of an account row that a command can change (sql.UPDATE_ACCOUNTS).
-_CHANGING_COLUMNS = ("account_id", "status", "balance_minor", "version")
-
-
-def _account_row(account: Account) -> dict[str, Any]:
-    """An account as the JSON object ``sql.INSERT_OPENED_ACCOUNTS`` reads."""
-    return {
-        "account_id": account.account_id,
-        "kind": account.kind.value,
-        "owner_name": account.owner_name,
-        "currency": account.currency,
-        "overdraft_limit_minor": account.overdraft_limit_minor,
-        "status": account.status.value,
-        "balance_minor": account.balance_minor,
-        "version": account.version,
-        "metadata": dict(account.metadata),
-    }
-
-
 def _results_by_ordinal(decision: BatchDecision) -> dict[int, CommandResult]:
     """The accepted commands' results by index, each ``position`` still the ordinal of
     its last event in the batch until the head row assigns the positions."""
@@ -328,25 +308,9 @@ def _results_by_ordinal(decision: BatchDecision) -> dict[int, CommandResult]:
             entry_id=accepted.entry_id,
             balances=accepted.balances,
             event_ids=tuple(new.event_id for new in accepted.events),
+            pending_id=accepted.pending_id,
         )
     return results
-
-
-def _accounts_from_rows(account_ids: list[str], rows: list[Any]) -> dict[str, Account | None]:
-    """The write-side state of each account (None: not opened yet)."""
-    accounts: dict[str, Account | None] = dict.fromkeys(account_ids)
-    for account_id, kind, owner, currency, limit, status, balance, version in rows:
-        accounts[str(account_id)] = Account(
-            account_id=str(account_id),
-            kind=AccountKind(kind),
-            owner_name=str(owner),
-            currency=str(currency),
-            overdraft_limit_minor=int(limit),
-            status=AccountStatus(status),
-            balance_minor=int(balance),
-            version=int(version),
-        )
-    return accounts
 
 
 def _events_json(requests: Sequence[BatchRequest], decision: BatchDecision) -> str:
@@ -368,6 +332,21 @@ def _events_json(requests: Sequence[BatchRequest], decision: BatchDecision) -> s
                 )
             )
     return _json(rows)
+
+
+def _answers_json(requests: Sequence[BatchRequest], results: dict[int, CommandResult]) -> str:
+    """The stored answers as the JSON text ``sql.APPEND`` reads: one array per answer."""
+    return _json(
+        [
+            (
+                requests[i].context.request_id,
+                result.to_dict(),
+                result.position,
+                requests[i].context.principal,
+            )
+            for i, result in results.items()
+        ]
+    )
 
 
 def _connection_lost(conn: psycopg.AsyncConnection[Any], error: BaseException) -> bool:

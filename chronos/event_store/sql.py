@@ -46,7 +46,8 @@ PROBE_HELD_LOCKS = f"""SELECT a FROM jsonb_array_elements_text(%s::jsonb) AS a
 # 3. The locked accounts' state. Not the metadata: it is written once, when the account
 # opens, and no rule reads it (parsing it per account was a visible cost under load).
 LOAD_ACCOUNTS = """SELECT account_id::text, kind, owner_name, currency, overdraft_limit_minor,
-                           status, balance_minor, version
+                           status, balance_minor, version, pending_debits_minor,
+                           pending_credits_minor
                     FROM accounts WHERE account_id = ANY(%s::uuid[])"""
 
 # The stored answers of the commands whose (principal, request_id) was already placed.
@@ -74,12 +75,14 @@ INSERT_OPENED_ACCOUNTS = """INSERT INTO accounts (account_id, kind, owner_name, 
                              overdraft_limit_minor bigint, status text, balance_minor bigint,
                              version bigint, metadata jsonb)"""
 
-# 4. The four columns that can change on an existing account.
+# 4. The columns that can change on an existing account.
 UPDATE_ACCOUNTS = """UPDATE accounts AS a
                    SET status = u.status, balance_minor = u.balance_minor,
-                       version = u.version, updated_at = now()
+                       version = u.version, pending_debits_minor = u.pending_debits_minor,
+                       pending_credits_minor = u.pending_credits_minor, updated_at = now()
                    FROM jsonb_to_recordset(%s::jsonb)
-                        AS u(account_id uuid, status text, balance_minor bigint, version bigint)
+                        AS u(account_id uuid, status text, balance_minor bigint, version bigint,
+                             pending_debits_minor bigint, pending_credits_minor bigint)
                    WHERE a.account_id = u.account_id"""
 
 # 5. Takes the batch's positions from the head row and writes the events, their outbox

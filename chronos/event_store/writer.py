@@ -26,7 +26,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from chronos.domain.commands import Command, ReverseEntry
 from chronos.errors import ChronosError
-from chronos.event_store import entries
+from chronos.event_store import entries, holds_store
 from chronos.event_store.committer import BatchCommitter, PendingCommand
 from chronos.event_store.connections import writer_pool
 from chronos.event_store.context import CommandContext
@@ -103,6 +103,20 @@ class LedgerWriter:
             lane.cancel()
         await asyncio.gather(*self._lanes, return_exceptions=True)
         self._lanes = []
+
+    async def hold_accounts(self, pending_id: str) -> tuple[str, str] | None:
+        """A hold's (from, to) accounts, which never change; None for an unknown hold.
+
+        Raises:
+            StoreUnavailable: the database cannot be read.
+        """
+        try:
+            async with self._pool.connection(
+                timeout=self._settings.connection_timeout_seconds
+            ) as conn:
+                return await holds_store.hold_accounts(conn, pending_id)
+        except (psycopg.Error, PoolTimeout) as error:
+            raise unavailable(error) from error
 
     async def execute(
         self, command: Command, payload_hash: bytes, context: CommandContext

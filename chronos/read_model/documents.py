@@ -22,10 +22,15 @@ from chronos.domain.events import (
     AccountOpened,
     AccountUnfrozen,
     DomainEvent,
+    HoldLine,
     LinePosted,
+    PendingTransferCreated,
+    PendingTransferExpired,
+    PendingTransferPosted,
 )
 from chronos.event_store.context import METADATA_PRINCIPAL
 from chronos.event_store.mapper import StoredEvent, decode
+from chronos.read_model import hold_documents
 from chronos.v1 import events_pb2
 
 
@@ -100,6 +105,9 @@ class AccountDocument:
     opened_at: str
     updated_at: str
     metadata: tuple[tuple[str, str], ...] = ()
+    # Open holds on the account: reserved on it (debits), promised to it (credits).
+    pending_debits_minor: int = 0
+    pending_credits_minor: int = 0
 
     def to_source(self) -> dict[str, Any]:
         return {
@@ -115,6 +123,10 @@ class AccountDocument:
             "opened_at": self.opened_at,
             "updated_at": self.updated_at,
             "metadata": dict(self.metadata),
+            "pending_debits_minor": self.pending_debits_minor,
+            "pending_credits_minor": self.pending_credits_minor,
+            # Stored (not only derived) so that `chronos reconcile` compares it too.
+            "available_minor": self.balance_minor - self.pending_debits_minor,
         }
 
     @classmethod
@@ -132,6 +144,9 @@ class AccountDocument:
             opened_at=str(source["opened_at"]),
             updated_at=str(source["updated_at"]),
             metadata=tuple(sorted((str(k), str(v)) for k, v in source["metadata"].items())),
+            # Documents written before holds existed have no pending sums: none were open.
+            pending_debits_minor=int(source.get("pending_debits_minor", 0)),
+            pending_credits_minor=int(source.get("pending_credits_minor", 0)),
         )
 
 
@@ -187,8 +202,9 @@ def apply_event(
     if record.stream_version != document.version + 1:
         return document, Outcome.GAP
     balance_minor, status = document.balance_minor, document.status
-    if isinstance(event, LinePosted):
-        balance_minor = event.balance_after_minor
+    debits, credits = document.pending_debits_minor, document.pending_credits_minor
+    if isinstance(event, LinePosted | HoldLine):
+        balance_minor, debits, credits = _after(event)
     elif isinstance(event, AccountFrozen):
         status = AccountStatus.FROZEN.value
     elif isinstance(event, AccountUnfrozen):
@@ -213,8 +229,19 @@ def apply_event(
             opened_at=document.opened_at,
             updated_at=format_time(record.recorded_at),
             metadata=document.metadata,
+            pending_debits_minor=debits,
+            pending_credits_minor=credits,
         ),
         Outcome.APPLIED,
+    )
+
+
+def _after(event: LinePosted | HoldLine) -> tuple[int, int, int]:
+    """The balance, pending debits and pending credits right after a line."""
+    return (
+        event.balance_after_minor,
+        event.pending_debits_after_minor,
+        event.pending_credits_after_minor,
     )
 
 
@@ -224,18 +251,18 @@ def transaction_source(record: EventRecord) -> dict[str, Any] | None:
     recorded (a line written with authentication off has none), ``reverses_entry_id``
     only on a reversal's line."""
     event = record.event
-    if not isinstance(event, LinePosted):
+    if not isinstance(event, LinePosted | HoldLine):
         return None
     source: dict[str, Any] = {
         "event_id": record.event_id,
-        "entry_id": event.entry_id,
+        "entry_id": event.entry_id if isinstance(event, LinePosted) else "",
         "account_id": event.account_id,
         "counterparty_account_id": event.counterparty_account_id,
         "direction": event.side.value,
         "amount_minor": event.amount_minor,
         "currency": event.currency,
         "balance_after_minor": event.balance_after_minor,
-        "kind": event.kind.value,
+        "kind": line_kind(event),
         "description": event.description,
         "recorded_at": format_time(record.recorded_at),
         "position": record.position,
@@ -244,11 +271,33 @@ def transaction_source(record: EventRecord) -> dict[str, Any] | None:
     }
     if record.principal:
         source["principal"] = record.principal
-    if event.metadata:
+    # Present only on the lines of holds and of accounts with open holds, so that the
+    # lines of a ledger without holds keep their documents as they were.
+    if isinstance(event, HoldLine | PendingTransferPosted):
+        source["pending_id"] = event.pending_id
+    if event.pending_debits_after_minor or event.pending_credits_after_minor:
+        source["pending_debits_after_minor"] = event.pending_debits_after_minor
+        source["pending_credits_after_minor"] = event.pending_credits_after_minor
+    if isinstance(event, LinePosted) and event.metadata:
         source["metadata"] = dict(event.metadata)
-    if event.reverses_entry_id:
+    if isinstance(event, LinePosted) and event.reverses_entry_id:
         source["reverses_entry_id"] = event.reverses_entry_id
     return source
+
+
+# The statement kind of each hold lifecycle line that moves no posted money.
+HOLD_PLACED, HOLD_VOIDED, HOLD_EXPIRED = "HOLD_PLACED", "HOLD_VOIDED", "HOLD_EXPIRED"
+
+
+def line_kind(event: LinePosted | HoldLine) -> str:
+    """A statement line's ``kind``: its entry's kind, or the hold change it records."""
+    if isinstance(event, LinePosted):
+        return event.kind.value
+    if isinstance(event, PendingTransferCreated):
+        return HOLD_PLACED
+    if isinstance(event, PendingTransferExpired):
+        return HOLD_EXPIRED
+    return HOLD_VOIDED
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -260,6 +309,8 @@ class BatchDocuments:
     # (event id, source) of each line event.
     transactions: tuple[tuple[str, dict[str, Any]], ...]
     outcomes: dict[Outcome, int]
+    # (pending id, version, source) of each hold document (see hold_documents).
+    holds: tuple[tuple[str, int, dict[str, Any]], ...] = ()
 
 
 def fold_batch(
@@ -275,6 +326,7 @@ def fold_batch(
     state = dict(current)
     changed: dict[str, AccountDocument] = {}
     transactions: list[tuple[str, dict[str, Any]]] = []
+    holds: list[tuple[str, int, dict[str, Any]]] = []
     outcomes = dict.fromkeys(Outcome, 0)
     for record in records:
         before = state.get(record.stream_id)
@@ -286,6 +338,12 @@ def fold_batch(
         source = transaction_source(record)
         if source is not None:
             transactions.append((record.event_id, source))
+        hold = hold_documents.hold_document(record)
+        if hold is not None:
+            holds.append(hold)
     return BatchDocuments(
-        accounts=tuple(changed.values()), transactions=tuple(transactions), outcomes=outcomes
+        accounts=tuple(changed.values()),
+        transactions=tuple(transactions),
+        outcomes=outcomes,
+        holds=tuple(holds),
     )

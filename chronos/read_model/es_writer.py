@@ -75,6 +75,9 @@ class WriteResult:
     transactions_written: int = 0
     # Refused because the line already exists (redelivery).
     transactions_duplicate: int = 0
+    # Hold documents, versioned like account documents.
+    holds_written: int = 0
+    holds_stale: int = 0
 
     def __add__(self, other: WriteResult) -> WriteResult:
         return WriteResult(
@@ -82,6 +85,8 @@ class WriteResult:
             accounts_stale=self.accounts_stale + other.accounts_stale,
             transactions_written=self.transactions_written + other.transactions_written,
             transactions_duplicate=self.transactions_duplicate + other.transactions_duplicate,
+            holds_written=self.holds_written + other.holds_written,
+            holds_stale=self.holds_stale + other.holds_stale,
         )
 
 
@@ -128,6 +133,8 @@ class EsWriter:
         accounts_index: str | None = None,
         transactions_index: str | None = None,
         version_type: str = "external",
+        holds: Sequence[tuple[str, int, dict[str, Any]]] = (),
+        holds_index: str | None = None,
     ) -> WriteResult:
         """Bulk-writes account documents (versioned) and statement lines (create).
 
@@ -139,6 +146,9 @@ class EsWriter:
                 read-your-writes needs it), ``False`` for the rebuild's bulk load.
             accounts_index: A concrete index instead of the alias (rebuild).
             transactions_index: A concrete index instead of the alias (rebuild).
+            holds: ``(pending_id, version, source)`` of hold documents, each written
+                with its version like an account document.
+            holds_index: A concrete index instead of the alias (rebuild).
             version_type: ``external`` (strictly newer wins); the rebuild's catch-up
                 after the alias swap uses ``external_gte`` so its document, folded
                 from the event store, replaces a same-version one the projector
@@ -151,22 +161,14 @@ class EsWriter:
         assert version_type in ("external", "external_gte")
         accounts_target = accounts_index or self._names.accounts
         transactions_target = transactions_index or self._names.transactions
-        operations: list[dict[str, Any]] = []
-        for document in accounts:
-            operations.append(
-                {
-                    "index": {
-                        "_index": accounts_target,
-                        "_id": document.account_id,
-                        "version": document.version,
-                        "version_type": version_type,
-                    }
-                }
-            )
-            operations.append(document.to_source())
-        for event_id, source in transactions:
-            operations.append({"create": {"_index": transactions_target, "_id": event_id}})
-            operations.append(source)
+        holds_target = holds_index or self._names.pending
+        operations = _operations(
+            accounts,
+            transactions,
+            holds,
+            (accounts_target, transactions_target, holds_target),
+            version_type,
+        )
         result = WriteResult()
         # Only the last chunk waits for the refresh: the refresh it waits for makes the
         # earlier chunks searchable too.
@@ -176,12 +178,20 @@ class EsWriter:
             result += self._bulk(
                 operations[start : start + chunk],
                 refresh=refresh if last else False,
-                require_alias=accounts_index is None and transactions_index is None,
+                require_alias=accounts_index is None
+                and transactions_index is None
+                and holds_index is None,
+                holds_target=holds_target,
             )
         return result
 
     def _bulk(
-        self, operations: list[dict[str, Any]], *, refresh: str | bool, require_alias: bool
+        self,
+        operations: list[dict[str, Any]],
+        *,
+        refresh: str | bool,
+        require_alias: bool,
+        holds_target: str = "",
     ) -> WriteResult:
         try:
             response = self._es.bulk(
@@ -193,6 +203,7 @@ class EsWriter:
         except (ApiError, TransportError) as error:
             raise translate(error, "bulk write") from error
         accounts_written = accounts_stale = lines_written = lines_duplicate = 0
+        holds: dict[int, int] = {}  # status class (2 or 4) -> hold documents
         transient: list[str] = []
         failed: list[str] = []
         # Items answer the actions in request order; the filtered response leaves out
@@ -201,7 +212,9 @@ class EsWriter:
             (action, outcome), *_ = item.items()
             (target,) = request.values()
             status = int(outcome["status"])
-            if 200 <= status < 300:
+            if target["_index"] == holds_target and (200 <= status < 300 or status == 409):
+                holds[status // 100] = holds.get(status // 100, 0) + 1
+            elif 200 <= status < 300:
                 if action == "index":
                     accounts_written += 1
                 else:
@@ -226,12 +239,16 @@ class EsWriter:
             accounts_stale=accounts_stale,
             transactions_written=lines_written,
             transactions_duplicate=lines_duplicate,
+            holds_written=holds.get(2, 0),
+            holds_stale=holds.get(4, 0),
         )
 
     def refresh_data(self) -> None:
         """Makes every document written so far visible to searches (both data indices)."""
         try:
-            self._es.indices.refresh(index=f"{self._names.accounts},{self._names.transactions}")
+            self._es.indices.refresh(
+                index=f"{self._names.accounts},{self._names.transactions},{self._names.pending}"
+            )
         except (ApiError, TransportError) as error:
             raise translate(error, "refreshing the read model") from error
 
@@ -292,3 +309,43 @@ class EsWriter:
                 if status in _TRANSIENT_ITEM_STATUSES:
                     raise ReadModelUnavailable(f"writing watermarks: {outcome.get('error')}")
                 raise ReadModelError(f"writing watermarks: {outcome.get('error')}")
+
+
+def _operations(
+    accounts: Sequence[AccountDocument],
+    transactions: Sequence[tuple[str, dict[str, Any]]],
+    holds: Sequence[tuple[str, int, dict[str, Any]]],
+    targets: tuple[str, str, str],
+    version_type: str,
+) -> list[dict[str, Any]]:
+    """The bulk actions of a write: account and hold documents versioned, lines created."""
+    accounts_target, transactions_target, holds_target = targets
+    operations: list[dict[str, Any]] = []
+    for document in accounts:
+        operations.append(
+            {
+                "index": {
+                    "_index": accounts_target,
+                    "_id": document.account_id,
+                    "version": document.version,
+                    "version_type": version_type,
+                }
+            }
+        )
+        operations.append(document.to_source())
+    for event_id, source in transactions:
+        operations.append({"create": {"_index": transactions_target, "_id": event_id}})
+        operations.append(source)
+    for pending_id, version, source in holds:
+        operations.append(
+            {
+                "index": {
+                    "_index": holds_target,
+                    "_id": pending_id,
+                    "version": version,
+                    "version_type": "external",
+                }
+            }
+        )
+        operations.append(source)
+    return operations

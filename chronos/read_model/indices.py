@@ -55,6 +55,9 @@ ACCOUNTS_MAPPING: dict[str, Any] = {
         "updated_at": {"type": "date_nanos", **_STORED},
         # Client-chosen keys (dots included) kept as they came, not parsed into fields.
         "metadata": {"type": "object", "enabled": False},
+        "pending_debits_minor": {"type": "long", **_STORED},
+        "pending_credits_minor": {"type": "long", **_STORED},
+        "available_minor": {"type": "long", **_STORED},
     },
 }
 
@@ -79,6 +82,11 @@ TRANSACTIONS_MAPPING: dict[str, Any] = {
         "line_index": {"type": "integer", **_STORED},
         # Who caused the line (the token subject); absent when none was recorded.
         "principal": {"type": "keyword", **_STORED},
+        # The hold of a hold's line; absent on other lines.
+        "pending_id": {"type": "keyword", **_STORED},
+        # The account's open holds after the line; absent when none are open.
+        "pending_debits_after_minor": {"type": "long", **_STORED},
+        "pending_credits_after_minor": {"type": "long", **_STORED},
         # The money movement's metadata; absent when it had none. Flattened: every
         # client-chosen key is searchable by exact match (``metadata.<key>``) with one
         # field in the mapping, however many keys clients use, and keys with dots stay
@@ -87,6 +95,26 @@ TRANSACTIONS_MAPPING: dict[str, Any] = {
         "metadata": {"type": "flattened"},
         # Of a reversal's line: the entry it reverses; absent on every other line.
         "reverses_entry_id": {"type": "keyword", **_STORED},
+    },
+}
+
+# One document per hold (chronos.read_model.hold_documents), for ListPendingTransfers.
+PENDING_MAPPING: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "pending_id": {"type": "keyword"},
+        "from_account_id": {"type": "keyword"},
+        "to_account_id": {"type": "keyword"},
+        "currency": {"type": "keyword", **_STORED},
+        "amount_minor": {"type": "long", **_STORED},
+        "posted_minor": {"type": "long", **_STORED},
+        "state": {"type": "keyword"},
+        "description": {"type": "text", "index": False},
+        "placed_at": {"type": "date_nanos"},
+        "expires_at": {"type": "date_nanos", **_STORED},
+        "updated_at": {"type": "date_nanos", **_STORED},
+        "last_position": {"type": "long", **_STORED},
+        "version": {"type": "long", **_STORED},
     },
 }
 
@@ -135,6 +163,23 @@ class IndexNames:
         return f"{self.prefix}-transactions"
 
     @property
+    def pending(self) -> str:
+        """The pending transfers (holds) alias."""
+        return f"{self.prefix}-pending"
+
+    def pending_version(self, version: int) -> str:
+        assert version >= 1
+        return f"{self.pending}-v{version}"
+
+    def data_versions(self, version: int) -> tuple[tuple[str, str, dict[str, Any]], ...]:
+        """(alias, concrete index, mapping) of each data index of ``version``."""
+        return (
+            (self.accounts, self.accounts_version(version), ACCOUNTS_MAPPING),
+            (self.transactions, self.transactions_version(version), TRANSACTIONS_MAPPING),
+            (self.pending, self.pending_version(version), PENDING_MAPPING),
+        )
+
+    @property
     def projection(self) -> str:
         """The watermark index (one document per Kafka partition)."""
         return f"{self.prefix}-projection"
@@ -149,7 +194,7 @@ class IndexNames:
 
     def version_of(self, index: str) -> int | None:
         """The version number of a concrete data index of this prefix, else None."""
-        for alias in (self.accounts, self.transactions):
+        for alias in (self.accounts, self.transactions, self.pending):
             match = re.fullmatch(re.escape(alias) + r"-v(\d+)", index)
             if match:
                 return int(match.group(1))
@@ -200,11 +245,8 @@ def current_version(es: Elasticsearch, names: IndexNames) -> int | None:
 def create_data_indices(
     es: Elasticsearch, names: IndexNames, version: int, *, refresh_interval: str
 ) -> None:
-    """Creates the accounts and transactions indices of ``version`` without aliases."""
-    for index, mapping in (
-        (names.accounts_version(version), ACCOUNTS_MAPPING),
-        (names.transactions_version(version), TRANSACTIONS_MAPPING),
-    ):
+    """Creates the data indices of ``version`` without aliases."""
+    for _, index, mapping in names.data_versions(version):
         try:
             es.indices.create(
                 index=index,
@@ -234,13 +276,11 @@ def ensure_indices(es: Elasticsearch, names: IndexNames) -> int:
     """
     _create_if_missing(es, names.projection, mappings=PROJECTION_MAPPING, settings=index_settings())
     version = current_version(es, names)
-    if version is not None:
-        add_new_fields(es, names)
-        return version
-    for alias, index, mapping in (
-        (names.accounts, names.accounts_version(1), ACCOUNTS_MAPPING),
-        (names.transactions, names.transactions_version(1), TRANSACTIONS_MAPPING),
-    ):
+    existing = version is not None
+    # An upgrade in place: the aliases' version gains the indices added since (the holds').
+    for alias, index, mapping in names.data_versions(version or 1):
+        if existing and alias_targets(es, alias):
+            continue
         _create_if_missing(
             es,
             index,
@@ -248,6 +288,8 @@ def ensure_indices(es: Elasticsearch, names: IndexNames) -> int:
             settings=index_settings(),
             aliases={alias: {"is_write_index": True}},
         )
+    if existing:
+        add_new_fields(es, names)
     version = current_version(es, names)
     assert version is not None, "aliases missing right after creating them"
     return version
@@ -262,10 +304,7 @@ def add_new_fields(es: Elasticsearch, names: IndexNames) -> None:
     Adding a field is the one change a mapping accepts in place; putting the fields
     that already exist, unchanged, is a no-op, and changing one is refused loudly.
     """
-    for alias, mapping in (
-        (names.accounts, ACCOUNTS_MAPPING),
-        (names.transactions, TRANSACTIONS_MAPPING),
-    ):
+    for alias, _, mapping in names.data_versions(1):
         try:
             es.indices.put_mapping(index=alias, properties=mapping["properties"])
         except (ApiError, TransportError) as error:
@@ -273,17 +312,14 @@ def add_new_fields(es: Elasticsearch, names: IndexNames) -> None:
 
 
 def swap_aliases(es: Elasticsearch, names: IndexNames, new_version: int) -> list[str]:
-    """Points both aliases at ``new_version`` in one atomic ``_aliases`` call.
+    """Points every data alias at ``new_version`` in one atomic ``_aliases`` call.
 
     Returns:
         The indices the aliases pointed to before (to delete or keep).
     """
     actions: list[dict[str, Any]] = []
     previous: list[str] = []
-    for alias, index in (
-        (names.accounts, names.accounts_version(new_version)),
-        (names.transactions, names.transactions_version(new_version)),
-    ):
+    for alias, index, _ in names.data_versions(new_version):
         for old in alias_targets(es, alias):
             if old != index:
                 previous.append(old)

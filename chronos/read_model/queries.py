@@ -130,6 +130,37 @@ class ReadModelQueries:
         hits: list[dict[str, Any]] = response["hits"]["hits"]
         return hits
 
+    async def pending_transfers(
+        self, account_id: str, *, state: str | None, size: int, search_after: list[Any] | None
+    ) -> list[dict[str, Any]]:
+        """The holds an account is the from or the to account of, newest placed first."""
+        filters: list[dict[str, Any]] = [
+            {
+                "bool": {
+                    "should": [
+                        {"term": {"from_account_id": account_id}},
+                        {"term": {"to_account_id": account_id}},
+                    ],
+                    "minimum_should_match": 1,
+                }
+            }
+        ]
+        if state is not None:
+            filters.append({"term": {"state": state}})
+        response = await self._call(
+            "list pending transfers",
+            self._es.search(
+                index=self._names.pending,
+                query={"bool": {"filter": filters}},
+                sort=[{"placed_at": "desc"}, {"pending_id": "asc"}],
+                size=size,
+                search_after=search_after,
+                track_total_hits=False,
+            ),
+        )
+        hits: list[dict[str, Any]] = response["hits"]["hits"]
+        return hits
+
     async def line_at(self, account_id: str, at: str) -> dict[str, Any] | None:
         """The account's last line recorded at or before ``at``."""
         response = await self._call(

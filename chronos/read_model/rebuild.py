@@ -115,11 +115,13 @@ class _Replayer:
         accounts_index: str,
         transactions_index: str,
         batch_size: int,
+        holds_index: str,
     ) -> None:
         self._conn = conn
         self._writer = writer
         self._accounts_index = accounts_index
         self._transactions_index = transactions_index
+        self._holds_index = holds_index
         self._batch_size = batch_size
         self.documents: dict[str, AccountDocument | None] = {}
         self.position = 0
@@ -160,6 +162,8 @@ class _Replayer:
                         documents.transactions,
                         refresh=False,
                         transactions_index=self._transactions_index,
+                        holds=documents.holds,
+                        holds_index=self._holds_index,
                     )
                 )
                 self.position = records[-1].position
@@ -219,7 +223,8 @@ def _refresh(es: Elasticsearch, indices: list[str]) -> None:
 def _next_version(es: Elasticsearch, names: IndexNames) -> int:
     try:
         response = es.indices.get(
-            index=f"{names.accounts}-v*,{names.transactions}-v*", expand_wildcards="all"
+            index=f"{names.accounts}-v*,{names.transactions}-v*,{names.pending}-v*",
+            expand_wildcards="all",
         )
     except (ApiError, TransportError) as error:
         raise translate(error, "listing index versions") from error
@@ -262,9 +267,13 @@ def rebuild(
     version = _next_version(es, names)
     accounts_index = names.accounts_version(version)
     transactions_index = names.transactions_version(version)
+    holds_index = names.pending_version(version)
+    data_indices = [accounts_index, transactions_index, holds_index]
     create_data_indices(es, names, version, refresh_interval="-1")
-    _set_bulk_load(es, [accounts_index, transactions_index], on=True)
-    replayer = _Replayer(conn, EsWriter(es, names), accounts_index, transactions_index, batch_size)
+    _set_bulk_load(es, data_indices, on=True)
+    replayer = _Replayer(
+        conn, EsWriter(es, names), accounts_index, transactions_index, batch_size, holds_index
+    )
 
     def report(phase: str, total: int) -> Callable[[], None]:
         return lambda: progress(
@@ -281,7 +290,7 @@ def rebuild(
     replay_seconds = time.monotonic() - started
     replayed_events = replayer.events
     _catch_up(conn, replayer, report)
-    _set_bulk_load(es, [accounts_index, transactions_index], on=False)
+    _set_bulk_load(es, data_indices, on=False)
     previous = _swap_fenced(conn, es, names, version, replayer, report)
     deleted = () if keep_old else _delete_indices(es, previous)
     return RebuildReport(
@@ -326,7 +335,7 @@ def _swap_fenced(
     try:
         target = head_position(conn)
         replayer.replay(target, on_batch=report("fenced catch-up", target), refresh=True)
-        _refresh(es, [names.accounts_version(version), names.transactions_version(version)])
+        _refresh(es, [index for _, index, _ in names.data_versions(version)])
         previous = swap_aliases(es, names, version)
         target = head_position(conn)
         replayer.replay(

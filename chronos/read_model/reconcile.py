@@ -34,6 +34,7 @@ from chronos.event_store.mapper import StoredEvent
 from chronos.event_store.reader import head_position, iter_events, stream_events
 from chronos.read_model.documents import AccountDocument, apply_event, record_from_stored
 from chronos.read_model.indices import IndexNames, translate
+from chronos.read_model.pending_check import check_pending
 from chronos.read_model.watermark import WatermarkReader
 
 _SCAN_PAGE_SIZE = 5000
@@ -102,9 +103,10 @@ def fold_store(
     """
     accounts: dict[str, AccountDocument] = {}
     sums: dict[str, int] = {}
+    pending: dict[str, tuple[int, int]] = {}
     errors: list[str] = []
     for stored in iter_events(conn, up_to_position=up_to_position):
-        _fold_event(accounts, sums, stored, errors)
+        _fold_event(accounts, sums, stored, errors, pending)
     totals: dict[str, int] = {}
     for account in accounts.values():
         totals[account.currency] = totals.get(account.currency, 0) + sums[account.account_id]
@@ -116,6 +118,7 @@ def _fold_event(
     sums: dict[str, int],
     stored: StoredEvent,
     errors: list[str],
+    pending: dict[str, tuple[int, int]],
 ) -> None:
     """Applies one stored event; inconsistencies go to ``errors``."""
     record = record_from_stored(stored)
@@ -135,6 +138,9 @@ def _fold_event(
             )
     else:
         sums.setdefault(stored.stream_id, 0)
+    pending_error = check_pending(pending, stored.stream_id, event)
+    if pending_error:
+        errors.append(f"position {stored.position}: {pending_error}")
 
 
 def read_account_documents(es: Elasticsearch, names: IndexNames) -> dict[str, dict[str, Any]]:
@@ -321,7 +327,7 @@ def _recheck_moved_on(
         sums: dict[str, int] = {}
         errors: list[str] = []
         for stored in stream_events(conn, account_id, up_to_version=document_version):
-            _fold_event(refold, sums, stored, errors)
+            _fold_event(refold, sums, stored, errors, {})
         if account_id in refold and refold[account_id].version == document_version:
             rechecked[account_id] = refold[account_id]
     if not rechecked:

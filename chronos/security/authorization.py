@@ -28,14 +28,18 @@ from typing import Final
 from chronos.domain.commands import (
     CloseAccount,
     Command,
+    CreatePendingTransfer,
     Deposit,
+    ExpirePendingTransfer,
     FreezeAccount,
     OpenAccount,
     PostJournalEntry,
+    PostPendingTransfer,
     ReverseEntry,
     Side,
     TransferFunds,
     UnfreezeAccount,
+    VoidPendingTransfer,
     Withdraw,
 )
 from chronos.domain.errors import Reason, Rejection
@@ -63,6 +67,9 @@ COMMAND_SCOPES: Final[Mapping[type[Command], str]] = {
     Withdraw: FUNDS_WRITE,
     TransferFunds: FUNDS_WRITE,
     PostJournalEntry: JOURNAL_WRITE,
+    CreatePendingTransfer: FUNDS_WRITE,
+    PostPendingTransfer: FUNDS_WRITE,
+    VoidPendingTransfer: FUNDS_WRITE,
     # A correction of the books, like a journal entry; its force flag (waiving the
     # overdraft limit) needs nothing more than this scope.
     ReverseEntry: JOURNAL_WRITE,
@@ -83,12 +90,16 @@ METHOD_SCOPES: Final[Mapping[str, frozenset[str]]] = {
     f"{COMMAND_SERVICE}.Withdraw": frozenset({FUNDS_WRITE}),
     f"{COMMAND_SERVICE}.TransferFunds": frozenset({FUNDS_WRITE}),
     f"{COMMAND_SERVICE}.PostJournalEntry": frozenset({JOURNAL_WRITE}),
+    f"{COMMAND_SERVICE}.CreatePendingTransfer": frozenset({FUNDS_WRITE}),
+    f"{COMMAND_SERVICE}.PostPendingTransfer": frozenset({FUNDS_WRITE}),
+    f"{COMMAND_SERVICE}.VoidPendingTransfer": frozenset({FUNDS_WRITE}),
     f"{COMMAND_SERVICE}.ExecuteBatch": WRITE_SCOPES,
     f"{COMMAND_SERVICE}.ReverseEntry": frozenset({JOURNAL_WRITE}),
     f"{QUERY_SERVICE}.GetAccount": frozenset({LEDGER_READ}),
     f"{QUERY_SERVICE}.ListTransactions": frozenset({LEDGER_READ}),
     f"{QUERY_SERVICE}.GetBalanceAt": frozenset({LEDGER_READ}),
     f"{QUERY_SERVICE}.SearchAccounts": frozenset({LEDGER_READ}),
+    f"{QUERY_SERVICE}.ListPendingTransfers": frozenset({LEDGER_READ}),
 }
 
 # How much of a refused account id a refusal repeats: the id comes from the request
@@ -192,6 +203,17 @@ def account_uses(command: Command) -> tuple[AccountUse, ...]:
             return (AccountUse(command.account_id, "unfreeze"),)
         case CloseAccount():
             return (AccountUse(command.account_id, "close"),)
+        case CreatePendingTransfer():
+            return (AccountUse(command.from_account_id, "place a hold on"),)
+        # The hold's from account (filled in from the hold; "" when the hold is unknown,
+        # which a restricted token is then refused, so it cannot probe pending ids).
+        case PostPendingTransfer():
+            return (AccountUse(command.from_account_id, "post a hold of"),)
+        case VoidPendingTransfer():
+            return (AccountUse(command.from_account_id, "void a hold of"),)
+        case ExpirePendingTransfer():
+            # Sent only by the ledger's own expiry job, never through an RPC.
+            return ()
     raise AssertionError(f"no account rule for {type(command).__name__}")
 
 

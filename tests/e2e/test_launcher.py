@@ -186,6 +186,9 @@ def test_the_demo_walks_through_every_call(launched: Launched) -> None:
         "INSUFFICIENT_FUNDS",
         "VALIDATION_FAILED",
         "LINKED_COMMAND_FAILED",
+        "PENDING_TRANSFER_NOT_PENDING",
+        "ENTRY_ALREADY_REVERSED",
+        "ENTRY_NOT_REVERSIBLE",
     ):
         assert f'"reason": "{reason}"' in output
     calls = [line for line in output.splitlines() if line.startswith("$ grpcurl ")]

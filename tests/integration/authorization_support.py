@@ -113,8 +113,9 @@ def denied(metadata: dict[str, str]) -> tuple[grpc.StatusCode, str, dict[str, st
     return grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED", metadata
 
 
-def valid_requests(account_id: str, other_id: str) -> dict[str, Any]:
-    """A request for every method that its scope would let through and succeed."""
+def valid_requests(account_id: str, other_id: str, pending_id: str = "") -> dict[str, Any]:
+    """A request for every method that its scope would let through and succeed (the post
+    and void given ``pending_id``, a hold of ``account_id``'s)."""
     c = commands_pb2
     q = queries_pb2
     prefix = "chronos.v1.CommandService."
@@ -147,6 +148,15 @@ def valid_requests(account_id: str, other_id: str) -> dict[str, Any]:
         prefix + "CloseAccount": c.CloseAccountRequest(
             request_id=new_id(), account_id=other_id, reason="done"
         ),
+        prefix + "CreatePendingTransfer": c.CreatePendingTransferRequest(
+            request_id=new_id(), from_account_id=account_id, to_account_id=other_id, amount=eur(5)
+        ),
+        prefix + "PostPendingTransfer": c.PostPendingTransferRequest(
+            request_id=new_id(), pending_id=pending_id
+        ),
+        prefix + "VoidPendingTransfer": c.VoidPendingTransferRequest(
+            request_id=new_id(), pending_id=pending_id
+        ),
         prefix + "ExecuteBatch": c.ExecuteBatchRequest(commands=[c.BatchCommand(deposit=deposit)]),
         # Names no entry these tests posted: past authorization, it is ENTRY_NOT_FOUND.
         prefix + "ReverseEntry": c.ReverseEntryRequest(request_id=new_id(), entry_id=new_id()),
@@ -158,6 +168,9 @@ def valid_requests(account_id: str, other_id: str) -> dict[str, Any]:
             account_id=account_id, at_time=LATER
         ),
         "chronos.v1.QueryService.SearchAccounts": q.SearchAccountsRequest(query="Owner"),
+        "chronos.v1.QueryService.ListPendingTransfers": q.ListPendingTransfersRequest(
+            account_id=account_id
+        ),
     }
 
 

@@ -221,9 +221,11 @@ def test_every_method_refuses_a_token_lacking_its_scope_and_writes_nothing(
         for code, reason, metadata, message in answers:
             assert (code, reason, metadata) == denied({"required_scope": required}), method
             assert message.startswith("This token lacks "), message
-    # Two refusals per CommandService method (ReverseEntry included since issue 17).
-    assert refusals_counted("command") - before_counted["command"] == 20
-    assert refusals_counted("query") - before_counted["query"] == 8
+    # Two refusals per CommandService method (ReverseEntry and the three hold
+    # commands included since issue 17) and per QueryService method
+    # (ListPendingTransfers included).
+    assert refusals_counted("command") - before_counted["command"] == 26
+    assert refusals_counted("query") - before_counted["query"] == 10
 
 
 def test_each_scope_lets_its_methods_through(
@@ -238,7 +240,19 @@ def test_each_scope_lets_its_methods_through(
         for method in ALL_METHODS:
             # Fresh accounts for each method, so that every command can succeed.
             account_id, other_id = await open_pair(stubs)
-            request = valid_requests(account_id, other_id)[method]
+            pending_id = ""
+            if method.endswith(("PostPendingTransfer", "VoidPendingTransfer")):
+                placed = await stubs.command.CreatePendingTransfer(
+                    commands_pb2.CreatePendingTransferRequest(
+                        request_id=new_id(),
+                        from_account_id=account_id,
+                        to_account_id=other_id,
+                        amount=eur(5),
+                    ),
+                    metadata=stubs.tokens.admin,
+                )
+                pending_id = placed.pending_id
+            request = valid_requests(account_id, other_id, pending_id)[method]
             try:
                 await stubs.of(method)(request, metadata=tokens.caller(required_scopes(method)[-1]))
                 codes[method] = grpc.StatusCode.OK
@@ -251,7 +265,7 @@ def test_each_scope_lets_its_methods_through(
     # NOT_FOUND, past authorization.
     reads = {
         f"chronos.v1.QueryService.{name}"
-        for name in ("GetAccount", "ListTransactions", "GetBalanceAt")
+        for name in ("GetAccount", "ListTransactions", "GetBalanceAt", "ListPendingTransfers")
     } | {"chronos.v1.CommandService.ReverseEntry"}
     assert {method: code for method, code in codes.items() if method not in reads} == {
         method: grpc.StatusCode.OK for method in ALL_METHODS if method not in reads
@@ -461,3 +475,75 @@ def test_execute_batch_refuses_only_the_items_without_the_right(
 def fresh_ledger(pg_dsn: str) -> Iterator[str]:
     with fresh_database(pg_dsn) as dsn:
         yield dsn
+
+
+def test_a_restricted_token_holds_and_ends_holds_only_on_its_accounts(
+    fresh_ledger: str, es_url: str, read_side: IndexNames, tokens: Tokens
+) -> None:
+    dsn = fresh_ledger
+    c = commands_pb2
+
+    async def setup(stubs: Stubs) -> tuple[str, str, str]:
+        mine, other = await open_funded(stubs, 1_000), await open_funded(stubs, 1_000)
+        placed = await stubs.command.CreatePendingTransfer(
+            c.CreatePendingTransferRequest(
+                request_id=new_id(), from_account_id=other, to_account_id=mine, amount=eur(10)
+            ),
+            metadata=stubs.tokens.admin,
+        )
+        return mine, other, placed.pending_id
+
+    mine, other, others_hold = served(dsn, es_url, read_side, tokens, setup)
+    customer = tokens.caller(scopes.FUNDS_WRITE, accounts=(mine,))
+    refused_calls = {
+        "CreatePendingTransfer": c.CreatePendingTransferRequest(
+            request_id=new_id(), from_account_id=other, to_account_id=mine, amount=eur(1)
+        ),
+        # The hold pays the customer's account, but is a debit of the other one.
+        "PostPendingTransfer": c.PostPendingTransferRequest(
+            request_id=new_id(), pending_id=others_hold
+        ),
+        "VoidPendingTransfer": c.VoidPendingTransferRequest(
+            request_id=new_id(), pending_id=others_hold
+        ),
+    }
+
+    async def refused(stubs: Stubs) -> list[Any]:
+        outcomes = [
+            await refusal(getattr(stubs.command, name)(request, metadata=customer))
+            for name, request in refused_calls.items()
+        ]
+        # An unknown pending id tells a restricted token nothing either.
+        outcomes.append(
+            await refusal(
+                stubs.command.PostPendingTransfer(
+                    c.PostPendingTransferRequest(request_id=new_id(), pending_id=new_id()),
+                    metadata=customer,
+                )
+            )
+        )
+        return outcomes
+
+    before = written(dsn)
+    outcomes = served(dsn, es_url, read_side, tokens, refused)
+    assert written(dsn) == before
+    assert [(code, reason, metadata) for code, reason, metadata, _ in outcomes] == [
+        denied({"account_id": other}),
+        denied({"account_id": other}),
+        denied({"account_id": other}),
+        denied({"account_id": ""}),
+    ]
+
+    async def allowed(stubs: Stubs) -> None:
+        placed = await stubs.command.CreatePendingTransfer(
+            c.CreatePendingTransferRequest(
+                request_id=new_id(), from_account_id=mine, to_account_id=other, amount=eur(5)
+            ),
+            metadata=customer,
+        )
+        await stubs.command.PostPendingTransfer(
+            c.PostPendingTransferRequest(request_id=new_id(), pending_id=placed.pending_id),
+            metadata=customer,
+        )
+
+    served(dsn, es_url, read_side, tokens, allowed)

@@ -8,16 +8,19 @@ import pytest
 from chronos.domain.commands import (
     CloseAccount,
     Command,
+    CreatePendingTransfer,
     Deposit,
     FreezeAccount,
     JournalLine,
     Money,
     OpenAccount,
     PostJournalEntry,
+    PostPendingTransfer,
     ReverseEntry,
     Side,
     TransferFunds,
     UnfreezeAccount,
+    VoidPendingTransfer,
     Withdraw,
 )
 from chronos.domain.errors import Reason, Rejection
@@ -47,6 +50,7 @@ METHODS_BY_SCOPE = {
         "chronos.v1.QueryService.ListTransactions",
         "chronos.v1.QueryService.GetBalanceAt",
         "chronos.v1.QueryService.SearchAccounts",
+        "chronos.v1.QueryService.ListPendingTransfers",
     },
     scopes.ACCOUNTS_WRITE: {
         "chronos.v1.CommandService.OpenAccount",
@@ -59,6 +63,9 @@ METHODS_BY_SCOPE = {
         "chronos.v1.CommandService.Deposit",
         "chronos.v1.CommandService.Withdraw",
         "chronos.v1.CommandService.TransferFunds",
+        "chronos.v1.CommandService.CreatePendingTransfer",
+        "chronos.v1.CommandService.PostPendingTransfer",
+        "chronos.v1.CommandService.VoidPendingTransfer",
         "chronos.v1.CommandService.ExecuteBatch",
     },
     scopes.JOURNAL_WRITE: {
@@ -91,8 +98,9 @@ def assert_denied(rejection: Rejection | None, **metadata: str) -> Rejection:
 
 
 def test_every_method_of_both_services_has_a_rule() -> None:
-    # 13 before issue 17; ReverseEntry added one.
-    assert len(ALL_METHODS) == 14
+    # 13 before issue 17; ReverseEntry, the three hold commands and
+    # ListPendingTransfers added five.
+    assert len(ALL_METHODS) == 18
     assert set(METHOD_SCOPES) == set(ALL_METHODS)
 
 
@@ -166,6 +174,16 @@ def commands_on(account: str) -> dict[type[Command], Command]:
         FreezeAccount: FreezeAccount(request_id="r", account_id=account),
         UnfreezeAccount: UnfreezeAccount(request_id="r", account_id=account),
         CloseAccount: CloseAccount(request_id="r", account_id=account),
+        CreatePendingTransfer: CreatePendingTransfer(
+            request_id="r", from_account_id=account, to_account_id=OTHER, amount=EUR
+        ),
+        # A post or void names its hold; the server fills in the hold's accounts.
+        PostPendingTransfer: PostPendingTransfer(
+            request_id="r", pending_id=OTHER, from_account_id=account, to_account_id=OTHER
+        ),
+        VoidPendingTransfer: VoidPendingTransfer(
+            request_id="r", pending_id=OTHER, from_account_id=account, to_account_id=OTHER
+        ),
         ReverseEntry: ReverseEntry(request_id="r", entry_id=OTHER),
     }
 

@@ -30,7 +30,7 @@ from chronos.domain.validation import fingerprint, metadata_violations, validate
 from chronos.event_store import mapper
 from chronos.read_model.documents import EventRecord, transaction_source
 from chronos.v1 import commands_pb2, queries_pb2
-from command_server.servicer import (
+from command_server.requests import (
     deposit_from_proto,
     journal_from_proto,
     transfer_from_proto,

@@ -139,6 +139,9 @@ def test_opening_builds_the_full_document() -> None:
         "opened_at": "2026-03-01T12:00:10.123456Z",
         "updated_at": "2026-03-01T12:00:10.123456Z",
         "metadata": {"segment": "retail"},
+        "pending_debits_minor": 0,
+        "pending_credits_minor": 0,
+        "available_minor": 0,
     }
     assert AccountDocument.from_source(document.to_source()) == document
 

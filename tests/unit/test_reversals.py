@@ -58,7 +58,7 @@ class Books:
             prepared.append(self.with_original(validation.canonicalize(command)))
         touched = {a for c in prepared for a in accounts_touched(c)}
         view = {a: self.accounts.get(a) for a in touched}
-        decision = decide_batch(prepared, view, self.new_id, self.reversed_by)
+        decision = decide_batch(prepared, view, self.new_id, reversed_by=self.reversed_by)
         for account in decision.accounts:
             self.accounts[account.account_id] = account
         for new in decision.events():
