@@ -18,11 +18,8 @@ from chronos.read_model.indices import (
 )
 from chronos.read_model.queries import metadata_filters
 
-
-def without_metadata(mapping: dict[str, Any]) -> dict[str, Any]:
-    """The pending mapping as it was before holds had metadata."""
-    properties = {k: v for k, v in mapping["properties"].items() if k != "metadata"}
-    return {**mapping, "properties": properties}
+# A mapping without its metadata field, as it was before (here: the pending index's).
+from tests.integration.test_line_metadata_index import old_mapping
 
 
 def hold(pending_id: str, metadata: dict[str, str] | None) -> dict[str, Any]:
@@ -51,7 +48,7 @@ def test_an_old_pending_index_gains_the_field_and_holds_filter_by_exact_match(
     for alias, index, mapping in (
         (names.accounts, names.accounts_version(1), ACCOUNTS_MAPPING),
         (names.transactions, names.transactions_version(1), TRANSACTIONS_MAPPING),
-        (names.pending, names.pending_version(1), without_metadata(PENDING_MAPPING)),
+        (names.pending, names.pending_version(1), old_mapping(PENDING_MAPPING)),
     ):
         es_client.indices.create(
             index=index,
