@@ -33,6 +33,7 @@ def create_from_proto(request: commands_pb2.CreatePendingTransferRequest) -> Cre
         amount=Money(currency=request.amount.currency, minor_units=request.amount.minor_units),
         description=request.description,
         timeout_seconds=request.timeout_seconds,
+        metadata=tuple(sorted(request.metadata.items())),
     )
 
 
@@ -41,12 +42,16 @@ def post_from_proto(request: commands_pb2.PostPendingTransferRequest) -> PostPen
         request_id=request.request_id,
         pending_id=request.pending_id,
         amount=Money(currency=request.amount.currency, minor_units=request.amount.minor_units),
+        metadata=tuple(sorted(request.metadata.items())),
     )
 
 
 def void_from_proto(request: commands_pb2.VoidPendingTransferRequest) -> VoidPendingTransfer:
     return VoidPendingTransfer(
-        request_id=request.request_id, pending_id=request.pending_id, reason=request.reason
+        request_id=request.request_id,
+        pending_id=request.pending_id,
+        reason=request.reason,
+        metadata=tuple(sorted(request.metadata.items())),
     )
 
 

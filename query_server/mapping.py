@@ -164,6 +164,8 @@ def pending_to_proto(source: dict[str, Any]) -> queries_pb2.PendingTransfer:
         placed_at=_timestamp(source["placed_at"]),
         updated_at=_timestamp(source["updated_at"]),
         position=source["last_position"],
+        # Holds placed without metadata (or projected before it existed) have none.
+        metadata={str(k): str(v) for k, v in (source.get("metadata") or {}).items()},
     )
     if source.get("expires_at"):
         answer.expires_at.CopyFrom(_timestamp(source["expires_at"]))

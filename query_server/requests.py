@@ -8,6 +8,7 @@ it is bound to them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -77,6 +78,8 @@ class PendingQuery:
     page_size: int
     search_after: list[Any] | None
     min_position: int
+    # Only holds whose metadata holds every one of these pairs.
+    metadata: tuple[tuple[str, str], ...] = ()
 
     def next_page_token(self, last_sort_values: list[Any]) -> str:
         """The token of the page after the hold with these sort values."""
@@ -132,8 +135,7 @@ def transactions_query(request: queries_pb2.ListTransactionsRequest) -> Transact
         request.page_size, TRANSACTIONS_PAGE_SIZE_DEFAULT, TRANSACTIONS_PAGE_SIZE_MAX, violations
     )
     _min_position(request.min_position, violations)
-    metadata = tuple(sorted(request.metadata.items()))
-    violations.extend(metadata_violations(metadata))
+    metadata = _metadata_filter(request.metadata, violations)
     query = TransactionsQuery(
         account_id=account_id,
         start=start,
@@ -204,14 +206,34 @@ def pending_query(request: queries_pb2.ListPendingTransfersRequest) -> PendingQu
         page_size=page_size,
         search_after=None,
         min_position=request.min_position,
+        metadata=_metadata_filter(request.metadata, violations),
     )
     return _continued(
         query, request.page_token, _PENDING_TOKEN, _pending_binding(query), violations
     )
 
 
+def _metadata_filter(
+    metadata: Mapping[str, str], violations: list[FieldViolation]
+) -> tuple[tuple[str, str], ...]:
+    """A request's exact-match metadata filter, checked as movements' metadata is."""
+    pairs = tuple(sorted(metadata.items()))
+    violations.extend(metadata_violations(pairs))
+    return pairs
+
+
+def _with_metadata(
+    binding: dict[str, Any], metadata: tuple[tuple[str, str], ...]
+) -> dict[str, Any]:
+    """``binding`` bound to the metadata filter too, if there is one: only with a filter,
+    so a token issued before filters existed stays valid."""
+    if metadata:
+        binding["metadata"] = dict(metadata)
+    return binding
+
+
 def _pending_binding(query: PendingQuery) -> dict[str, Any]:
-    return {"account_id": query.account_id, "state": query.state}
+    return _with_metadata({"account_id": query.account_id, "state": query.state}, query.metadata)
 
 
 def _transactions_binding(query: TransactionsQuery) -> dict[str, Any]:
@@ -220,10 +242,7 @@ def _transactions_binding(query: TransactionsQuery) -> dict[str, Any]:
         "start": query.start,
         "end": query.end,
     }
-    # Only with a filter: a token issued before filters existed stays valid.
-    if query.metadata:
-        binding["metadata"] = dict(query.metadata)
-    return binding
+    return _with_metadata(binding, query.metadata)
 
 
 def _search_binding(search: AccountSearch) -> dict[str, Any]:

@@ -267,6 +267,7 @@ class QueryServicer(queries_pb2_grpc.QueryServiceServicer):
                     state=query.state,
                     size=query.page_size + 1,
                     search_after=query.search_after,
+                    metadata=query.metadata,
                 ),
                 query.page_size,
             )

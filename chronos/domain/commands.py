@@ -112,6 +112,8 @@ class CreatePendingTransfer:
     description: str = ""
     # 0: the hold never expires; otherwise the ledger voids it this long after it was placed.
     timeout_seconds: int = 0
+    # Caller-defined labels: on the hold's lines, and kept by the hold (see movement_metadata).
+    metadata: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,6 +127,8 @@ class PostPendingTransfer:
     amount: Money = Money(currency="", minor_units=0)
     from_account_id: str = ""
     to_account_id: str = ""
+    # Caller-defined labels, on the lines this command writes (see movement_metadata).
+    metadata: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,6 +140,8 @@ class VoidPendingTransfer:
     reason: str = ""
     from_account_id: str = ""
     to_account_id: str = ""
+    # Caller-defined labels, on the lines this command writes (see movement_metadata).
+    metadata: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -119,6 +119,8 @@ class PendingTransferPosted(LinePosted):
     # hold describes it whole (the read side's hold documents are built from any one).
     placed_at: datetime | None = None
     expires_at: datetime | None = None
+    # The metadata the hold was placed with (``metadata`` is the post's own).
+    hold_metadata: tuple[tuple[str, str], ...] = ()
     kind: EntryKind = field(default=EntryKind.PENDING_TRANSFER, init=False)
 
 
@@ -143,6 +145,10 @@ class HoldLine:
     # When the hold was placed, and its timeout (None: it never expires).
     placed_at: datetime | None = None
     expires_at: datetime | None = None
+    # The metadata of the command that wrote the line (none on an expiry's), and the
+    # metadata the hold was placed with (its create's), which every event of it carries.
+    metadata: tuple[tuple[str, str], ...] = ()
+    hold_metadata: tuple[tuple[str, str], ...] = ()
 
     @property
     def pending_change_minor(self) -> int:

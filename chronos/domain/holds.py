@@ -47,6 +47,7 @@ from chronos.domain.events import (
     PendingTransferVoided,
 )
 from chronos.domain.ledger import Decision
+from chronos.domain.movement_metadata import with_metadata
 from chronos.domain.postings import require_account
 
 
@@ -72,6 +73,8 @@ class PendingTransfer:
     expires_at: datetime | None = None
     description: str = ""
     placed_at: datetime | None = None
+    # The metadata it was placed with, carried by each of its events (hold_metadata).
+    metadata: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,6 +104,21 @@ def decide_hold(
     Raises:
         Rejection: In ``Reason`` order.
     """
+    decided = _decide(command, accounts, holds, new_id, now)
+    # An expiry is the ledger's own act: its lines carry no request metadata.
+    if isinstance(command, ExpirePendingTransfer):
+        return decided
+    events = with_metadata(decided.decision.events, command.metadata)
+    return replace(decided, decision=replace(decided.decision, events=events))
+
+
+def _decide(
+    command: HoldCommand,
+    accounts: Mapping[str, Account | None],
+    holds: Mapping[str, PendingTransfer | None],
+    new_id: Callable[[], str],
+    now: datetime,
+) -> HoldDecision:
     if isinstance(command, CreatePendingTransfer):
         return _create(command, accounts, new_id, now)
     hold = holds.get(command.pending_id)
@@ -170,6 +188,7 @@ def _create(
         expires_at=expires_at,
         description=command.description,
         placed_at=now,
+        metadata=command.metadata,
     )
     events = _hold_lines(hold, source, target, PendingTransferCreated, hold.amount_minor)
     decision = Decision(
@@ -216,6 +235,7 @@ def _hold_lines(
             line_index=index,
             placed_at=hold.placed_at,
             expires_at=hold.expires_at,
+            hold_metadata=hold.metadata,
         )
         events.append(line)
     return events
@@ -271,6 +291,7 @@ def _post(
                 released_minor=released,
                 placed_at=hold.placed_at,
                 expires_at=hold.expires_at,
+                hold_metadata=hold.metadata,
             )
         )
     decision = Decision(

@@ -90,8 +90,7 @@ def validate(command: Command) -> None:
             )
             if isinstance(command, CreatePendingTransfer):
                 _check_timeout(command.timeout_seconds, violations)
-            else:
-                _check_metadata(command.metadata, violations)
+            _check_metadata(command.metadata, violations)
         case PostJournalEntry():
             _check_journal(command, violations)
             _check_metadata(command.metadata, violations)
@@ -104,6 +103,8 @@ def validate(command: Command) -> None:
                 _check_partial_amount(command.amount, violations)
             if isinstance(command, VoidPendingTransfer):
                 _check_text(command.reason, "reason", limits.REASON_LENGTH_MAX, violations)
+            if not isinstance(command, ExpirePendingTransfer):
+                _check_metadata(command.metadata, violations)
         case ReverseEntry():
             # An entry id is a UUID like an account id, and is compared canonically.
             _check_account_id(command.entry_id, "entry_id", violations)

@@ -55,6 +55,8 @@ def _line(event: HoldLine) -> events_pb2.HoldLine:
         counterparty_account_id=event.counterparty_account_id,
         description=event.description,
         line_index=event.line_index,
+        metadata=dict(event.metadata),
+        hold_metadata=dict(event.hold_metadata),
     )
     set_time(line.placed_at, event.placed_at)
     set_time(line.expires_at, event.expires_at)
@@ -96,6 +98,8 @@ def decode(event_type: str, payload: bytes) -> HoldLine:
         "line_index": line.line_index,
         "placed_at": time_of(line, "placed_at"),
         "expires_at": time_of(line, "expires_at"),
+        "metadata": tuple(sorted(line.metadata.items())),
+        "hold_metadata": tuple(sorted(line.hold_metadata.items())),
     }
     if event_type == "PendingTransferCreated":
         return PendingTransferCreated(**fields)

@@ -27,21 +27,23 @@ from chronos.domain.holds import HoldState, PendingTransfer
 # The holds a batch names, and the ledger's clock (the transaction's start) for timeouts.
 LOAD_HOLDS = """SELECT now(), h.pending_id::text, h.from_account_id::text,
                        h.to_account_id::text, h.currency, h.amount_minor, h.state,
-                       h.posted_minor, h.expires_at, h.description, h.created_at
+                       h.posted_minor, h.expires_at, h.description, h.created_at,
+                       h.metadata
                 FROM (SELECT 1) AS one
                 LEFT JOIN pending_transfers AS h ON h.pending_id = ANY(%s::uuid[])"""
 
 # Placed holds are inserted, changed ones updated: one statement, one JSON text.
 SAVE_HOLDS = """INSERT INTO pending_transfers AS p
                   (pending_id, from_account_id, to_account_id, currency, amount_minor, state,
-                   posted_minor, expires_at, description, created_at, updated_at)
+                   posted_minor, expires_at, description, created_at, updated_at, metadata)
                 SELECT h.pending_id, h.from_account_id, h.to_account_id, h.currency,
                        h.amount_minor, h.state, h.posted_minor, h.expires_at, h.description,
-                       h.placed_at, now()
+                       h.placed_at, now(), h.metadata
                 FROM jsonb_to_recordset(%s::jsonb)
                      AS h(pending_id uuid, from_account_id uuid, to_account_id uuid,
                           currency text, amount_minor bigint, state text, posted_minor bigint,
-                          expires_at timestamptz, description text, placed_at timestamptz)
+                          expires_at timestamptz, description text, placed_at timestamptz,
+                          metadata jsonb)
                 ON CONFLICT (pending_id) DO UPDATE
                 SET state = excluded.state, posted_minor = excluded.posted_minor,
                     updated_at = now()"""
@@ -87,6 +89,7 @@ async def read_loaded(
             expires_at=row[8],
             description=str(row[9]),
             placed_at=row[10],
+            metadata=tuple(sorted((str(k), str(v)) for k, v in row[11].items())),
         )
     assert now is not None, "the holds query always returns a row"
     return holds, now
@@ -108,6 +111,7 @@ async def save(conn: psycopg.AsyncConnection[Any], holds: Sequence[PendingTransf
             "expires_at": None if hold.expires_at is None else hold.expires_at.isoformat(),
             "description": hold.description,
             "placed_at": None if hold.placed_at is None else hold.placed_at.isoformat(),
+            "metadata": dict(hold.metadata),
         }
         for hold in holds
     ]

@@ -139,6 +139,7 @@ def encode(event: DomainEvent) -> tuple[str, int, bytes]:
                 line=line_to_proto(event),
                 pending_id=event.pending_id,
                 released_minor=event.released_minor,
+                hold_metadata=dict(event.hold_metadata),
             )
             hold_events.set_time(message.placed_at, event.placed_at)
             hold_events.set_time(message.expires_at, event.expires_at)
@@ -211,6 +212,7 @@ def _decode_current(event_type: str, payload: bytes) -> DomainEvent:
             "released_minor": message.released_minor,
             "placed_at": hold_events.time_of(message, "placed_at"),
             "expires_at": hold_events.time_of(message, "expires_at"),
+            "hold_metadata": tuple(sorted(message.hold_metadata.items())),
         }
     return line_type(
         entry_id=line.entry_id,

@@ -278,7 +278,8 @@ def transaction_source(record: EventRecord) -> dict[str, Any] | None:
     if event.pending_debits_after_minor or event.pending_credits_after_minor:
         source["pending_debits_after_minor"] = event.pending_debits_after_minor
         source["pending_credits_after_minor"] = event.pending_credits_after_minor
-    if isinstance(event, LinePosted) and event.metadata:
+    # The metadata of the command that wrote the line (a hold's lines included).
+    if event.metadata:
         source["metadata"] = dict(event.metadata)
     if isinstance(event, LinePosted) and event.reverses_entry_id:
         source["reverses_entry_id"] = event.reverses_entry_id

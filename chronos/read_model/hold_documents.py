@@ -56,6 +56,10 @@ def hold_document(record: EventRecord) -> tuple[str, int, dict[str, Any]] | None
     }
     if event.expires_at is not None:
         source["expires_at"] = documents.format_time(event.expires_at)
+    # The create's metadata, which every event of the hold carries (a post's or void's
+    # own metadata is on its statement lines only).
+    if event.hold_metadata:
+        source["metadata"] = dict(event.hold_metadata)
     return event.pending_id, record.stream_version, source
 
 

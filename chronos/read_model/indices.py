@@ -115,6 +115,9 @@ PENDING_MAPPING: dict[str, Any] = {
         "updated_at": {"type": "date_nanos", **_STORED},
         "last_position": {"type": "long", **_STORED},
         "version": {"type": "long", **_STORED},
+        # The metadata the hold was placed with; absent when none. Flattened, as the
+        # statement lines' (see TRANSACTIONS_MAPPING): filtered by exact match.
+        "metadata": {"type": "flattened"},
     },
 }
 

@@ -108,7 +108,7 @@ class ReadModelQueries:
         """Statement lines of an account, newest (highest position) first; only those
         whose metadata holds every pair of ``metadata`` (exact match)."""
         filters: list[dict[str, Any]] = [{"term": {"account_id": account_id}}]
-        filters.extend({"term": {f"metadata.{key}": value}} for key, value in metadata)
+        filters.extend(metadata_filters(metadata))
         time_range: dict[str, str] = {}
         if start is not None:
             time_range["gte"] = start
@@ -131,9 +131,16 @@ class ReadModelQueries:
         return hits
 
     async def pending_transfers(
-        self, account_id: str, *, state: str | None, size: int, search_after: list[Any] | None
+        self,
+        account_id: str,
+        *,
+        state: str | None,
+        size: int,
+        search_after: list[Any] | None,
+        metadata: tuple[tuple[str, str], ...] = (),
     ) -> list[dict[str, Any]]:
-        """The holds an account is the from or the to account of, newest placed first."""
+        """The holds an account is the from or the to account of, newest placed first;
+        only those whose metadata holds every pair of ``metadata`` (exact match)."""
         filters: list[dict[str, Any]] = [
             {
                 "bool": {
@@ -147,6 +154,7 @@ class ReadModelQueries:
         ]
         if state is not None:
             filters.append({"term": {"state": state}})
+        filters.extend(metadata_filters(metadata))
         response = await self._call(
             "list pending transfers",
             self._es.search(
@@ -226,3 +234,9 @@ class ReadModelQueries:
 
 
 # --- protobuf mapping ----------------------------------------------------------------
+
+
+def metadata_filters(metadata: tuple[tuple[str, str], ...]) -> list[dict[str, Any]]:
+    """The exact-match filters of a metadata filter (a ``flattened`` field named
+    ``metadata``): a document matches when it holds every pair."""
+    return [{"term": {f"metadata.{key}": value}} for key, value in metadata]

@@ -461,3 +461,148 @@ def test_list_pending_transfers_by_account_and_state(pipeline: Pipeline) -> None
     with pytest.raises(grpc.RpcError) as raised:
         listed(bob, page_size=2, token=page.next_page_token)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_hold_metadata_is_stored_listed_filtered_and_fingerprinted(pipeline: Pipeline) -> None:
+    ada, bob = open_account(pipeline, 1_000), open_account(pipeline, 0)
+    request = commands_pb2.CreatePendingTransferRequest(
+        request_id=rid(),
+        from_account_id=ada,
+        to_account_id=bob,
+        amount=eur(300),
+        metadata={"order_id": "A-17"},
+    )
+    placed = pipeline.commands.CreatePendingTransfer(request, timeout=TIMEOUT_SECONDS)
+    # A second hold of the same order (for the pages) and one of another order.
+    second = pipeline.commands.CreatePendingTransfer(
+        commands_pb2.CreatePendingTransferRequest(
+            request_id=rid(),
+            from_account_id=ada,
+            to_account_id=bob,
+            amount=eur(50),
+            metadata={"order_id": "A-17", "shop": "north"},
+        ),
+        timeout=TIMEOUT_SECONDS,
+    )
+    other = pipeline.commands.CreatePendingTransfer(
+        commands_pb2.CreatePendingTransferRequest(
+            request_id=rid(),
+            from_account_id=ada,
+            to_account_id=bob,
+            amount=eur(20),
+            metadata={"order_id": "B"},
+        ),
+        timeout=TIMEOUT_SECONDS,
+    )
+    # The same request_id with other metadata is another request.
+    changed = commands_pb2.CreatePendingTransferRequest()
+    changed.CopyFrom(request)
+    changed.metadata["order_id"] = "A-18"
+    refused(
+        pipeline,
+        lambda: pipeline.commands.CreatePendingTransfer(changed, timeout=TIMEOUT_SECONDS),
+        grpc.StatusCode.ALREADY_EXISTS,
+        "IDEMPOTENCY_KEY_REUSED",
+    )
+    # A post and a void carry their own metadata, on their lines only.
+    pipeline.commands.PostPendingTransfer(
+        commands_pb2.PostPendingTransferRequest(
+            request_id=rid(),
+            pending_id=placed.pending_id,
+            amount=eur(100),
+            metadata={"capture_id": "C-1"},
+        ),
+        timeout=TIMEOUT_SECONDS,
+    )
+    voided = pipeline.commands.VoidPendingTransfer(
+        commands_pb2.VoidPendingTransferRequest(
+            request_id=rid(), pending_id=other.pending_id, metadata={"cancel_id": "X-9"}
+        ),
+        timeout=TIMEOUT_SECONDS,
+    )
+
+    def listed(metadata: dict[str, str], page_size: int = 0, token: str = "") -> Any:
+        return pipeline.queries.ListPendingTransfers(
+            queries_pb2.ListPendingTransfersRequest(
+                account_id=ada,
+                metadata=metadata,
+                page_size=page_size,
+                page_token=token,
+                min_position=voided.position,
+            ),
+            timeout=TIMEOUT_SECONDS,
+        )
+
+    orders = listed({"order_id": "A-17"}).pending_transfers
+    assert [h.pending_id for h in orders] == [second.pending_id, placed.pending_id]
+    # The hold keeps its create's metadata after it was posted.
+    assert dict(orders[1].metadata) == {"order_id": "A-17"}
+    assert orders[1].state == queries_pb2.PENDING_TRANSFER_STATE_POSTED
+    assert dict(orders[0].metadata) == {"order_id": "A-17", "shop": "north"}
+    assert [h.pending_id for h in listed({"order_id": "B"}).pending_transfers] == [other.pending_id]
+    assert listed({"order_id": "A-17", "shop": "south"}).pending_transfers == []
+    assert listed({"capture_id": "C-1"}).pending_transfers == []
+    # Pages follow the filter; a token is bound to it.
+    page = listed({"order_id": "A-17"}, page_size=1)
+    rest = listed({"order_id": "A-17"}, page_size=5, token=page.next_page_token)
+    assert [h.pending_id for h in [*page.pending_transfers, *rest.pending_transfers]] == [
+        second.pending_id,
+        placed.pending_id,
+    ]
+    for metadata in ({}, {"order_id": "B"}):
+        with pytest.raises(grpc.RpcError) as raised:
+            listed(metadata, page_size=1, token=page.next_page_token)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as raised:
+        listed({"k" * 65: "v"})
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details_of(rpc_status.from_call(raised.value))[0] == "VALIDATION_FAILED"
+
+    def statement(metadata: dict[str, str] | None = None) -> Any:
+        return pipeline.queries.ListTransactions(
+            queries_pb2.ListTransactionsRequest(account_id=ada, page_size=50, metadata=metadata),
+            timeout=TIMEOUT_SECONDS,
+        ).lines
+
+    wait_for(lambda: any(line.kind == ledger_pb2.ENTRY_KIND_HOLD_VOIDED for line in statement()))
+    by_kind = {(line.kind, line.pending_id): dict(line.metadata) for line in statement()}
+    assert by_kind[(ledger_pb2.ENTRY_KIND_HOLD_PLACED, placed.pending_id)] == {"order_id": "A-17"}
+    assert by_kind[(ledger_pb2.ENTRY_KIND_PENDING_TRANSFER, placed.pending_id)] == {
+        "capture_id": "C-1"
+    }
+    assert by_kind[(ledger_pb2.ENTRY_KIND_HOLD_VOIDED, other.pending_id)] == {"cancel_id": "X-9"}
+    assert [line.pending_id for line in statement({"order_id": "A-17"})] == [
+        second.pending_id,
+        placed.pending_id,
+    ]
+
+
+def test_hold_metadata_is_validated_like_every_movements(pipeline: Pipeline) -> None:
+    ada, bob = open_account(pipeline, 100), open_account(pipeline, 0)
+    placed = create(pipeline, ada, bob, 10)
+    too_long = {"k" * 65: "v"}
+    for call in (
+        lambda: pipeline.commands.CreatePendingTransfer(
+            commands_pb2.CreatePendingTransferRequest(
+                request_id=rid(),
+                from_account_id=ada,
+                to_account_id=bob,
+                amount=eur(10),
+                metadata=too_long,
+            ),
+            timeout=TIMEOUT_SECONDS,
+        ),
+        lambda: pipeline.commands.PostPendingTransfer(
+            commands_pb2.PostPendingTransferRequest(
+                request_id=rid(), pending_id=placed.pending_id, metadata=too_long
+            ),
+            timeout=TIMEOUT_SECONDS,
+        ),
+        lambda: pipeline.commands.VoidPendingTransfer(
+            commands_pb2.VoidPendingTransferRequest(
+                request_id=rid(), pending_id=placed.pending_id, metadata=too_long
+            ),
+            timeout=TIMEOUT_SECONDS,
+        ),
+    ):
+        refused(pipeline, call, grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_FAILED")
