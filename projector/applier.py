@@ -10,6 +10,8 @@ folds across a gap.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from chronos.metrics import PROJECTION_GAPS_FILLED
 from chronos.read_model.documents import AccountDocument, EventRecord, Outcome, fold_batch
@@ -44,8 +46,13 @@ class DocumentApplier:
         self._cache = cache
         self._refresh = refresh
 
-    def apply(self, records: list[EventRecord]) -> tuple[WriteResult, dict[Outcome, int]]:
-        """Writes what ``records`` make of the documents; idempotent and version-guarded,
+    def apply(
+        self,
+        records: list[EventRecord],
+        events: Sequence[tuple[int, dict[str, Any]]] = (),
+    ) -> tuple[WriteResult, dict[Outcome, int]]:
+        """Writes what ``records`` make of the documents, and the event-log documents
+        ``events`` (position, source), in the same bulk; idempotent and version-guarded,
         so a redelivered batch is harmless.
 
         Raises:
@@ -62,7 +69,11 @@ class DocumentApplier:
                 "delivered; the projector stops rather than fold across the gap"
             )
         result = self._writer.write_documents(
-            documents.accounts, documents.transactions, refresh=self._refresh, holds=documents.holds
+            documents.accounts,
+            documents.transactions,
+            refresh=self._refresh,
+            holds=documents.holds,
+            events=events,
         )
         if not result.accounts_stale:
             # Else another writer got there first, and what it stored is what counts: the

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import KafkaError, Message
 from google.protobuf.message import DecodeError
@@ -18,6 +19,7 @@ from google.protobuf.message import DecodeError
 from chronos.event_store.mapper import EventDecodeError
 from chronos.outbox import contract
 from chronos.read_model.documents import EventRecord, record_from_envelope
+from chronos.read_model.event_documents import source_from_message
 from chronos.v1 import events_pb2
 from projector.errors import ProjectorError
 from projector.offsets import retention_overtook
@@ -38,6 +40,8 @@ class PolledBatch:
     offsets: dict[int, int] = field(default_factory=dict)
     # The trace contexts the events carried, to continue their traces.
     traceparents: list[str] = field(default_factory=list)
+    # (position, source) of each event's event-log document.
+    events: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
 
 
 def read_batch(messages: list[Message], topic: str) -> PolledBatch:
@@ -62,7 +66,9 @@ def read_batch(messages: list[Message], topic: str) -> PolledBatch:
             if position is not None:
                 batch.watermarks[partition] = max(batch.watermarks.get(partition, 0), position)
         else:
-            batch.records.append(_event_record(message, where))
+            record, event_source = _event_record(message, headers, where)
+            batch.records.append(record)
+            batch.events.append((record.position, event_source))
             traceparent = headers.get(contract.HEADER_TRACEPARENT, "")
             if traceparent:
                 batch.traceparents.append(traceparent)
@@ -79,10 +85,13 @@ def _marker_position(headers: dict[str, str], where: str) -> int | None:
         return None
 
 
-def _event_record(message: Message, where: str) -> EventRecord:
+def _event_record(
+    message: Message, headers: dict[str, str], where: str
+) -> tuple[EventRecord, dict[str, Any]]:
+    """The event a message carries, and its event-log document."""
     try:
         envelope = events_pb2.EventEnvelope.FromString(message.value() or b"")
-        return record_from_envelope(envelope)
+        return record_from_envelope(envelope), source_from_message(envelope, headers)
     except (DecodeError, EventDecodeError) as error:
         # Skipping would leave the read model silently wrong; stop instead, so the
         # operator deploys code that understands the event (offsets stay put).

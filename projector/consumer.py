@@ -191,7 +191,7 @@ class Projector:
         bulk_start_ns = time.time_ns()
         if records:
             report.write, report.outcomes = self._retrying(
-                "writing documents", lambda: self._applier.apply(records)
+                "writing documents", lambda: self._applier.apply(records, batch.events)
             )
             ES_BULK_LATENCY.observe((time.time_ns() - bulk_start_ns) / 1e9)
         bulk_end_ns = time.time_ns()

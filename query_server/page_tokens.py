@@ -111,4 +111,5 @@ _SORT_VALUE_CHECKS: dict[str, tuple[Callable[[Any], bool], ...]] = {
     "SearchAccounts": (_is_score, _is_account_id),
     # placed_at (epoch nanoseconds), then the pending id.
     "ListPendingTransfers": (_is_position, _is_account_id),
+    "ListEvents": (_is_position,),
 }

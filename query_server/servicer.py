@@ -29,15 +29,20 @@ import grpc
 
 from chronos.domain.errors import Reason, Rejection
 from chronos.read_model import ReadModelError, ReadModelUnavailable
+from chronos.read_model.event_queries import EventLogQueries
 from chronos.read_model.queries import ReadModelQueries
 from chronos.read_model.watermark_cache import WatermarkCache
 from chronos.rpc.refusals import QUERY_SERVER, raise_if_refused
 from chronos.rpc.status import abort
-from chronos.security.authorization import authorize_read, authorize_search
+from chronos.security.authorization import (
+    authorize_read,
+    authorize_search,
+    restricted_accounts,
+)
 from chronos.security.caller import current_caller
 from chronos.telemetry import Throttle
 from chronos.v1 import ledger_pb2, queries_pb2, queries_pb2_grpc
-from query_server import requests
+from query_server import event_requests, events, requests
 from query_server.mapping import (
     account_to_proto,
     line_to_proto,
@@ -94,6 +99,7 @@ class QueryServicer(queries_pb2_grpc.QueryServiceServicer):
         min_position_wait_seconds_max: Longest wait for ``min_position``.
         applied_watermark: The cached applied position, enough for reads by id; the
             visible one if None.
+        event_log: Reads of the event log; the read model's if None.
     """
 
     def __init__(
@@ -103,6 +109,7 @@ class QueryServicer(queries_pb2_grpc.QueryServiceServicer):
         *,
         min_position_wait_seconds_max: float,
         applied_watermark: WatermarkCache | None = None,
+        event_log: EventLogQueries | None = None,
     ) -> None:
         self._read = read_model
         # Searches (statement, balance-at-time, account search) need the searchable
@@ -111,6 +118,7 @@ class QueryServicer(queries_pb2_grpc.QueryServiceServicer):
         self._applied_watermark = applied_watermark or watermark
         self._wait_max = min_position_wait_seconds_max
         self._unavailable_log = Throttle(UNAVAILABLE_LOG_INTERVAL_SECONDS)
+        self._event_log = event_log or read_model.event_log()
 
     async def _serve(
         self,
@@ -277,6 +285,35 @@ class QueryServicer(queries_pb2_grpc.QueryServiceServicer):
                 next_page_token=next_token,
                 as_of_position=as_of,
             )
+
+        return await self._serve(context, handle)
+
+    async def ListEvents(
+        self, request: queries_pb2.ListEventsRequest, context: Any
+    ) -> queries_pb2.ListEventsResponse:
+        """The event log, filtered, by position (newest first unless ascending), up to
+        the visible position; pages as ListTransactions' (``query_server.events``)."""
+
+        async def handle() -> queries_pb2.ListEventsResponse:
+            caller = current_caller()
+            if caller.accounts is not None:
+                raise_if_refused(QUERY_SERVER, authorize_read(caller, request.account_id))
+            query = event_requests.events_query(request)
+            as_of = await self._as_of(query.min_position, context)
+            return await events.list_events(self._event_log, query, as_of)
+
+        return await self._serve(context, handle)
+
+    async def GetEntry(
+        self, request: queries_pb2.GetEntryRequest, context: Any
+    ) -> queries_pb2.GetEntryResponse:
+        """One journal entry: lines, state, hold and events (``query_server.events``)."""
+
+        async def handle() -> queries_pb2.GetEntryResponse:
+            query = event_requests.entry_query(request)
+            as_of = await self._as_of(query.min_position, context)
+            accounts = restricted_accounts(current_caller())
+            return await events.get_entry(self._event_log, query, as_of, accounts)
 
         return await self._serve(context, handle)
 

@@ -41,6 +41,7 @@ HEADER_RECORDED_AT = "recorded_at"
 HEADER_TRACEPARENT = "traceparent"
 HEADER_PRINCIPAL = "principal"
 HEADER_PRINCIPAL_TOKEN_ID = "principal_token_id"
+HEADER_CHAIN_HASH = "chain_hash"
 
 
 def headers_dict(

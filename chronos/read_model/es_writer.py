@@ -6,7 +6,8 @@ Idempotent and order-safe by construction:
   stream version they reflect, so a duplicate or stale write is refused with 409,
   which is expected and ignored;
 * statement lines are created with ``_id`` = event id (``op_type=create``), so a
-  redelivered line is refused with 409, also ignored;
+  redelivered line is refused with 409, also ignored; so are event-log documents, with
+  ``_id`` = position;
 * watermark documents use the position as external version, so they only move forward;
   while a rebuild swaps the aliases it blocks writes to the watermark index (a fence),
   and a watermark write then raises :class:`WatermarksFenced` to be tried again later.
@@ -78,6 +79,9 @@ class WriteResult:
     # Hold documents, versioned like account documents.
     holds_written: int = 0
     holds_stale: int = 0
+    # Event-log documents, created like statement lines.
+    events_written: int = 0
+    events_duplicate: int = 0
 
     def __add__(self, other: WriteResult) -> WriteResult:
         return WriteResult(
@@ -87,6 +91,8 @@ class WriteResult:
             transactions_duplicate=self.transactions_duplicate + other.transactions_duplicate,
             holds_written=self.holds_written + other.holds_written,
             holds_stale=self.holds_stale + other.holds_stale,
+            events_written=self.events_written + other.events_written,
+            events_duplicate=self.events_duplicate + other.events_duplicate,
         )
 
 
@@ -135,6 +141,8 @@ class EsWriter:
         version_type: str = "external",
         holds: Sequence[tuple[str, int, dict[str, Any]]] = (),
         holds_index: str | None = None,
+        events: Sequence[tuple[int, dict[str, Any]]] = (),
+        events_index: str | None = None,
     ) -> WriteResult:
         """Bulk-writes account documents (versioned) and statement lines (create).
 
@@ -149,6 +157,8 @@ class EsWriter:
             holds: ``(pending_id, version, source)`` of hold documents, each written
                 with its version like an account document.
             holds_index: A concrete index instead of the alias (rebuild).
+            events: ``(position, source)`` of event-log documents (created).
+            events_index: A concrete index instead of the alias (rebuild).
             version_type: ``external`` (strictly newer wins); the rebuild's catch-up
                 after the alias swap uses ``external_gte`` so its document, folded
                 from the event store, replaces a same-version one the projector
@@ -162,6 +172,7 @@ class EsWriter:
         accounts_target = accounts_index or self._names.accounts
         transactions_target = transactions_index or self._names.transactions
         holds_target = holds_index or self._names.pending
+        events_target = events_index or self._names.events
         operations = _operations(
             accounts,
             transactions,
@@ -169,6 +180,7 @@ class EsWriter:
             (accounts_target, transactions_target, holds_target),
             version_type,
         )
+        operations.extend(_event_operations(events, events_target))
         result = WriteResult()
         # Only the last chunk waits for the refresh: the refresh it waits for makes the
         # earlier chunks searchable too.
@@ -180,8 +192,10 @@ class EsWriter:
                 refresh=refresh if last else False,
                 require_alias=accounts_index is None
                 and transactions_index is None
-                and holds_index is None,
+                and holds_index is None
+                and events_index is None,
                 holds_target=holds_target,
+                events_target=events_target,
             )
         return result
 
@@ -192,6 +206,7 @@ class EsWriter:
         refresh: str | bool,
         require_alias: bool,
         holds_target: str = "",
+        events_target: str = "",
     ) -> WriteResult:
         try:
             response = self._es.bulk(
@@ -204,6 +219,7 @@ class EsWriter:
             raise translate(error, "bulk write") from error
         accounts_written = accounts_stale = lines_written = lines_duplicate = 0
         holds: dict[int, int] = {}  # status class (2 or 4) -> hold documents
+        events: dict[int, int] = {}  # status class (2 or 4) -> event-log documents
         transient: list[str] = []
         failed: list[str] = []
         # Items answer the actions in request order; the filtered response leaves out
@@ -214,6 +230,8 @@ class EsWriter:
             status = int(outcome["status"])
             if target["_index"] == holds_target and (200 <= status < 300 or status == 409):
                 holds[status // 100] = holds.get(status // 100, 0) + 1
+            elif target["_index"] == events_target and (200 <= status < 300 or status == 409):
+                events[status // 100] = events.get(status // 100, 0) + 1
             elif 200 <= status < 300:
                 if action == "index":
                     accounts_written += 1
@@ -241,14 +259,14 @@ class EsWriter:
             transactions_duplicate=lines_duplicate,
             holds_written=holds.get(2, 0),
             holds_stale=holds.get(4, 0),
+            events_written=events.get(2, 0),
+            events_duplicate=events.get(4, 0),
         )
 
     def refresh_data(self) -> None:
         """Makes every document written so far visible to searches (both data indices)."""
         try:
-            self._es.indices.refresh(
-                index=f"{self._names.accounts},{self._names.transactions},{self._names.pending}"
-            )
+            self._es.indices.refresh(index=",".join(self._names.data_aliases))
         except (ApiError, TransportError) as error:
             raise translate(error, "refreshing the read model") from error
 
@@ -347,5 +365,16 @@ def _operations(
                 }
             }
         )
+        operations.append(source)
+    return operations
+
+
+def _event_operations(
+    events: Sequence[tuple[int, dict[str, Any]]], target: str
+) -> list[dict[str, Any]]:
+    """The bulk actions creating event-log documents (id = position)."""
+    operations: list[dict[str, Any]] = []
+    for position, source in events:
+        operations.append({"create": {"_index": target, "_id": str(position)}})
         operations.append(source)
     return operations

@@ -121,6 +121,35 @@ PENDING_MAPPING: dict[str, Any] = {
     },
 }
 
+# One document per event, id = position (chronos.read_model.event_documents), for
+# ListEvents and GetEntry: the event log itself, filtered by the derived keyword fields.
+EVENTS_MAPPING: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "position": {"type": "long"},
+        "event_id": {"type": "keyword"},
+        "event_type": {"type": "keyword"},
+        "schema_version": {"type": "integer", **_STORED},
+        "stream_id": {"type": "keyword"},
+        "stream_version": {"type": "long", **_STORED},
+        "recorded_at": {"type": "date_nanos"},
+        # The Kafka headers' metadata (request id, correlation, trace, principal), kept
+        # whole for the answer; the keys filters use are copied to fields of their own.
+        "metadata": {"type": "object", "enabled": False},
+        # The payload as protobuf JSON, kept for the answer only; ``text`` is searched.
+        "payload": {"type": "object", "enabled": False},
+        "text": {"type": "text", "analyzer": "standard"},
+        "account_ids": {"type": "keyword"},
+        "entry_id": {"type": "keyword"},
+        "pending_id": {"type": "keyword"},
+        "reverses_entry_id": {"type": "keyword"},
+        "request_id": {"type": "keyword"},
+        "principal": {"type": "keyword"},
+        # Empty until the hash chain is recorded with the events (issue 18).
+        "chain_hash": {"type": "keyword", **_STORED},
+    },
+}
+
 PROJECTION_MAPPING: dict[str, Any] = {
     "dynamic": "strict",
     "properties": {
@@ -174,12 +203,27 @@ class IndexNames:
         assert version >= 1
         return f"{self.pending}-v{version}"
 
+    @property
+    def events(self) -> str:
+        """The event log alias (one document per event)."""
+        return f"{self.prefix}-events"
+
+    def events_version(self, version: int) -> str:
+        assert version >= 1
+        return f"{self.events}-v{version}"
+
+    @property
+    def data_aliases(self) -> tuple[str, ...]:
+        """Every data alias."""
+        return (self.accounts, self.transactions, self.pending, self.events)
+
     def data_versions(self, version: int) -> tuple[tuple[str, str, dict[str, Any]], ...]:
         """(alias, concrete index, mapping) of each data index of ``version``."""
         return (
             (self.accounts, self.accounts_version(version), ACCOUNTS_MAPPING),
             (self.transactions, self.transactions_version(version), TRANSACTIONS_MAPPING),
             (self.pending, self.pending_version(version), PENDING_MAPPING),
+            (self.events, self.events_version(version), EVENTS_MAPPING),
         )
 
     @property
@@ -197,7 +241,7 @@ class IndexNames:
 
     def version_of(self, index: str) -> int | None:
         """The version number of a concrete data index of this prefix, else None."""
-        for alias in (self.accounts, self.transactions, self.pending):
+        for alias in self.data_aliases:
             match = re.fullmatch(re.escape(alias) + r"-v(\d+)", index)
             if match:
                 return int(match.group(1))

@@ -14,6 +14,7 @@ from elasticsearch import ApiError, AsyncElasticsearch, TransportError
 
 from chronos.domain.events import AccountKind
 from chronos.read_model.coalesce import CoalescingGetter
+from chronos.read_model.event_queries import EventLogQueries
 from chronos.read_model.indices import IndexNames, found_documents, translate
 from chronos.read_model.watermark_cache import WatermarkCache
 
@@ -90,6 +91,10 @@ class ReadModelQueries:
         any watermark the caller read before calling.
         """
         return await self._accounts.get(account_id)
+
+    def event_log(self) -> EventLogQueries:
+        """Reads of the event log through the same client."""
+        return EventLogQueries(self._es, self._names)
 
     async def close(self) -> None:
         """Cancels the account lookups in flight (the client itself is the caller's)."""

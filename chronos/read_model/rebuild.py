@@ -1,8 +1,8 @@
 """``chronos projection rebuild``: replay the event store into new index versions, then
 swap the aliases (blue/green) while the live projection keeps serving.
 
-1. Create ``v<N+1>`` of both data indices, with refresh off and asynchronous translog
-   (a bulk load needs neither), and no alias.
+1. Create ``v<N+1>`` of the data indices (the event log's included), with refresh off
+   and asynchronous translog (a bulk load needs neither), and no alias.
 2. Replay the event store up to its head H in position order, through the same
    ``documents`` functions as the projector, keeping every account's document in
    memory (no read-back), bulk-writing statement lines as it goes and account documents
@@ -48,6 +48,7 @@ from chronos.read_model.documents import (
     record_from_stored,
 )
 from chronos.read_model.es_writer import EsWriter, WriteResult, fence_watermarks
+from chronos.read_model.event_documents import source_from_stored
 from chronos.read_model.indices import (
     REFRESH_INTERVAL,
     IndexNames,
@@ -112,16 +113,16 @@ class _Replayer:
         self,
         conn: psycopg.Connection[Any],
         writer: EsWriter,
-        accounts_index: str,
-        transactions_index: str,
+        names: IndexNames,
+        version: int,
         batch_size: int,
-        holds_index: str,
     ) -> None:
         self._conn = conn
         self._writer = writer
-        self._accounts_index = accounts_index
-        self._transactions_index = transactions_index
-        self._holds_index = holds_index
+        self._accounts_index = names.accounts_version(version)
+        self._transactions_index = names.transactions_version(version)
+        self._holds_index = names.pending_version(version)
+        self._events_index = names.events_version(version)
         self._batch_size = batch_size
         self.documents: dict[str, AccountDocument | None] = {}
         self.position = 0
@@ -145,7 +146,7 @@ class _Replayer:
             max_workers=BULK_REQUESTS_IN_FLIGHT_MAX, thread_name_prefix="rebuild-bulk"
         ) as pool:
             pending: deque[Future[WriteResult]] = deque()
-            for records in self._batches(up_to_position):
+            for records, events in self._batches(up_to_position):
                 documents = fold_batch(
                     {record.stream_id: self.documents.get(record.stream_id) for record in records},
                     records,
@@ -164,6 +165,8 @@ class _Replayer:
                         transactions_index=self._transactions_index,
                         holds=documents.holds,
                         holds_index=self._holds_index,
+                        events=events,
+                        events_index=self._events_index,
                     )
                 )
                 self.position = records[-1].position
@@ -183,8 +186,12 @@ class _Replayer:
                 version_type=version_type,
             )
 
-    def _batches(self, up_to_position: int) -> Iterator[list[EventRecord]]:
+    def _batches(
+        self, up_to_position: int
+    ) -> Iterator[tuple[list[EventRecord], list[tuple[int, dict[str, Any]]]]]:
+        """Batches of decoded events, each with its events' event-log documents."""
         batch: list[EventRecord] = []
+        events: list[tuple[int, dict[str, Any]]] = []
         for stored in iter_events(
             self._conn,
             after_position=self.position,
@@ -192,11 +199,12 @@ class _Replayer:
             batch_size=self._batch_size,
         ):
             batch.append(record_from_stored(stored))
+            events.append((stored.position, source_from_stored(stored)))
             if len(batch) >= self._batch_size:
-                yield batch
-                batch = []
+                yield batch, events
+                batch, events = [], []
         if batch:
-            yield batch
+            yield batch, events
 
 
 def _set_bulk_load(es: Elasticsearch, indices: list[str], *, on: bool) -> None:
@@ -223,7 +231,7 @@ def _refresh(es: Elasticsearch, indices: list[str]) -> None:
 def _next_version(es: Elasticsearch, names: IndexNames) -> int:
     try:
         response = es.indices.get(
-            index=f"{names.accounts}-v*,{names.transactions}-v*,{names.pending}-v*",
+            index=",".join(f"{alias}-v*" for alias in names.data_aliases),
             expand_wildcards="all",
         )
     except (ApiError, TransportError) as error:
@@ -265,15 +273,10 @@ def rebuild(
     # A rebuild killed while fenced left the watermarks fenced.
     fence_watermarks(es, names, on=False)
     version = _next_version(es, names)
-    accounts_index = names.accounts_version(version)
-    transactions_index = names.transactions_version(version)
-    holds_index = names.pending_version(version)
-    data_indices = [accounts_index, transactions_index, holds_index]
+    data_indices = [index for _, index, _ in names.data_versions(version)]
     create_data_indices(es, names, version, refresh_interval="-1")
     _set_bulk_load(es, data_indices, on=True)
-    replayer = _Replayer(
-        conn, EsWriter(es, names), accounts_index, transactions_index, batch_size, holds_index
-    )
+    replayer = _Replayer(conn, EsWriter(es, names), names, version, batch_size)
 
     def report(phase: str, total: int) -> Callable[[], None]:
         return lambda: progress(

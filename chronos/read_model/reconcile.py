@@ -33,6 +33,7 @@ from chronos.errors import ChronosError
 from chronos.event_store.mapper import StoredEvent
 from chronos.event_store.reader import head_position, iter_events, stream_events
 from chronos.read_model.documents import AccountDocument, apply_event, record_from_stored
+from chronos.read_model.event_reconcile import EventLogReport, check_event_log, format_event_log
 from chronos.read_model.indices import IndexNames, translate
 from chronos.read_model.pending_check import check_pending
 from chronos.read_model.watermark import WatermarkReader
@@ -80,11 +81,14 @@ class ReconcileReport:
     rechecked_accounts: int = 0
     # (account id, currency) of user accounts whose id is a system account's.
     system_id_takeovers: tuple[tuple[str, str], ...] = ()
+    # The events index compared with the event store (None: not checked).
+    event_log: EventLogReport | None = None
 
     @property
     def ok(self) -> bool:
         return not (
-            self.drifts
+            (self.event_log is not None and not self.event_log.ok)
+            or self.drifts
             or self.unbalanced_currencies
             or self.store_errors
             or self.system_id_takeovers
@@ -221,6 +225,7 @@ def reconcile(
     rechecked = 0
     if drifts:
         drifts, rechecked = _recheck_moved_on(conn, expected, actual, drifts)
+    event_log = check_event_log(conn, es, names, head)
     return ReconcileReport(
         head_position=head,
         visible_position=visible,
@@ -230,6 +235,7 @@ def reconcile(
         store_errors=tuple(store_errors),
         rechecked_accounts=rechecked,
         system_id_takeovers=takeovers,
+        event_log=event_log,
     )
 
 
@@ -365,6 +371,8 @@ def format_report(report: ReconcileReport) -> str:
         f"user account on a system account id: {account_id} ({currency})"
         for account_id, currency in report.system_id_takeovers
     )
+    if report.event_log is not None:
+        lines.extend(format_event_log(report.event_log))
     if report.ok:
         lines.append("no drift")
     else:
@@ -372,6 +380,8 @@ def format_report(report: ReconcileReport) -> str:
             f"DRIFT: {len(report.drifts)} differences, "
             f"{len(report.unbalanced_currencies)} unbalanced currencies, "
             f"{len(report.store_errors)} store inconsistencies, "
-            f"{len(report.system_id_takeovers)} user accounts on system ids"
+            f"{len(report.system_id_takeovers)} user accounts on system ids, "
+            f"{0 if report.event_log is None else report.event_log.differences_total} "
+            f"event log differences"
         )
     return "\n".join(lines)

@@ -100,6 +100,8 @@ METHOD_SCOPES: Final[Mapping[str, frozenset[str]]] = {
     f"{QUERY_SERVICE}.GetBalanceAt": frozenset({LEDGER_READ}),
     f"{QUERY_SERVICE}.SearchAccounts": frozenset({LEDGER_READ}),
     f"{QUERY_SERVICE}.ListPendingTransfers": frozenset({LEDGER_READ}),
+    f"{QUERY_SERVICE}.ListEvents": frozenset({LEDGER_READ}),
+    f"{QUERY_SERVICE}.GetEntry": frozenset({LEDGER_READ}),
 }
 
 # How much of a refused account id a refusal repeats: the id comes from the request
@@ -162,6 +164,14 @@ def authorize_read(caller: Caller, account_id: str) -> Rejection | None:
     if caller.accounts is None or _canonical(account_id) in _canonical_ids(caller.accounts):
         return None
     return account_refused(AccountUse(account_id, "read"))
+
+
+def restricted_accounts(caller: Caller) -> frozenset[str] | None:
+    """The accounts a restricted caller may read, in canonical form; None when the
+    caller is not restricted (GetEntry shows such a caller only its accounts' part)."""
+    if caller.accounts is None:
+        return None
+    return _canonical_ids(caller.accounts)
 
 
 def authorize_search(caller: Caller) -> Rejection | None:

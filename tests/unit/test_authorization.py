@@ -51,6 +51,8 @@ METHODS_BY_SCOPE = {
         "chronos.v1.QueryService.GetBalanceAt",
         "chronos.v1.QueryService.SearchAccounts",
         "chronos.v1.QueryService.ListPendingTransfers",
+        "chronos.v1.QueryService.ListEvents",
+        "chronos.v1.QueryService.GetEntry",
     },
     scopes.ACCOUNTS_WRITE: {
         "chronos.v1.CommandService.OpenAccount",
@@ -99,8 +101,8 @@ def assert_denied(rejection: Rejection | None, **metadata: str) -> Rejection:
 
 def test_every_method_of_both_services_has_a_rule() -> None:
     # 13 before issue 17; ReverseEntry, the three hold commands and
-    # ListPendingTransfers added five.
-    assert len(ALL_METHODS) == 18
+    # ListPendingTransfers added five; issue 18's ListEvents and GetEntry two.
+    assert len(ALL_METHODS) == 20
     assert set(METHOD_SCOPES) == set(ALL_METHODS)
 
 
