@@ -159,11 +159,12 @@ def test_rebuild_equals_the_live_projection_and_the_projector_follows_the_swap(
 
         assert report.new_version == 2
         assert report.events == head(dsn)
-        # Every data index of the old version, the holds' included.
+        # Every data index of the old version, the holds' and the event log's included.
         assert report.deleted == (
             names.accounts_version(1),
             names.transactions_version(1),
             names.pending_version(1),
+            names.events_version(1),
         )
         assert alias_targets(es_client, names.accounts) == [names.accounts_version(2)]
         assert alias_targets(es_client, names.transactions) == [names.transactions_version(2)]
