@@ -171,6 +171,9 @@ def valid_requests(account_id: str, other_id: str, pending_id: str = "") -> dict
         "chronos.v1.QueryService.ListPendingTransfers": q.ListPendingTransfersRequest(
             account_id=account_id
         ),
+        "chronos.v1.QueryService.ListEvents": q.ListEventsRequest(account_id=account_id),
+        # Names no entry these tests posted: past authorization, it is ENTRY_NOT_FOUND.
+        "chronos.v1.QueryService.GetEntry": q.GetEntryRequest(entry_id=new_id()),
     }
 
 

@@ -223,9 +223,9 @@ def test_every_method_refuses_a_token_lacking_its_scope_and_writes_nothing(
             assert message.startswith("This token lacks "), message
     # Two refusals per CommandService method (ReverseEntry and the three hold
     # commands included since issue 17) and per QueryService method
-    # (ListPendingTransfers included).
+    # (ListPendingTransfers included; ListEvents and GetEntry since issue 18).
     assert refusals_counted("command") - before_counted["command"] == 26
-    assert refusals_counted("query") - before_counted["query"] == 10
+    assert refusals_counted("query") - before_counted["query"] == 14
 
 
 def test_each_scope_lets_its_methods_through(
@@ -261,11 +261,18 @@ def test_each_scope_lets_its_methods_through(
         return codes
 
     codes = served(ledger_dsn, es_url, read_side, tokens, body)
-    # The reads name accounts not yet projected, and ReverseEntry an entry nobody posted:
-    # NOT_FOUND, past authorization.
+    # The reads name accounts not yet projected, and ReverseEntry and GetEntry an entry
+    # nobody posted: NOT_FOUND, past authorization. (ListEvents lists none of the
+    # unprojected account's events: OK.)
     reads = {
         f"chronos.v1.QueryService.{name}"
-        for name in ("GetAccount", "ListTransactions", "GetBalanceAt", "ListPendingTransfers")
+        for name in (
+            "GetAccount",
+            "ListTransactions",
+            "GetBalanceAt",
+            "ListPendingTransfers",
+            "GetEntry",
+        )
     } | {"chronos.v1.CommandService.ReverseEntry"}
     assert {method: code for method, code in codes.items() if method not in reads} == {
         method: grpc.StatusCode.OK for method in ALL_METHODS if method not in reads
