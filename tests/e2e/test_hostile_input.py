@@ -50,6 +50,7 @@ from chronos.domain.ledger import system_account_id
 from chronos.v1 import commands_pb2 as pb
 from chronos.v1 import commands_pb2_grpc, ledger_pb2, queries_pb2, queries_pb2_grpc
 from chronos_dev.client import channel as open_channel
+from query_server.event_requests import _events_binding, events_query
 from query_server.page_tokens import encode_page_token
 from query_server.requests import SEARCH_QUERY_LENGTH_MAX
 from tests.e2e.helpers import PipelineEnv, pipeline_env, service_process
@@ -58,9 +59,9 @@ T = TypeVar("T")
 
 SEED = 20261130
 # Calls in the storm; the baseline, batches and the concurrent burst come on top: about
-# 550 calls and 1,080 batch items judged in all.
+# 650 calls and 1,080 batch items judged in all.
 COMMAND_CALLS = 300
-QUERY_CALLS = 200
+QUERY_CALLS = 300
 # Generous for one call; no call of the storm waits on anything but the server's own
 # bound on min_position waits, which is short so that refusals stay fast.
 CALL_TIMEOUT_SECONDS = 10.0
@@ -93,6 +94,7 @@ EXPECTED_CODE_BY_REASON = {
     "BALANCE_OVERFLOW": "FAILED_PRECONDITION",
     "CONCURRENCY_CONFLICT": "ABORTED",
     "PROJECTION_BEHIND": "UNAVAILABLE",
+    "ENTRY_NOT_FOUND": "NOT_FOUND",
 }
 
 COMMAND_RPCS = (
@@ -105,7 +107,14 @@ COMMAND_RPCS = (
     "UnfreezeAccount",
     "CloseAccount",
 )
-QUERY_RPCS = ("GetAccount", "ListTransactions", "GetBalanceAt", "SearchAccounts")
+QUERY_RPCS = (
+    "GetAccount",
+    "ListTransactions",
+    "GetBalanceAt",
+    "SearchAccounts",
+    "ListEvents",
+    "GetEntry",
+)
 # The BatchCommand oneof field of each command RPC.
 BATCH_FIELD_BY_RPC = {
     "OpenAccount": "open_account",
@@ -380,6 +389,8 @@ class Storm:
     # request_id of every accepted command -> the event ids its first answer announced.
     accepted: dict[str, frozenset[str]] = field(default_factory=dict)
     accounts: list[str] = field(default_factory=list)
+    # The entry ids of accepted money movements, for GetEntry and ListEvents.
+    entries: list[str] = field(default_factory=list)
     head_position: int = 0
     calls: int = 0
     batch_items: int = 0
@@ -402,6 +413,8 @@ class Storm:
         self.head_position = max(self.head_position, response.position)
         if rpc == "OpenAccount" and response.account_id not in self.accounts:
             self.accounts.append(response.account_id)
+        if response.entry_id and response.entry_id not in self.entries:
+            self.entries.append(response.entry_id)
 
     def refused_call(self, rpc: str, summary: str, error: grpc.RpcError) -> None:
         """Judges a call that ended with an error status."""
@@ -741,6 +754,8 @@ class HostileRequests:
             "ListTransactions": self.list_transactions,
             "GetBalanceAt": self.get_balance_at,
             "SearchAccounts": self.search_accounts,
+            "ListEvents": self.list_events,
+            "GetEntry": self.get_entry,
         }
         return builders[rpc](head_position)
 
@@ -816,6 +831,61 @@ class HostileRequests:
             currency=self.either(("", "EUR", "USD"), SEARCH_CURRENCIES, 0.3),
             page_size=self.either((0, 10, 50), PAGE_SIZES, 0.3),
             page_token=self.page_token(),
+        )
+
+    def entry_id(self) -> str:
+        roll = self.rng.random()
+        if roll < 0.6 and self._storm.entries:
+            return self.spelled(self.pick(self._storm.entries))
+        if roll < 0.8:
+            return self.new_uuid()
+        return str(self.pick(MALFORMED_ACCOUNT_IDS))
+
+    def position(self, head_position: int) -> int:
+        return int(self.pick((0, 0, 1, head_position, -1, limits.INT64_MAX, limits.INT64_MIN)))
+
+    def list_events(self, head_position: int) -> Message:
+        roll = self.rng.random()
+        if roll < 0.1 and self.page_tokens:
+            rpc, request, token = self.pick(self.page_tokens)
+            if rpc == "ListEvents":  # the next page, as a client would ask for it
+                follow_up = queries_pb2.ListEventsRequest()
+                follow_up.CopyFrom(request)
+                follow_up.page_token = token
+                return follow_up
+        if roll < 0.2:
+            # A forged token for a valid query: its sort value must be checked too.
+            plain = queries_pb2.ListEventsRequest(order=self.pick((0, 2)))
+            binding = _events_binding(events_query(plain))
+            plain.page_token = encode_page_token(
+                "ListEvents", binding, [self.pick(FORGED_POSITIONS)]
+            )
+            return plain
+        return queries_pb2.ListEventsRequest(
+            event_types=self.either(
+                ([], ["FundsTransferred"], ["AccountOpened", "FundsDeposited"]),
+                (["nope"], [""], ["FundsTransferred"] * 30, ["E\x00"]),
+                0.2,
+            ),
+            account_id=self.account_id() if self.chance(0.4) else "",
+            entry_id=self.entry_id() if self.chance(0.3) else "",
+            pending_id=self.entry_id() if self.chance(0.1) else "",
+            request_id=self.request_id() if self.chance(0.2) else "",
+            principal=self.text(300, ("", "admin")) if self.chance(0.2) else "",
+            start_time=self.timestamp(required=False),
+            end_time=self.timestamp(required=False),
+            from_position=self.position(head_position) if self.chance(0.3) else 0,
+            to_position=self.position(head_position) if self.chance(0.3) else 0,
+            text=self.text(300, ("", "rent", *OWNER_NAMES)) if self.chance(0.3) else "",
+            order=self.either((0, 1, 2), (3, -1, 2**31 - 1), 0.2),
+            page_size=self.either((0, 10, 50), PAGE_SIZES, 0.3),
+            page_token=self.page_token(),
+            min_position=self.min_position(head_position),
+        )
+
+    def get_entry(self, head_position: int) -> queries_pb2.GetEntryRequest:
+        return queries_pb2.GetEntryRequest(
+            entry_id=self.entry_id(), min_position=self.min_position(head_position)
         )
 
 
