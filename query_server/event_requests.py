@@ -7,19 +7,20 @@ are valid, since it is bound to them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from chronos.domain import limits
 from chronos.domain.errors import FieldViolation
 from chronos.v1 import queries_pb2
-from query_server.page_tokens import InvalidPageToken, decode_page_token, encode_page_token
+from query_server.page_tokens import encode_page_token
 from query_server.requests import (
     _account_id,
+    _continued,
     _min_position,
     _page_size,
     _refuse_if_any,
-    _time,
+    _time_window,
 )
 
 EVENTS_PAGE_SIZE_DEFAULT = 50
@@ -102,14 +103,7 @@ def events_query(request: queries_pb2.ListEventsRequest) -> EventsQuery:
     }
     _bounded_text(request.request_id, "request_id", limits.REQUEST_ID_LENGTH_MAX, violations)
     _bounded_text(request.principal, "principal", PRINCIPAL_LENGTH_MAX, violations)
-    start = _time(request, "start_time", violations)
-    end = _time(request, "end_time", violations)
-    if (
-        start is not None
-        and end is not None
-        and request.end_time.ToNanoseconds() <= request.start_time.ToNanoseconds()
-    ):
-        violations.append(FieldViolation("end_time", "must be after start_time"))
+    start, end = _time_window(request, violations)
     _positions(request.from_position, request.to_position, violations)
     text = request.text.strip()
     _bounded_text(text, "text", TEXT_LENGTH_MAX, violations)
@@ -136,16 +130,7 @@ def events_query(request: queries_pb2.ListEventsRequest) -> EventsQuery:
         search_after=None,
         min_position=request.min_position,
     )
-    search_after = None
-    if request.page_token and not violations:
-        try:
-            search_after = decode_page_token(
-                request.page_token, _EVENTS_TOKEN, _events_binding(query)
-            )
-        except InvalidPageToken as error:
-            violations.append(FieldViolation("page_token", str(error)))
-    _refuse_if_any(violations)
-    return replace(query, search_after=search_after)
+    return _continued(query, request.page_token, _EVENTS_TOKEN, _events_binding(query), violations)
 
 
 def entry_query(request: queries_pb2.GetEntryRequest) -> EntryQuery:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.protobuf import timestamp_pb2
 
@@ -21,6 +21,9 @@ from chronos.domain.validation import canonical_account_id, metadata_violations
 from chronos.v1 import ledger_pb2, queries_pb2
 from query_server.mapping import account_status_from_proto
 from query_server.page_tokens import InvalidPageToken, decode_page_token, encode_page_token
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 TRANSACTIONS_PAGE_SIZE_DEFAULT = 50
 TRANSACTIONS_PAGE_SIZE_MAX = 500
@@ -123,14 +126,7 @@ def transactions_query(request: queries_pb2.ListTransactionsRequest) -> Transact
     """Reads a ListTransactions request; raises Rejection (VALIDATION_FAILED)."""
     violations: list[FieldViolation] = []
     account_id = _account_id(request.account_id, "account_id", violations)
-    start = _time(request, "start_time", violations)
-    end = _time(request, "end_time", violations)
-    if (
-        start is not None
-        and end is not None
-        and request.end_time.ToNanoseconds() <= request.start_time.ToNanoseconds()
-    ):
-        violations.append(FieldViolation("end_time", "must be after start_time"))
+    start, end = _time_window(request, violations)
     page_size = _page_size(
         request.page_size, TRANSACTIONS_PAGE_SIZE_DEFAULT, TRANSACTIONS_PAGE_SIZE_MAX, violations
     )
@@ -249,7 +245,8 @@ def _search_binding(search: AccountSearch) -> dict[str, Any]:
     return {"query": search.text, "status": search.status, "currency": search.currency}
 
 
-_Query = TypeVar("_Query", TransactionsQuery, AccountSearch, PendingQuery)
+# Any query dataclass with a ``search_after`` field (query_server.event_requests' too).
+_Query = TypeVar("_Query", bound="DataclassInstance")
 
 
 def _continued(
@@ -298,6 +295,20 @@ def _page_size(value: int, default: int, maximum: int, violations: list[FieldVio
 def _min_position(value: int, violations: list[FieldViolation]) -> None:
     if value < 0:
         violations.append(FieldViolation("min_position", "must be zero or positive"))
+
+
+def _time_window(request: Any, violations: list[FieldViolation]) -> tuple[str | None, str | None]:
+    """The request's ``start_time`` (inclusive) and ``end_time`` (exclusive) bounds, each
+    None when unset; the end must be after the start."""
+    start = _time(request, "start_time", violations)
+    end = _time(request, "end_time", violations)
+    if (
+        start is not None
+        and end is not None
+        and request.end_time.ToNanoseconds() <= request.start_time.ToNanoseconds()
+    ):
+        violations.append(FieldViolation("end_time", "must be after start_time"))
+    return start, end
 
 
 def _time(
