@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -23,6 +24,7 @@ from chronos.read_model.event_reconcile import check_event_log
 from chronos.read_model.indices import IndexNames, alias_targets, ensure_indices, index_settings
 from chronos.read_model.rebuild import rebuild
 from chronos.read_model.reconcile import format_report, reconcile
+from projector.consumer import Projector
 from tests.integration.readside_support import (
     FakePoller,
     _headers,
@@ -96,36 +98,55 @@ def publish_with_chain_hash(poller: FakePoller, stored: StoredEvent) -> None:
     )
 
 
-def test_the_projector_fills_the_index_once_per_event_with_the_chain_hash(
+@dataclass
+class Live:
+    """A stand-in poller and a real projector, stepped by the test."""
+
+    poller: FakePoller
+    projector: Projector
+    es: Elasticsearch
+    names: IndexNames
+
+    def project(self, position: int) -> None:
+        project_until_visible(self.projector, self.es, self.names, position)
+
+
+@pytest.fixture
+def live(
     es_client: Elasticsearch,
     kafka_bootstrap: str,
     es_url: str,
     dsn: str,
     names: IndexNames,
     topic: str,
-) -> None:
-    events = stored_events(dsn)
-    poller = FakePoller(kafka_bootstrap, topic)
-    publish_with_chain_hash(poller, events[0])
-    poller.publish(events[1:])
+) -> Iterator[Live]:
     config = projector_config(kafka_bootstrap, es_url, topic, names, unique("g"))
     projector = build_projector(es_client, config, pg_dsn=dsn)
     try:
-        project_until_visible(projector, es_client, names, events[-1].position)
-        first = all_sources(es_client, names.events)
-        # Delivered again (a poller retry): every create is refused as a duplicate.
-        poller.publish(events)
-        written = duplicate = consumed = 0
-        deadline = time.monotonic() + 60
-        while consumed < len(events):
-            assert time.monotonic() < deadline, f"only {consumed} events arrived again"
-            report = projector.step()
-            consumed += report.events
-            written += report.write.events_written
-            duplicate += report.write.events_duplicate
-        assert (written, duplicate) == (0, len(events))
+        yield Live(FakePoller(kafka_bootstrap, topic), projector, es_client, names)
     finally:
         projector.close()
+
+
+def test_the_projector_fills_the_index_once_per_event_with_the_chain_hash(
+    es_client: Elasticsearch, dsn: str, names: IndexNames, live: Live
+) -> None:
+    events = stored_events(dsn)
+    publish_with_chain_hash(live.poller, events[0])
+    live.poller.publish(events[1:])
+    live.project(events[-1].position)
+    first = all_sources(es_client, names.events)
+    # Delivered again (a poller retry): every create is refused as a duplicate.
+    live.poller.publish(events)
+    written = duplicate = consumed = 0
+    deadline = time.monotonic() + 60
+    while consumed < len(events):
+        assert time.monotonic() < deadline, f"only {consumed} events arrived again"
+        report = live.projector.step()
+        consumed += report.events
+        written += report.write.events_written
+        duplicate += report.write.events_duplicate
+    assert (written, duplicate) == (0, len(events))
     assert set(first) == {str(event.position) for event in events}
     for event in events:
         document = first[str(event.position)]
@@ -157,22 +178,11 @@ def documents_by_position(es: Elasticsearch, index: str) -> dict[int, dict[str, 
 
 
 def test_rebuild_refills_the_index_and_reconcile_reports_a_deleted_document(
-    es_client: Elasticsearch,
-    kafka_bootstrap: str,
-    es_url: str,
-    dsn: str,
-    names: IndexNames,
-    topic: str,
+    es_client: Elasticsearch, dsn: str, names: IndexNames, live: Live
 ) -> None:
     events = stored_events(dsn)
-    poller = FakePoller(kafka_bootstrap, topic)
-    poller.publish(events)
-    config = projector_config(kafka_bootstrap, es_url, topic, names, unique("g"))
-    projector = build_projector(es_client, config, pg_dsn=dsn)
-    try:
-        project_until_visible(projector, es_client, names, events[-1].position)
-    finally:
-        projector.close()
+    live.poller.publish(events)
+    live.project(events[-1].position)
     live = documents_by_position(es_client, names.events)
     with psycopg.connect(dsn, autocommit=True) as conn:
         clean = reconcile(conn, es_client, names, wait_seconds=10)
