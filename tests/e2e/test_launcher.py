@@ -189,8 +189,12 @@ def test_the_demo_walks_through_every_call(launched: Launched) -> None:
         "PENDING_TRANSFER_NOT_PENDING",
         "ENTRY_ALREADY_REVERSED",
         "ENTRY_NOT_REVERSIBLE",
+        "ENTRY_NOT_FOUND",
     ):
         assert f'"reason": "{reason}"' in output
+    # The event log's section: an entry and its events, read back through the pipeline.
+    assert '"state": "ENTRY_STATE_REVERSED"' in output
+    assert '"event_type": "FundsTransferred"' in output
     calls = [line for line in output.splitlines() if line.startswith("$ grpcurl ")]
     assert len(calls) > 20
     if secured():
