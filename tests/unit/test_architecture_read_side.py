@@ -6,7 +6,7 @@ from pathlib import Path
 from tests.unit.test_architecture import imported_modules
 
 READ_MODEL = Path(__file__).resolve().parents[2] / "chronos" / "read_model"
-QUERY_MODULES = ("queries.py", "watermark_cache.py", "coalesce.py")
+QUERY_MODULES = ("queries.py", "watermark_cache.py", "coalesce.py", "event_queries.py")
 FORBIDDEN = ("grpc", "google", "chronos.v1", "chronos.rpc", "query_server")
 
 
