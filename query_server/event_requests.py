@@ -15,12 +15,12 @@ from chronos.domain.errors import FieldViolation
 from chronos.v1 import queries_pb2
 from query_server.page_tokens import encode_page_token
 from query_server.requests import (
-    _account_id,
-    _continued,
-    _min_position,
-    _page_size,
-    _refuse_if_any,
-    _time_window,
+    continued_query,
+    read_account_id,
+    read_min_position,
+    read_page_size,
+    read_time_window,
+    refuse_if_any,
 )
 
 EVENTS_PAGE_SIZE_DEFAULT = 50
@@ -94,7 +94,7 @@ def events_query(request: queries_pb2.ListEventsRequest) -> EventsQuery:
         shown = ", ".join(repr(name[:64]) for name in unknown[:3])
         violations.append(FieldViolation("event_types", f"are not known event types: {shown}"))
     ids = {
-        field: _account_id(raw, field, violations) if raw else ""
+        field: read_account_id(raw, field, violations) if raw else ""
         for field, raw in (
             ("account_id", request.account_id),
             ("entry_id", request.entry_id),
@@ -103,16 +103,16 @@ def events_query(request: queries_pb2.ListEventsRequest) -> EventsQuery:
     }
     _bounded_text(request.request_id, "request_id", limits.REQUEST_ID_LENGTH_MAX, violations)
     _bounded_text(request.principal, "principal", PRINCIPAL_LENGTH_MAX, violations)
-    start, end = _time_window(request, violations)
+    start, end = read_time_window(request, violations)
     _positions(request.from_position, request.to_position, violations)
     text = request.text.strip()
     _bounded_text(text, "text", TEXT_LENGTH_MAX, violations)
     if request.order not in queries_pb2.EventOrder.values():
         violations.append(FieldViolation("order", "is not a known order"))
-    page_size = _page_size(
+    page_size = read_page_size(
         request.page_size, EVENTS_PAGE_SIZE_DEFAULT, EVENTS_PAGE_SIZE_MAX, violations
     )
-    _min_position(request.min_position, violations)
+    read_min_position(request.min_position, violations)
     query = EventsQuery(
         event_types=event_types,
         account_id=ids["account_id"],
@@ -130,15 +130,17 @@ def events_query(request: queries_pb2.ListEventsRequest) -> EventsQuery:
         search_after=None,
         min_position=request.min_position,
     )
-    return _continued(query, request.page_token, _EVENTS_TOKEN, _events_binding(query), violations)
+    return continued_query(
+        query, request.page_token, _EVENTS_TOKEN, _events_binding(query), violations
+    )
 
 
 def entry_query(request: queries_pb2.GetEntryRequest) -> EntryQuery:
     """Reads a GetEntry request; raises Rejection (VALIDATION_FAILED)."""
     violations: list[FieldViolation] = []
-    entry_id = _account_id(request.entry_id, "entry_id", violations)
-    _min_position(request.min_position, violations)
-    _refuse_if_any(violations)
+    entry_id = read_account_id(request.entry_id, "entry_id", violations)
+    read_min_position(request.min_position, violations)
+    refuse_if_any(violations)
     return EntryQuery(entry_id=entry_id, min_position=request.min_position)
 
 

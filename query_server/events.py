@@ -24,10 +24,10 @@ from chronos.read_model.event_queries import EventFilter, EventLogQueries
 from chronos.v1 import ledger_pb2, queries_pb2
 from query_server.event_requests import EntryQuery, EventsQuery
 from query_server.mapping import (
-    _ENTRY_KIND_TO_PROTO,
-    _SIDE_TO_PROTO,
-    _timestamp,
+    ENTRY_KIND_TO_PROTO,
+    SIDE_TO_PROTO,
     pending_to_proto,
+    timestamp_proto,
 )
 
 
@@ -50,7 +50,7 @@ def event_to_proto(source: dict[str, Any]) -> queries_pb2.LoggedEvent:
         schema_version=source["schema_version"],
         stream_id=source["stream_id"],
         stream_version=source["stream_version"],
-        recorded_at=_timestamp(source["recorded_at"]),
+        recorded_at=timestamp_proto(source["recorded_at"]),
         metadata={str(k): str(v) for k, v in (source.get("metadata") or {}).items()},
         payload_json=json.dumps(source["payload"], sort_keys=True, separators=(",", ":")),
         chain_hash=source.get("chain_hash", ""),
@@ -118,9 +118,9 @@ async def get_entry(
     first = lines.get(events[0]["event_id"], {})
     answer = queries_pb2.GetEntryResponse(
         entry_id=query.entry_id,
-        kind=_ENTRY_KIND_TO_PROTO.get(first.get("kind", ""), ledger_pb2.ENTRY_KIND_UNSPECIFIED),
+        kind=ENTRY_KIND_TO_PROTO.get(first.get("kind", ""), ledger_pb2.ENTRY_KIND_UNSPECIFIED),
         description=first.get("description", ""),
-        recorded_at=_timestamp(events[0]["recorded_at"]),
+        recorded_at=timestamp_proto(events[0]["recorded_at"]),
         lines=list(_line_views(events, lines, accounts)),
         state=queries_pb2.ENTRY_STATE_REVERSED if reversed_by else queries_pb2.ENTRY_STATE_POSTED,
         reversed_by_entry_id=reversed_by,
@@ -150,7 +150,7 @@ def _line_views(
         currency = line["currency"]
         view = queries_pb2.EntryLineView(
             account_id=line["account_id"],
-            side=_SIDE_TO_PROTO.get(line["direction"], ledger_pb2.SIDE_UNSPECIFIED),
+            side=SIDE_TO_PROTO.get(line["direction"], ledger_pb2.SIDE_UNSPECIFIED),
             amount=ledger_pb2.Money(currency=currency, minor_units=line["amount_minor"]),
             line_index=line["line_index"],
             counterparty_account_id=line["counterparty_account_id"],

@@ -26,8 +26,8 @@ _KIND_TO_PROTO = {
     AccountKind.USER.value: ledger_pb2.ACCOUNT_KIND_USER,
     AccountKind.SYSTEM.value: ledger_pb2.ACCOUNT_KIND_SYSTEM,
 }
-_SIDE_TO_PROTO = {"DEBIT": ledger_pb2.SIDE_DEBIT, "CREDIT": ledger_pb2.SIDE_CREDIT}
-_ENTRY_KIND_TO_PROTO = {
+SIDE_TO_PROTO = {"DEBIT": ledger_pb2.SIDE_DEBIT, "CREDIT": ledger_pb2.SIDE_CREDIT}
+ENTRY_KIND_TO_PROTO = {
     EntryKind.DEPOSIT.value: ledger_pb2.ENTRY_KIND_DEPOSIT,
     EntryKind.WITHDRAWAL.value: ledger_pb2.ENTRY_KIND_WITHDRAWAL,
     EntryKind.TRANSFER.value: ledger_pb2.ENTRY_KIND_TRANSFER,
@@ -47,7 +47,7 @@ def account_status_from_proto(status: int) -> str | None:
     return _STATUS_FROM_PROTO.get(status)
 
 
-def _timestamp(text: str) -> timestamp_pb2.Timestamp:
+def timestamp_proto(text: str) -> timestamp_pb2.Timestamp:
     # The read model writes one spelling (documents.format_time); fromisoformat parses it
     # in C, about ten times faster than Timestamp.FromJsonString.
     since_epoch = datetime.fromisoformat(text) - _EPOCH
@@ -67,8 +67,8 @@ def account_to_proto(source: dict[str, Any], as_of: int) -> queries_pb2.GetAccou
         overdraft_limit_minor=source["overdraft_limit_minor"],
         status=_STATUS_TO_PROTO.get(source["status"], ledger_pb2.ACCOUNT_STATUS_UNSPECIFIED),
         version=source["version"],
-        opened_at=_timestamp(source["opened_at"]),
-        updated_at=_timestamp(source["updated_at"]),
+        opened_at=timestamp_proto(source["opened_at"]),
+        updated_at=timestamp_proto(source["updated_at"]),
         as_of_position=as_of,
         metadata={str(k): str(v) for k, v in (source.get("metadata") or {}).items()},
         kind=_KIND_TO_PROTO.get(source["kind"], ledger_pb2.ACCOUNT_KIND_UNSPECIFIED),
@@ -98,15 +98,15 @@ def line_to_proto(source: dict[str, Any]) -> queries_pb2.TransactionLine:
     currency = source["currency"]
     return queries_pb2.TransactionLine(
         entry_id=source["entry_id"],
-        direction=_SIDE_TO_PROTO.get(source["direction"], ledger_pb2.SIDE_UNSPECIFIED),
+        direction=SIDE_TO_PROTO.get(source["direction"], ledger_pb2.SIDE_UNSPECIFIED),
         amount=ledger_pb2.Money(currency=currency, minor_units=source["amount_minor"]),
         balance_after=ledger_pb2.Money(
             currency=currency, minor_units=source["balance_after_minor"]
         ),
         counterparty_account_id=source["counterparty_account_id"],
-        kind=_ENTRY_KIND_TO_PROTO.get(source["kind"], ledger_pb2.ENTRY_KIND_UNSPECIFIED),
+        kind=ENTRY_KIND_TO_PROTO.get(source["kind"], ledger_pb2.ENTRY_KIND_UNSPECIFIED),
         description=source["description"],
-        recorded_at=_timestamp(source["recorded_at"]),
+        recorded_at=timestamp_proto(source["recorded_at"]),
         position=source["position"],
         event_id=source["event_id"],
         # Lines written without an authenticated caller have no principal.
@@ -161,12 +161,12 @@ def pending_to_proto(source: dict[str, Any]) -> queries_pb2.PendingTransfer:
             source["state"], queries_pb2.PENDING_TRANSFER_STATE_UNSPECIFIED
         ),
         description=source["description"],
-        placed_at=_timestamp(source["placed_at"]),
-        updated_at=_timestamp(source["updated_at"]),
+        placed_at=timestamp_proto(source["placed_at"]),
+        updated_at=timestamp_proto(source["updated_at"]),
         position=source["last_position"],
         # Holds placed without metadata (or projected before it existed) have none.
         metadata={str(k): str(v) for k, v in (source.get("metadata") or {}).items()},
     )
     if source.get("expires_at"):
-        answer.expires_at.CopyFrom(_timestamp(source["expires_at"]))
+        answer.expires_at.CopyFrom(timestamp_proto(source["expires_at"]))
     return answer

@@ -116,21 +116,21 @@ class AccountSearch:
 def account_query(request: queries_pb2.GetAccountRequest) -> AccountQuery:
     """Reads a GetAccount request; raises Rejection (VALIDATION_FAILED)."""
     violations: list[FieldViolation] = []
-    account_id = _account_id(request.account_id, "account_id", violations)
-    _min_position(request.min_position, violations)
-    _refuse_if_any(violations)
+    account_id = read_account_id(request.account_id, "account_id", violations)
+    read_min_position(request.min_position, violations)
+    refuse_if_any(violations)
     return AccountQuery(account_id=account_id, min_position=request.min_position)
 
 
 def transactions_query(request: queries_pb2.ListTransactionsRequest) -> TransactionsQuery:
     """Reads a ListTransactions request; raises Rejection (VALIDATION_FAILED)."""
     violations: list[FieldViolation] = []
-    account_id = _account_id(request.account_id, "account_id", violations)
-    start, end = _time_window(request, violations)
-    page_size = _page_size(
+    account_id = read_account_id(request.account_id, "account_id", violations)
+    start, end = read_time_window(request, violations)
+    page_size = read_page_size(
         request.page_size, TRANSACTIONS_PAGE_SIZE_DEFAULT, TRANSACTIONS_PAGE_SIZE_MAX, violations
     )
-    _min_position(request.min_position, violations)
+    read_min_position(request.min_position, violations)
     metadata = _metadata_filter(request.metadata, violations)
     query = TransactionsQuery(
         account_id=account_id,
@@ -141,7 +141,7 @@ def transactions_query(request: queries_pb2.ListTransactionsRequest) -> Transact
         min_position=request.min_position,
         metadata=metadata,
     )
-    return _continued(
+    return continued_query(
         query, request.page_token, _TRANSACTIONS_TOKEN, _transactions_binding(query), violations
     )
 
@@ -149,10 +149,10 @@ def transactions_query(request: queries_pb2.ListTransactionsRequest) -> Transact
 def balance_at_query(request: queries_pb2.GetBalanceAtRequest) -> BalanceAtQuery:
     """Reads a GetBalanceAt request; raises Rejection (VALIDATION_FAILED)."""
     violations: list[FieldViolation] = []
-    account_id = _account_id(request.account_id, "account_id", violations)
+    account_id = read_account_id(request.account_id, "account_id", violations)
     at = _time(request, "at_time", violations, required=True)
-    _min_position(request.min_position, violations)
-    _refuse_if_any(violations)
+    read_min_position(request.min_position, violations)
+    refuse_if_any(violations)
     assert at is not None
     return BalanceAtQuery(account_id=account_id, at=at, min_position=request.min_position)
 
@@ -174,13 +174,13 @@ def account_search(request: queries_pb2.SearchAccountsRequest) -> AccountSearch:
     currency = request.currency or None
     if currency is not None and (problem := currency_problem(currency)) is not None:
         violations.append(FieldViolation("currency", problem))
-    page_size = _page_size(
+    page_size = read_page_size(
         request.page_size, ACCOUNTS_PAGE_SIZE_DEFAULT, ACCOUNTS_PAGE_SIZE_MAX, violations
     )
     search = AccountSearch(
         text=text, status=status, currency=currency, page_size=page_size, search_after=None
     )
-    return _continued(
+    return continued_query(
         search, request.page_token, _SEARCH_TOKEN, _search_binding(search), violations
     )
 
@@ -188,14 +188,14 @@ def account_search(request: queries_pb2.SearchAccountsRequest) -> AccountSearch:
 def pending_query(request: queries_pb2.ListPendingTransfersRequest) -> PendingQuery:
     """Reads a ListPendingTransfers request; raises Rejection (VALIDATION_FAILED)."""
     violations: list[FieldViolation] = []
-    account_id = _account_id(request.account_id, "account_id", violations)
+    account_id = read_account_id(request.account_id, "account_id", violations)
     state = _PENDING_STATES.get(request.state)
     if state is None and request.state != queries_pb2.PENDING_TRANSFER_STATE_UNSPECIFIED:
         violations.append(FieldViolation("state", "is not a known state"))
-    page_size = _page_size(
+    page_size = read_page_size(
         request.page_size, PENDING_PAGE_SIZE_DEFAULT, PENDING_PAGE_SIZE_MAX, violations
     )
-    _min_position(request.min_position, violations)
+    read_min_position(request.min_position, violations)
     query = PendingQuery(
         account_id=account_id,
         state=state,
@@ -204,7 +204,7 @@ def pending_query(request: queries_pb2.ListPendingTransfersRequest) -> PendingQu
         min_position=request.min_position,
         metadata=_metadata_filter(request.metadata, violations),
     )
-    return _continued(
+    return continued_query(
         query, request.page_token, _PENDING_TOKEN, _pending_binding(query), violations
     )
 
@@ -249,7 +249,7 @@ def _search_binding(search: AccountSearch) -> dict[str, Any]:
 _Query = TypeVar("_Query", bound="DataclassInstance")
 
 
-def _continued(
+def continued_query(
     query: _Query,
     token: str,
     method: str,
@@ -264,16 +264,16 @@ def _continued(
             search_after = decode_page_token(token, method, binding)
         except InvalidPageToken as error:
             violations.append(FieldViolation("page_token", str(error)))
-    _refuse_if_any(violations)
+    refuse_if_any(violations)
     return replace(query, search_after=search_after)
 
 
-def _refuse_if_any(violations: list[FieldViolation]) -> None:
+def refuse_if_any(violations: list[FieldViolation]) -> None:
     if violations:
         raise validation_failed(violations)
 
 
-def _account_id(raw: str, field: str, violations: list[FieldViolation]) -> str:
+def read_account_id(raw: str, field: str, violations: list[FieldViolation]) -> str:
     if not raw:
         violations.append(FieldViolation(field, "is required"))
         return ""
@@ -284,7 +284,7 @@ def _account_id(raw: str, field: str, violations: list[FieldViolation]) -> str:
     return canonical
 
 
-def _page_size(value: int, default: int, maximum: int, violations: list[FieldViolation]) -> int:
+def read_page_size(value: int, default: int, maximum: int, violations: list[FieldViolation]) -> int:
     if value == 0:
         return default
     if not 1 <= value <= maximum:
@@ -292,12 +292,14 @@ def _page_size(value: int, default: int, maximum: int, violations: list[FieldVio
     return value
 
 
-def _min_position(value: int, violations: list[FieldViolation]) -> None:
+def read_min_position(value: int, violations: list[FieldViolation]) -> None:
     if value < 0:
         violations.append(FieldViolation("min_position", "must be zero or positive"))
 
 
-def _time_window(request: Any, violations: list[FieldViolation]) -> tuple[str | None, str | None]:
+def read_time_window(
+    request: Any, violations: list[FieldViolation]
+) -> tuple[str | None, str | None]:
     """The request's ``start_time`` (inclusive) and ``end_time`` (exclusive) bounds, each
     None when unset; the end must be after the start."""
     start = _time(request, "start_time", violations)
