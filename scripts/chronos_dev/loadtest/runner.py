@@ -18,8 +18,6 @@ import contextlib
 import multiprocessing
 import queue
 import random
-import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ import grpc
 from chronos_dev.loadtest.channels import load_channel
 from chronos_dev.loadtest.options import Options
 from chronos_dev.loadtest.outcomes import Outcomes
+from chronos_dev.loadtest.progress import ProgressCounters, ProgressLine
 from chronos_dev.loadtest.scenarios import Client, Recorder, Scenario, run_operation
 from chronos_dev.loadtest.stats import (
     LatencyHistogram,
@@ -87,6 +86,8 @@ class PhaseReport:
     elapsed_seconds: float
     operations: int = 0
     operation_errors: int = 0
+    # Refusals the scenario provoked on purpose (see Recorder.expected_refusals).
+    expected_refusals: int = 0
     histograms: dict[str, LatencyHistogram] = field(default_factory=dict)
     errors: dict[tuple[str, str, str], int] = field(default_factory=dict)
     outcomes: Outcomes = field(default_factory=Outcomes)
@@ -101,25 +102,6 @@ class PhaseReport:
     @property
     def throughput_per_second(self) -> float:
         return self.operations / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
-
-
-class ProgressCounters:
-    """Operations and failed operations per process, in shared memory.
-
-    Each process writes only its own two slots and the reader tolerates a torn read
-    of a moment ago, so no lock is needed.
-    """
-
-    def __init__(self, array: Any) -> None:
-        self._array = array
-
-    def update(self, worker_index: int, operations: int, failures: int) -> None:
-        self._array[2 * worker_index] = operations
-        self._array[2 * worker_index + 1] = failures
-
-    def totals(self) -> tuple[int, int]:
-        values = list(self._array)
-        return sum(values[0::2]), sum(values[1::2])
 
 
 async def run_worker(
@@ -247,58 +229,6 @@ def _process_main(
     result_queue.put(("ok", worker_index, report))
 
 
-class ProgressLine:
-    """A ``\\r``-rewritten status line on stderr: elapsed, operations, rate, failures."""
-
-    def __init__(self, label: str, counters: ProgressCounters, plan: PhasePlan, interval: float):
-        self._label = label
-        self._counters = counters
-        self._plan = plan
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="loadtest-progress", daemon=True)
-        self._started = time.monotonic()
-
-    def __enter__(self) -> ProgressLine:
-        self._started = time.monotonic()
-        self._thread.start()
-        return self
-
-    def mark_started(self) -> None:
-        """Counts elapsed time from now (client processes take a moment to start)."""
-        self._started = time.monotonic()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._print(final=True)
-
-    def _run(self) -> None:
-        previous_operations, previous_time = 0, time.monotonic()
-        while not self._stop.wait(self._interval):
-            now = time.monotonic()
-            operations, _ = self._counters.totals()
-            rate = (operations - previous_operations) / max(1e-9, now - previous_time)
-            previous_operations, previous_time = operations, now
-            self._print(rate_per_second=rate)
-
-    def _print(self, *, rate_per_second: float | None = None, final: bool = False) -> None:
-        elapsed = time.monotonic() - self._started
-        operations, failures = self._counters.totals()
-        if rate_per_second is None:
-            rate_per_second = operations / elapsed if elapsed > 0 else 0.0
-        bound = ""
-        if self._plan.duration_seconds is not None:
-            bound = f"/{self._plan.duration_seconds:.0f}"
-        total = f"/{self._plan.count_total}" if self._plan.count_total is not None else ""
-        line = (
-            f"\r[{self._label}] {elapsed:6.1f}{bound} s  ops {operations}{total}  "
-            f"rate {rate_per_second:8.1f}/s  failed {failures}   "
-        )
-        sys.stderr.write(line + ("\n" if final else ""))
-        sys.stderr.flush()
-
-
 def run_phase(options: Options, plan: PhasePlan) -> PhaseReport:
     """Runs ``plan`` in ``options.processes`` client processes and merges their reports.
 
@@ -405,6 +335,7 @@ def _merge(phase: str, reports: list[WorkerReport]) -> PhaseReport:
         recorder = report.recorder
         merged.operations += recorder.operations
         merged.operation_errors += recorder.operation_errors
+        merged.expected_refusals += recorder.expected_refusals
         for rpc, histogram in recorder.histograms.items():
             merged.histograms.setdefault(rpc, LatencyHistogram()).merge(histogram)
         for key, count in recorder.errors.items():
