@@ -89,6 +89,17 @@ class History:
                 ),
             )
 
+    def place(self, pending_id: str, amount: int, *, balance: int, recorded_debits: int) -> None:
+        """USER (posted ``balance``, no other hold) reserves ``amount`` for OTHER."""
+        self.hold(
+            PendingTransferCreated,
+            pending_id,
+            amount,
+            debit_balance=balance,
+            debit_debits=recorded_debits,
+            credit_credits=amount,
+        )
+
 
 def _opened(account: str, kind: AccountKind) -> AccountOpened:
     return AccountOpened(
@@ -109,6 +120,11 @@ def _line(
     )
 
 
+def _assert_fails(result: CheckResult, text: str) -> None:
+    assert not result.passed
+    assert text in result.detail, result.detail
+
+
 # --- conservation and limits -----------------------------------------------------------
 
 
@@ -121,9 +137,7 @@ def test_conservation_holds_when_the_world_account_mirrors_deposits() -> None:
 def test_conservation_fails_when_a_currency_does_not_sum_to_zero() -> None:
     history = History()
     history.add(USER, _line(FundsDeposited, "d", USER, Side.CREDIT, 500, 500))
-    result = check_conservation(history.fold)
-    assert not result.passed
-    assert "EUR +500" in result.detail
+    _assert_fails(check_conservation(history.fold), "EUR +500")
 
 
 def test_limits_fail_when_a_hold_takes_the_available_balance_below_the_limit() -> None:
@@ -131,12 +145,8 @@ def test_limits_fail_when_a_hold_takes_the_available_balance_below_the_limit() -
     history.deposit(USER, 50, 50, -50)
     assert check_limits(history.fold).passed
     # Posted 50, reserved 200: available -150 < -100, though the posted balance is fine.
-    history.hold(
-        PendingTransferCreated, "h1", 200, debit_balance=50, debit_debits=200, credit_credits=200
-    )
-    result = check_limits(history.fold)
-    assert not result.passed
-    assert "available after -150 < -100" in result.detail
+    history.place("h1", 200, balance=50, recorded_debits=200)
+    _assert_fails(check_limits(history.fold), "available after -150 < -100")
 
 
 def test_limits_ignore_system_accounts() -> None:
@@ -148,20 +158,14 @@ def test_limits_ignore_system_accounts() -> None:
 def test_limits_fail_when_recorded_pending_sums_disagree_with_the_amounts() -> None:
     history = History()
     history.deposit(USER, 500, 500, -500)
-    history.hold(
-        PendingTransferCreated, "h1", 200, debit_balance=500, debit_debits=150, credit_credits=200
-    )
-    result = check_limits(history.fold)
-    assert not result.passed
-    assert "running sums (500, 200, 0)" in result.detail
+    history.place("h1", 200, balance=500, recorded_debits=150)
+    _assert_fails(check_limits(history.fold), "running sums (500, 200, 0)")
 
 
 def test_a_partial_post_moves_the_posted_amount_and_releases_the_rest() -> None:
     history = History()
     history.deposit(USER, 500, 500, -500)
-    history.hold(
-        PendingTransferCreated, "h1", 200, debit_balance=500, debit_debits=200, credit_credits=200
-    )
+    history.place("h1", 200, balance=500, recorded_debits=200)
     for account, side, after in ((USER, Side.DEBIT, 380), (OTHER, Side.CREDIT, 120)):
         history.add(
             account,
@@ -221,24 +225,18 @@ def test_a_hold_voided_once_passes() -> None:
 
 def test_a_hold_ended_twice_fails() -> None:
     history = _placed_and_ended(PendingTransferVoided, PendingTransferExpired, expires=5)
-    result = _end_check(history, {"h1": ("VOIDED", 0)})
-    assert not result.passed
-    assert "h1: ended 2 times (VOIDED, EXPIRED)" in result.detail
+    _assert_fails(_end_check(history, {"h1": ("VOIDED", 0)}), "h1: ended 2 times (VOIDED, EXPIRED)")
 
 
 def test_an_end_of_a_hold_never_placed_fails() -> None:
     history = History()
     history.hold(PendingTransferVoided, "ghost", 100)
-    result = _end_check(history, {})
-    assert not result.passed
-    assert "never placed" in result.detail
+    _assert_fails(_end_check(history, {}), "never placed")
 
 
 def test_a_hold_past_its_timeout_still_pending_fails() -> None:
     history = _placed_and_ended(expires=5)
-    result = _end_check(history, {"h1": ("PENDING", 0)})
-    assert not result.passed
-    assert "still pending" in result.detail
+    _assert_fails(_end_check(history, {"h1": ("PENDING", 0)}), "still pending")
 
 
 def test_a_pending_hold_not_yet_due_or_without_timeout_passes() -> None:
@@ -248,9 +246,7 @@ def test_a_pending_hold_not_yet_due_or_without_timeout_passes() -> None:
 
 def test_an_expiry_of_a_hold_without_timeout_fails() -> None:
     history = _placed_and_ended(PendingTransferExpired)
-    result = _end_check(history, {"h1": ("EXPIRED", 0)})
-    assert not result.passed
-    assert "no timeout" in result.detail
+    _assert_fails(_end_check(history, {"h1": ("EXPIRED", 0)}), "no timeout")
 
 
 @pytest.mark.parametrize(
@@ -270,9 +266,9 @@ def test_a_client_race_with_two_winners_fails_the_hold_check() -> None:
     ok = (grpc.StatusCode.OK, "")
     outcomes.record_race("hold", "h1", [ok, ok], NOT_PENDING)
     history = _placed_and_ended(PendingTransferVoided)
-    result = _end_check(history, {"h1": ("VOIDED", 0)}, outcomes=outcomes)
-    assert not result.passed
-    assert "2 of 2 racing requests won" in result.detail
+    _assert_fails(
+        _end_check(history, {"h1": ("VOIDED", 0)}, outcomes=outcomes), "2 of 2 racing requests won"
+    )
 
 
 # --- races as the clients saw them -----------------------------------------------------
@@ -332,17 +328,18 @@ def test_an_entry_reversed_once_passes() -> None:
 
 
 def test_an_entry_reversed_twice_fails() -> None:
-    result = check_reversed_at_most_once(_transfer_reversed("r1", "r2").fold.holds, Outcomes())
-    assert not result.passed
-    assert "t1: reversed by 2 entries" in result.detail
+    _assert_fails(
+        check_reversed_at_most_once(_transfer_reversed("r1", "r2").fold.holds, Outcomes()),
+        "t1: reversed by 2 entries",
+    )
 
 
 def test_a_reversed_reversal_fails() -> None:
     history = _transfer_reversed("r1")
     history.add(USER, _reversal("r2", "r1", USER, Side.DEBIT))
-    result = check_reversed_at_most_once(history.fold.holds, Outcomes())
-    assert not result.passed
-    assert "a reversal was reversed" in result.detail
+    _assert_fails(
+        check_reversed_at_most_once(history.fold.holds, Outcomes()), "a reversal was reversed"
+    )
 
 
 def test_a_reversal_race_with_two_winners_fails() -> None:
@@ -361,9 +358,10 @@ def test_a_hold_command_answered_with_the_wrong_event_count_fails() -> None:
     outcomes.record_ok(
         "lt-x-hold-1", "CreatePendingTransfer", event_count=3, position=9, replayed=False
     )
-    result = check_exactly_once(outcomes, {"lt-x-hold-1": (3, 9)})
-    assert not result.passed
-    assert "CreatePendingTransfer answered with 3 events" in result.detail
+    _assert_fails(
+        check_exactly_once(outcomes, {"lt-x-hold-1": (3, 9)}),
+        "CreatePendingTransfer answered with 3 events",
+    )
     outcomes = Outcomes()
     outcomes.record_ok(
         "lt-x-hold-1", "CreatePendingTransfer", event_count=2, position=9, replayed=False
@@ -378,9 +376,7 @@ def _money(minor: int) -> ledger_pb2.Money:
 def test_get_account_differing_in_pending_or_available_is_a_difference() -> None:
     history = History()
     history.deposit(USER, 500, 500, -500)
-    history.hold(
-        PendingTransferCreated, "h1", 200, debit_balance=500, debit_debits=200, credit_credits=200
-    )
+    history.place("h1", 200, balance=500, recorded_debits=200)
     want = history.fold.accounts[USER]
     right = queries_pb2.GetAccountResponse(
         balance=_money(500),

@@ -42,7 +42,7 @@ from chronos.event_store.reader import head_position, iter_events
 from chronos_dev.client import ClientSecurity
 from chronos_dev.loadtest import invariants_holds
 from chronos_dev.loadtest.check_result import EXAMPLES_MAX, CheckResult, Problems
-from chronos_dev.loadtest.invariants_projection import check_projection
+from chronos_dev.loadtest.invariants_projection import ReadSide, check_projection
 from chronos_dev.loadtest.outcomes import Outcomes
 
 __all__ = ["CheckResult", "check_all", "start_position"]
@@ -296,6 +296,14 @@ def check_all(
     first waits (up to ``hold_expiry_wait_seconds_max`` past the last timeout) for the
     expiry of every hold with a timeout. ``security`` secures the calls to the query
     service at ``query_addr``."""
+    read_side = ReadSide(
+        query_addr=query_addr,
+        security=security,
+        es_url=es_url,
+        index_prefix=index_prefix,
+        wait_seconds_max=wait_seconds_max,
+        rpc_timeout_seconds=rpc_timeout_seconds,
+    )
     with connect(pg_dsn) as conn:
         due_before = None
         if holds:
@@ -308,18 +316,7 @@ def check_all(
             check_conservation(fold),
             check_limits(fold),
             check_exactly_once(outcomes, stored),
-            check_projection(
-                conn,
-                fold.accounts,
-                fold.head,
-                query_addr=query_addr,
-                security=security,
-                es_url=es_url,
-                index_prefix=index_prefix,
-                wait_seconds_max=wait_seconds_max,
-                rpc_timeout_seconds=rpc_timeout_seconds,
-                write_side_holds=write_side,
-            ),
+            check_projection(conn, fold.accounts, fold.head, read_side, write_side),
         ]
         if write_side is not None and due_before is not None:
             checks.append(

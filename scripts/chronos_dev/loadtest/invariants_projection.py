@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import grpc
@@ -26,6 +27,20 @@ from chronos_dev.loadtest.check_result import CheckResult, Problems
 GET_ACCOUNT_CONCURRENCY = 32
 PENDING_SCAN_PAGE_SIZE = 5000
 NAME = "projection equals recompute"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadSide:
+    """Where the read side is and how long to wait for it."""
+
+    query_addr: str
+    # Secures the calls to the query service.
+    security: ClientSecurity = field(repr=False)
+    # Elasticsearch, for ``chronos reconcile`` and the pending index ("": skipped).
+    es_url: str
+    index_prefix: str
+    wait_seconds_max: float
+    rpc_timeout_seconds: float
 
 
 class Expected(Protocol):
@@ -129,21 +144,23 @@ def check_projection(
     conn: psycopg.Connection[Any],
     accounts: Mapping[str, Expected],
     head: int,
-    *,
-    query_addr: str,
-    security: ClientSecurity,
-    es_url: str,
-    index_prefix: str,
-    wait_seconds_max: float,
-    rpc_timeout_seconds: float,
+    read_side: ReadSide,
     write_side_holds: Mapping[str, tuple[str, int]] | None = None,
 ) -> CheckResult:
     """Invariant 4 (see the module docstring). ``write_side_holds`` (pending_id ->
     (state, posted_minor)): compare the pending index with it too."""
-    deadline = time.monotonic() + wait_seconds_max
+    deadline = time.monotonic() + read_side.wait_seconds_max
     checked, problems, wait_error = asyncio.run(
-        _compare_accounts(query_addr, security, accounts, head, deadline, rpc_timeout_seconds)
+        _compare_accounts(
+            read_side.query_addr,
+            read_side.security,
+            accounts,
+            head,
+            deadline,
+            read_side.rpc_timeout_seconds,
+        )
     )
+    es_url, index_prefix = read_side.es_url, read_side.index_prefix
     if wait_error is not None:
         return CheckResult(name=NAME, passed=False, detail=wait_error)
     detail = (
@@ -193,30 +210,19 @@ def compare_pending_index(
 def _pending_documents(es_url: str, index_prefix: str) -> dict[str, dict[str, Any]]:
     """Every hold document of the pending index, after a refresh, by pending id."""
     from elasticsearch import ApiError, TransportError
+    from elasticsearch.helpers import scan
 
     from chronos.read_model.client import elasticsearch_client
     from chronos.read_model.indices import IndexNames, translate
 
     names = IndexNames(prefix=index_prefix)
     es = elasticsearch_client(es_url, request_timeout=30, max_retries=1)
-    documents: dict[str, dict[str, Any]] = {}
     try:
         es.indices.refresh(index=names.pending)
-        search_after: list[Any] | None = None
-        while True:
-            response = es.search(
-                index=names.pending,
-                size=PENDING_SCAN_PAGE_SIZE,
-                sort=[{"pending_id": "asc"}],
-                search_after=search_after,
-                track_total_hits=False,
-            )
-            hits = response["hits"]["hits"]
-            for hit in hits:
-                documents[str(hit["_source"]["pending_id"])] = hit["_source"]
-            if len(hits) < PENDING_SCAN_PAGE_SIZE:
-                return documents
-            search_after = hits[-1]["sort"]
+        return {
+            str(hit["_source"]["pending_id"]): hit["_source"]
+            for hit in scan(es, index=names.pending, size=PENDING_SCAN_PAGE_SIZE)
+        }
     except (ApiError, TransportError) as error:
         raise translate(error, "reading the pending index") from error
     finally:
