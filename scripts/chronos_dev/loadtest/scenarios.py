@@ -2,7 +2,8 @@
 
 One *operation* is what the schedule counts: opening and funding one account (setup),
 one transfer (transfers, duplicates; a duplicated transfer also sends its copy), or one
-read or one transfer (mixed). Every RPC has a deadline; every answer is recorded in a
+read or one transfer (mixed), one hold's life or one reversed transfer (holds, see
+:mod:`.scenarios_holds`). Every RPC has a deadline; every answer is recorded in a
 :class:`Recorder` (latency per RPC, errors by status code and ``ErrorInfo`` reason, the
 outcome of each request_id for the invariant checks).
 
