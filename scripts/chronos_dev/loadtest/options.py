@@ -172,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="client processes (default 1; raise it when one process is the bottleneck)",
     )
+    _add_endpoints(parser)
+    _add_mix(parser)
+    _add_bounds(parser)
+    return parser
+
+
+def _add_endpoints(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--command-addr",
         type=_address,
@@ -204,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output-dir", type=Path, help="default loadtest-results/<timestamp>")
     parser.add_argument("--no-plot", action="store_true", help="skip latency.png")
+
+
+def _add_mix(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--distribution",
         choices=[d.value for d in Distribution],
@@ -258,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=20_000,
         help="transfers move 1..this many minor units (default 20000)",
     )
+
+
+def _add_bounds(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rpc-timeout-seconds",
         type=float_in(0.01, 600.0),
@@ -288,7 +301,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=200_000,
         help="latency points kept for the plot, over all processes (default 200000)",
     )
-    return parser
 
 
 def parse_options(argv: list[str] | None = None) -> Options:

@@ -104,6 +104,36 @@ class PhaseReport:
         return self.operations / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
 
 
+async def _open_channels(
+    stack: contextlib.AsyncExitStack, options: Options
+) -> tuple[list[grpc.aio.Channel], list[grpc.aio.Channel]]:
+    """``CHANNELS_PER_PROCESS`` channels to each service, closed with ``stack``; waits
+    (bounded) until the command channels are ready."""
+    command_channels: list[grpc.aio.Channel] = []
+    query_channels: list[grpc.aio.Channel] = []
+    for _ in range(CHANNELS_PER_PROCESS):
+        for channels, address in (
+            (command_channels, options.command_addr),
+            (query_channels, options.query_addr),
+        ):
+            # A local subchannel pool gives each channel a connection of its own.
+            channel = load_channel(
+                address, options.security, options=[("grpc.use_local_subchannel_pool", 1)]
+            )
+            channels.append(await stack.enter_async_context(channel))
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(*(c.channel_ready() for c in command_channels)),
+            CONNECT_WAIT_SECONDS_MAX,
+        )
+    except TimeoutError as error:
+        raise LoadTestError(
+            f"command service at {options.command_addr} not reachable within "
+            f"{CONNECT_WAIT_SECONDS_MAX:.0f} s"
+        ) from error
+    return command_channels, query_channels
+
+
 async def run_worker(
     options: Options,
     plan: PhasePlan,
@@ -116,28 +146,7 @@ async def run_worker(
     concurrency = split_evenly(options.concurrency, worker_count)[worker_index]
     seed_text = f"{options.seed}:{plan.phase}:{worker_index}"
     async with contextlib.AsyncExitStack() as stack:
-        command_channels: list[grpc.aio.Channel] = []
-        query_channels: list[grpc.aio.Channel] = []
-        for _ in range(CHANNELS_PER_PROCESS):
-            for channels, address in (
-                (command_channels, options.command_addr),
-                (query_channels, options.query_addr),
-            ):
-                # A local subchannel pool gives each channel a connection of its own.
-                channel = load_channel(
-                    address, options.security, options=[("grpc.use_local_subchannel_pool", 1)]
-                )
-                channels.append(await stack.enter_async_context(channel))
-        try:
-            await asyncio.wait_for(
-                asyncio.gather(*(c.channel_ready() for c in command_channels)),
-                CONNECT_WAIT_SECONDS_MAX,
-            )
-        except TimeoutError as error:
-            raise LoadTestError(
-                f"command service at {options.command_addr} not reachable within "
-                f"{CONNECT_WAIT_SECONDS_MAX:.0f} s"
-            ) from error
+        command_channels, query_channels = await _open_channels(stack, options)
         start = wait_for_start()
         recorder = Recorder(
             phase_start_monotonic=start,
@@ -146,13 +155,8 @@ async def run_worker(
                 rng=random.Random(f"samples:{seed_text}"),
             ),
         )
-        client = Client(
-            options,
-            command_channels,
-            query_channels,
-            recorder,
-            lag_rng=random.Random(f"lag:{seed_text}"),
-        )
+        lag_rng = random.Random(f"lag:{seed_text}")
+        client = Client(options, command_channels, query_channels, recorder, lag_rng=lag_rng)
         scenario = Scenario(
             options, plan.run_id, plan.phase, plan.account_indices, random.Random(seed_text)
         )
