@@ -322,14 +322,30 @@ def _transfer_reversed(*reversal_ids: str) -> History:
 
 
 def test_an_entry_reversed_once_passes() -> None:
-    result = check_reversed_at_most_once(_transfer_reversed("r1").fold.holds, Outcomes())
+    result = check_reversed_at_most_once(
+        _transfer_reversed("r1").fold.holds, {"t1": "r1"}, Outcomes()
+    )
     assert result.passed, result.detail
     assert "1 entries reversed" in result.detail
 
 
+@pytest.mark.parametrize(
+    "write_side",
+    [{}, {"t1": "r9"}, {"t1": "r1", "t2": "r2"}],
+    ids=["row-missing", "other-reversal", "row-without-lines"],
+)
+def test_a_write_side_disagreeing_with_the_reversal_lines_fails(
+    write_side: dict[str, str],
+) -> None:
+    history = _transfer_reversed("r1")
+    assert not check_reversed_at_most_once(history.fold.holds, write_side, Outcomes()).passed
+
+
 def test_an_entry_reversed_twice_fails() -> None:
     _assert_fails(
-        check_reversed_at_most_once(_transfer_reversed("r1", "r2").fold.holds, Outcomes()),
+        check_reversed_at_most_once(
+            _transfer_reversed("r1", "r2").fold.holds, {"t1": "r1"}, Outcomes()
+        ),
         "t1: reversed by 2 entries",
     )
 
@@ -338,7 +354,8 @@ def test_a_reversed_reversal_fails() -> None:
     history = _transfer_reversed("r1")
     history.add(USER, _reversal("r2", "r1", USER, Side.DEBIT))
     _assert_fails(
-        check_reversed_at_most_once(history.fold.holds, Outcomes()), "a reversal was reversed"
+        check_reversed_at_most_once(history.fold.holds, {"t1": "r1"}, Outcomes()),
+        "a reversal was reversed",
     )
 
 
@@ -346,7 +363,9 @@ def test_a_reversal_race_with_two_winners_fails() -> None:
     outcomes = Outcomes()
     ok = (grpc.StatusCode.OK, "")
     outcomes.record_race("reversal", "t1", [ok, ok], "ENTRY_ALREADY_REVERSED")
-    result = check_reversed_at_most_once(_transfer_reversed("r1").fold.holds, outcomes)
+    result = check_reversed_at_most_once(
+        _transfer_reversed("r1").fold.holds, {"t1": "r1"}, outcomes
+    )
     assert not result.passed
 
 

@@ -324,7 +324,10 @@ def check_all(
                     fold.holds, write_side, outcomes, due_before=due_before
                 )
             )
-            checks.append(invariants_holds.check_reversed_at_most_once(fold.holds, outcomes))
+            reversals = invariants_holds.write_side_reversals(conn)
+            checks.append(
+                invariants_holds.check_reversed_at_most_once(fold.holds, reversals, outcomes)
+            )
         return checks
 
 

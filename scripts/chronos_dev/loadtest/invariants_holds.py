@@ -7,8 +7,9 @@
    (``pending_transfers``) says what its events say, and every race the clients ran to
    end one hold had exactly one winner.
 6. Every entry reversed at most once: the reversal lines name each entry under at most
-   one reversal entry, no reversal is itself reversed, and every race the clients ran
-   to reverse one entry had exactly one winner.
+   one reversal entry, no reversal is itself reversed, the write side's record of
+   reversals (``entry_reversals``) says what the lines say, and every race the clients
+   ran to reverse one entry had exactly one winner.
 
 The fold (:class:`HoldFold`) and the checks are pure, so unit tests feed them
 hand-made events that break each rule; the reads of PostgreSQL are apart below.
@@ -148,18 +149,31 @@ def check_holds_end_once(
     return problems.result("every hold ends exactly once", detail)
 
 
-def check_reversed_at_most_once(fold: HoldFold, outcomes: Outcomes) -> CheckResult:
-    """Invariant 6 (see the module docstring)."""
+def check_reversed_at_most_once(
+    fold: HoldFold, write_side: Mapping[str, str], outcomes: Outcomes
+) -> CheckResult:
+    """Invariant 6 (see the module docstring).
+
+    Args:
+        write_side: ``entry_id -> reversal_entry_id`` of the write side's rows.
+    """
     problems = Problems()
     for entry_id, reversal_ids in fold.reversals.items():
         if len(reversal_ids) > 1:
             problems.add(f"{entry_id}: reversed by {len(reversal_ids)} entries")
+        elif {write_side.get(entry_id)} != reversal_ids:
+            problems.add(
+                f"{entry_id}: reversed by {sorted(reversal_ids)}, the write side records "
+                f"{write_side.get(entry_id)}"
+            )
+    for entry_id in write_side.keys() - fold.reversals.keys():
+        problems.add(f"{entry_id}: the write side records a reversal without its lines")
     for text in fold.reversed_reversals:
         problems.add(f"{text}: a reversal was reversed")
     _races(problems, outcomes, "reversal")
     detail = (
-        f"{len(fold.reversals)} entries reversed; {outcomes.races.get('reversal', 0)} client "
-        "races to reverse an entry"
+        f"{len(fold.reversals)} entries reversed, each compared with its write-side record; "
+        f"{outcomes.races.get('reversal', 0)} client races to reverse an entry"
     )
     return problems.result("every entry reversed at most once", detail)
 
@@ -173,6 +187,14 @@ def write_side_holds(conn: psycopg.Connection[Any]) -> dict[str, tuple[str, int]
         "SELECT pending_id::text, state, posted_minor FROM pending_transfers"
     ).fetchall()
     return {str(row[0]): (str(row[1]), int(row[2])) for row in rows}
+
+
+def write_side_reversals(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    """``entry_id -> reversal_entry_id`` of every recorded reversal."""
+    rows = conn.execute(
+        "SELECT entry_id::text, reversal_entry_id::text FROM entry_reversals"
+    ).fetchall()
+    return {str(row[0]): str(row[1]) for row in rows}
 
 
 def wait_for_expiries(conn: psycopg.Connection[Any], wait_seconds_max: float) -> datetime:
