@@ -1,4 +1,5 @@
-"""Channels of the load generators (the load test and the bench's Python client).
+"""Channels of the load generators (the load test and the bench's Python client), and
+the ErrorInfo reason of a failed call.
 
 They are secured like every other client (:mod:`chronos_dev.client`): TLS when the
 security names a CA, and the token on every call. But the token goes as plain call
@@ -12,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from chronos_dev.client import ClientSecurity, aio_channel
 
@@ -30,3 +33,20 @@ def load_channel(
 def call_metadata(security: ClientSecurity) -> Metadata:
     """The metadata every call carries: the ``authorization`` header, or nothing."""
     return tuple(security.metadata())
+
+
+def error_reason(error: grpc.RpcError) -> str:
+    """The ``google.rpc.ErrorInfo`` reason of a failed call ("" when there is none)."""
+    try:
+        status = rpc_status.from_call(error)
+    except ValueError:
+        # The trailer disagrees with the call's status: report the code alone.
+        return ""
+    if status is None:
+        return ""
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return str(info.reason)
+    return ""

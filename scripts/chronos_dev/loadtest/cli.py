@@ -75,6 +75,8 @@ def run(options: Options) -> int:
         index_prefix=options.index_prefix,
         wait_seconds_max=options.catch_up_wait_seconds_max,
         rpc_timeout_seconds=options.rpc_timeout_seconds,
+        holds=options.scenario == "holds",
+        hold_expiry_wait_seconds_max=options.hold_expiry_wait_seconds_max,
     )
     measured = phases[-1]
     plot_path: Path | None = None

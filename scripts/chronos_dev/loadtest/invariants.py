@@ -2,55 +2,66 @@
 
 1. Conservation: for each currency, the balances of all accounts (system accounts
    included) sum to zero, folded from the event store.
-2. Limits: every statement line's ``balance_after`` is at least ``-overdraft_limit`` for
-   user accounts, and agrees with the running sum of its stream.
+2. Limits: on every statement line of a user account (hold lines included) the
+   available balance (``balance_after`` less ``pending_debits_after``) is at least
+   ``-overdraft_limit``; and every line's ``balance_after`` and pending sums agree with
+   the running sums of its stream, recomputed from the lines' and holds' amounts.
 3. Exactly once: every request_id of this run answered OK appears in the event store
    with exactly the events its answer announced (2 per transfer) and ends at the answered
    position; no rejected request_id appears; a request_id whose outcome is unknown
    (deadline, unavailable) appears completely or not at all; no other request_id of this
    run appears; and repeated request_ids were answered identically (replayed = true,
    same position).
-4. Projection: after waiting (bounded) until the query service shows the event store's
-   head, ``GetAccount`` of every account returns the balance and version of the fold;
-   and when an Elasticsearch URL is given, :func:`chronos.read_model.reconcile.reconcile`
-   (the implementation behind ``chronos reconcile``) finds no drift either.
+4. Projection: the read side shows the fold (:mod:`.invariants_projection`).
+
+The holds scenario adds the checks of :mod:`.invariants_holds` (every hold ends exactly
+once, every entry reversed at most once), after waiting for the expiry of its holds.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
 import psycopg
 
-from chronos.domain.events import AccountKind, AccountOpened, LinePosted
+from chronos.domain.commands import Side
+from chronos.domain.events import (
+    AccountKind,
+    AccountOpened,
+    DomainEvent,
+    HoldLine,
+    LinePosted,
+    PendingTransferPosted,
+)
 from chronos.errors import ChronosError
-from chronos.event_store.mapper import decode
+from chronos.event_store.mapper import StoredEvent, decode
 from chronos.event_store.reader import head_position, iter_events
-from chronos.v1 import queries_pb2, queries_pb2_grpc
-from chronos_dev.client import ClientSecurity, aio_channel
+from chronos_dev.client import ClientSecurity
+from chronos_dev.loadtest import invariants_holds
+from chronos_dev.loadtest.check_result import EXAMPLES_MAX, CheckResult, Problems
+from chronos_dev.loadtest.invariants_projection import ReadSide, check_projection
 from chronos_dev.loadtest.outcomes import Outcomes
 
-EXAMPLES_MAX = 10
-# Events each accepted command writes, by RPC. A deposit writes 3 when it is the first
-# in its currency (it also opens the currency's system account).
-EVENT_COUNTS_BY_RPC = {"OpenAccount": {1}, "Deposit": {2, 3}, "TransferFunds": {2}}
-GET_ACCOUNT_CONCURRENCY = 32
+__all__ = ["CheckResult", "check_all", "start_position"]
+
+# Events each accepted command writes, by RPC: one per account it touches (a transfer's
+# and a hold's two). A deposit writes 3 when it is the first in its currency (it also
+# opens the currency's system account).
+EVENT_COUNTS_BY_RPC = {
+    "OpenAccount": {1},
+    "Deposit": {2, 3},
+    "TransferFunds": {2},
+    "CreatePendingTransfer": {2},
+    "PostPendingTransfer": {2},
+    "VoidPendingTransfer": {2},
+    "ReverseEntry": {2},
+}
 PG_CONNECT_TIMEOUT_SECONDS = 10
 # A statement timeout for the checks' queries: bounded even on a huge store.
 PG_STATEMENT_TIMEOUT_MILLISECONDS = 600_000
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CheckResult:
-    name: str
-    passed: bool
-    detail: str
 
 
 @dataclass(slots=True)
@@ -59,6 +70,8 @@ class FoldedAccount:
     currency: str
     overdraft_limit_minor: int
     balance_minor: int = 0
+    pending_debits_minor: int = 0
+    pending_credits_minor: int = 0
     version: int = 0
 
 
@@ -67,13 +80,85 @@ class StoreFold:
     """The event store folded up to ``head``."""
 
     head: int
-    accounts: dict[str, FoldedAccount]
-    totals_by_currency: dict[str, int]
-    lines: int
-    floor_violations: list[str]
-    floor_violation_count: int
-    running_sum_errors: list[str]
-    running_sum_error_count: int
+    accounts: dict[str, FoldedAccount] = field(default_factory=dict)
+    lines: int = 0
+    # Lines of user accounts whose available balance is below the limit.
+    floor: Problems = field(default_factory=Problems)
+    # Lines whose recorded balance or pending sums disagree with the running sums.
+    running_sums: Problems = field(default_factory=Problems)
+    holds: invariants_holds.HoldFold = field(default_factory=invariants_holds.HoldFold)
+
+    @property
+    def totals_by_currency(self) -> dict[str, int]:
+        """Each currency's posted balances summed over every account (system included)."""
+        totals: dict[str, int] = {}
+        for account in self.accounts.values():
+            totals[account.currency] = totals.get(account.currency, 0) + account.balance_minor
+        return dict(sorted(totals.items()))
+
+    def apply(self, stored: StoredEvent) -> None:
+        """Folds one stored event (in position order)."""
+        event = decode(stored.event_type, stored.schema_version, stored.payload)
+        self.apply_event(stored.position, stored.stream_id, stored.stream_version, event)
+
+    def apply_event(
+        self, position: int, stream_id: str, stream_version: int, event: DomainEvent
+    ) -> None:
+        """Folds one decoded event of ``stream_id`` (in position order)."""
+        where = f"position {position}: {stream_id}"
+        if isinstance(event, AccountOpened):
+            self.accounts[stream_id] = FoldedAccount(
+                kind=event.kind,
+                currency=event.currency,
+                overdraft_limit_minor=event.overdraft_limit_minor,
+                version=stream_version,
+            )
+            return
+        account = self.accounts.get(stream_id)
+        if account is None:
+            self.running_sums.add(f"{where}: event for an unopened account")
+            return
+        account.version = stream_version
+        self.holds.apply(position, event)
+        if not isinstance(event, LinePosted | HoldLine):
+            return
+        self.lines += 1
+        self._fold_amounts(account, event)
+        recorded = (
+            event.balance_after_minor,
+            event.pending_debits_after_minor,
+            event.pending_credits_after_minor,
+        )
+        running = (
+            account.balance_minor,
+            account.pending_debits_minor,
+            account.pending_credits_minor,
+        )
+        if recorded != running:
+            self.running_sums.add(
+                f"{where}: (balance, pending debits, pending credits) after {recorded}, "
+                f"running sums {running}"
+            )
+        available = event.balance_after_minor - event.pending_debits_after_minor
+        if account.kind is AccountKind.USER and available < -account.overdraft_limit_minor:
+            self.floor.add(
+                f"{where}: available after {available} < -{account.overdraft_limit_minor}"
+            )
+
+    @staticmethod
+    def _fold_amounts(account: FoldedAccount, event: LinePosted | HoldLine) -> None:
+        """Recomputes the posted balance and the pending sums from the amounts."""
+        pending_change = 0
+        if isinstance(event, HoldLine):
+            pending_change = event.pending_change_minor
+        else:
+            account.balance_minor += event.signed_amount_minor
+            if isinstance(event, PendingTransferPosted):
+                pending_change = -(event.amount_minor + event.released_minor)
+        if event.side is Side.DEBIT:
+            account.pending_debits_minor += pending_change
+        else:
+            account.pending_credits_minor += pending_change
 
 
 @contextmanager
@@ -93,66 +178,11 @@ def connect(pg_dsn: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 def fold_store(conn: psycopg.Connection[Any], head: int) -> StoreFold:
-    """Folds every event up to ``head``: balances, versions, totals, limit violations."""
-    accounts: dict[str, FoldedAccount] = {}
-    floor_violations: list[str] = []
-    floor_violation_count = 0
-    running_sum_errors: list[str] = []
-    running_sum_error_count = 0
-    lines = 0
+    """Folds every event up to ``head``: balances, pending sums, versions, holds, limits."""
+    fold = StoreFold(head=head)
     for stored in iter_events(conn, up_to_position=head):
-        event = decode(stored.event_type, stored.schema_version, stored.payload)
-        if isinstance(event, AccountOpened):
-            accounts[stored.stream_id] = FoldedAccount(
-                kind=event.kind,
-                currency=event.currency,
-                overdraft_limit_minor=event.overdraft_limit_minor,
-                version=stored.stream_version,
-            )
-            continue
-        account = accounts.get(stored.stream_id)
-        if account is None:
-            running_sum_error_count += 1
-            if len(running_sum_errors) < EXAMPLES_MAX:
-                running_sum_errors.append(
-                    f"position {stored.position}: event for unopened account {stored.stream_id}"
-                )
-            continue
-        account.version = stored.stream_version
-        if not isinstance(event, LinePosted):
-            continue
-        lines += 1
-        account.balance_minor += event.signed_amount_minor
-        if account.balance_minor != event.balance_after_minor:
-            running_sum_error_count += 1
-            if len(running_sum_errors) < EXAMPLES_MAX:
-                running_sum_errors.append(
-                    f"position {stored.position}: {stored.stream_id} balance_after "
-                    f"{event.balance_after_minor}, running sum {account.balance_minor}"
-                )
-        if (
-            account.kind is AccountKind.USER
-            and event.balance_after_minor < -account.overdraft_limit_minor
-        ):
-            floor_violation_count += 1
-            if len(floor_violations) < EXAMPLES_MAX:
-                floor_violations.append(
-                    f"position {stored.position}: {stored.stream_id} balance_after "
-                    f"{event.balance_after_minor} < -{account.overdraft_limit_minor}"
-                )
-    totals: dict[str, int] = {}
-    for account in accounts.values():
-        totals[account.currency] = totals.get(account.currency, 0) + account.balance_minor
-    return StoreFold(
-        head=head,
-        accounts=accounts,
-        totals_by_currency=dict(sorted(totals.items())),
-        lines=lines,
-        floor_violations=floor_violations,
-        floor_violation_count=floor_violation_count,
-        running_sum_errors=running_sum_errors,
-        running_sum_error_count=running_sum_error_count,
-    )
+        fold.apply(stored)
+    return fold
 
 
 def check_conservation(fold: StoreFold) -> CheckResult:
@@ -169,12 +199,12 @@ def check_conservation(fold: StoreFold) -> CheckResult:
 
 
 def check_limits(fold: StoreFold) -> CheckResult:
-    passed = fold.floor_violation_count == 0 and fold.running_sum_error_count == 0
+    passed = fold.floor.count == 0 and fold.running_sums.count == 0
     detail = (
-        f"{fold.lines} statement lines: {fold.floor_violation_count} below their limit, "
-        f"{fold.running_sum_error_count} disagreeing with their stream's running sum"
+        f"{fold.lines} statement lines: {fold.floor.count} with the available balance below "
+        f"the limit, {fold.running_sums.count} disagreeing with their stream's running sums"
     )
-    examples = fold.floor_violations + fold.running_sum_errors
+    examples = fold.floor.examples + fold.running_sums.examples
     if examples:
         detail += "; e.g. " + "; ".join(examples[:3])
     return CheckResult(name="no balance below its limit", passed=passed, detail=detail)
@@ -246,140 +276,6 @@ def check_exactly_once(outcomes: Outcomes, stored: dict[str, tuple[int, int]]) -
     )
 
 
-# --- the read side -------------------------------------------------------------------
-
-
-async def _wait_for_head(
-    stub: Any, account: str, head: int, deadline_monotonic: float, rpc_timeout_seconds: float
-) -> str | None:
-    """Waits until the query service answers at ``head``; an error text on timeout."""
-    request = queries_pb2.GetAccountRequest(account_id=account, min_position=head)
-    last_error = ""
-    while True:
-        remaining = deadline_monotonic - time.monotonic()
-        if remaining <= 0:
-            return f"the query service did not reach position {head} in time ({last_error})"
-        try:
-            await stub.GetAccount(request, timeout=min(rpc_timeout_seconds, remaining))
-            return None
-        except grpc.aio.AioRpcError as error:
-            last_error = f"{error.code().name}: {error.details()}"
-            # The server already waited up to its own bound; pause briefly before asking
-            # again so an unreachable server is not hammered.
-            await asyncio.sleep(min(0.2, max(0.0, deadline_monotonic - time.monotonic())))
-
-
-async def _compare_accounts(
-    query_addr: str,
-    security: ClientSecurity,
-    fold: StoreFold,
-    deadline_monotonic: float,
-    rpc_timeout_seconds: float,
-) -> tuple[int, list[str], int, str | None]:
-    """GetAccount for every folded account: (checked, examples, mismatches, wait error)."""
-    examples: list[str] = []
-    mismatches = 0
-    checked = 0
-    async with aio_channel(query_addr, security_=security) as channel:
-        stub = queries_pb2_grpc.QueryServiceStub(channel)  # type: ignore[no-untyped-call]
-        if not fold.accounts:
-            return 0, [], 0, None
-        first = next(iter(fold.accounts))
-        waited = await _wait_for_head(
-            stub, first, fold.head, deadline_monotonic, rpc_timeout_seconds
-        )
-        if waited is not None:
-            return 0, [], 0, waited
-        semaphore = asyncio.Semaphore(GET_ACCOUNT_CONCURRENCY)
-
-        async def compare(account_id: str, want: FoldedAccount) -> None:
-            nonlocal mismatches, checked
-            request = queries_pb2.GetAccountRequest(account_id=account_id, min_position=fold.head)
-            async with semaphore:
-                try:
-                    got = await stub.GetAccount(request, timeout=rpc_timeout_seconds)
-                except grpc.aio.AioRpcError as error:
-                    mismatches += 1
-                    if len(examples) < EXAMPLES_MAX:
-                        examples.append(f"{account_id}: {error.code().name} {error.details()}")
-                    return
-            checked += 1
-            actual = (got.balance.minor_units, got.version, got.currency)
-            expected = (want.balance_minor, want.version, want.currency)
-            if actual != expected:
-                mismatches += 1
-                if len(examples) < EXAMPLES_MAX:
-                    examples.append(
-                        f"{account_id}: (balance, version, currency) {actual}, "
-                        f"event store {expected}"
-                    )
-
-        await asyncio.gather(*(compare(a, want) for a, want in fold.accounts.items()))
-    return checked, examples, mismatches, None
-
-
-def check_projection(
-    conn: psycopg.Connection[Any],
-    fold: StoreFold,
-    *,
-    query_addr: str,
-    security: ClientSecurity,
-    es_url: str,
-    index_prefix: str,
-    wait_seconds_max: float,
-    rpc_timeout_seconds: float,
-) -> CheckResult:
-    deadline = time.monotonic() + wait_seconds_max
-    checked, examples, mismatches, wait_error = asyncio.run(
-        _compare_accounts(query_addr, security, fold, deadline, rpc_timeout_seconds)
-    )
-    if wait_error is not None:
-        return CheckResult(name="projection equals recompute", passed=False, detail=wait_error)
-    passed = mismatches == 0
-    detail = (
-        f"GetAccount at position {fold.head}: {checked} accounts, {mismatches} differ from "
-        f"the event store fold (balance, version)"
-    )
-    if examples:
-        detail += "; e.g. " + "; ".join(examples[:3])
-    if es_url:
-        reconciled, reconcile_detail = _reconcile(
-            conn, es_url, index_prefix, max(1.0, deadline - time.monotonic())
-        )
-        passed = passed and reconciled
-        detail += f"; chronos reconcile: {reconcile_detail}"
-    else:
-        detail += "; chronos reconcile skipped (no --es-url)"
-    return CheckResult(name="projection equals recompute", passed=passed, detail=detail)
-
-
-def _reconcile(
-    conn: psycopg.Connection[Any], es_url: str, index_prefix: str, wait_seconds: float
-) -> tuple[bool, str]:
-    # Imported here: only this check needs the Elasticsearch client.
-    from chronos.read_model.client import elasticsearch_client
-    from chronos.read_model.indices import IndexNames
-    from chronos.read_model.reconcile import reconcile
-
-    es = elasticsearch_client(es_url, request_timeout=30, max_retries=1)
-    try:
-        report = reconcile(conn, es, IndexNames(prefix=index_prefix), wait_seconds=wait_seconds)
-    except ChronosError as error:
-        return False, f"failed: {error}"
-    finally:
-        es.close()
-    if report.ok:
-        return True, f"no drift over {report.accounts_checked} accounts"
-    drift = "; ".join(
-        f"{d.account_id} {d.field} expected {d.expected} actual {d.actual}"
-        for d in report.drifts[:3]
-    )
-    return False, (
-        f"{len(report.drifts)} drifts, {len(report.unbalanced_currencies)} unbalanced "
-        f"currencies, {len(report.store_errors)} store errors; {drift}"
-    )
-
-
 def check_all(
     *,
     pg_dsn: str,
@@ -392,28 +288,47 @@ def check_all(
     index_prefix: str,
     wait_seconds_max: float,
     rpc_timeout_seconds: float,
+    holds: bool = False,
+    hold_expiry_wait_seconds_max: float = 0.0,
 ) -> list[CheckResult]:
-    """Runs the four checks (see the module docstring); one result each, in order.
-    ``security`` secures the calls to the query service at ``query_addr``."""
+    """Runs the four checks (see the module docstring), and with ``holds`` the two of
+    :mod:`.invariants_holds` after them; one result each, in order. With ``holds`` it
+    first waits (up to ``hold_expiry_wait_seconds_max`` past the last timeout) for the
+    expiry of every hold with a timeout. ``security`` secures the calls to the query
+    service at ``query_addr``."""
+    read_side = ReadSide(
+        query_addr=query_addr,
+        security=security,
+        es_url=es_url,
+        index_prefix=index_prefix,
+        wait_seconds_max=wait_seconds_max,
+        rpc_timeout_seconds=rpc_timeout_seconds,
+    )
     with connect(pg_dsn) as conn:
+        due_before = None
+        if holds:
+            due_before = invariants_holds.wait_for_expiries(conn, hold_expiry_wait_seconds_max)
         head = head_position(conn)
         fold = fold_store(conn, head)
         stored = request_events(conn, request_id_prefix, start_position, head)
-        return [
+        write_side = invariants_holds.write_side_holds(conn) if holds else None
+        checks = [
             check_conservation(fold),
             check_limits(fold),
             check_exactly_once(outcomes, stored),
-            check_projection(
-                conn,
-                fold,
-                query_addr=query_addr,
-                security=security,
-                es_url=es_url,
-                index_prefix=index_prefix,
-                wait_seconds_max=wait_seconds_max,
-                rpc_timeout_seconds=rpc_timeout_seconds,
-            ),
+            check_projection(conn, fold.accounts, fold.head, read_side, write_side),
         ]
+        if write_side is not None and due_before is not None:
+            checks.append(
+                invariants_holds.check_holds_end_once(
+                    fold.holds, write_side, outcomes, due_before=due_before
+                )
+            )
+            reversals = invariants_holds.write_side_reversals(conn)
+            checks.append(
+                invariants_holds.check_reversed_at_most_once(fold.holds, reversals, outcomes)
+            )
+        return checks
 
 
 def start_position(pg_dsn: str) -> int:

@@ -13,7 +13,9 @@ from pathlib import Path
 from chronos.rpc import parse_address
 from chronos_dev.client import ClientSecurity, client_security
 
-SCENARIOS = ("setup", "transfers", "mixed", "duplicates")
+SCENARIOS = ("setup", "transfers", "mixed", "duplicates", "holds")
+# The scenarios that re-send a share of their requests (--duplicate-fraction).
+DUPLICATING_SCENARIOS = ("duplicates", "holds")
 
 
 class Distribution(enum.Enum):
@@ -31,6 +33,8 @@ _CONCURRENCY_MAX = 10_000
 _PROCESSES_MAX = 64
 _ACCOUNTS_MAX = 10_000_000
 _RATE_MAX = 1_000_000.0
+HOLD_TIMEOUT_SECONDS_DEFAULT = 2
+HOLD_EXPIRY_WAIT_SECONDS_MAX_DEFAULT = 30.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,6 +70,11 @@ class Options:
     catch_up_wait_seconds_max: float
     plot_samples_max: int
     progress_interval_seconds: float
+    # holds: the short timeout of the holds meant to expire, and how long after the last
+    # timeout the checks wait at most for the command server's expiry job.
+    # (Defaults here too: the bench builds Options without them.)
+    hold_timeout_seconds: int = HOLD_TIMEOUT_SECONDS_DEFAULT
+    hold_expiry_wait_seconds_max: float = HOLD_EXPIRY_WAIT_SECONDS_MAX_DEFAULT
     # The CA the servers' certificates are checked against and the token every call
     # carries (see chronos_dev.client); kept out of the repr, which must not show a token.
     security: ClientSecurity = field(repr=False)
@@ -122,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=(
             "setup: open and fund the accounts; transfers: random transfers; mixed: reads "
             "(GetAccount/ListTransactions) and transfers; duplicates: transfers of which "
-            "some are re-sent with the same request_id"
+            "some are re-sent with the same request_id; holds: holds posted, partly "
+            "posted, voided, raced or left to expire, and transfers reversed, with "
+            "duplicates (and the hold and reversal invariants checked)"
         ),
     )
     bound = parser.add_mutually_exclusive_group()
@@ -161,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="client processes (default 1; raise it when one process is the bottleneck)",
     )
+    _add_endpoints(parser)
+    _add_mix(parser)
+    _add_bounds(parser)
+    return parser
+
+
+def _add_endpoints(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--command-addr",
         type=_address,
@@ -193,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output-dir", type=Path, help="default loadtest-results/<timestamp>")
     parser.add_argument("--no-plot", action="store_true", help="skip latency.png")
+
+
+def _add_mix(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--distribution",
         choices=[d.value for d in Distribution],
@@ -209,7 +230,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--duplicate-fraction",
         type=float_in(0.0, 1.0),
         default=0.2,
-        help="duplicates: share of transfers re-sent with the same request_id (default 0.2)",
+        help=(
+            "duplicates, holds: share of commands re-sent with the same request_id (default 0.2)"
+        ),
+    )
+    parser.add_argument(
+        "--hold-timeout-seconds",
+        type=positive_int(3600),
+        default=HOLD_TIMEOUT_SECONDS_DEFAULT,
+        help="holds: the timeout of the holds left to expire (default %(default)s)",
+    )
+    parser.add_argument(
+        "--hold-expiry-wait-seconds-max",
+        type=float_in(0.0, 3600.0),
+        default=HOLD_EXPIRY_WAIT_SECONDS_MAX_DEFAULT,
+        help=(
+            "holds: bound on waiting, past the last timeout, until the command server's "
+            "expiry job has ended every due hold (default %(default)g)"
+        ),
     )
     parser.add_argument("--currency", default="EUR", help="(default EUR)")
     parser.add_argument(
@@ -230,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=20_000,
         help="transfers move 1..this many minor units (default 20000)",
     )
+
+
+def _add_bounds(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rpc-timeout-seconds",
         type=float_in(0.01, 600.0),
@@ -260,7 +301,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=200_000,
         help="latency points kept for the plot, over all processes (default 200000)",
     )
-    return parser
 
 
 def parse_options(argv: list[str] | None = None) -> Options:
@@ -300,7 +340,9 @@ def parse_options(argv: list[str] | None = None) -> Options:
         plot=not args.no_plot,
         distribution=Distribution(args.distribution),
         read_fraction=args.read_fraction if args.scenario == "mixed" else 0.0,
-        duplicate_fraction=args.duplicate_fraction if args.scenario == "duplicates" else 0.0,
+        duplicate_fraction=(
+            args.duplicate_fraction if args.scenario in DUPLICATING_SCENARIOS else 0.0
+        ),
         currency=args.currency,
         initial_balance_minor=args.initial_balance_minor,
         overdraft_limit_minor=args.overdraft_limit_minor,
@@ -312,5 +354,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
         catch_up_wait_seconds_max=args.catch_up_wait_seconds_max,
         plot_samples_max=args.plot_samples_max,
         progress_interval_seconds=0.5,
+        hold_timeout_seconds=args.hold_timeout_seconds,
+        hold_expiry_wait_seconds_max=args.hold_expiry_wait_seconds_max,
         security=client_security(),
     )

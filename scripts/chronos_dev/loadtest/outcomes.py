@@ -9,10 +9,16 @@ A request_id may be sent more than once (the duplicates scenario). Its final out
   (deadline exceeded, unavailable, internal...). The event store may or may not hold it.
 * rejected: every attempt was refused with a definite status (the ledger writes nothing
   for a rejection), so the event store must not hold it.
+
+It also keeps the verdicts of *races* (the holds scenario): different requests sent at
+once to end the same hold, or to reverse the same entry. Exactly one may win; a race
+with two winners, or with none where each was refused as the loser of another, is a
+violation.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -37,7 +43,7 @@ _MISMATCH_EXAMPLES_MAX = 20
 class Accepted:
     """The answer to an accepted command."""
 
-    # "OpenAccount", "Deposit" or "TransferFunds".
+    # The RPC's name, e.g. "OpenAccount", "TransferFunds" or "CreatePendingTransfer".
     rpc: str
     event_count: int
     position: int
@@ -55,6 +61,10 @@ class Outcomes:
     replayed_answers: int = 0
     replay_mismatch_count: int = 0
     replay_mismatch_examples: list[str] = field(default_factory=list)
+    # Race kind ("hold", "reversal") -> races run, violations, examples of violations.
+    races: dict[str, int] = field(default_factory=dict)
+    race_violations: dict[str, int] = field(default_factory=dict)
+    race_violation_examples: dict[str, list[str]] = field(default_factory=dict)
 
     def record_ok(
         self, request_id: str, rpc: str, *, event_count: int, position: int, replayed: bool
@@ -92,6 +102,27 @@ class Outcomes:
         self.rejected.discard(request_id)
         self.unknown.add(request_id)
 
+    def record_race(
+        self,
+        kind: str,
+        subject: str,
+        answers: Sequence[tuple[grpc.StatusCode, str]],
+        losing_reason: str,
+    ) -> None:
+        """The (status code, ErrorInfo reason) answers of requests that raced to end
+        ``subject`` (a hold's or an entry's id) in different ways. Exactly one may win;
+        none winning is a violation only when every one was refused ``losing_reason``
+        (each lost to another: impossible without a winner)."""
+        self.races[kind] = self.races.get(kind, 0) + 1
+        winners = sum(1 for code, _ in answers if code == grpc.StatusCode.OK)
+        all_lost = all(reason == losing_reason for _, reason in answers)
+        if winners == 1 or (winners == 0 and not all_lost):
+            return
+        self.race_violations[kind] = self.race_violations.get(kind, 0) + 1
+        examples = self.race_violation_examples.setdefault(kind, [])
+        if len(examples) < _MISMATCH_EXAMPLES_MAX:
+            examples.append(f"{kind} {subject}: {winners} of {len(answers)} racing requests won")
+
     def merge(self, other: Outcomes) -> None:
         """Adds another process's outcomes (request_ids never overlap across processes)."""
         assert not self.accepted.keys() & other.accepted.keys(), "request_id in two processes"
@@ -103,6 +134,13 @@ class Outcomes:
         self.replay_mismatch_count += other.replay_mismatch_count
         room = _MISMATCH_EXAMPLES_MAX - len(self.replay_mismatch_examples)
         self.replay_mismatch_examples.extend(other.replay_mismatch_examples[: max(0, room)])
+        for kind, count in other.races.items():
+            self.races[kind] = self.races.get(kind, 0) + count
+        for kind, count in other.race_violations.items():
+            self.race_violations[kind] = self.race_violations.get(kind, 0) + count
+        for kind, examples in other.race_violation_examples.items():
+            mine = self.race_violation_examples.setdefault(kind, [])
+            mine.extend(examples[: max(0, _MISMATCH_EXAMPLES_MAX - len(mine))])
 
     def _mismatch(self, description: str) -> None:
         self.replay_mismatch_count += 1

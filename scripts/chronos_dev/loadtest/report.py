@@ -36,6 +36,7 @@ def phase_to_json(report: PhaseReport) -> dict[str, Any]:
         "elapsed_seconds": round(report.elapsed_seconds, 3),
         "operations": report.operations,
         "operations_failed": report.operation_errors,
+        "expected_refusals": report.expected_refusals,
         "throughput_per_second": round(report.throughput_per_second, 1),
         "latency_ms": {
             rpc: _rounded(histogram.summary_milliseconds())
@@ -49,6 +50,8 @@ def phase_to_json(report: PhaseReport) -> dict[str, Any]:
             "unknown": len(outcomes.unknown),
             "replayed_answers": outcomes.replayed_answers,
             "replay_mismatches": outcomes.replay_mismatch_count,
+            "races": dict(sorted(outcomes.races.items())),
+            "race_violations": dict(sorted(outcomes.race_violations.items())),
         },
         "projection_lag_ms": {
             **_rounded(report.lag.summary_milliseconds()),
@@ -130,7 +133,7 @@ def format_phase(report: PhaseReport, *, measured: bool) -> str:
     lines = [
         f"{report.phase} ({label}): {report.operations} operations in "
         f"{report.elapsed_seconds:.2f} s = {report.throughput_per_second:.1f} ops/s, "
-        f"{report.operation_errors} failed",
+        f"{report.operation_errors} failed, {report.expected_refusals} refused as expected",
         "  latency (ms, from the scheduled start):",
         *_format_latency_table(report.histograms),
     ]
@@ -146,6 +149,11 @@ def format_phase(report: PhaseReport, *, measured: bool) -> str:
         f"{len(outcomes.unknown)} unknown, {outcomes.replayed_answers} replayed answers, "
         f"{outcomes.replay_mismatch_count} replay mismatches"
     )
+    for kind, races in sorted(outcomes.races.items()):
+        lines.append(
+            f"  {kind} races: {races}, {outcomes.race_violations.get(kind, 0)} without "
+            "exactly one winner"
+        )
     lag = report.lag.summary_milliseconds()
     lines.append(
         f"  projection lag (ms, {int(lag['count'])} samples): p50 {lag['p50_ms']:.1f}  "

@@ -18,8 +18,6 @@ import contextlib
 import multiprocessing
 import queue
 import random
-import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ import grpc
 from chronos_dev.loadtest.channels import load_channel
 from chronos_dev.loadtest.options import Options
 from chronos_dev.loadtest.outcomes import Outcomes
+from chronos_dev.loadtest.progress import ProgressCounters, ProgressLine
 from chronos_dev.loadtest.scenarios import Client, Recorder, Scenario, run_operation
 from chronos_dev.loadtest.stats import (
     LatencyHistogram,
@@ -87,6 +86,8 @@ class PhaseReport:
     elapsed_seconds: float
     operations: int = 0
     operation_errors: int = 0
+    # Refusals the scenario provoked on purpose (see Recorder.expected_refusals).
+    expected_refusals: int = 0
     histograms: dict[str, LatencyHistogram] = field(default_factory=dict)
     errors: dict[tuple[str, str, str], int] = field(default_factory=dict)
     outcomes: Outcomes = field(default_factory=Outcomes)
@@ -103,23 +104,34 @@ class PhaseReport:
         return self.operations / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
 
 
-class ProgressCounters:
-    """Operations and failed operations per process, in shared memory.
-
-    Each process writes only its own two slots and the reader tolerates a torn read
-    of a moment ago, so no lock is needed.
-    """
-
-    def __init__(self, array: Any) -> None:
-        self._array = array
-
-    def update(self, worker_index: int, operations: int, failures: int) -> None:
-        self._array[2 * worker_index] = operations
-        self._array[2 * worker_index + 1] = failures
-
-    def totals(self) -> tuple[int, int]:
-        values = list(self._array)
-        return sum(values[0::2]), sum(values[1::2])
+async def _open_channels(
+    stack: contextlib.AsyncExitStack, options: Options
+) -> tuple[list[grpc.aio.Channel], list[grpc.aio.Channel]]:
+    """``CHANNELS_PER_PROCESS`` channels to each service, closed with ``stack``; waits
+    (bounded) until the command channels are ready."""
+    command_channels: list[grpc.aio.Channel] = []
+    query_channels: list[grpc.aio.Channel] = []
+    for _ in range(CHANNELS_PER_PROCESS):
+        for channels, address in (
+            (command_channels, options.command_addr),
+            (query_channels, options.query_addr),
+        ):
+            # A local subchannel pool gives each channel a connection of its own.
+            channel = load_channel(
+                address, options.security, options=[("grpc.use_local_subchannel_pool", 1)]
+            )
+            channels.append(await stack.enter_async_context(channel))
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(*(c.channel_ready() for c in command_channels)),
+            CONNECT_WAIT_SECONDS_MAX,
+        )
+    except TimeoutError as error:
+        raise LoadTestError(
+            f"command service at {options.command_addr} not reachable within "
+            f"{CONNECT_WAIT_SECONDS_MAX:.0f} s"
+        ) from error
+    return command_channels, query_channels
 
 
 async def run_worker(
@@ -134,28 +146,7 @@ async def run_worker(
     concurrency = split_evenly(options.concurrency, worker_count)[worker_index]
     seed_text = f"{options.seed}:{plan.phase}:{worker_index}"
     async with contextlib.AsyncExitStack() as stack:
-        command_channels: list[grpc.aio.Channel] = []
-        query_channels: list[grpc.aio.Channel] = []
-        for _ in range(CHANNELS_PER_PROCESS):
-            for channels, address in (
-                (command_channels, options.command_addr),
-                (query_channels, options.query_addr),
-            ):
-                # A local subchannel pool gives each channel a connection of its own.
-                channel = load_channel(
-                    address, options.security, options=[("grpc.use_local_subchannel_pool", 1)]
-                )
-                channels.append(await stack.enter_async_context(channel))
-        try:
-            await asyncio.wait_for(
-                asyncio.gather(*(c.channel_ready() for c in command_channels)),
-                CONNECT_WAIT_SECONDS_MAX,
-            )
-        except TimeoutError as error:
-            raise LoadTestError(
-                f"command service at {options.command_addr} not reachable within "
-                f"{CONNECT_WAIT_SECONDS_MAX:.0f} s"
-            ) from error
+        command_channels, query_channels = await _open_channels(stack, options)
         start = wait_for_start()
         recorder = Recorder(
             phase_start_monotonic=start,
@@ -164,13 +155,8 @@ async def run_worker(
                 rng=random.Random(f"samples:{seed_text}"),
             ),
         )
-        client = Client(
-            options,
-            command_channels,
-            query_channels,
-            recorder,
-            lag_rng=random.Random(f"lag:{seed_text}"),
-        )
+        lag_rng = random.Random(f"lag:{seed_text}")
+        client = Client(options, command_channels, query_channels, recorder, lag_rng=lag_rng)
         scenario = Scenario(
             options, plan.run_id, plan.phase, plan.account_indices, random.Random(seed_text)
         )
@@ -245,58 +231,6 @@ def _process_main(
         result_queue.put(("error", worker_index, f"{type(error).__name__}: {error}"))
         raise
     result_queue.put(("ok", worker_index, report))
-
-
-class ProgressLine:
-    """A ``\\r``-rewritten status line on stderr: elapsed, operations, rate, failures."""
-
-    def __init__(self, label: str, counters: ProgressCounters, plan: PhasePlan, interval: float):
-        self._label = label
-        self._counters = counters
-        self._plan = plan
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="loadtest-progress", daemon=True)
-        self._started = time.monotonic()
-
-    def __enter__(self) -> ProgressLine:
-        self._started = time.monotonic()
-        self._thread.start()
-        return self
-
-    def mark_started(self) -> None:
-        """Counts elapsed time from now (client processes take a moment to start)."""
-        self._started = time.monotonic()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._print(final=True)
-
-    def _run(self) -> None:
-        previous_operations, previous_time = 0, time.monotonic()
-        while not self._stop.wait(self._interval):
-            now = time.monotonic()
-            operations, _ = self._counters.totals()
-            rate = (operations - previous_operations) / max(1e-9, now - previous_time)
-            previous_operations, previous_time = operations, now
-            self._print(rate_per_second=rate)
-
-    def _print(self, *, rate_per_second: float | None = None, final: bool = False) -> None:
-        elapsed = time.monotonic() - self._started
-        operations, failures = self._counters.totals()
-        if rate_per_second is None:
-            rate_per_second = operations / elapsed if elapsed > 0 else 0.0
-        bound = ""
-        if self._plan.duration_seconds is not None:
-            bound = f"/{self._plan.duration_seconds:.0f}"
-        total = f"/{self._plan.count_total}" if self._plan.count_total is not None else ""
-        line = (
-            f"\r[{self._label}] {elapsed:6.1f}{bound} s  ops {operations}{total}  "
-            f"rate {rate_per_second:8.1f}/s  failed {failures}   "
-        )
-        sys.stderr.write(line + ("\n" if final else ""))
-        sys.stderr.flush()
 
 
 def run_phase(options: Options, plan: PhasePlan) -> PhaseReport:
@@ -405,6 +339,7 @@ def _merge(phase: str, reports: list[WorkerReport]) -> PhaseReport:
         recorder = report.recorder
         merged.operations += recorder.operations
         merged.operation_errors += recorder.operation_errors
+        merged.expected_refusals += recorder.expected_refusals
         for rpc, histogram in recorder.histograms.items():
             merged.histograms.setdefault(rpc, LatencyHistogram()).merge(histogram)
         for key, count in recorder.errors.items():

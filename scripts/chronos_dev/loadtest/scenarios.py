@@ -2,7 +2,8 @@
 
 One *operation* is what the schedule counts: opening and funding one account (setup),
 one transfer (transfers, duplicates; a duplicated transfer also sends its copy), or one
-read or one transfer (mixed). Every RPC has a deadline; every answer is recorded in a
+read or one transfer (mixed), one hold's life or one reversed transfer (holds, see
+:mod:`.scenarios_holds`). Every RPC has a deadline; every answer is recorded in a
 :class:`Recorder` (latency per RPC, errors by status code and ``ErrorInfo`` reason, the
 outcome of each request_id for the invariant checks).
 
@@ -29,12 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from chronos.domain.errors import Reason
 from chronos.v1 import commands_pb2, commands_pb2_grpc, ledger_pb2, queries_pb2, queries_pb2_grpc
-from chronos_dev.loadtest.channels import call_metadata
+from chronos_dev.loadtest.channels import call_metadata, error_reason
 from chronos_dev.loadtest.options import (
     HOT_ACCOUNT_FRACTION,
     HOT_PICK_FRACTION,
@@ -53,23 +52,6 @@ def account_id(run_id: str, index: int) -> str:
     return str(uuid.uuid5(uuid.UUID(run_id), f"account:{index}"))
 
 
-def error_reason(error: grpc.RpcError) -> str:
-    """The ``google.rpc.ErrorInfo`` reason of a failed call ("" when there is none)."""
-    try:
-        status = rpc_status.from_call(error)
-    except ValueError:
-        # The trailer disagrees with the call's status: report the code alone.
-        return ""
-    if status is None:
-        return ""
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return str(info.reason)
-    return ""
-
-
 @dataclass(slots=True)
 class Recorder:
     """Everything one client process learns in one phase; merged by the parent."""
@@ -84,6 +66,8 @@ class Recorder:
     lag_timeouts: int = 0
     lag_failures: int = 0
     lag_probes_skipped: int = 0
+    # Refusals provoked on purpose (a race's loser): in ``errors`` too, not failures.
+    expected_refusals: int = 0
     operations: int = 0
     operation_errors: int = 0
     funded_account_indices: list[int] = field(default_factory=list)
@@ -168,13 +152,20 @@ class Client:
         self, rpc: str, request: Any, started_monotonic: float, *, retry: bool = False
     ) -> commands_pb2.CommandResponse | None:
         """Sends a command and records the outcome of its request_id."""
+        response, _, _ = await self.command_answer(rpc, request, started_monotonic, retry=retry)
+        return response
+
+    async def command_answer(
+        self, rpc: str, request: Any, started_monotonic: float, *, retry: bool = False
+    ) -> tuple[commands_pb2.CommandResponse | None, grpc.StatusCode, str]:
+        """Like :meth:`command`, with the status code and ErrorInfo reason of a failure."""
         method = getattr(self.commands, rpc)
         label = rpc + RETRY_SUFFIX if retry else rpc
-        response, code, _ = await self.call(label, method, request, started_monotonic)
+        response, code, reason = await self.call(label, method, request, started_monotonic)
         outcomes = self.recorder.outcomes
         if response is None:
             outcomes.record_failure(request.request_id, code)
-            return None
+            return None, code, reason
         outcomes.record_ok(
             request.request_id,
             rpc,
@@ -184,7 +175,7 @@ class Client:
         )
         if not response.replayed:
             self.maybe_probe_lag(response.account_id, response.position, time.monotonic())
-        return response  # type: ignore[no-any-return]
+        return response, code, reason
 
     # --- projection lag ----------------------------------------------------------------
 
@@ -275,6 +266,11 @@ class Scenario:
         """The operation with run-wide index ``index``, ready to run."""
         if self.phase == "setup":
             return self._setup_operation(index)
+        if self.phase == "holds":
+            # Imported here: the holds scenario builds on this module's names.
+            from chronos_dev.loadtest.scenarios_holds import hold_operation
+
+            return hold_operation(self, index)
         if self.options.read_fraction > 0 and self.rng.random() < self.options.read_fraction:
             return self._read_operation()
         return self._transfer_operation(index)
@@ -300,10 +296,10 @@ class Scenario:
         async def run(client: Client, scheduled_monotonic: float) -> None:
             opened = await client.command("OpenAccount", opening, scheduled_monotonic)
             if opened is None:
-                raise _OperationFailed
+                raise OperationFailed
             funded = await client.command("Deposit", funding, time.monotonic())
             if funded is None:
-                raise _OperationFailed
+                raise OperationFailed
             client.recorder.funded_account_indices.append(account_index)
 
         return run
@@ -318,7 +314,7 @@ class Scenario:
                     "GetAccount", client.queries.GetAccount, request, scheduled_monotonic
                 )
                 if response is None:
-                    raise _OperationFailed
+                    raise OperationFailed
 
             return get_account
 
@@ -330,7 +326,7 @@ class Scenario:
                 "ListTransactions", client.queries.ListTransactions, request, scheduled_monotonic
             )
             if response is None:
-                raise _OperationFailed
+                raise OperationFailed
 
         return list_transactions
 
@@ -366,12 +362,12 @@ class Scenario:
                 if duplicate == "after":
                     await client.command("TransferFunds", request, time.monotonic(), retry=True)
             if first is None:
-                raise _OperationFailed
+                raise OperationFailed
 
         return run
 
 
-class _OperationFailed(Exception):
+class OperationFailed(Exception):
     """An operation got an error answer (already recorded); counts it as failed."""
 
 
@@ -383,6 +379,6 @@ async def run_operation(
     """Runs one operation; True when every RPC it needed answered OK."""
     try:
         await operation(client, scheduled_monotonic)
-    except _OperationFailed:
+    except OperationFailed:
         return False
     return True
