@@ -19,7 +19,7 @@ import grpc
 from chronos.security import scopes
 from chronos.v1 import commands_pb2 as c
 from chronos.v1 import ledger_pb2
-from tests.e2e.helpers import details_of
+from tests.e2e.test_atomic_batch_and_metadata import reasons_of
 from tests.e2e.test_reversals import (  # noqa: F401
     CALL_TIMEOUT_SECONDS,
     Ledger,
@@ -54,13 +54,6 @@ def run_batch(
         metadata=caller or ledger.tokens.admin,
         timeout=CALL_TIMEOUT_SECONDS,
     )
-
-
-def reasons_of(response: c.ExecuteBatchResponse) -> list[str]:
-    return [
-        details_of(result.error)[0] if result.HasField("error") else "OK"
-        for result in response.results
-    ]
 
 
 def request_ids(items: list[c.BatchCommand]) -> list[str]:

@@ -39,25 +39,19 @@ OTHER_ENTRY = "00000000-0000-4000-8000-0000000000e2"
 
 def transfer_lines(amount_minor: int) -> tuple[OriginalLine, ...]:
     """The two lines of a transfer of ``amount_minor`` EUR from A to B."""
-    return (
+    return tuple(
         OriginalLine(
-            account_id=A,
-            side=Side.DEBIT,
+            account_id=account_id,
+            side=side,
             currency="EUR",
             amount_minor=amount_minor,
-            counterparty_account_id=B,
+            counterparty_account_id=counterparty,
             kind=EntryKind.TRANSFER.value,
-            line_index=0,
-        ),
-        OriginalLine(
-            account_id=B,
-            side=Side.CREDIT,
-            currency="EUR",
-            amount_minor=amount_minor,
-            counterparty_account_id=A,
-            kind=EntryKind.TRANSFER.value,
-            line_index=1,
-        ),
+            line_index=index,
+        )
+        for index, (account_id, side, counterparty) in enumerate(
+            [(A, Side.DEBIT, B), (B, Side.CREDIT, A)]
+        )
     )
 
 
