@@ -19,6 +19,7 @@ from chronos.v1 import commands_pb2, commands_pb2_grpc, ledger_pb2
 from chronos_dev.bench.pyclient import (
     Call,
     UnaryLoad,
+    Worker,
     WorkerResult,
     record_answer,
     record_batch_answer,
@@ -58,16 +59,11 @@ def _create(
     return create_request(load.account_ids, load.currency, load.amount_max_minor, rng, request_id)
 
 
-def hold_pair_call(
-    load: UnaryLoad,
-    worker_index: int,
-    channels: Sequence[grpc.aio.Channel],
-    metadata: tuple[tuple[str, str], ...],
-    result: WorkerResult,
-) -> Call:
+def hold_pair_call(worker: Worker) -> Call:
     """One pair per call: CreatePendingTransfer, then PostPendingTransfer of the whole
     hold; the call's latency is the pair's. Counts one ``ok`` per posted hold."""
-    stub = commands_pb2_grpc.CommandServiceStub(channels[0])  # type: ignore[no-untyped-call]
+    load, worker_index, metadata, result = worker.load, worker.index, worker.metadata, worker.result
+    stub = commands_pb2_grpc.CommandServiceStub(worker.channels[0])  # type: ignore[no-untyped-call]
     rng = random.Random(f"{load.seed}:hold-pairs:{worker_index}")
 
     async def call() -> int:
@@ -100,20 +96,15 @@ def hold_pair_call(
     return call
 
 
-def hold_pair_batch_call(
-    load: UnaryLoad,
-    worker_index: int,
-    channels: Sequence[grpc.aio.Channel],
-    metadata: tuple[tuple[str, str], ...],
-    result: WorkerResult,
-) -> Call:
+def hold_pair_batch_call(worker: Worker) -> Call:
     """``load.batch_size`` pairs per call: an ExecuteBatch of that many creates, then an
     ExecuteBatch of the posts of the holds it placed; the call's latency is the two
     calls'. Counts one ``ok`` per posted hold; each failed command counts as failed."""
+    load, worker_index, metadata, result = worker.load, worker.index, worker.metadata, worker.result
     rng = random.Random(f"{load.seed}:hold-pair-batches:{worker_index}")
     stubs = [
         commands_pb2_grpc.CommandServiceStub(channel)  # type: ignore[no-untyped-call]
-        for channel in channels
+        for channel in worker.channels
     ]
 
     async def call() -> int:

@@ -98,12 +98,23 @@ class WorkerResult:
 
 
 Call = Callable[[], Awaitable[int]]
-CallFactory = Callable[
-    [UnaryLoad, int, Sequence[grpc.aio.Channel], tuple[tuple[str, str], ...], WorkerResult], Call
-]
-"""(load, worker index, the worker's channels, call metadata, its tally) -> the call its
-slots repeat; the call returns the ``ok`` units it completed, and raises AioRpcError for a
-failed one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    """What a call factory builds a client process's call from: the load, the process's
+    index, its channels, the metadata every call carries, and its tally."""
+
+    load: UnaryLoad
+    index: int
+    channels: Sequence[grpc.aio.Channel]
+    metadata: tuple[tuple[str, str], ...]
+    result: WorkerResult
+
+
+CallFactory = Callable[[Worker], Call]
+"""Builds the call a worker's slots repeat; the call returns the ``ok`` units it
+completed, and raises AioRpcError for a failed one."""
 
 
 def record_answer(result: WorkerResult, request_id: str, rpc: str, answer: Any) -> None:
@@ -193,7 +204,7 @@ async def _run_worker(load: UnaryLoad, worker_index: int, barrier: Any) -> Worke
             await asyncio.wait_for(channel.channel_ready(), CONNECT_WAIT_SECONDS_MAX)
             channels.append(channel)
         if load.call_factory is not None:
-            call = load.call_factory(load, worker_index, channels, metadata, result)
+            call = load.call_factory(Worker(load, worker_index, channels, metadata, result))
         elif load.rpc == HEALTH_CHECK:
             health = health_pb2_grpc.HealthStub(channel)
             health_request = health_pb2.HealthCheckRequest(service="")
