@@ -164,4 +164,5 @@ FROM_PROTO: dict[str, Callable[[Any], Command]] = {
     "create_pending_transfer": holds.create_from_proto,
     "post_pending_transfer": holds.post_from_proto,
     "void_pending_transfer": holds.void_from_proto,
+    "reverse_entry": reverse_entry_from_proto,
 }

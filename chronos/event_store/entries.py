@@ -9,7 +9,8 @@ rules that use them are :mod:`chronos.domain.reversals`.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -39,12 +40,26 @@ async def read_entry(conn: psycopg.AsyncConnection[Any], entry_id: str) -> tuple
     return tuple(lines)
 
 
+def entries_named(commands: Iterable[Command]) -> list[str]:
+    """The ids of the entries ``commands`` would reverse, each once, sorted."""
+    return sorted({c.entry_id for c in commands if isinstance(c, ReverseEntry)})
+
+
+def with_original(command: Command, originals: Mapping[str, tuple[OriginalLine, ...]]) -> Command:
+    """``command`` with the lines of the entry it reverses, if it is a ReverseEntry
+    (``originals`` holds every entry :func:`entries_named` named); any other command as
+    it is."""
+    if not isinstance(command, ReverseEntry):
+        return command
+    return replace(command, original=originals[command.entry_id])
+
+
 async def load_reversals(
     conn: psycopg.AsyncConnection[Any], commands: Sequence[Command]
 ) -> psycopg.AsyncCursor[Any] | None:
     """Queues the read of the recorded reversals of the entries ``commands`` would
     reverse (None: they reverse nothing). Send it after the accounts' locks."""
-    entry_ids = sorted({c.entry_id for c in commands if isinstance(c, ReverseEntry)})
+    entry_ids = entries_named(commands)
     if not entry_ids:
         return None
     return await conn.execute(sql.LOAD_REVERSALS, (json.dumps(entry_ids),))

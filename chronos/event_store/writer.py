@@ -19,12 +19,11 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from chronos.domain.commands import Command, ReverseEntry
+from chronos.domain.commands import Command
 from chronos.errors import ChronosError
 from chronos.event_store import entries, holds_store
 from chronos.event_store.committer import BatchCommitter, PendingCommand
@@ -127,27 +126,37 @@ class LedgerWriter:
             Rejection: a ledger rule, idempotency-key reuse, or exhausted retries.
             StoreUnavailable: the database is unreachable.
         """
-        command = await self._with_original(command)
-        (future,) = self._enqueue([(command, payload_hash, context)])
+        (item,) = await self._with_originals([(command, payload_hash, context)])
+        (future,) = self._enqueue([item])
         return await future
 
-    async def _with_original(self, command: Command) -> Command:
-        """A ReverseEntry with the lines of the entry it names (none when no entry has
-        that id), read before the command is queued: a posted entry's lines never
-        change, and the accounts its reversal locks are the accounts of those lines.
+    async def _with_originals(
+        self, items: Sequence[tuple[Command, bytes, CommandContext]]
+    ) -> list[tuple[Command, bytes, CommandContext]]:
+        """The items, each ReverseEntry with the lines of the entry it names (none when
+        no entry has that id), read before the commands are queued: a posted entry's
+        lines never change, and the accounts a reversal locks are the accounts of those
+        lines. Two reversals of one entry in a batch carry the same lines; the second
+        is then refused as ENTRY_ALREADY_REVERSED by the batch's decision.
 
         Raises:
             StoreUnavailable: the database is unreachable.
         """
-        if not isinstance(command, ReverseEntry):
-            return command
+        entry_ids = entries.entries_named(command for command, _, _ in items)
+        if not entry_ids:
+            return list(items)
         timeout_seconds = self._settings.connection_timeout_seconds
         try:
             async with self._pool.connection(timeout=timeout_seconds) as conn:
-                original = await entries.read_entry(conn, command.entry_id)
+                originals = {
+                    entry_id: await entries.read_entry(conn, entry_id) for entry_id in entry_ids
+                }
         except (psycopg.OperationalError, PoolTimeout) as error:
             raise unavailable(error) from error
-        return replace(command, original=original)
+        return [
+            (entries.with_original(command, originals), payload_hash, context)
+            for command, payload_hash, context in items
+        ]
 
     async def execute_in_order(
         self, items: Sequence[tuple[Command, bytes, CommandContext]]
@@ -168,6 +177,10 @@ class LedgerWriter:
             Per command its result, or the error :meth:`execute` would have raised
             (Rejection, StoreUnavailable or StoreFailure).
         """
+        try:
+            items = await self._with_originals(items)
+        except StoreUnavailable as error:  # nothing was queued: nothing is run
+            return [error for _ in items]
         outcomes: list[CommandResult | ChronosError] = []
         chunk_size = self._settings.batch_size_max
         for start in range(0, len(items), chunk_size):
@@ -208,8 +221,8 @@ class LedgerWriter:
         """
         assert len({context.idempotency_key for _, _, context in items}) == len(items)
         try:
-            futures = self._enqueue(items, atomic=True)
-        except StoreUnavailable as error:  # shutting down: nothing is run
+            futures = self._enqueue(await self._with_originals(items), atomic=True)
+        except StoreUnavailable as error:  # unreachable or shutting down: nothing is run
             return [error for _ in items]
         outcomes: list[CommandResult | ChronosError] = []
         for outcome in await asyncio.gather(*futures, return_exceptions=True):

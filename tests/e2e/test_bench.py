@@ -127,6 +127,20 @@ def test_quick_bench_fills_every_section(
         assert batches["ok"] == batches["calls"] * batches["batch_size"] > 0
         assert batches["latency_ms"]["count"] == batches["calls"]
     assert result["drain"]["seconds"] >= 0
+    # The hold stages always run the Python client: a pair needs the create's answer.
+    pairs = result["hold_pairs"]
+    assert_closed_loop(pairs, "python", "CreatePendingTransfer+PostPendingTransfer")
+    assert pairs["unit"] == "pairs" and pairs["calls"] >= pairs["ok"]
+    pair_batches = result["hold_pair_batches"]
+    assert pair_batches["rpc"] == "ExecuteBatch(creates, then posts)"
+    assert_positive(pair_batches, "throughput_per_second", "ok", "elapsed_seconds")
+    assert pair_batches["failed"] == 0, pair_batches["errors"]
+    assert pair_batches["ok"] == pair_batches["calls"] * pair_batches["batch_size"]
+    assert pair_batches["latency_ms"]["count"] == pair_batches["calls"]
+    expiry = result["hold_expiry"]
+    assert expiry["holds_expired"] == expiry["holds_placed"] == result["options"]["expiry_holds"]
+    assert_positive(expiry, "expired_per_second", "first_due_to_last_expired_seconds")
+    assert expiry["first_due_to_first_expired_seconds"] >= 0
     assert_closed_loop(result["empty_call"], tool, "Check")
     assert_closed_loop(result["get_account"], tool, "GetAccount")
 

@@ -8,6 +8,7 @@ arguments; 130 when interrupted.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 import uuid
@@ -18,7 +19,16 @@ import grpc
 import psycopg
 
 from chronos.errors import ChronosError
-from chronos_dev.bench import cpu, machine, open_loop, pgbench, security, stages, sustainable
+from chronos_dev.bench import (
+    cpu,
+    hold_stages,
+    machine,
+    open_loop,
+    pgbench,
+    security,
+    stages,
+    sustainable,
+)
 from chronos_dev.bench.clients import ThroughputResult
 from chronos_dev.bench.components import cpu_ms_per_transfer
 from chronos_dev.bench.ghz import GHZ_INSTALL_COMMAND, find_ghz, ghz_version
@@ -209,6 +219,11 @@ def _run_with_services(
     # Before the services start, so that nothing else uses the server meanwhile.
     runner.attempt("pgbench", "(a) pgbench: one transfer as hand-written SQL", run_pgbench)
 
+    # Before the services start: they inherit it (see hold_stages); an explicit setting
+    # in the environment wins.
+    os.environ.setdefault(
+        hold_stages.EXPIRY_INTERVAL_VARIABLE, f"{hold_stages.EXPIRY_INTERVAL_SECONDS:g}"
+    )
     stages.progress(f"starting the services ({options.command_processes} command processes)")
     with (
         Services(
@@ -295,6 +310,7 @@ def _run_with_services(
             lambda: stages.transfer_batches(context, read_side=True),
             needs=("setup", "drain"),
         )
+        _hold_stages(runner, context, options)
         # Before (c) and (d): the read side has caught up with the write stages and
         # Elasticsearch has finished merging, so the read ceilings are measured on a
         # quiet machine, as pgbench is.
@@ -365,6 +381,30 @@ def _run_with_services(
         # The services' last memory figures, while they still run.
         sampler.sample()
         stages.progress("stopping the services")
+
+
+def _hold_stages(runner: _Stages, context: stages.BenchContext, options: BenchOptions) -> None:
+    """(h), (h') and (x), read side running; their backlog waits for the catch-up."""
+    runner.attempt(
+        "hold_pairs",
+        f"(h) hold pairs: CreatePendingTransfer, then PostPendingTransfer of its hold, "
+        f"closed loop, concurrency {options.concurrency}",
+        lambda: hold_stages.hold_pairs(context),
+        needs=("setup",),
+    )
+    runner.attempt(
+        "hold_pair_batches",
+        f"(h') hold pairs in ExecuteBatch: {options.batch_size} creates, then their posts, "
+        f"closed loop, {options.batch_concurrency} pairs of calls in flight",
+        lambda: hold_stages.hold_pair_batches(context),
+        needs=("setup",),
+    )
+    runner.attempt(
+        "hold_expiry",
+        f"(x) the hold expiry job: {options.expiry_holds:,} holds falling due together",
+        lambda: hold_stages.hold_expiry(context),
+        needs=("setup",),
+    )
 
 
 def _half_load(

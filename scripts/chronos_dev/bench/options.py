@@ -37,6 +37,10 @@ PROBE_SECONDS_DEFAULT = 15.0
 PROBES_MAX_DEFAULT = 5
 QUICK_PROBE_SECONDS = 2.0
 QUICK_PROBES_MAX = 2
+# (x) the hold expiry job: holds placed to fall due together.
+EXPIRY_HOLDS_DEFAULT = 10_000
+QUICK_EXPIRY_HOLDS = 100
+_EXPIRY_HOLDS_MAX = 1_000_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,6 +80,8 @@ class BenchOptions:
     # (s) the sustainable rate's search: seconds of each probe, and at most this many.
     probe_seconds: float
     probes_max: int
+    # (x) holds placed to fall due together for the expiry job.
+    expiry_holds: int = EXPIRY_HOLDS_DEFAULT
 
 
 def _chosen(value: _T | None, default: _T, quick_default: _T, quick: bool) -> _T:
@@ -92,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
             "One-command benchmark of the whole ledger on this machine: pgbench ceiling, "
             "TransferFunds throughput, empty-call ceiling, GetAccount throughput, the "
             "sustainable rate (the highest open-loop rate at which the read side keeps up), "
-            "the lags at half of it, projection rebuild speed, peak memory and CPU per "
+            "the lags at half of it, hold create + post pairs (one per call and in "
+            "ExecuteBatch) and the hold expiry job's rate, projection rebuild speed, peak "
+            "memory and CPU per "
             "transfer by component, followed by the load "
             "test's invariant checks. Writes bench-results/<timestamp>/bench.json. Exit "
             "status 1 when a stage fails or an invariant does not hold (a missed "
@@ -243,6 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"most probes of the sustainable rate's search (s) (default {PROBES_MAX_DEFAULT})",
     )
     parser.add_argument(
+        "--expiry-holds",
+        type=positive_int(_EXPIRY_HOLDS_MAX),
+        help=(
+            "holds placed to fall due together in stage (x), the hold expiry job's rate "
+            f"(default {EXPIRY_HOLDS_DEFAULT:,})"
+        ),
+    )
+    parser.add_argument(
         "--only",
         type=lambda text: frozenset(filter(None, text.split(","))),
         default=frozenset(),
@@ -301,4 +317,5 @@ def parse_options(argv: list[str] | None = None) -> BenchOptions:
             args.probe_seconds, PROBE_SECONDS_DEFAULT, QUICK_PROBE_SECONDS, quick
         ),
         probes_max=_chosen(args.probes_max, PROBES_MAX_DEFAULT, QUICK_PROBES_MAX, quick),
+        expiry_holds=_chosen(args.expiry_holds, EXPIRY_HOLDS_DEFAULT, QUICK_EXPIRY_HOLDS, quick),
     )

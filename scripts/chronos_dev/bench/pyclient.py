@@ -22,6 +22,7 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,12 +72,21 @@ class UnaryLoad:
     request_id_prefix: str = ""
     # The servers' CA and the token every call carries (kept out of the repr).
     security: ClientSecurity = field(repr=False)
+    # Builds the call of an RPC this module does not know (a module-level function, so
+    # that the load still pickles); each call's answer counts ``ok`` units.
+    call_factory: CallFactory | None = None
+    # One connection per slot, as for ExecuteBatch (see _run_worker).
+    connection_per_slot: bool = False
 
 
 @dataclass(slots=True)
-class _WorkerResult:
-    # Answers (ExecuteBatch: accepted commands) and failures (ExecuteBatch: commands
-    # failed alone or with their call).
+class WorkerResult:
+    """One client process's tally.
+
+    ``ok`` counts answers (ExecuteBatch: accepted commands; a call factory: its units)
+    and ``failed`` failures (ExecuteBatch: commands failed alone or with their call).
+    """
+
     ok: int = 0
     failed: int = 0
     calls: int = 0
@@ -85,6 +95,70 @@ class _WorkerResult:
     started_monotonic: float = 0.0
     finished_monotonic: float = 0.0
     outcomes: Outcomes = field(default_factory=Outcomes)
+
+
+Call = Callable[[], Awaitable[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    """What a call factory builds a client process's call from: the load, the process's
+    index, its channels, the metadata every call carries, and its tally."""
+
+    load: UnaryLoad
+    index: int
+    channels: Sequence[grpc.aio.Channel]
+    metadata: tuple[tuple[str, str], ...]
+    result: WorkerResult
+
+
+CallFactory = Callable[[Worker], Call]
+"""Builds the call a worker's slots repeat; the call returns the ``ok`` units it
+completed, and raises AioRpcError for a failed one."""
+
+
+def record_answer(result: WorkerResult, request_id: str, rpc: str, answer: Any) -> None:
+    """Records ``answer``, the CommandResponse of ``request_id`` (a ``rpc`` command)."""
+    result.outcomes.record_ok(
+        request_id,
+        rpc,
+        event_count=len(answer.event_ids),
+        position=answer.position,
+        replayed=answer.replayed,
+    )
+
+
+def record_batch_answer(
+    result: WorkerResult,
+    request_ids: Sequence[str],
+    response: commands_pb2.ExecuteBatchResponse,
+    rpc: str,
+) -> list[int]:
+    """Records each command's outcome of an ExecuteBatch answer; returns the indexes of
+    the accepted ones. ``rpc`` names the commands' method in the outcomes."""
+    accepted: list[int] = []
+    for index, (request_id, item) in enumerate(zip(request_ids, response.results, strict=True)):
+        if item.HasField("response"):
+            record_answer(result, request_id, rpc, item.response)
+            accepted.append(index)
+        else:
+            code = _STATUS_CODES.get(item.error.code, grpc.StatusCode.UNKNOWN)
+            result.outcomes.record_failure(request_id, code)
+            result.failed += 1
+            result.errors[code.name] = result.errors.get(code.name, 0) + 1
+    return accepted
+
+
+def record_batch_failure(
+    result: WorkerResult, request_ids: Sequence[str], error: grpc.aio.AioRpcError
+) -> None:
+    """Records a failed ExecuteBatch call: every command failed with it. The slot that
+    re-raises it counts one of them, so this counts the others."""
+    for request_id in request_ids:
+        result.outcomes.record_failure(request_id, error.code())
+    name = error.code().name
+    result.failed += len(request_ids) - 1
+    result.errors[name] = result.errors.get(name, 0) + len(request_ids) - 1
 
 
 def _batch_templates(load: UnaryLoad, worker_index: int) -> list[bytes]:
@@ -111,13 +185,13 @@ def _batch_templates(load: UnaryLoad, worker_index: int) -> list[bytes]:
     return templates
 
 
-async def _run_worker(load: UnaryLoad, worker_index: int, barrier: Any) -> _WorkerResult:
-    result = _WorkerResult()
+async def _run_worker(load: UnaryLoad, worker_index: int, barrier: Any) -> WorkerResult:
+    result = WorkerResult()
     slots = split_evenly(load.concurrency, load.processes)[worker_index]
     # ExecuteBatch: one connection per slot (a local subchannel pool stops gRPC from
     # sharing one), because the kernel spreads connections, not calls, over the server's
     # SO_REUSEPORT processes, and a few long calls on one connection can all land on one.
-    connections = slots if load.rpc == EXECUTE_BATCH else 1
+    connections = slots if load.rpc == EXECUTE_BATCH or load.connection_per_slot else 1
     metadata = call_metadata(load.security)
     async with contextlib.AsyncExitStack() as stack:
         channels = []
@@ -129,7 +203,9 @@ async def _run_worker(load: UnaryLoad, worker_index: int, barrier: Any) -> _Work
             )
             await asyncio.wait_for(channel.channel_ready(), CONNECT_WAIT_SECONDS_MAX)
             channels.append(channel)
-        if load.rpc == HEALTH_CHECK:
+        if load.call_factory is not None:
+            call = load.call_factory(Worker(load, worker_index, channels, metadata, result))
+        elif load.rpc == HEALTH_CHECK:
             health = health_pb2_grpc.HealthStub(channel)
             health_request = health_pb2.HealthCheckRequest(service="")
 
@@ -166,31 +242,9 @@ async def _run_worker(load: UnaryLoad, worker_index: int, barrier: Any) -> _Work
                         request, timeout=load.rpc_timeout_seconds, metadata=metadata
                     )
                 except grpc.aio.AioRpcError as error:
-                    for request_id in request_ids:
-                        result.outcomes.record_failure(request_id, error.code())
-                    # Every command of the call failed; the slot counts one of them.
-                    name = error.code().name
-                    result.failed += len(request_ids) - 1
-                    result.errors[name] = result.errors.get(name, 0) + len(request_ids) - 1
+                    record_batch_failure(result, request_ids, error)
                     raise
-                accepted = 0
-                for request_id, item in zip(request_ids, response.results, strict=True):
-                    if item.HasField("response"):
-                        answer = item.response
-                        result.outcomes.record_ok(
-                            request_id,
-                            "TransferFunds",
-                            event_count=len(answer.event_ids),
-                            position=answer.position,
-                            replayed=answer.replayed,
-                        )
-                        accepted += 1
-                    else:
-                        code = _STATUS_CODES.get(item.error.code, grpc.StatusCode.UNKNOWN)
-                        result.outcomes.record_failure(request_id, code)
-                        result.failed += 1
-                        result.errors[code.name] = result.errors.get(code.name, 0) + 1
-                return accepted
+                return len(record_batch_answer(result, request_ids, response, "TransferFunds"))
 
         else:
             assert load.account_ids, "GetAccount needs accounts"
@@ -266,7 +320,7 @@ def run_unary_load(load: UnaryLoad) -> ThroughputResult:
         except threading.BrokenBarrierError as error:
             raise BenchError(f"{load.rpc} client processes did not start: {error!r}") from error
         deadline = time.monotonic() + load.duration_seconds + RESULT_WAIT_MARGIN_SECONDS
-        reports: list[_WorkerResult] = []
+        reports: list[WorkerResult] = []
         while len(reports) < len(processes):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -288,7 +342,7 @@ def run_unary_load(load: UnaryLoad) -> ThroughputResult:
     return _merge(load, reports)
 
 
-def _merge(load: UnaryLoad, reports: list[_WorkerResult]) -> ThroughputResult:
+def _merge(load: UnaryLoad, reports: list[WorkerResult]) -> ThroughputResult:
     histogram = LatencyHistogram()
     errors: dict[str, int] = {}
     outcomes = Outcomes()

@@ -267,6 +267,7 @@ def format_table(results: dict[str, Any]) -> str:
         + " transfers/s, "
         + _latency_text(stage("transfer_batches_pipeline", "latency_ms")),
     )
+    _hold_rows(row, stage)
     row("(c) empty call throughput", _number(stage("empty_call", "throughput_per_second")) + " /s")
     row("(c) empty call latency", _latency_text(stage("empty_call", "latency_ms")))
     row(
@@ -352,6 +353,30 @@ def _command_rows(row: _Row, stage: _Stage, command: _CommandStage) -> None:
         " commands per transaction",
     )
     row(f"{tag}/a", _number(stage("ratios", command.ratio_key), 2), command.ratio_target)
+
+
+def _hold_rows(row: _Row, stage: _Stage) -> None:
+    """The hold stages: create + post pairs one per call (h) and in batches (h'), and
+    the expiry job (x)."""
+    row(
+        "(h) hold pairs: CreatePendingTransfer + PostPendingTransfer",
+        _number(stage("hold_pairs", "throughput_per_second"))
+        + " pairs/s, pair "
+        + _latency_text(stage("hold_pairs", "latency_ms")),
+    )
+    row(
+        f"(h') hold pairs in ExecuteBatch ({stage('hold_pair_batches', 'batch_size') or '-'} "
+        "creates, then their posts)",
+        _number(stage("hold_pair_batches", "throughput_per_second"))
+        + " pairs/s, both calls "
+        + _latency_text(stage("hold_pair_batches", "latency_ms")),
+    )
+    row(
+        "(x) hold expiry job, first due -> last expired",
+        f"{_number(stage('hold_expiry', 'expired_per_second'))} holds/s "
+        f"({_number(stage('hold_expiry', 'holds_expired'), 0)} holds, "
+        f"{_number(stage('hold_expiry', 'first_due_to_last_expired_seconds'), 2)} s)",
+    )
 
 
 def _security_rows(row: _Row, stage: _Stage, tag: str, on: str) -> None:
