@@ -1,0 +1,238 @@
+"""Recomputes the hash chain from the event store and names the first place it breaks.
+
+The events are read in position order through a server-side cursor, a page at a time,
+in one read-only REPEATABLE READ transaction, so memory stays bounded and the head and
+the events are one consistent snapshot. Every hash is recomputed in Python
+(:mod:`chronos.audit.chain`) from the stored columns: nothing the database computed is
+trusted except the columns themselves. The trusted checkpoints (signed, kept outside
+the database) catch what the stored hashes cannot: a chain rewritten consistently.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from chronos.audit.chain import GENESIS, ChainedEvent, chain_step, micros_since_epoch
+
+# Rows per round trip of the server-side cursor: large enough that the round trips
+# cost little next to the hashing, small enough to keep memory bounded.
+PAGE_SIZE_ROWS = 20_000
+
+_EVENTS = """SELECT position, stream_id, stream_version, event_type, schema_version,
+                    payload, metadata::text, recorded_at, chain_hash
+             FROM events WHERE position > %s ORDER BY position"""
+
+
+class BreakKind(enum.Enum):
+    """How the chain is broken."""
+
+    HASH_MISMATCH = "the stored chain hash differs from the recomputed one"
+    MISSING_POSITION = "a position is missing"
+    OUT_OF_ORDER = "recorded times go backwards"
+    HEAD_MISMATCH = "ledger_head does not match the last event"
+    CHECKPOINT_MISMATCH = "a signed checkpoint disagrees with the recomputed chain"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainBreak:
+    """The first place the chain breaks.
+
+    Attributes:
+        position: The first position where it breaks.
+        kind: What is wrong there.
+        detail: What differs, for a person (e.g. stored vs recomputed hash).
+    """
+
+    position: int
+    kind: BreakKind
+    detail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifyResult:
+    """What ``verify_chain`` found.
+
+    Attributes:
+        from_position: The position the check started after (0: from genesis).
+        head_position: ledger_head's position in the snapshot checked.
+        events_checked: Events whose hash was recomputed.
+        last_hash: The recomputed hash of the last event checked.
+        checkpoints_matched: Trusted checkpoints that agreed with the chain.
+        broken: The first break, or None when the chain is intact.
+    """
+
+    from_position: int
+    head_position: int
+    events_checked: int
+    last_hash: bytes
+    checkpoints_matched: int
+    broken: ChainBreak | None
+
+    @property
+    def intact(self) -> bool:
+        return self.broken is None
+
+
+# Called with (position reached, head position) every page.
+Progress = Callable[[int, int], None]
+
+
+def verify_chain(
+    conn: psycopg.Connection[Any],
+    *,
+    from_position: int = 0,
+    from_hash: bytes = GENESIS,
+    checkpoints: Mapping[int, bytes] | None = None,
+    progress: Progress | None = None,
+) -> VerifyResult:
+    """Recomputes the chain after ``from_position`` and checks everything it covers.
+
+    Args:
+        conn: A connection to the ledger database (not in a transaction).
+        from_position: Start after this position (0: from genesis).
+        from_hash: The trusted chain hash at ``from_position``.
+        checkpoints: Trusted (signature-checked) checkpoints: position -> chain hash.
+        progress: Called after every page with (position reached, head position).
+
+    Returns:
+        The result; ``broken`` names the first break, if any.
+    """
+    trusted = dict(checkpoints or {})
+    with conn.transaction(), conn.cursor() as plain:
+        plain.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        head = plain.execute("SELECT position, chain_hash FROM ledger_head WHERE id = 1").fetchone()
+        assert head is not None, "ledger_head row missing: run `chronos db migrate`"
+        head_position, head_hash = int(head[0]), bytes(head[1])
+        with conn.cursor(name="chronos_verify", binary=True) as cursor:
+            cursor.itersize = PAGE_SIZE_ROWS
+            cursor.execute(_EVENTS, (from_position,))
+            walk = _Walk(from_position, from_hash, trusted)
+            while walk.broken is None:
+                rows = cursor.fetchmany(PAGE_SIZE_ROWS)
+                if not rows:
+                    break
+                walk.check_rows(rows)
+                if progress is not None:
+                    progress(walk.position, head_position)
+    if walk.broken is None:
+        walk.check_end(head_position, head_hash)
+    return VerifyResult(
+        from_position=from_position,
+        head_position=head_position,
+        events_checked=walk.position - from_position,
+        last_hash=walk.hash,
+        checkpoints_matched=walk.checkpoints_matched,
+        broken=walk.broken,
+    )
+
+
+class _Walk:
+    """The state of a walk along the chain: where it is, its hash, its first break."""
+
+    def __init__(self, position: int, hash_: bytes, checkpoints: dict[int, bytes]) -> None:
+        self.position = position
+        self.hash = hash_
+        self.recorded_at_micros = -(2**63)
+        self.checkpoints = checkpoints
+        self.checkpoints_matched = 0
+        self.last_checkpoint_matched = 0
+        self.broken: ChainBreak | None = None
+
+    def check_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        for row in rows:
+            position = row[0]
+            if position != self.position + 1:
+                self._break(
+                    self.position + 1,
+                    BreakKind.MISSING_POSITION,
+                    f"position {self.position + 1} is missing: the next event stored is at "
+                    f"position {position}",
+                )
+                return
+            micros = micros_since_epoch(row[7])
+            if micros < self.recorded_at_micros:
+                self._break(
+                    position,
+                    BreakKind.OUT_OF_ORDER,
+                    f"recorded at {row[7].isoformat()}, before the event at position "
+                    f"{position - 1}",
+                )
+                return
+            event = ChainedEvent(
+                position=position,
+                stream_id=row[1].bytes,
+                stream_version=row[2],
+                event_type=row[3],
+                schema_version=row[4],
+                payload=row[5],
+                metadata_text=row[6],
+                recorded_at_micros=micros,
+            )
+            recomputed = chain_step(self.hash, event)
+            if recomputed != row[8]:
+                self._break(
+                    position,
+                    BreakKind.HASH_MISMATCH,
+                    f"stored chain hash {bytes(row[8]).hex()}, recomputed {recomputed.hex()}",
+                )
+                return
+            self.position, self.hash, self.recorded_at_micros = position, recomputed, micros
+            signed = self.checkpoints.get(position)
+            if signed is not None:
+                if signed != recomputed:
+                    self._checkpoint_break(position, signed)
+                    return
+                self.checkpoints_matched += 1
+                self.last_checkpoint_matched = position
+
+    def check_end(self, head_position: int, head_hash: bytes) -> None:
+        beyond = sorted(p for p in self.checkpoints if p > self.position)
+        if self.position < head_position:
+            self._break(
+                self.position + 1,
+                BreakKind.MISSING_POSITION,
+                f"positions {self.position + 1}..{head_position} are missing: ledger_head is "
+                f"at {head_position}, the last event stored at {self.position}",
+            )
+        elif self.position > head_position:
+            self._break(
+                head_position,
+                BreakKind.HEAD_MISMATCH,
+                f"ledger_head is at position {head_position}, behind the last event "
+                f"stored at {self.position}",
+            )
+        elif head_hash != self.hash:
+            self._break(
+                head_position,
+                BreakKind.HEAD_MISMATCH,
+                f"ledger_head's chain hash {head_hash.hex()}, recomputed {self.hash.hex()}",
+            )
+        elif beyond:
+            self._break(
+                beyond[0],
+                BreakKind.CHECKPOINT_MISMATCH,
+                f"a signed checkpoint is at position {beyond[0]}, beyond the ledger's head "
+                f"{head_position}: events were removed",
+            )
+
+    def _checkpoint_break(self, position: int, signed: bytes) -> None:
+        since = (
+            f" (the last agreeing checkpoint is at {self.last_checkpoint_matched})"
+            if self.last_checkpoint_matched
+            else ""
+        )
+        self._break(
+            position,
+            BreakKind.CHECKPOINT_MISMATCH,
+            f"the checkpoint at position {position} signed chain hash {signed.hex()}, the "
+            f"events recompute to {self.hash.hex()}: the chain was rewritten at or before "
+            f"this position{since}",
+        )
+
+    def _break(self, position: int, kind: BreakKind, detail: str) -> None:
+        self.broken = ChainBreak(position=position, kind=kind, detail=detail)

@@ -1,0 +1,85 @@
+"""Fills a ledger database with many chained events fast, and measures ``verify``.
+
+The events are written by the same SQL functions the writer's APPEND calls
+(``chronos_chain_body``, ``chronos_advance_head``), from ``generate_series``, a chunk per
+statement: a consistent chain and gapless positions, without the domain's rules (the
+payloads are filler of a realistic size, the metadata a command's usual keys).
+
+Measure ``chronos verify`` on this machine (the figure goes to docs/performance.md)::
+
+    set -a; source /work/stack.env; set +a
+    .venv/bin/python -m tests.integration.chain_support 200000
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+import psycopg
+
+from chronos.audit.verify import verify_chain
+
+CHUNK_EVENTS = 20_000
+
+_FILL = """
+WITH staged AS MATERIALIZED (
+    SELECT g AS ordinal, gen_random_uuid() AS stream_id, gen_random_uuid()::text AS request,
+           decode(repeat(md5(g::text), 8), 'hex') AS payload
+    FROM generate_series(1, %(count)s) AS g
+), body AS MATERIALIZED (
+    SELECT s.*, jsonb_build_object('request_id', s.request, 'correlation_id', s.request,
+                                   'causation_id', s.request, 'principal', 'bench-admin',
+                                   'principal_token_id', s.request) AS metadata
+    FROM staged AS s
+), head AS MATERIALIZED (
+    SELECT * FROM chronos_advance_head(ARRAY(
+        SELECT chronos_chain_body(b.stream_id, 1, 'LinePosted', 1, b.payload, b.metadata)
+        FROM body AS b ORDER BY b.ordinal))
+)
+INSERT INTO events (position, event_id, stream_id, stream_version, event_type,
+                    schema_version, payload, metadata, recorded_at, chain_hash)
+SELECT head.base + b.ordinal, gen_random_uuid(), b.stream_id, 1, 'LinePosted', 1, b.payload,
+       b.metadata, head.stamped_at, head.hashes[b.ordinal]
+FROM body AS b CROSS JOIN head
+"""
+
+
+def fill_chained_events(conn: psycopg.Connection[Any], count: int) -> None:
+    """Appends ``count`` chained events (autocommit connection: one commit per chunk)."""
+    remaining = count
+    while remaining > 0:
+        chunk = min(CHUNK_EVENTS, remaining)
+        conn.execute(_FILL, {"count": chunk})
+        remaining -= chunk
+
+
+def _measure(event_count: int) -> None:
+    from tests.integration.conftest import create_database, drop_database
+
+    server_dsn = os.environ["CHRONOS_PG_DSN"]
+    name, dsn = create_database(server_dsn)
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            started = time.monotonic()
+            fill_chained_events(conn, event_count)
+            print(f"filled {event_count} events in {time.monotonic() - started:.1f} s")
+            conn.execute("VACUUM ANALYZE events")
+        for attempt in range(3):
+            with psycopg.connect(dsn) as conn:
+                started = time.monotonic()
+                result = verify_chain(conn)
+                elapsed = time.monotonic() - started
+            assert result.intact, result.broken
+            print(
+                f"verify run {attempt + 1}: {result.events_checked} events in {elapsed:.2f} s "
+                f"= {result.events_checked / elapsed:,.0f} events/s"
+            )
+    finally:
+        drop_database(server_dsn, name)
+
+
+if __name__ == "__main__":
+    _measure(int(sys.argv[1]) if len(sys.argv) > 1 else 200_000)
