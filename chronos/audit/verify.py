@@ -11,13 +11,14 @@ the database) catch what the stored hashes cannot: a chain rewritten consistentl
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
 from chronos.audit.chain import GENESIS, ChainedEvent, chain_step, micros_since_epoch
+from chronos.audit.checkpoint import CheckedCheckpoint
 
 # Rows per round trip of the server-side cursor: large enough that the round trips
 # cost little next to the hashing, small enough to keep memory bounded.
@@ -76,6 +77,38 @@ class VerifyResult:
     @property
     def intact(self) -> bool:
         return self.broken is None
+
+
+def trusted_checkpoints(
+    checked: Iterable[CheckedCheckpoint],
+) -> tuple[dict[int, bytes], list[str]]:
+    """Splits checkpoints read back into the trusted ones and the reported problems.
+
+    Returns:
+        The trusted checkpoints (position -> chain hash), and one line per checkpoint
+        that is not trusted (bad signature, unknown key, malformed) or that contradicts
+        another trusted one at the same position (then neither is trusted).
+    """
+    trusted: dict[int, bytes] = {}
+    contradicted: set[int] = set()
+    problems: list[str] = []
+    for item in checked:
+        where = (
+            f"checkpoint at position {item.checkpoint.position}"
+            if item.checkpoint is not None
+            else "checkpoint"
+        )
+        if not item.trusted or item.checkpoint is None:
+            problems.append(f"{where}: {item.problem}, not trusted")
+            continue
+        known = trusted.get(item.checkpoint.position)
+        if known is not None and known != item.checkpoint.chain_hash:
+            contradicted.add(item.checkpoint.position)
+            problems.append(f"{where}: two signed checkpoints disagree, neither is trusted")
+        trusted[item.checkpoint.position] = item.checkpoint.chain_hash
+    for position in contradicted:
+        del trusted[position]
+    return trusted, problems
 
 
 # Called with (position reached, head position) every page.

@@ -11,7 +11,7 @@ import psycopg
 from chronos.audit.chain import GENESIS, ChainedEvent, chain_step, micros_since_epoch
 from chronos.audit.verify import verify_chain
 from chronos.domain import validation
-from chronos.domain.commands import Deposit, TransferFunds
+from chronos.domain.commands import Command, Deposit, TransferFunds
 from chronos.event_store.writer import CommandContext, LedgerWriter
 from tests.integration.writer_helpers import eur, new_id, open_funded, with_writers
 
@@ -70,7 +70,7 @@ def test_the_writer_s_chain_equals_the_python_reference(
     async def body(writers: list[LedgerWriter]) -> None:
         a = await open_funded(writers[0], 1_000)
         b = await open_funded(writers[0], 1_000)
-        commands = [
+        commands: list[Command] = [
             TransferFunds(
                 request_id=f"tränsfer-{i}-€", from_account_id=a, to_account_id=b, amount=eur(i + 1)
             )
