@@ -13,14 +13,21 @@ Measure ``chronos verify`` on this machine (the figure goes to docs/performance.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+import pytest
 
+from chronos.audit.chain import GENESIS, ChainedEvent, chain_step, micros_since_epoch
 from chronos.audit.verify import verify_chain
+from chronos.domain.events import LinePosted
+from chronos.event_store import mapper
 
 CHUNK_EVENTS = 20_000
 
@@ -54,6 +61,60 @@ def fill_chained_events(conn: psycopg.Connection[Any], count: int) -> None:
         chunk = min(CHUNK_EVENTS, remaining)
         conn.execute(_FILL, {"count": chunk})
         remaining -= chunk
+
+
+@contextmanager
+def trigger_disabled(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """Disables the immutability trigger, as the tables' owner can (after checking it
+    refuses an edit), and enables it again."""
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("DELETE FROM events WHERE position = 1")
+    conn.execute("ALTER TABLE events DISABLE TRIGGER events_no_update_or_delete")
+    try:
+        yield
+    finally:
+        conn.execute("ALTER TABLE events ENABLE TRIGGER events_no_update_or_delete")
+
+
+def raise_amount(conn: psycopg.Connection[Any], position: int) -> None:
+    row = conn.execute(
+        "SELECT event_type, schema_version, payload FROM events WHERE position = %s",
+        (position,),
+    ).fetchone()
+    assert row is not None
+    event = mapper.decode(row[0], row[1], row[2])
+    assert isinstance(event, LinePosted)
+    forged = dataclasses.replace(event, amount_minor=event.amount_minor + 1_000_000)
+    conn.execute(
+        "UPDATE events SET payload = %s WHERE position = %s",
+        (mapper.encode(forged)[2], position),
+    )
+
+
+def rewrite_chain_from(conn: psycopg.Connection[Any], position: int) -> None:
+    """Forges the event at ``position`` and recomputes every later hash and the head, as
+    an attacker who knows the encoding would: the stored chain is consistent again."""
+    raise_amount(conn, position)
+    rows = conn.execute(
+        """SELECT position, stream_id, stream_version, event_type, schema_version, payload,
+                  metadata::text, recorded_at FROM events ORDER BY position"""
+    ).fetchall()
+    hash_ = GENESIS
+    for row in rows:
+        event = ChainedEvent(
+            position=row[0],
+            stream_id=row[1].bytes,
+            stream_version=row[2],
+            event_type=row[3],
+            schema_version=row[4],
+            payload=row[5],
+            metadata_text=row[6],
+            recorded_at_micros=micros_since_epoch(row[7]),
+        )
+        hash_ = chain_step(hash_, event)
+        if row[0] >= position:
+            conn.execute("UPDATE events SET chain_hash = %s WHERE position = %s", (hash_, row[0]))
+    conn.execute("UPDATE ledger_head SET chain_hash = %s", (hash_,))
 
 
 def _measure(event_count: int) -> None:

@@ -8,24 +8,20 @@ first position where the chain breaks.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from chronos.audit.chain import GENESIS, ChainedEvent, chain_step, micros_since_epoch
 from chronos.audit.checkpoint import Checkpoint, decode_and_check, encode_signed, key_id
 from chronos.audit.verify import BreakKind, trusted_checkpoints, verify_chain
 from chronos.cli import main
 from chronos.domain.commands import TransferFunds
-from chronos.domain.events import LinePosted
-from chronos.event_store import mapper
 from chronos.event_store.writer import LedgerWriter
 from chronos.security.tokens import new_signing_key
+from tests.integration.chain_support import raise_amount, rewrite_chain_from, trigger_disabled
 from tests.integration.conftest import create_database, drop_database
 from tests.integration.writer_helpers import eur, new_id, open_funded, run, with_writers
 
@@ -58,17 +54,6 @@ def ledger(pg_dsn: str) -> Iterator[tuple[str, psycopg.Connection[Any]]]:
         drop_database(pg_dsn, name)
 
 
-@contextmanager
-def trigger_disabled(conn: psycopg.Connection[Any]) -> Iterator[None]:
-    with pytest.raises(psycopg.errors.InsufficientPrivilege):
-        conn.execute("DELETE FROM events WHERE position = 1")
-    conn.execute("ALTER TABLE events DISABLE TRIGGER events_no_update_or_delete")
-    try:
-        yield
-    finally:
-        conn.execute("ALTER TABLE events ENABLE TRIGGER events_no_update_or_delete")
-
-
 def _head(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute("SELECT position FROM ledger_head").fetchone()
     assert row is not None
@@ -84,28 +69,13 @@ def _line_position(conn: psycopg.Connection[Any], after: int) -> int:
     return int(row[0])
 
 
-def _raise_amount(conn: psycopg.Connection[Any], position: int) -> None:
-    row = conn.execute(
-        "SELECT event_type, schema_version, payload FROM events WHERE position = %s",
-        (position,),
-    ).fetchone()
-    assert row is not None
-    event = mapper.decode(row[0], row[1], row[2])
-    assert isinstance(event, LinePosted)
-    forged = dataclasses.replace(event, amount_minor=event.amount_minor + 1_000_000)
-    conn.execute(
-        "UPDATE events SET payload = %s WHERE position = %s",
-        (mapper.encode(forged)[2], position),
-    )
-
-
 def test_a_changed_amount_is_named_by_its_position(
     ledger: tuple[str, psycopg.Connection[Any]],
 ) -> None:
     dsn, conn = ledger
     position = _line_position(conn, _head(conn) // 2)
     with trigger_disabled(conn):
-        _raise_amount(conn, position)
+        raise_amount(conn, position)
     result = verify_chain(conn)
     assert result.broken is not None
     assert (result.broken.position, result.broken.kind) == (position, BreakKind.HASH_MISMATCH)
@@ -163,32 +133,6 @@ def test_swapped_payloads_are_named(ledger: tuple[str, psycopg.Connection[Any]])
     assert (result.broken.position, result.broken.kind) == (first, BreakKind.HASH_MISMATCH)
 
 
-def _rewrite_chain_from(conn: psycopg.Connection[Any], position: int) -> None:
-    """Forges the event at ``position`` and recomputes every later hash and the head, as
-    an attacker who knows the encoding would: the stored chain is consistent again."""
-    _raise_amount(conn, position)
-    rows = conn.execute(
-        """SELECT position, stream_id, stream_version, event_type, schema_version, payload,
-                  metadata::text, recorded_at FROM events ORDER BY position"""
-    ).fetchall()
-    hash_ = GENESIS
-    for row in rows:
-        event = ChainedEvent(
-            position=row[0],
-            stream_id=row[1].bytes,
-            stream_version=row[2],
-            event_type=row[3],
-            schema_version=row[4],
-            payload=row[5],
-            metadata_text=row[6],
-            recorded_at_micros=micros_since_epoch(row[7]),
-        )
-        hash_ = chain_step(hash_, event)
-        if row[0] >= position:
-            conn.execute("UPDATE events SET chain_hash = %s WHERE position = %s", (hash_, row[0]))
-    conn.execute("UPDATE ledger_head SET chain_hash = %s", (hash_,))
-
-
 def _signed_checkpoints(
     conn: psycopg.Connection[Any], positions: list[int]
 ) -> tuple[list[bytes], dict[str, Ed25519PublicKey]]:
@@ -220,7 +164,7 @@ def test_a_consistent_rewrite_is_caught_only_by_the_signed_checkpoints(
     forged_at = _line_position(conn, head // 4 + 1)
     assert forged_at < head // 2
     with trigger_disabled(conn):
-        _rewrite_chain_from(conn, forged_at)
+        rewrite_chain_from(conn, forged_at)
     assert verify_chain(conn).intact, "the stored chain alone is consistent again"
 
     trusted, problems = trusted_checkpoints(decode_and_check(m, public_keys) for m in messages)
