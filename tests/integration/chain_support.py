@@ -14,11 +14,13 @@ Measure ``chronos verify`` on this machine (the figure goes to docs/performance.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -28,6 +30,7 @@ from chronos.audit.chain import GENESIS, ChainedEvent, chain_step, micros_since_
 from chronos.audit.verify import verify_chain
 from chronos.domain.events import LinePosted
 from chronos.event_store import mapper
+from chronos.security.tokens import jwks_document, new_signing_key, private_key_pem
 
 CHUNK_EVENTS = 20_000
 
@@ -115,6 +118,15 @@ def rewrite_chain_from(conn: psycopg.Connection[Any], position: int) -> None:
         if row[0] >= position:
             conn.execute("UPDATE events SET chain_hash = %s WHERE position = %s", (hash_, row[0]))
     conn.execute("UPDATE ledger_head SET chain_hash = %s", (hash_,))
+
+
+def write_checkpoint_keys(directory: Path) -> tuple[Path, Path]:
+    """A new checkpoint signing key file and the JWKS that trusts it, under ``directory``."""
+    key = new_signing_key()
+    key_file, jwks_file = directory / "checkpoint.pem", directory / "checkpoint-jwks.json"
+    key_file.write_bytes(private_key_pem(key))
+    jwks_file.write_text(json.dumps(jwks_document([key.public_key()])))
+    return key_file, jwks_file
 
 
 def _measure(event_count: int) -> None:

@@ -5,7 +5,6 @@ ones, and catches with them a chain rewritten consistently."""
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -26,10 +25,14 @@ from chronos.cli import main
 from chronos.domain.commands import TransferFunds
 from chronos.event_store.writer import LedgerWriter
 from chronos.kafka_client import kafka_client_config
-from chronos.security.tokens import jwks_document, new_signing_key, private_key_pem
+from chronos.security.tokens import new_signing_key
 from outbox_poller.config import CheckpointPolicy
 from outbox_poller.relay import OutboxRelay
-from tests.integration.chain_support import rewrite_chain_from, trigger_disabled
+from tests.integration.chain_support import (
+    rewrite_chain_from,
+    trigger_disabled,
+    write_checkpoint_keys,
+)
 from tests.integration.test_outbox_poller import poller_config
 from tests.integration.writer_helpers import eur, new_id, open_funded, run, with_writers
 
@@ -39,11 +42,7 @@ INTERVAL_EVENTS = 15
 @pytest.fixture
 def keys(tmp_path: Path) -> tuple[Path, Path]:
     """A checkpoint signing key file and the JWKS that trusts it."""
-    key = new_signing_key()
-    key_file, jwks_file = tmp_path / "checkpoint.pem", tmp_path / "checkpoint-jwks.json"
-    key_file.write_bytes(private_key_pem(key))
-    jwks_file.write_text(json.dumps(jwks_document([key.public_key()])))
-    return key_file, jwks_file
+    return write_checkpoint_keys(tmp_path)
 
 
 @pytest.fixture
