@@ -13,19 +13,26 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 
-from chronos.audit.chain import GENESIS, ChainedEvent, chain_step, micros_since_epoch
+from chronos.audit.chain import GENESIS, chain_step_encoded, encode
 from chronos.audit.checkpoint import CheckedCheckpoint
 
 # Rows per round trip of the server-side cursor: large enough that the round trips
 # cost little next to the hashing, small enough to keep memory bounded.
 PAGE_SIZE_ROWS = 20_000
 
-_EVENTS = """SELECT position, stream_id, stream_version, event_type, schema_version,
-                    payload, metadata::text, recorded_at, chain_hash
+# The stored columns in the bytes the encoding takes, converted by PostgreSQL's own
+# output functions (no function of the ledger's): the UUID's 16 bytes, UTF-8 text, the
+# jsonb's text, the recorded time as microseconds since the epoch. Hashing them is
+# verify's job alone.
+_EVENTS = """SELECT position, uuid_send(stream_id), stream_version,
+                    convert_to(event_type, 'UTF8'), schema_version, payload,
+                    convert_to(metadata::text, 'UTF8'),
+                    (extract(epoch FROM recorded_at) * 1000000)::bigint, chain_hash
              FROM events WHERE position > %s ORDER BY position"""
 
 
@@ -177,51 +184,50 @@ class _Walk:
         self.broken: ChainBreak | None = None
 
     def check_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        position, hash_, micros_before = self.position, self.hash, self.recorded_at_micros
+        checkpoints = self.checkpoints
         for row in rows:
-            position = row[0]
-            if position != self.position + 1:
+            if row[0] != position + 1:
+                self._stop_at(position, hash_, micros_before)
                 self._break(
-                    self.position + 1,
+                    position + 1,
                     BreakKind.MISSING_POSITION,
-                    f"position {self.position + 1} is missing: the next event stored is at "
-                    f"position {position}",
+                    f"position {position + 1} is missing: the next event stored is at "
+                    f"position {row[0]}",
                 )
                 return
-            micros = micros_since_epoch(row[7])
-            if micros < self.recorded_at_micros:
+            position, micros = row[0], row[7]
+            if micros < micros_before:
+                self._stop_at(position - 1, hash_, micros_before)
                 self._break(
                     position,
                     BreakKind.OUT_OF_ORDER,
-                    f"recorded at {row[7].isoformat()}, before the event at position "
-                    f"{position - 1}",
+                    f"recorded at {_moment(micros)}, before the event at position {position - 1}",
                 )
                 return
-            event = ChainedEvent(
-                position=position,
-                stream_id=row[1].bytes,
-                stream_version=row[2],
-                event_type=row[3],
-                schema_version=row[4],
-                payload=row[5],
-                metadata_text=row[6],
-                recorded_at_micros=micros,
+            recomputed = chain_step_encoded(
+                hash_, encode(row[0], row[1], row[2], row[3], row[4], row[5], row[6], micros)
             )
-            recomputed = chain_step(self.hash, event)
             if recomputed != row[8]:
+                self._stop_at(position - 1, hash_, micros_before)
                 self._break(
                     position,
                     BreakKind.HASH_MISMATCH,
                     f"stored chain hash {bytes(row[8]).hex()}, recomputed {recomputed.hex()}",
                 )
                 return
-            self.position, self.hash, self.recorded_at_micros = position, recomputed, micros
-            signed = self.checkpoints.get(position)
-            if signed is not None:
-                if signed != recomputed:
-                    self._checkpoint_break(position, signed)
+            hash_, micros_before = recomputed, micros
+            if checkpoints and position in checkpoints:
+                self._stop_at(position, hash_, micros_before)
+                if checkpoints[position] != hash_:
+                    self._checkpoint_break(position, checkpoints[position])
                     return
                 self.checkpoints_matched += 1
                 self.last_checkpoint_matched = position
+        self._stop_at(position, hash_, micros_before)
+
+    def _stop_at(self, position: int, hash_: bytes, micros: int) -> None:
+        self.position, self.hash, self.recorded_at_micros = position, hash_, micros
 
     def check_end(self, head_position: int, head_hash: bytes) -> None:
         beyond = sorted(p for p in self.checkpoints if p > self.position)
@@ -269,3 +275,8 @@ class _Walk:
 
     def _break(self, position: int, kind: BreakKind, detail: str) -> None:
         self.broken = ChainBreak(position=position, kind=kind, detail=detail)
+
+
+def _moment(micros: int) -> str:
+    """Microseconds since the epoch as ISO 8601, for a person."""
+    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)).isoformat()

@@ -193,3 +193,18 @@ def test_a_checkpoint_with_a_bad_signature_is_reported_and_not_trusted(
     assert problems == [f"checkpoint at position {head}: bad signature, not trusted"]
     result = verify_chain(conn, checkpoints=trusted)
     assert result.intact and result.checkpoints_matched == 1
+
+
+def test_an_event_moved_back_in_time_is_named_out_of_order(
+    ledger: tuple[str, psycopg.Connection[Any]],
+) -> None:
+    _, conn = ledger
+    position = _head(conn) // 2
+    with trigger_disabled(conn):
+        conn.execute(
+            "UPDATE events SET recorded_at = recorded_at - interval '1 day' WHERE position = %s",
+            (position,),
+        )
+    result = verify_chain(conn)
+    assert result.broken is not None
+    assert (result.broken.position, result.broken.kind) == (position, BreakKind.OUT_OF_ORDER)
