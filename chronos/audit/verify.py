@@ -188,43 +188,33 @@ class _Walk:
         checkpoints = self.checkpoints
         for row in rows:
             if row[0] != position + 1:
-                self._stop_at(position, hash_, micros_before)
-                self._break(
-                    position + 1,
-                    BreakKind.MISSING_POSITION,
-                    f"position {position + 1} is missing: the next event stored is at "
-                    f"position {row[0]}",
-                )
-                return
-            position, micros = row[0], row[7]
+                detail = f"position {position + 1} is missing: the next event stored is {row[0]}"
+                missing = BreakKind.MISSING_POSITION
+                return self._fail(position, hash_, micros_before, missing, detail)
+            micros = row[7]
             if micros < micros_before:
-                self._stop_at(position - 1, hash_, micros_before)
-                self._break(
-                    position,
-                    BreakKind.OUT_OF_ORDER,
-                    f"recorded at {_moment(micros)}, before the event at position {position - 1}",
-                )
-                return
+                detail = f"recorded at {_moment(micros)}, before the event at position {position}"
+                return self._fail(position, hash_, micros_before, BreakKind.OUT_OF_ORDER, detail)
             recomputed = chain_step_encoded(
                 hash_, encode(row[0], row[1], row[2], row[3], row[4], row[5], row[6], micros)
             )
             if recomputed != row[8]:
-                self._stop_at(position - 1, hash_, micros_before)
-                self._break(
-                    position,
-                    BreakKind.HASH_MISMATCH,
-                    f"stored chain hash {bytes(row[8]).hex()}, recomputed {recomputed.hex()}",
-                )
-                return
-            hash_, micros_before = recomputed, micros
+                detail = f"stored chain hash {bytes(row[8]).hex()}, recomputed {recomputed.hex()}"
+                return self._fail(position, hash_, micros_before, BreakKind.HASH_MISMATCH, detail)
+            position, hash_, micros_before = row[0], recomputed, micros
             if checkpoints and position in checkpoints:
                 self._stop_at(position, hash_, micros_before)
                 if checkpoints[position] != hash_:
-                    self._checkpoint_break(position, checkpoints[position])
-                    return
+                    return self._checkpoint_break(position, checkpoints[position])
                 self.checkpoints_matched += 1
                 self.last_checkpoint_matched = position
         self._stop_at(position, hash_, micros_before)
+        return None
+
+    def _fail(self, reached: int, hash_: bytes, micros: int, kind: BreakKind, detail: str) -> None:
+        """The chain checked out up to ``reached`` and breaks at the position after it."""
+        self._stop_at(reached, hash_, micros)
+        self._break(reached + 1, kind, detail)
 
     def _stop_at(self, position: int, hash_: bytes, micros: int) -> None:
         self.position, self.hash, self.recorded_at_micros = position, hash_, micros

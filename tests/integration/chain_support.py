@@ -94,27 +94,33 @@ def raise_amount(conn: psycopg.Connection[Any], position: int) -> None:
     )
 
 
+# The columns ``chained_event`` takes, in its order.
+EVENT_COLUMNS = """position, stream_id, stream_version, event_type, schema_version, payload,
+                   metadata::text, recorded_at"""
+
+
+def chained_event(row: tuple[Any, ...]) -> ChainedEvent:
+    """A stored event, selected as ``EVENT_COLUMNS``, as the Python reference takes it."""
+    return ChainedEvent(
+        position=row[0],
+        stream_id=row[1].bytes,
+        stream_version=row[2],
+        event_type=row[3],
+        schema_version=row[4],
+        payload=row[5],
+        metadata_text=row[6],
+        recorded_at_micros=micros_since_epoch(row[7]),
+    )
+
+
 def rewrite_chain_from(conn: psycopg.Connection[Any], position: int) -> None:
     """Forges the event at ``position`` and recomputes every later hash and the head, as
     an attacker who knows the encoding would: the stored chain is consistent again."""
     raise_amount(conn, position)
-    rows = conn.execute(
-        """SELECT position, stream_id, stream_version, event_type, schema_version, payload,
-                  metadata::text, recorded_at FROM events ORDER BY position"""
-    ).fetchall()
+    rows = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY position").fetchall()
     hash_ = GENESIS
     for row in rows:
-        event = ChainedEvent(
-            position=row[0],
-            stream_id=row[1].bytes,
-            stream_version=row[2],
-            event_type=row[3],
-            schema_version=row[4],
-            payload=row[5],
-            metadata_text=row[6],
-            recorded_at_micros=micros_since_epoch(row[7]),
-        )
-        hash_ = chain_step(hash_, event)
+        hash_ = chain_step(hash_, chained_event(row))
         if row[0] >= position:
             conn.execute("UPDATE events SET chain_hash = %s WHERE position = %s", (hash_, row[0]))
     conn.execute("UPDATE ledger_head SET chain_hash = %s", (hash_,))

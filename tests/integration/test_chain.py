@@ -8,11 +8,12 @@ from typing import Any
 
 import psycopg
 
-from chronos.audit.chain import GENESIS, ChainedEvent, chain_step, micros_since_epoch
+from chronos.audit.chain import GENESIS, ChainedEvent, chain_step
 from chronos.audit.verify import verify_chain
 from chronos.domain import validation
 from chronos.domain.commands import Command, Deposit, TransferFunds
 from chronos.event_store.writer import CommandContext, LedgerWriter
+from tests.integration.chain_support import EVENT_COLUMNS, chained_event
 from tests.integration.writer_helpers import eur, new_id, open_funded, with_writers
 
 # Keys out of order, unicode (beyond the BMP too), escapes, nesting, numbers PostgreSQL
@@ -26,26 +27,9 @@ _NESTED_METADATA = {
 
 def _stored(conn: psycopg.Connection[Any]) -> list[tuple[ChainedEvent, bytes]]:
     rows = conn.execute(
-        """SELECT position, stream_id, stream_version, event_type, schema_version, payload,
-                  metadata::text, recorded_at, chain_hash
-           FROM events ORDER BY position"""
+        f"SELECT {EVENT_COLUMNS}, chain_hash FROM events ORDER BY position"
     ).fetchall()
-    return [
-        (
-            ChainedEvent(
-                position=row[0],
-                stream_id=row[1].bytes,
-                stream_version=row[2],
-                event_type=row[3],
-                schema_version=row[4],
-                payload=row[5],
-                metadata_text=row[6],
-                recorded_at_micros=micros_since_epoch(row[7]),
-            ),
-            bytes(row[8]),
-        )
-        for row in rows
-    ]
+    return [(chained_event(row), bytes(row[8])) for row in rows]
 
 
 def _append_raw(conn: psycopg.Connection[Any], metadata: dict[str, Any]) -> None:
