@@ -145,8 +145,10 @@ def start_checkpoint_archiver(
                 "enable.auto.commit": False,
                 # Every checkpoint ever published: the topic keeps them all.
                 "auto.offset.reset": "earliest",
-                # The poller's leader creates the topic with its retention.
+                # The poller's leader creates the topic with its retention; a topic
+                # created after the subscription is found at the next metadata refresh.
                 "allow.auto.create.topics": False,
+                "topic.metadata.refresh.interval.ms": 10_000,
                 "isolation.level": "read_committed",
             },
         )

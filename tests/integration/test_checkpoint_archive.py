@@ -89,3 +89,41 @@ def test_the_projector_archives_every_checkpoint_message(
     trusted_keys = {key_id(key.public_key()): key.public_key()}
     checked = [decode_and_check(d["message"].encode(), trusted_keys) for d in documents]
     assert [c.trusted for c in checked] == [True, True, False]
+
+
+def test_a_checkpoints_topic_created_after_the_projector_started_is_archived(
+    kafka_bootstrap: str, es_url: str, es_client: Elasticsearch, names: IndexNames
+) -> None:
+    events_topic = f"chronos-test-archive-{uuid.uuid4().hex[:12]}"
+    config = ProjectorConfig(
+        kafka_bootstrap=kafka_bootstrap,
+        es_url=es_url,
+        topic=events_topic,
+        group_id=f"chronos-test-archive-{uuid.uuid4().hex[:8]}",
+        index_prefix=names.prefix,
+    )
+    stop = threading.Event()
+    thread = start_checkpoint_archiver(config, es_client, stop)
+    topic = checkpoints_topic(events_topic)
+    try:
+        time.sleep(2)
+        ensure_checkpoints_topic(kafka_bootstrap, topic, 1, None)
+        key = new_signing_key()
+        checkpoint = Checkpoint(
+            position=3,
+            chain_hash=bytes(32),
+            recorded_at="2026-12-05T13:00:00+00:00",
+            key_id=key_id(key.public_key()),
+        )
+        producer = Producer(kafka_client_config(kafka_bootstrap))
+        producer.produce(topic, value=encode_signed(checkpoint, key))
+        assert producer.flush(30) == 0
+        deadline = time.monotonic() + 60
+        while es_client.count(index=checkpoints_index(names))["count"] < 1:
+            assert time.monotonic() < deadline, "the new topic was never consumed"
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        admin = AdminClient(kafka_client_config(kafka_bootstrap))
+        admin.delete_topics([topic])[topic].result(timeout=30)
