@@ -83,7 +83,11 @@ def _run_verify(args: argparse.Namespace) -> int:
     except (ConfigError, _Unverifiable) as error:
         print(f"chronos verify: {error}", file=sys.stderr)
         return 2
-    bar = _ProgressBar(sys.stderr) if sys.stderr.isatty() and not args.no_progress else None
+    bar = (
+        _ProgressBar(sys.stderr, args.from_position)
+        if sys.stderr.isatty() and not args.no_progress
+        else None
+    )
     started = time.monotonic()
     try:
         with psycopg.connect(dsn, connect_timeout=10) as conn:
@@ -179,8 +183,9 @@ class _ProgressBar:
     _REDRAW_SECONDS = 0.25
     _WIDTH = 30
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, from_position: int) -> None:
         self._stream = stream
+        self._from_position = from_position
         self._started = time.monotonic()
         self._drawn = 0.0
 
@@ -191,7 +196,7 @@ class _ProgressBar:
         self._drawn = now
         share = position / head_position if head_position else 1.0
         filled = int(share * self._WIDTH)
-        rate = position / max(now - self._started, 1e-9)
+        rate = (position - self._from_position) / max(now - self._started, 1e-9)
         self._stream.write(
             f"\rverify [{'#' * filled}{'.' * (self._WIDTH - filled)}] "
             f"{position}/{head_position} ({rate:,.0f} events/s)"
