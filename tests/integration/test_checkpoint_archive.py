@@ -34,6 +34,18 @@ def events_topic(kafka_bootstrap: str) -> Iterator[str]:
     admin.delete_topics([checkpoints_topic(name)])[checkpoints_topic(name)].result(timeout=30)
 
 
+def _config(
+    kafka_bootstrap: str, es_url: str, events_topic: str, names: IndexNames
+) -> ProjectorConfig:
+    return ProjectorConfig(
+        kafka_bootstrap=kafka_bootstrap,
+        es_url=es_url,
+        topic=events_topic,
+        group_id=f"chronos-test-archive-{uuid.uuid4().hex[:8]}",
+        index_prefix=names.prefix,
+    )
+
+
 def test_the_projector_archives_every_checkpoint_message(
     kafka_bootstrap: str,
     es_url: str,
@@ -60,15 +72,10 @@ def test_the_projector_archives_every_checkpoint_message(
         producer.produce(checkpoints_topic(events_topic), value=value)
     assert producer.flush(30) == 0
 
-    config = ProjectorConfig(
-        kafka_bootstrap=kafka_bootstrap,
-        es_url=es_url,
-        topic=events_topic,
-        group_id=f"chronos-test-archive-{uuid.uuid4().hex[:8]}",
-        index_prefix=names.prefix,
-    )
     stop = threading.Event()
-    thread = start_checkpoint_archiver(config, es_client, stop)
+    thread = start_checkpoint_archiver(
+        _config(kafka_bootstrap, es_url, events_topic, names), es_client, stop
+    )
     index = checkpoints_index(names)
     try:
         deadline = time.monotonic() + 60
@@ -95,15 +102,10 @@ def test_a_checkpoints_topic_created_after_the_projector_started_is_archived(
     kafka_bootstrap: str, es_url: str, es_client: Elasticsearch, names: IndexNames
 ) -> None:
     events_topic = f"chronos-test-archive-{uuid.uuid4().hex[:12]}"
-    config = ProjectorConfig(
-        kafka_bootstrap=kafka_bootstrap,
-        es_url=es_url,
-        topic=events_topic,
-        group_id=f"chronos-test-archive-{uuid.uuid4().hex[:8]}",
-        index_prefix=names.prefix,
-    )
     stop = threading.Event()
-    thread = start_checkpoint_archiver(config, es_client, stop)
+    thread = start_checkpoint_archiver(
+        _config(kafka_bootstrap, es_url, events_topic, names), es_client, stop
+    )
     topic = checkpoints_topic(events_topic)
     try:
         time.sleep(2)
