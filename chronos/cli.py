@@ -1,5 +1,5 @@
 """The ``chronos`` command line: the product's operator commands, one group per area
-(``db``, ``projection``, ``reconcile``, ``token``, ``top``, ``trace``).
+(``db``, ``projection``, ``reconcile``, ``token``, ``top``, ``trace``, ``verify``).
 
 Each area module exposes ``register(subparsers)`` which adds its parsers and sets
 ``func`` (a callable taking the parsed namespace and returning an exit code).
@@ -21,6 +21,7 @@ _AREAS = (
     "chronos.security.cli",
     "chronos.top",
     "chronos.trace_view",
+    "chronos.audit.cli",
 )
 
 

@@ -96,6 +96,14 @@ OUTBOX_PUBLISH_LATENCY = Histogram(
     buckets=_LATENCY_BUCKETS_SECONDS,
 )
 OUTBOX_LEADER = Gauge("chronos_outbox_leader", "1 while this poller holds leadership.")
+CHECKPOINT_AGE = Gauge(
+    "chronos_checkpoint_age_seconds",
+    "Seconds since the leader's last signed checkpoint was acknowledged by Kafka.",
+)
+CHECKPOINT_LAG = Gauge(
+    "chronos_checkpoint_lag_events",
+    "Events recorded (ledger_head) beyond the position of the last signed checkpoint.",
+)
 KAFKA_CONSUMER_LAG = Gauge(
     "chronos_kafka_consumer_lag_messages", "Messages behind the partition's end.", ["partition"]
 )

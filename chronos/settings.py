@@ -44,6 +44,7 @@ DOCUMENTED_MODULES = (
     "chronos.process",
     "chronos.event_store.cli",
     "chronos.read_model.cli",
+    "chronos.audit.cli",
 )
 REGENERATE_COMMAND = "python -m chronos.settings docs > docs/configuration.md"
 

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from chronos.audit.settings import (
+    CHECKPOINT_INTERVAL_EVENTS,
+    CHECKPOINT_INTERVAL_SECONDS,
+    CHECKPOINT_SIGNING_KEY_FILE,
+    CHECKPOINTS_TOPIC,
+    checkpoints_topic,
+)
 from chronos.config import (
     EVENTS_TOPIC,
     KAFKA_BOOTSTRAP,
@@ -131,8 +139,23 @@ SETTINGS = SettingsGroup(
         MARKER_INTERVAL_SECONDS,
         PARTITION_REFRESH_SECONDS,
         METRICS_PORT,
+        CHECKPOINTS_TOPIC,
+        CHECKPOINT_INTERVAL_EVENTS,
+        CHECKPOINT_INTERVAL_SECONDS,
+        CHECKPOINT_SIGNING_KEY_FILE,
     ),
 )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckpointPolicy:
+    """When and with what key the leader signs checkpoints of the hash chain
+    (``outbox_poller.checkpoints``, docs/audit.md)."""
+
+    topic: str
+    interval_events: int
+    interval_seconds: float
+    signing_key_file: Path
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -162,6 +185,8 @@ class PollerConfig:
     metrics_port: int = METRICS_PORT.default
     # None: read from the environment when a client is built (tests build configs).
     kafka_security: KafkaSecurity | None = None
+    # None: no signed checkpoints (no signing key configured).
+    checkpoints: CheckpointPolicy | None = None
 
     def __post_init__(self) -> None:
         # Between two statements the loop blocks at most once on one of these waits and
@@ -223,4 +248,17 @@ class PollerConfig:
             session_idle_timeout_seconds=SESSION_IDLE_TIMEOUT_SECONDS.read(),
             marker_interval_seconds=MARKER_INTERVAL_SECONDS.read(),
             partition_refresh_seconds=PARTITION_REFRESH_SECONDS.read(),
+            checkpoints=_checkpoint_policy(),
         )
+
+
+def _checkpoint_policy() -> CheckpointPolicy | None:
+    key_file = CHECKPOINT_SIGNING_KEY_FILE.read()
+    if not key_file:
+        return None
+    return CheckpointPolicy(
+        topic=checkpoints_topic(EVENTS_TOPIC.read(), CHECKPOINTS_TOPIC.read()),
+        interval_events=CHECKPOINT_INTERVAL_EVENTS.read(),
+        interval_seconds=CHECKPOINT_INTERVAL_SECONDS.read(),
+        signing_key_file=Path(key_file),
+    )

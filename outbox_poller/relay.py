@@ -56,6 +56,7 @@ from chronos.metrics import (
 from chronos.outbox import contract
 from chronos.retry import Backoff
 from outbox_poller import outbox
+from outbox_poller.checkpoints import checkpoint_publisher
 from outbox_poller.config import PollerConfig
 from outbox_poller.markers import MarkerSender
 from outbox_poller.outbox import OutboxRow
@@ -109,6 +110,7 @@ class OutboxRelay:
             producer_settings(config.kafka_bootstrap, config.kafka_security)
         )
         self._markers = MarkerSender(config, self._producer, self._produce)
+        self._checkpoints = checkpoint_publisher(config, self._producer)
         self._last_prune_monotonic = 0.0
         self._last_backlog_monotonic = 0.0
         # Whether the server records commit times (read once, on first use).
@@ -177,6 +179,8 @@ class OutboxRelay:
                 self._markers.maybe_refresh_partitions()
                 published = self.publish_batch(conn)
                 self._markers.maybe_send()
+                if self._checkpoints is not None:
+                    self._checkpoints.maybe_publish(conn)
                 kafka_waits.reset()
             except KafkaUnavailable as error:
                 _logger.warning("Kafka unavailable, backing off: %s", error)
@@ -206,6 +210,8 @@ class OutboxRelay:
                 OUTBOX_LEADER.set(1)
                 _logger.info("outbox poller is the leader")
                 self._markers.lead(conn)
+                if self._checkpoints is not None:
+                    self._checkpoints.lead()
                 return True
             self.is_leader = False
             stop.wait(self._config.standby_check_seconds)

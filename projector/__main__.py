@@ -25,6 +25,7 @@ from chronos.read_model.client import (
 from chronos.read_model.es_writer import EsWriter
 from chronos.read_model.history import EventStoreHistory
 from chronos.read_model.indices import ensure_indices
+from projector.checkpoints import start_checkpoint_archiver
 from projector.config import ProjectorConfig
 from projector.consumer import Projector
 from projector.errors import ProjectorStopped
@@ -34,6 +35,8 @@ _logger = logging.getLogger("projector")
 
 # How often the loop logs a summary (batches are far more frequent).
 _SUMMARY_INTERVAL_SECONDS = 10.0
+# The checkpoint archiver ends within one poll of its stop.
+_ARCHIVER_JOIN_SECONDS = 10.0
 
 
 def build(config: ProjectorConfig, stop: threading.Event) -> tuple[Projector, Elasticsearch]:
@@ -66,6 +69,8 @@ def build(config: ProjectorConfig, stop: threading.Event) -> tuple[Projector, El
 
 def run(config: ProjectorConfig, stop: threading.Event) -> int:
     projector, es = build(config, stop)
+    archiver_stop = threading.Event()
+    archiver = start_checkpoint_archiver(config, es, archiver_stop)
     try:
         projector.start()
         _logger.info(
@@ -86,6 +91,8 @@ def run(config: ProjectorConfig, stop: threading.Event) -> int:
     except ProjectorStopped:
         _logger.info("stopped before the batch reached Elasticsearch; it was not committed")
     finally:
+        archiver_stop.set()
+        archiver.join(timeout=_ARCHIVER_JOIN_SECONDS)
         projector.close()
         es.close()
     _logger.info("projector stopped")

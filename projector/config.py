@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from chronos.audit.settings import CHECKPOINTS_TOPIC
 from chronos.config import (
     ES_SECURITY_SETTINGS,
     ES_URL,
@@ -128,6 +129,7 @@ SETTINGS = SettingsGroup(
         DOCUMENT_CACHE_SIZE_MAX,
         START_AFTER_RETENTION,
         METRICS_PORT,
+        CHECKPOINTS_TOPIC,
     ),
 )
 
@@ -165,6 +167,8 @@ class ProjectorConfig:
     # Set after a rebuild: a partition whose oldest events retention deleted may start
     # at the oldest offset Kafka holds (the rebuild replayed the deleted events).
     start_after_retention: bool = START_AFTER_RETENTION.default
+    # Empty: the events topic's name followed by ".checkpoints" (chronos.audit.settings).
+    checkpoints_topic: str = CHECKPOINTS_TOPIC.default
 
     @property
     def index_names(self) -> IndexNames:
@@ -222,4 +226,5 @@ class ProjectorConfig:
             start_after_retention=START_AFTER_RETENTION.read(),
             search_refresh_interval_seconds=SEARCH_REFRESH_SECONDS.read(),
             document_cache_size_max=DOCUMENT_CACHE_SIZE_MAX.read(),
+            checkpoints_topic=CHECKPOINTS_TOPIC.read(),
         )

@@ -87,7 +87,8 @@ UPDATE_ACCOUNTS = """UPDATE accounts AS a
 
 # 5. Takes the batch's positions from the head row and writes the events, their outbox
 # rows and the final answers in one statement. Positions are head + ordinal, so they are
-# gapless and in commit order; recorded_at never goes backwards. The events come as one
+# gapless and in commit order; recorded_at never goes backwards; each event's chain hash
+# extends the head's, in position order (docs/audit.md). The events come as one
 # JSON text (payloads in base64).
 APPEND = f"""
 WITH staged AS MATERIALIZED (
@@ -96,19 +97,21 @@ WITH staged AS MATERIALIZED (
            (e.v->>4)::integer AS schema_version, decode(e.v->>5, 'base64') AS payload,
            (e.v->>6)::jsonb AS metadata
     FROM jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY AS e(v, n)
-), head AS (
-    UPDATE ledger_head
-    SET position = position + %(count)s,
-        recorded_at = greatest(recorded_at, clock_timestamp())
-    WHERE id = 1
-    RETURNING position - %(count)s AS base, recorded_at,
-              to_char(recorded_at AT TIME ZONE 'UTC',
-                      'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') AS recorded_at_text
+), head AS MATERIALIZED (
+    -- Under the ledger_head row lock, held to the commit: the positions, the recorded
+    -- time and the events' chain hashes, in position order (migration 0006).
+    SELECT a.base, a.stamped_at AS recorded_at, a.hashes,
+           to_char(a.stamped_at AT TIME ZONE 'UTC',
+                   'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') AS recorded_at_text
+    FROM chronos_advance_head(ARRAY(
+        SELECT chronos_chain_body(s.stream_id, s.stream_version, s.event_type,
+                                  s.schema_version, s.payload, s.metadata)
+        FROM staged AS s ORDER BY s.ordinal)) AS a
 ), appended AS (
     INSERT INTO events (position, event_id, stream_id, stream_version, event_type,
-                        schema_version, payload, metadata, recorded_at)
+                        schema_version, payload, metadata, recorded_at, chain_hash)
     SELECT head.base + s.ordinal, s.event_id, s.stream_id, s.stream_version, s.event_type,
-           s.schema_version, s.payload, s.metadata, head.recorded_at
+           s.schema_version, s.payload, s.metadata, head.recorded_at, head.hashes[s.ordinal]
     FROM staged AS s CROSS JOIN head
 ), outboxed AS (
     INSERT INTO outbox (position, event_id, topic, key, payload, headers, created_at)
@@ -123,7 +126,8 @@ WITH staged AS MATERIALIZED (
                '{contract.HEADER_SCHEMA_VERSION}', s.schema_version::text,
                '{contract.HEADER_STREAM_VERSION}', s.stream_version::text,
                '{contract.HEADER_POSITION}', (head.base + s.ordinal)::text,
-               '{contract.HEADER_RECORDED_AT}', head.recorded_at_text),
+               '{contract.HEADER_RECORDED_AT}', head.recorded_at_text,
+               '{contract.HEADER_CHAIN_HASH}', encode(head.hashes[s.ordinal], 'hex')),
            head.recorded_at
     FROM staged AS s CROSS JOIN head
 ), answered AS (

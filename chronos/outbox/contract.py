@@ -3,7 +3,8 @@
 Event messages: key = account id (stream id), value = serialized
 ``chronos.v1.EventEnvelope``, headers (all UTF-8 strings): ``event_id``, ``event_type``,
 ``schema`` (e.g. ``chronos.v1.FundsDeposited``), ``schema_version``, ``stream_version``,
-``position``, ``recorded_at`` (ISO 8601), the command's ``request_id``,
+``position``, ``recorded_at`` (ISO 8601), ``chain_hash`` (the event's hash chain value,
+lowercase hex: docs/audit.md), the command's ``request_id``,
 ``correlation_id`` and ``causation_id``, when the command was traced,
 ``traceparent``, and, when the caller was authenticated, ``principal`` (the token's
 subject: who caused the event) and ``principal_token_id`` (the token's ``jti``, an

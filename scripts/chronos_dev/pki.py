@@ -3,7 +3,8 @@
 ``ensure_local_pki(directory)`` creates, once, what a secured local stack needs: a CA
 that clients trust, a server certificate for 127.0.0.1 and localhost (the gRPC servers,
 PostgreSQL, Kafka and Elasticsearch all present it), a client certificate (for mutual
-TLS) and an Ed25519 token signing key with its JWKS. Files are written owner-only.
+TLS), an Ed25519 token signing key with its JWKS, and an Ed25519 key that signs the hash
+chain's checkpoints with its JWKS. Files are written owner-only.
 Nothing here is fit for production: a real deployment brings its own CA and identity
 provider (docs/security.md).
 """
@@ -66,6 +67,16 @@ class LocalPki:
     @property
     def jwks(self) -> Path:
         return self.directory / "jwks.json"
+
+    @property
+    def checkpoint_signing_key(self) -> Path:
+        """The key the outbox poller's leader signs the chain checkpoints with."""
+        return self.directory / "checkpoint-signing-key.pem"
+
+    @property
+    def checkpoint_jwks(self) -> Path:
+        """The public half, as the JWKS `chronos verify` trusts."""
+        return self.directory / "checkpoint-jwks.json"
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -192,8 +203,12 @@ def ensure_local_pki(directory: Path) -> LocalPki:
             common_name="chronos-dev client",
             client=True,
         )
-    if not (pki.signing_key.is_file() and pki.jwks.is_file()):
-        key = new_signing_key()
-        _write_private(pki.signing_key, private_key_pem(key))
-        pki.jwks.write_text(json.dumps(jwks_document([key.public_key()]), indent=2) + "\n")
+    for key_path, jwks_path in (
+        (pki.signing_key, pki.jwks),
+        (pki.checkpoint_signing_key, pki.checkpoint_jwks),
+    ):
+        if not (key_path.is_file() and jwks_path.is_file()):
+            key = new_signing_key()
+            _write_private(key_path, private_key_pem(key))
+            jwks_path.write_text(json.dumps(jwks_document([key.public_key()]), indent=2) + "\n")
     return pki

@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from chronos.audit.verify import verify_chain
 from chronos.domain.commands import (
     Deposit,
     OpenAccount,
@@ -453,6 +454,10 @@ def test_random_transfers_under_concurrency_keep_every_invariant(
         ledger_conn.execute("SELECT account_id::text, balance_minor FROM accounts").fetchall()
     )
     assert state == {a: b for a, b in balances.items()}
+    # The hash chain the writers computed under the head row lock is gapless and correct.
+    verified = verify_chain(ledger_conn)
+    assert verified.intact, verified.broken
+    assert verified.events_checked == len(positions)
 
 
 def test_opposite_transfers_from_two_writers_do_not_deadlock(ledger_dsn: str) -> None:

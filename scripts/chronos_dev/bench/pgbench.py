@@ -102,11 +102,13 @@ WHERE account_id = {high_account}
 RETURNING version AS high_version \\gset
 WITH written AS (
     INSERT INTO pgb_events (position, event_id, stream_id, stream_version, event_type,
-                            schema_version, payload, metadata, recorded_at)
+                            schema_version, payload, metadata, recorded_at, chain_hash)
     VALUES (nextval('pgb_position'), gen_random_uuid(), {low_account}, :low_version::bigint,
-            'FundsTransferred', 1, {event_payload}, {metadata}, now()),
+            'FundsTransferred', 1, {event_payload}, {metadata}, now(),
+            sha256({event_payload})),
            (nextval('pgb_position'), gen_random_uuid(), {high_account}, :high_version::bigint,
-            'FundsTransferred', 1, {event_payload}, {metadata}, now())
+            'FundsTransferred', 1, {event_payload}, {metadata}, now(),
+            sha256({event_payload}))
     RETURNING position, event_id, stream_id, stream_version, recorded_at)
 INSERT INTO pgb_outbox (position, event_id, topic, key, payload, headers, created_at)
 SELECT position, event_id, 'chronos_dev.bench.pgbench', stream_id::text, {outbox_payload},

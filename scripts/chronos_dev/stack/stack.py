@@ -72,6 +72,9 @@ def grpc_environment(stack_dir: Path) -> dict[str, str]:
         "CHRONOS_TLS_CA_FILE": str(pki.ca_cert),
         "CHRONOS_AUTH_JWKS_FILE": str(pki.jwks),
         "CHRONOS_AUTH_SIGNING_KEY_FILE": str(pki.signing_key),
+        # The outbox poller signs the chain's checkpoints; `chronos verify` trusts them.
+        "CHRONOS_CHECKPOINT_SIGNING_KEY_FILE": str(pki.checkpoint_signing_key),
+        "CHRONOS_CHECKPOINT_JWKS_FILE": str(pki.checkpoint_jwks),
     }
 
 
