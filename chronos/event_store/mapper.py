@@ -59,6 +59,9 @@ class StoredEvent:
     payload: bytes
     metadata: dict[str, str]
     recorded_at: datetime
+    # The event's link in the hash chain (migration 0006); empty where a caller built
+    # the event itself rather than reading it from the store.
+    chain_hash: bytes = b""
 
     @property
     def schema(self) -> str:

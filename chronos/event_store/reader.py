@@ -10,7 +10,7 @@ import psycopg
 from chronos.event_store.mapper import StoredEvent
 
 _SELECT = """SELECT position, event_id::text, stream_id::text, stream_version, event_type,
-                    schema_version, payload, metadata, recorded_at
+                    schema_version, payload, metadata, recorded_at, chain_hash
              FROM events"""
 
 
@@ -25,6 +25,7 @@ def _stored(row: tuple[Any, ...]) -> StoredEvent:
         payload=bytes(row[6]),
         metadata=dict(row[7]),
         recorded_at=row[8],
+        chain_hash=bytes(row[9] or b""),
     )
 
 

@@ -199,7 +199,9 @@ class _Replayer:
             batch_size=self._batch_size,
         ):
             batch.append(record_from_stored(stored))
-            events.append((stored.position, source_from_stored(stored)))
+            events.append(
+                (stored.position, source_from_stored(stored, chain_hash=stored.chain_hash.hex()))
+            )
             if len(batch) >= self._batch_size:
                 yield batch, events
                 batch, events = [], []
