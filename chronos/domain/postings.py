@@ -121,7 +121,10 @@ def _balance_after(account: Account, balance_minor: int, leg: Leg) -> int:
     floor = account.balance_floor_minor
     # The limit binds the available balance: money held for a pending transfer is spent.
     held = account.pending_debits_minor
-    if floor is not None and balance_after - held < floor:
+    # Only a debit is held to the floor. A credit only raises the balance, so it is taken
+    # even by an account already below its floor (a forced reversal can leave one there):
+    # refusing it would keep the account overdrawn and bounce the money that repays it.
+    if floor is not None and leg.side is Side.DEBIT and balance_after - held < floor:
         raise Rejection(
             Reason.INSUFFICIENT_FUNDS,
             f"Insufficient funds in account {account.account_id}: the available balance "
