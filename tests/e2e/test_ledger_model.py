@@ -14,11 +14,11 @@ batches (atomic or not) and replays through real gRPC calls, and after each step
   (command -> Kafka -> Elasticsearch -> query) for every account of the example.
 
 Expiry runs on an injected clock, not by waiting: holds get timeouts of 900 or 3,600
-seconds, which never pass during the test, so the command server's own expiry job (run
-with a long interval anyway) never fires and a post or void always finds its hold's
-timeout ahead. The expiry rule runs the real expiry job in-process, with a writer and a
-claim whose clock is 1,800 or 7,200 seconds ahead, so exactly the holds whose timeout is
-at most that long expire, as in the model.
+seconds, which never pass during the test, so the command server's own expiry job (which
+runs as in production) never finds one of them due, and a post or void always finds its
+hold's timeout ahead. The expiry rule runs the real expiry job in-process, with a claim
+and a writer whose clock is 1,800 or 7,200 seconds ahead, so exactly the holds whose
+timeout is at most that long expire, as in the model.
 
 Each example opens fresh accounts, so examples do not interfere; a failure shrinks to a
 minimal sequence, printed by hypothesis. ``derandomize`` keeps CI reproducible.
@@ -27,10 +27,9 @@ minimal sequence, printed by hypothesis. ``derandomize`` keeps CI reproducible.
 from __future__ import annotations
 
 import asyncio
-import time
+import functools
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -56,11 +55,10 @@ from hypothesis.stateful import (
 from chronos.event_store.hold_expiry import expire_due_holds
 from chronos.event_store.writer import LedgerWriter, WriterSettings, writer_pool
 from chronos.v1 import commands_pb2 as c
-from chronos.v1 import commands_pb2_grpc, ledger_pb2, queries_pb2, queries_pb2_grpc
-from chronos_dev.client import channel as open_channel
-from tests.e2e.helpers import details_of, free_port, service_process
+from chronos.v1 import ledger_pb2, queries_pb2
+from tests.e2e.helpers import details_of
 from tests.e2e.ledger_model import OK, Answer, LedgerModel, ModelAccount, Sums
-from tests.integration.readside_support import fresh_database, index_prefix, unique
+from tests.e2e.secured_pipeline import SecuredPipeline, secured_pipeline
 
 CALL_TIMEOUT_SECONDS = 15
 READ_WAIT_SECONDS_MAX = 60.0
@@ -94,10 +92,7 @@ NEVER = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
 
 @dataclass(frozen=True)
 class Service:
-    commands: Any
-    queries: Any
-    dsn: str
-    topic: str
+    pipeline: SecuredPipeline
     db: psycopg.Connection[Any]
 
 
@@ -109,48 +104,13 @@ def service(
     es_client: Elasticsearch,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Service]:
-    logs = tmp_path_factory.mktemp("logs")
-    command_address = f"127.0.0.1:{free_port()}"
-    query_address = f"127.0.0.1:{free_port()}"
-    topic = unique("model-events")
-    with fresh_database(pg_dsn) as dsn, index_prefix(es_client) as names, ExitStack() as stack:
-        env = {
-            "CHRONOS_PG_DSN": dsn,
-            "CHRONOS_KAFKA_BOOTSTRAP": kafka_bootstrap,
-            "CHRONOS_ES_URL": es_url,
-            "CHRONOS_EVENTS_TOPIC": topic,
-            "CHRONOS_INDEX_PREFIX": names.prefix,
-            "CHRONOS_PROJECTOR_GROUP": unique("model-projector"),
-            "CHRONOS_COMMAND_ADDR": command_address,
-            "CHRONOS_QUERY_ADDR": query_address,
-            # The only expiries are the ones the test drives (see the module docstring).
-            "CHRONOS_HOLD_EXPIRY_INTERVAL_SECONDS": "3600",
-        }
-        for module, address in (
-            ("command_server", command_address),
-            ("outbox_poller", None),
-            ("projector", None),
-            ("query_server", query_address),
-        ):
-            stack.enter_context(
-                service_process(module, env, log_path=logs / f"{module}.log", grpc_address=address)
-            )
-        deadline = time.monotonic() + READ_WAIT_SECONDS_MAX
-        while not es_client.indices.exists(index=names.projection):
-            assert time.monotonic() < deadline, "the projector did not create its indices"
-            time.sleep(0.1)
-        db = stack.enter_context(psycopg.connect(dsn, autocommit=True))
-        yield Service(
-            commands_pb2_grpc.CommandServiceStub(  # type: ignore[no-untyped-call]
-                stack.enter_context(open_channel(command_address))
-            ),
-            queries_pb2_grpc.QueryServiceStub(  # type: ignore[no-untyped-call]
-                stack.enter_context(open_channel(query_address))
-            ),
-            dsn,
-            topic,
-            db,
-        )
+    with (
+        secured_pipeline(
+            pg_dsn, kafka_bootstrap, es_url, es_client, tmp_path_factory, "model"
+        ) as pipeline,
+        psycopg.connect(pipeline.dsn, autocommit=True) as db,
+    ):
+        yield Service(pipeline, db)
 
 
 def new_id() -> str:
@@ -176,13 +136,14 @@ def outcome_of(error: Any) -> str:
     return details_of(error)[0]
 
 
-async def expire_ahead(dsn: str, topic: str, horizon_seconds: int) -> int:
+async def expire_ahead(dsn: str, horizon_seconds: int) -> int:
     """Runs the real expiry job once, on a clock ``horizon_seconds`` ahead: its claim and
     the writer that decides the expiries both judge holds due by that time."""
     ahead = datetime.now(UTC) + timedelta(seconds=horizon_seconds)
     pool = writer_pool(dsn, min_size=1, max_size=2)
     await pool.open(wait=True, timeout=20)
-    writer = LedgerWriter(pool, WriterSettings(topic=topic), clock=lambda: ahead)
+    # The outbox rows' topic is the poller's to choose: the writer's default will do.
+    writer = LedgerWriter(pool, WriterSettings(), clock=lambda: ahead)
     writer.start()
     try:
         run = await expire_due_holds(pool, writer.execute_in_order, now=ahead)
@@ -211,9 +172,13 @@ class LedgerMachine(RuleBasedStateMachine):
     # --- calling and comparing ----------------------------------------------
 
     def call(self, method: str, request: Any) -> tuple[str, Any]:
-        stub = getattr(self.service.commands, method)
+        stub = functools.partial(
+            getattr(self.service.pipeline.commands, method),
+            metadata=self.service.pipeline.tokens.admin,
+            timeout=CALL_TIMEOUT_SECONDS,
+        )
         try:
-            response = stub(request, timeout=CALL_TIMEOUT_SECONDS)
+            response = stub(request)
         except grpc.RpcError as error:
             assert error.code() not in NEVER, f"{method}: {error.code()} {error.details()}"
             status = rpc_status.from_call(error)
@@ -411,7 +376,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @precondition(lambda machine: machine.model.expirable())
     @rule(horizon=st.sampled_from(HORIZONS_SECONDS))
     def expire(self, horizon: int) -> None:
-        expired = asyncio.run(expire_ahead(self.service.dsn, self.service.topic, horizon))
+        expired = asyncio.run(expire_ahead(self.service.pipeline.dsn, horizon))
         mine = self.model.expire(horizon)
         # Holds of earlier examples may expire too; never fewer than this example's.
         assert expired >= len(mine), f"expired {expired}, model {mine}"
@@ -447,8 +412,10 @@ class LedgerMachine(RuleBasedStateMachine):
             for kind, a, b, n in items
         ]
         commands = [self._batch_command(*spec) for spec in specs]
-        response = self.service.commands.ExecuteBatch(
-            c.ExecuteBatchRequest(commands=commands, atomic=atomic), timeout=CALL_TIMEOUT_SECONDS
+        response = self.service.pipeline.commands.ExecuteBatch(
+            c.ExecuteBatchRequest(commands=commands, atomic=atomic),
+            metadata=self.service.pipeline.tokens.admin,
+            timeout=CALL_TIMEOUT_SECONDS,
         )
         results = list(response.results)
         assert len(results) == len(specs)
@@ -527,7 +494,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if self.last_accepted is None:
             return
         stub, request, first = self.last_accepted
-        again = stub(request, timeout=CALL_TIMEOUT_SECONDS)
+        again = stub(request)
         assert again.replayed
         assert (again.position, again.entry_id, again.pending_id) == (
             first.position,
@@ -592,8 +559,9 @@ class LedgerMachine(RuleBasedStateMachine):
         assert row is not None
         position = int(row[0])
         for account_id, account in self.model.user_accounts().items():
-            read = self.service.queries.GetAccount(
+            read = self.service.pipeline.queries.GetAccount(
                 queries_pb2.GetAccountRequest(account_id=account_id, min_position=position),
+                metadata=self.service.pipeline.tokens.admin,
                 timeout=READ_WAIT_SECONDS_MAX,
             )
             assert read_view(read) == model_view(account), account_id
@@ -614,7 +582,7 @@ def test_the_ledger_answers_as_its_model_does(service: Service) -> None:
         # A factory, as hypothesis allows: every example's machine gets the shared service.
         lambda: LedgerMachine(service),  # type: ignore[arg-type]
         settings=settings(
-            max_examples=40,
+            max_examples=60,
             stateful_step_count=50,
             deadline=None,
             derandomize=True,
