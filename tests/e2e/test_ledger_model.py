@@ -66,17 +66,15 @@ CURRENCIES = ("EUR", "USD", "GBP")
 # Mostly one currency, so that most transfers and holds are between accounts that can.
 CURRENCY_CHOICES = ("EUR", "EUR", "EUR", "USD", "GBP")
 # Freezing is rarer in a batch: a frozen account refuses most of what follows.
-BATCH_KINDS = (
-    "deposit",
-    "withdraw",
-    "withdraw",
-    "transfer",
-    "transfer",
-    "hold",
-    "hold",
-    "hold",
-    "freeze",
-)
+BATCH_KINDS = ("deposit", "withdraw", "transfer", "hold") * 2 + ("freeze",)
+# Per kind of movement: its RPC alone, and its field in a batch item.
+RPCS = {
+    "deposit": ("Deposit", "deposit"),
+    "withdraw": ("Withdraw", "withdraw"),
+    "transfer": ("TransferFunds", "transfer_funds"),
+    "hold": ("CreatePendingTransfer", "create_pending_transfer"),
+    "freeze": ("FreezeAccount", "freeze_account"),
+}
 # One draw in this many names an entry or hold that does not exist.
 UNKNOWN_ONE_IN = 8
 TIMEOUTS_SECONDS = (0, 900, 900, 3600)
@@ -153,6 +151,55 @@ async def expire_ahead(dsn: str, horizon_seconds: int) -> int:
     return run.expired
 
 
+@dataclass(frozen=True)
+class Movement:
+    """A command that a rule sends alone or as an item of a batch: its request, and what
+    the model expects of it."""
+
+    kind: str
+    first: str
+    second: str
+    amount: int
+    currency: str
+    timeout: int = 0
+
+    def request(self) -> Any:
+        rid, amount = new_id(), money(self.currency, self.amount)
+        match self.kind:
+            case "deposit":
+                return c.DepositRequest(request_id=rid, account_id=self.first, amount=amount)
+            case "withdraw":
+                return c.WithdrawRequest(request_id=rid, account_id=self.first, amount=amount)
+            case "transfer" | "hold":
+                between: dict[str, Any] = {
+                    "from_account_id": self.first,
+                    "to_account_id": self.second,
+                }
+                if self.kind == "transfer":
+                    return c.TransferFundsRequest(request_id=rid, amount=amount, **between)
+                return c.CreatePendingTransferRequest(
+                    request_id=rid, amount=amount, timeout_seconds=self.timeout, **between
+                )
+            case _:
+                return c.FreezeAccountRequest(request_id=rid, account_id=self.first, reason="m")
+
+    def expectation(self, response: Any) -> Callable[[LedgerModel], Answer]:
+        """The model's answer, given the ids the service gave (none when it refused)."""
+        entry_id = str(response.entry_id) if response is not None else ""
+        pending_id = str(response.pending_id) if response is not None else ""
+        first, second, amount, currency = self.first, self.second, self.amount, self.currency
+        expectations: dict[str, Callable[[LedgerModel], Answer]] = {
+            "deposit": lambda m: m.deposit(first, currency, amount, entry_id),
+            "withdraw": lambda m: m.withdraw(first, currency, amount, entry_id),
+            "transfer": lambda m: m.transfer(first, second, currency, amount, entry_id),
+            "hold": lambda m: m.create_hold(
+                first, second, currency, amount, self.timeout, pending_id
+            ),
+            "freeze": lambda m: m.freeze(first),
+        }
+        return expectations[self.kind]
+
+
 class LedgerMachine(RuleBasedStateMachine):
     """One example: fresh accounts, a fresh model, and the shared service."""
 
@@ -197,6 +244,12 @@ class LedgerMachine(RuleBasedStateMachine):
         answered = {b.account_id: sums(b) for b in response.balances if b.account_id in users}
         assert answered == dict(expected.balances), f"{what}: balances {answered}"
         self.diverged = False
+
+    def send(self, move: Movement) -> tuple[str, Any]:
+        """Sends one movement alone and compares its answer with the model's."""
+        outcome, response = self.call(RPCS[move.kind][0], move.request())
+        self.compare(move.kind, move.expectation(response)(self.model), outcome, response)
+        return outcome, response
 
     # --- accounts -----------------------------------------------------------
 
@@ -255,25 +308,13 @@ class LedgerMachine(RuleBasedStateMachine):
         foreign=st.integers(0, 3).map(lambda draw: draw == 3),
     )
     def deposit(self, account: str, amount: int, foreign: bool) -> Any:
-        currency = self._currency(account, foreign)
-        request = c.DepositRequest(
-            request_id=new_id(), account_id=account, amount=money(currency, amount)
-        )
-        outcome, response = self.call("Deposit", request)
-        expected = self.model.deposit(account, currency, amount, self._entry_id(response))
-        self.compare("deposit", expected, outcome, response)
-        return self._entry(outcome, response)
+        move = Movement("deposit", account, account, amount, self._currency(account, foreign))
+        return self._entry(*self.send(move))
 
     @rule(target=entries, account=accounts, amount=st.integers(1, 500))
     def withdraw(self, account: str, amount: int) -> Any:
-        currency = self.model.accounts[account].currency
-        request = c.WithdrawRequest(
-            request_id=new_id(), account_id=account, amount=money(currency, amount)
-        )
-        outcome, response = self.call("Withdraw", request)
-        expected = self.model.withdraw(account, currency, amount, self._entry_id(response))
-        self.compare("withdraw", expected, outcome, response)
-        return self._entry(outcome, response)
+        move = Movement("withdraw", account, account, amount, self._currency(account, False))
+        return self._entry(*self.send(move))
 
     @rule(
         target=entries,
@@ -284,19 +325,10 @@ class LedgerMachine(RuleBasedStateMachine):
     )
     def transfer(self, source: str, target_account: str, amount: int, draw: int) -> Any:
         target_account = self._counterparty(source, target_account, draw)
-        currency = self.model.accounts[source].currency
-        request = c.TransferFundsRequest(
-            request_id=new_id(),
-            from_account_id=source,
-            to_account_id=target_account,
-            amount=money(currency, amount),
+        currency = self._currency(source, False)
+        return self._entry(
+            *self.send(Movement("transfer", source, target_account, amount, currency))
         )
-        outcome, response = self.call("TransferFunds", request)
-        expected = self.model.transfer(
-            source, target_account, currency, amount, self._entry_id(response)
-        )
-        self.compare("transfer", expected, outcome, response)
-        return self._entry(outcome, response)
 
     @rule(target=entries, entry=entries, force=st.booleans(), draw=st.integers(1, UNKNOWN_ONE_IN))
     def reverse(self, entry: str, force: bool, draw: int) -> Any:
@@ -323,21 +355,10 @@ class LedgerMachine(RuleBasedStateMachine):
         self, source: str, target_account: str, amount: int, timeout: int, draw: int
     ) -> Any:
         target_account = self._counterparty(source, target_account, draw)
-        currency = self.model.accounts[source].currency
-        request = c.CreatePendingTransferRequest(
-            request_id=new_id(),
-            from_account_id=source,
-            to_account_id=target_account,
-            amount=money(currency, amount),
-            timeout_seconds=timeout,
-        )
-        outcome, response = self.call("CreatePendingTransfer", request)
-        pending_id = response.pending_id if response is not None else ""
-        expected = self.model.create_hold(
-            source, target_account, currency, amount, timeout, pending_id
-        )
-        self.compare("hold", expected, outcome, response)
-        return pending_id if outcome == OK else multiple()
+        currency = self._currency(source, False)
+        move = Movement("hold", source, target_account, amount, currency, timeout)
+        outcome, response = self.send(move)
+        return response.pending_id if outcome == OK else multiple()
 
     @rule(
         target=entries,
@@ -411,17 +432,18 @@ class LedgerMachine(RuleBasedStateMachine):
             )
             for kind, a, b, n in items
         ]
-        commands = [self._batch_command(*spec) for spec in specs]
+        moves = [Movement(kind, a, b, n, self._currency(a, False)) for kind, a, b, n in specs]
+        commands = [c.BatchCommand(**{RPCS[m.kind][1]: m.request()}) for m in moves]
         response = self.service.pipeline.commands.ExecuteBatch(
             c.ExecuteBatchRequest(commands=commands, atomic=atomic),
             metadata=self.service.pipeline.tokens.admin,
             timeout=CALL_TIMEOUT_SECONDS,
         )
         results = list(response.results)
-        assert len(results) == len(specs)
+        assert len(results) == len(moves)
         steps = [
-            self._batch_step(spec, result.response if result.HasField("response") else None)
-            for spec, result in zip(specs, results, strict=True)
+            move.expectation(result.response if result.HasField("response") else None)
+            for move, result in zip(moves, results, strict=True)
         ]
         expected = self.model.batch(steps, atomic)
         for index, (result, answer) in enumerate(zip(results, expected, strict=True)):
@@ -429,63 +451,6 @@ class LedgerMachine(RuleBasedStateMachine):
                 self.compare(f"batch item {index}", answer, outcome_of(result.error), None)
             else:
                 self.compare(f"batch item {index}", answer, OK, result.response)
-
-    def _batch_command(self, kind: str, first: str, second: str, amount: int) -> c.BatchCommand:
-        currency = self.model.accounts[first].currency
-        rid = new_id()
-        match kind:
-            case "deposit":
-                return c.BatchCommand(
-                    deposit=c.DepositRequest(
-                        request_id=rid, account_id=first, amount=money(currency, amount)
-                    )
-                )
-            case "withdraw":
-                return c.BatchCommand(
-                    withdraw=c.WithdrawRequest(
-                        request_id=rid, account_id=first, amount=money(currency, amount)
-                    )
-                )
-            case "transfer":
-                return c.BatchCommand(
-                    transfer_funds=c.TransferFundsRequest(
-                        request_id=rid,
-                        from_account_id=first,
-                        to_account_id=second,
-                        amount=money(currency, amount),
-                    )
-                )
-            case "hold":
-                return c.BatchCommand(
-                    create_pending_transfer=c.CreatePendingTransferRequest(
-                        request_id=rid,
-                        from_account_id=first,
-                        to_account_id=second,
-                        amount=money(currency, amount),
-                    )
-                )
-            case _:
-                return c.BatchCommand(
-                    freeze_account=c.FreezeAccountRequest(
-                        request_id=rid, account_id=first, reason="model"
-                    )
-                )
-
-    def _batch_step(
-        self, spec: tuple[str, str, str, int], response: Any
-    ) -> Callable[[LedgerModel], Answer]:
-        kind, first, second, amount = spec
-        currency = self.model.accounts[first].currency
-        entry_id = self._entry_id(response)
-        pending_id = response.pending_id if response is not None else ""
-        steps: dict[str, Callable[[LedgerModel], Answer]] = {
-            "deposit": lambda m: m.deposit(first, currency, amount, entry_id),
-            "withdraw": lambda m: m.withdraw(first, currency, amount, entry_id),
-            "transfer": lambda m: m.transfer(first, second, currency, amount, entry_id),
-            "hold": lambda m: m.create_hold(first, second, currency, amount, 0, pending_id),
-            "freeze": lambda m: m.freeze(first),
-        }
-        return steps[kind]
 
     @rule()
     def replay_last(self) -> None:
