@@ -3,9 +3,9 @@
 The ledger's money movements (:mod:`chronos.domain.ledger`) and reversals
 (:mod:`chronos.domain.reversals`) post through here, so a line is checked the same
 way whatever posted it: the account exists and is open, a frozen account takes no
-debit, the currencies match, and each running balance keeps the available balance
-(posted less the money held for pending transfers) at or above the account's floor and
-inside the signed 64-bit range. Pure, like the rest of the domain.
+debit, the currencies match, each debit keeps the available balance (posted less the
+money held for pending transfers) at or above the account's floor, and every balance
+stays inside the signed 64-bit range. Pure, like the rest of the domain.
 """
 
 from __future__ import annotations
@@ -86,9 +86,10 @@ def line_events(
     description: str,
     state: Callable[[str], Account],
 ) -> list[DomainEvent]:
-    """The entry's line events. The lines are walked in order, checking every running
-    balance against its floor (so no statement line ever shows a balance below the
-    limit) and the int64 range."""
+    """The entry's line events. The lines are walked in order, checking each debit's
+    running balance against its floor (so no debit leaves a statement line below the
+    limit; only a forced reversal can, and credits to such an account are taken) and
+    every running balance against the int64 range."""
     balances = {account_id: state(account_id).balance_minor for account_id in _ids(legs)}
     event_type = LINE_EVENT_BY_KIND[kind]
     events: list[DomainEvent] = []
@@ -121,7 +122,10 @@ def _balance_after(account: Account, balance_minor: int, leg: Leg) -> int:
     floor = account.balance_floor_minor
     # The limit binds the available balance: money held for a pending transfer is spent.
     held = account.pending_debits_minor
-    if floor is not None and balance_after - held < floor:
+    # Only a debit is held to the floor. A credit only raises the balance, so it is taken
+    # even by an account already below its floor (a forced reversal can leave one there):
+    # refusing it would keep the account overdrawn and bounce the money that repays it.
+    if floor is not None and leg.side is Side.DEBIT and balance_after - held < floor:
         raise Rejection(
             Reason.INSUFFICIENT_FUNDS,
             f"Insufficient funds in account {account.account_id}: the available balance "

@@ -15,6 +15,7 @@ import itertools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import psycopg
 from opentelemetry import trace
@@ -120,6 +121,9 @@ class BatchCommitter:
         settings: Limits and names.
         new_id: Id generator (entry and event ids).
         defer: Queues a command for a later batch (a request_id's later copy).
+        clock: The ledger's time for hold timeouts; None (as in production) for the
+            database's, the transaction's start. Tests inject a later time to expire
+            holds without waiting for them.
     """
 
     def __init__(
@@ -129,8 +133,10 @@ class BatchCommitter:
         *,
         new_id: Callable[[], str],
         defer: Callable[[PendingCommand], None],
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._pool = pool
+        self._clock = clock
         self._settings = settings
         self._backoff = settings.backoff()
         self._new_id = new_id
@@ -325,7 +331,7 @@ class BatchCommitter:
             accounts,
             self._new_id,
             holds=loaded.holds,
-            now=loaded.now,
+            now=loaded.now if self._clock is None or loaded.now is None else self._clock(),
             reversed_by=loaded.reversed_by,
         )
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -36,11 +37,14 @@ _logger = logging.getLogger(__name__)
 # from a client's void; it also scopes their idempotency records apart from clients'.
 EXPIRY_PRINCIPAL = "chronos:hold-expiry"
 
-# Claims a batch of due holds for a lease; another runner skips them meanwhile.
+# Claims a batch of due holds for a lease; another runner skips them meanwhile. Holds
+# are due by the given time (a test's clock) or, when it is NULL, the database's; the
+# lease always runs on the database's clock, which every runner shares.
 CLAIM_DUE = """UPDATE pending_transfers AS p
                SET expiry_claimed_until = now() + make_interval(secs => %(lease_seconds)s)
                FROM (SELECT pending_id FROM pending_transfers
-                     WHERE state = 'PENDING' AND expires_at <= now()
+                     WHERE state = 'PENDING'
+                       AND expires_at <= coalesce(%(now)s::timestamptz, now())
                        AND (expiry_claimed_until IS NULL OR expiry_claimed_until < now())
                      ORDER BY expires_at LIMIT %(limit)s
                      FOR UPDATE SKIP LOCKED) AS due
@@ -84,6 +88,7 @@ async def expire_due_holds(
     batch_size_max: int = 500,
     batches_max: int = 20,
     lease_seconds: float = 60.0,
+    now: datetime | None = None,
 ) -> ExpiryRun:
     """Expires the holds whose timeout passed, ``batch_size_max`` at a time, at most
     ``batches_max`` batches per run (the next run takes the rest).
@@ -91,12 +96,15 @@ async def expire_due_holds(
     Args:
         pool: Connections for the claim (short autocommit transactions).
         execute: Runs commands in order (``LedgerWriter.execute_in_order``).
+        now: The time holds are due by; None (production) for the database's clock.
+            A test passes a later time, with a writer on the same clock (its
+            ``clock``), to expire holds without waiting for their timeouts.
     """
     expired = already_ended = 0
     for _ in range(batches_max):
         async with pool.connection() as conn:
             cursor = await conn.execute(
-                CLAIM_DUE, {"lease_seconds": lease_seconds, "limit": batch_size_max}
+                CLAIM_DUE, {"lease_seconds": lease_seconds, "limit": batch_size_max, "now": now}
             )
             claimed = await cursor.fetchall()
         if not claimed:

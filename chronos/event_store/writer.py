@@ -19,6 +19,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -66,6 +67,8 @@ class LedgerWriter:
             connections.
         settings: Limits and names.
         new_id: Id generator (entry and event ids); injected so tests control it.
+        clock: The ledger's time for hold timeouts; None (production) for the
+            database's. Injected so tests control when a hold is due.
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class LedgerWriter:
         settings: WriterSettings,
         *,
         new_id: Callable[[], str] = random_uuid,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         assert settings.lanes >= 1 and settings.batch_size_max >= 1
         self._settings = settings
@@ -83,7 +87,11 @@ class LedgerWriter:
         self._closing = False
         self._units = itertools.count()
         self._committer = BatchCommitter(
-            pool, settings, new_id=new_id, defer=lambda pending: self._queue.put_nowait([pending])
+            pool,
+            settings,
+            new_id=new_id,
+            defer=lambda pending: self._queue.put_nowait([pending]),
+            clock=clock,
         )
 
     def start(self) -> None:

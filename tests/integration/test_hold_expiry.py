@@ -4,6 +4,7 @@ concurrent runners (as two command servers would), each hold expiring exactly on
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -12,7 +13,7 @@ import pytest
 from chronos.domain.commands import CreatePendingTransfer, PostPendingTransfer, VoidPendingTransfer
 from chronos.domain.errors import Reason, Rejection
 from chronos.event_store.hold_expiry import expire_due_holds
-from chronos.event_store.writer import LedgerWriter, writer_pool
+from chronos.event_store.writer import LedgerWriter, WriterSettings, writer_pool
 from tests.integration.writer_helpers import eur, new_id, open_funded, run, with_writers
 
 HOLDS = 40
@@ -128,3 +129,49 @@ def test_two_runners_expire_each_hold_exactly_once(
     assert source_row is not None
     # Only the hold without a timeout is still reserved.
     assert pending_sums(ledger_conn, source_row[0]) == (9_990, 10, 0)
+
+
+def test_an_injected_clock_expires_a_hold_without_waiting(
+    ledger_dsn: str, ledger_conn: psycopg.Connection[Any]
+) -> None:
+    """The job and a writer on a clock two hours ahead expire a one-hour hold now; on
+    the database's clock the same job leaves it, and a hold with no timeout stays."""
+
+    async def body(writers: list[LedgerWriter]) -> str:
+        (writer,) = writers
+        source = await open_funded(writer, 1_000)
+        target = await open_funded(writer, 0)
+        hourly = await place(writer, source, target, 3600)
+        await place(writer, source, target, 0)
+        pool = writer_pool(ledger_dsn, min_size=1, max_size=2)
+        await pool.open(wait=True)
+        ahead = datetime.now(UTC) + timedelta(hours=2)
+        shifted = LedgerWriter(pool, WriterSettings(), clock=lambda: ahead)
+        shifted.start()
+        try:
+            assert (await expire_due_holds(pool, writer.execute_in_order)).expired == 0
+            run_ahead = await expire_due_holds(pool, shifted.execute_in_order, now=ahead)
+            assert run_ahead.expired == 1
+        finally:
+            await shifted.close()
+            await pool.close()
+        assert pending_sums(ledger_conn, source) == (1_000, 10, 0)
+        # The hold is over for every writer, whatever its clock.
+        with pytest.raises(Rejection) as refused:
+            await run(
+                writer,
+                VoidPendingTransfer(
+                    request_id=new_id(),
+                    pending_id=hourly,
+                    from_account_id=source,
+                    to_account_id=target,
+                ),
+            )
+        assert refused.value.reason is Reason.PENDING_TRANSFER_NOT_PENDING
+        return hourly
+
+    hourly = asyncio.run(with_writers(ledger_dsn, body))
+    state = ledger_conn.execute(
+        "SELECT state FROM pending_transfers WHERE pending_id = %s", (hourly,)
+    ).fetchone()
+    assert state == ("EXPIRED",)

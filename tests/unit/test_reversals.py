@@ -179,6 +179,28 @@ def test_below_the_limit_is_refused_unless_forced(books: Books) -> None:
     assert (books.balance(A), books.balance(B)) == (1000, -200)
 
 
+def test_an_account_below_its_limit_takes_credits_and_refuses_debits(books: Books) -> None:
+    """Found by the model-based test: a credit to an account that a forced reversal left
+    below its floor was refused as INSUFFICIENT_FUNDS (a deposit, a transfer in, and the
+    credit line of a reversal alike), which kept it overdrawn."""
+    books.run(Deposit(request_id="d0", account_id=B, amount=money(100)))
+    paid_back = books.run(
+        TransferFunds(request_id="t0", from_account_id=B, to_account_id=A, amount=money(100))
+    ).entry_id
+    entry_id = transfer(books, 300)
+    books.run(Withdraw(request_id="w", account_id=B, amount=money(300)))
+    books.run(reverse(entry_id, "r1", force=True))
+    assert books.balance(B) == -300
+    books.run(Deposit(request_id="d2", account_id=B, amount=money(50)))
+    books.run(TransferFunds(request_id="t2", from_account_id=A, to_account_id=B, amount=money(20)))
+    books.run(reverse(paid_back, "r2"))
+    assert books.balance(B) == -130
+    with pytest.raises(Rejection) as caught:
+        books.run(Withdraw(request_id="w2", account_id=B, amount=money(1)))
+    assert caught.value.reason is Reason.INSUFFICIENT_FUNDS
+    assert books.balance(B) == -130
+
+
 def test_a_frozen_account_takes_the_credit_but_not_the_debit(books: Books) -> None:
     entry_id = transfer(books)
     books.run(FreezeAccount(request_id="f1", account_id=B))
