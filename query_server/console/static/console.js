@@ -63,7 +63,7 @@ function renderStatus() {
     const age = Math.max(0, (Date.now() - Date.parse(newest.recorded_at)) / 1000);
     parts.push(`newest event #${newest.position} recorded ${age.toFixed(1)} s ago`);
   }
-  parts.push(`checked ${new Date().toLocaleTimeString()}`);
+  parts.push(`checked ${new Date().toISOString().slice(11, 19)}Z`);
   document.getElementById("status").textContent = parts.join(" · ");
 }
 

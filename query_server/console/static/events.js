@@ -57,7 +57,8 @@ function row(event, fresh) {
     el("td", { class: "num" }, event.position), el("td", {}, time(event.recorded_at)),
     el("td", { "data-testid": "event-type" }, event.event_type), el("td", {}, accountLink(event.stream_id)),
     el("td", {}, entryLink(entryOf(payload))), el("td", {}, metadata.principal || ""),
-    el("td", {}, metadata.request_id || ""), el("td", {}, traceCell(metadata)));
+    el("td", {}, el("span", { class: "id", title: metadata.request_id || "" }, metadata.request_id || "")),
+    el("td", {}, traceCell(metadata)));
   tr.addEventListener("click", (click) => {
     if (click.target.closest("a")) return;
     const open = tr.nextElementSibling;

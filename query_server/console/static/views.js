@@ -32,12 +32,14 @@ function retrying(root, load) {
   return { stop() { stopped = true; } };
 }
 
-function statement(accountId) {
+function statement(accountId, minPosition) {
   const section = el("section", {});
   const tokens = [""];
   let index = 0;
   async function show() {
-    const answer = await api("ListTransactions", { account_id: accountId, page_size: STATEMENT_PAGE_SIZE, page_token: tokens[index] });
+    const answer = await api("ListTransactions", {
+      account_id: accountId, page_size: STATEMENT_PAGE_SIZE, page_token: tokens[index], min_position: minPosition,
+    });
     if (answer.next_page_token) tokens[index + 1] = answer.next_page_token;
     const rows = answer.lines.map((line) => el("tr", { "data-testid": "line" },
       el("td", {}, time(line.recorded_at)), el("td", {}, entryLink(line.entry_id)),
@@ -75,11 +77,14 @@ function balanceAt(accountId) {
 export function accountView(root, accountId) {
   return retrying(root, async () => {
     const account = await api("GetAccount", { account_id: accountId });
+    // The holds and lines are searched in indices refreshed apart from the account's
+    // document: asking them for the account's position makes the page one moment's view.
+    const min_position = account.as_of_position;
     const [holds, history] = await Promise.all([
-      api("ListPendingTransfers", { account_id: accountId, page_size: 50 }),
-      api("ListTransactions", { account_id: accountId, page_size: CHART_LINES_MAX }),
+      api("ListPendingTransfers", { account_id: accountId, page_size: 50, min_position }),
+      api("ListTransactions", { account_id: accountId, page_size: CHART_LINES_MAX, min_position }),
     ]);
-    const lines = statement(accountId);
+    const lines = statement(accountId, min_position);
     const points = history.lines.slice().reverse().map((line) => ({ time: Date.parse(line.recorded_at), value: Number(line.balance_after.minor_units) }));
     const holdRows = holds.pending_transfers.map((hold) => el("tr", { "data-testid": "hold" },
       el("td", {}, hold.pending_id), el("td", {}, shortEnum(hold.state, "PENDING_TRANSFER_STATE_")),

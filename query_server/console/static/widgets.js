@@ -12,8 +12,8 @@ export function el(tag, attributes = {}, ...children) {
   return element;
 }
 
-export const accountLink = (id) => (id ? el("a", { href: `#/account/${encodeURIComponent(id)}` }, id) : "");
-export const entryLink = (id) => (id ? el("a", { href: `#/entry/${encodeURIComponent(id)}` }, id) : "");
+export const accountLink = (id) => (id ? el("a", { href: `#/account/${encodeURIComponent(id)}`, title: id }, id) : "");
+export const entryLink = (id) => (id ? el("a", { href: `#/entry/${encodeURIComponent(id)}`, title: id }, id) : "");
 
 // Minor units per major unit differ by currency (ISO 4217); most have 2 decimals.
 const DECIMALS = { JPY: 0, KRW: 0, ISK: 0, CLP: 0, VND: 0, BHD: 3, KWD: 3, OMR: 3, JOD: 3, TND: 3 };
