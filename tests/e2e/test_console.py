@@ -250,6 +250,17 @@ def test_the_account_page_equals_get_account_and_pages_its_statement(
     expect()(page.locator(f"[data-testid=account] a[href='#/account/{a}']")).to_be_visible()
 
 
+def test_the_event_log_pages_back(console: Console, page: Any) -> None:
+    # The tests before this one wrote more events than a page holds.
+    first = console.query("ListEvents", page_size=50)
+    assert first.next_page_token
+    second = console.query("ListEvents", page_size=50, page_token=first.next_page_token)
+    page.goto(console.url + "#/events")
+    wait_for_positions(page, [event.position for event in first.events])
+    page.click("[data-testid=older]")
+    wait_for_positions(page, [event.position for event in (*first.events, *second.events)])
+
+
 def test_the_entry_page_equals_get_entry_and_links_its_reversal(
     console: Console, page: Any
 ) -> None:

@@ -6,6 +6,9 @@ import { accountLink, copyButton, el, entryLink, errorBox, jsonView, time } from
 const POLL_MS = 1000;
 const PAGE_SIZE = 50;
 const TAIL_PAGE_SIZE = 200;
+// Rows the page keeps; past that the oldest go (and "Older events" brings them back), so a
+// busy ledger cannot grow the page without bound.
+const ROWS_MAX = 1000;
 // The filters, as the form names them (= ListEventsRequest's fields).
 const FILTERS = [
   ["event_types", "Event type", "text"], ["account_id", "Account", "text"],
@@ -90,21 +93,24 @@ export function eventsView(root, parameters) {
 
   const request = requestOf(parameters);
   let newest = 0;
-  let nextToken = "";
+  // The lowest position shown: "Older events" lists below it (to_position), which stays
+  // right however many rows the live tail added or the trim removed.
+  let oldest = null;
   let timer = null;
   let stopped = false;
 
   async function loadPage() {
     try {
-      const answer = await api("ListEvents", { ...request, page_size: PAGE_SIZE, page_token: nextToken });
+      const below = oldest === null ? {} : { to_position: oldest - 1 };
+      const answer = await api("ListEvents", { ...request, ...below, page_size: PAGE_SIZE });
       message.replaceChildren();
       for (const event of answer.events) {
         body.append(row(event, false));
         newest = Math.max(newest, Number(event.position));
+        oldest = Math.min(oldest ?? Infinity, Number(event.position));
       }
       if (!answer.events.length && !body.children.length) newest = Number(answer.as_of_position);
-      nextToken = answer.next_page_token;
-      older.hidden = !nextToken;
+      older.hidden = !answer.next_page_token || oldest <= 1;
       return "loaded";
     } catch (error) {
       if (!(error instanceof Refusal)) return "unavailable";
@@ -121,11 +127,26 @@ export function eventsView(root, parameters) {
       for (const event of answer.events) {
         body.prepend(row(event, true));
         newest = Math.max(newest, Number(event.position));
+        oldest = oldest ?? Number(event.position);
       }
+      trim();
+      // A full answer means more are waiting: ask again at once to catch up.
+      if (!stopped && answer.events.length === TAIL_PAGE_SIZE) return void (timer = setTimeout(poll, 0));
     } catch (error) {
       // The banner says it; the next poll tries again.
     }
     if (!stopped) timer = setTimeout(poll, POLL_MS);
+  }
+
+  function trim() {
+    const rows = body.querySelectorAll("tr.event");
+    if (rows.length <= ROWS_MAX) return;
+    for (const extra of [...rows].slice(ROWS_MAX)) {
+      if (extra.nextElementSibling?.classList.contains("open")) extra.nextElementSibling.remove();
+      extra.remove();
+    }
+    oldest = Number(rows[ROWS_MAX - 1].dataset.position);
+    older.hidden = oldest <= 1;
   }
 
   older.addEventListener("click", loadPage);
