@@ -51,6 +51,17 @@ def seed(commands: Any) -> dict[str, str]:
     def call(method: str, request: Any) -> Any:
         return getattr(commands, method)(request, timeout=CALL_TIMEOUT_SECONDS)
 
+    def transfer(source: str, target: str, minor: int, description: str, **labels: str) -> Any:
+        request = commands_pb2.TransferFundsRequest(
+            request_id=_id(),
+            from_account_id=ids[source],
+            to_account_id=ids[target],
+            amount=_eur(minor),
+            description=description,
+            metadata=labels,
+        )
+        return call("TransferFunds", request)
+
     owners = {"ada": "Ada Lovelace", "grace": "Grace Hopper", "shop": "Analytical Engines Ltd"}
     ids = {key: _id() for key in owners}
     for key, owner in owners.items():
@@ -60,63 +71,28 @@ def seed(commands: Any) -> dict[str, str]:
                 request_id=_id(), account_id=ids[key], owner_name=owner, currency="EUR"
             ),
         )
-    call(
-        "Deposit",
-        commands_pb2.DepositRequest(request_id=_id(), account_id=ids["ada"], amount=_eur(250_000)),
-    )
-    call(
-        "Deposit",
-        commands_pb2.DepositRequest(request_id=_id(), account_id=ids["grace"], amount=_eur(80_000)),
-    )
-    for index, minor in enumerate((12_500, 4_990, 31_000, 2_750, 18_200)):
+    for key, minor in (("ada", 250_000), ("grace", 80_000)):
         call(
-            "TransferFunds",
-            commands_pb2.TransferFundsRequest(
-                request_id=_id(),
-                from_account_id=ids["ada"],
-                to_account_id=ids["shop"],
-                amount=_eur(minor),
-                description=f"invoice 2026-{index + 101}",
-                metadata={"invoice": f"2026-{index + 101}"},
-            ),
+            "Deposit",
+            commands_pb2.DepositRequest(request_id=_id(), account_id=ids[key], amount=_eur(minor)),
         )
-    call(
-        "TransferFunds",
-        commands_pb2.TransferFundsRequest(
-            request_id=_id(),
-            from_account_id=ids["grace"],
-            to_account_id=ids["ada"],
-            amount=_eur(15_000),
-            description="rent share",
-        ),
+    for number, minor in enumerate((12_500, 4_990, 31_000, 2_750, 18_200), start=101):
+        transfer("ada", "shop", minor, f"invoice 2026-{number}", invoice=f"2026-{number}")
+    transfer("grace", "ada", 15_000, "rent share")
+    hold = commands_pb2.CreatePendingTransferRequest(
+        request_id=_id(),
+        from_account_id=ids["ada"],
+        to_account_id=ids["shop"],
+        amount=_eur(9_900),
+        description="card authorisation",
+        timeout_seconds=86_400,
     )
-    call(
-        "CreatePendingTransfer",
-        commands_pb2.CreatePendingTransferRequest(
-            request_id=_id(),
-            from_account_id=ids["ada"],
-            to_account_id=ids["shop"],
-            amount=_eur(9_900),
-            description="card authorisation",
-            timeout_seconds=86_400,
-        ),
+    call("CreatePendingTransfer", hold)
+    twice = transfer("ada", "shop", 18_200, "invoice 2026-105 (sent twice)")
+    reverse = commands_pb2.ReverseEntryRequest(
+        request_id=_id(), entry_id=twice.entry_id, reason="duplicate payment"
     )
-    twice = call(
-        "TransferFunds",
-        commands_pb2.TransferFundsRequest(
-            request_id=_id(),
-            from_account_id=ids["ada"],
-            to_account_id=ids["shop"],
-            amount=_eur(18_200),
-            description="invoice 2026-105 (sent twice)",
-        ),
-    )
-    reversal = call(
-        "ReverseEntry",
-        commands_pb2.ReverseEntryRequest(
-            request_id=_id(), entry_id=twice.entry_id, reason="duplicate payment"
-        ),
-    )
+    reversal = call("ReverseEntry", reverse)
     return {**ids, "entry": twice.entry_id, "position": str(reversal.position)}
 
 
