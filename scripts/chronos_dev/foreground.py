@@ -107,9 +107,11 @@ def run_foreground(
 def _start_console(
     env: Mapping[str, str], query_addr: str, spec: ConsoleSpec, log_dir: Path
 ) -> subprocess.Popen[bytes]:
-    """The console, with a token issued now with the stack's signing key (none when the
-    environment has no key: the servers then run without authentication)."""
+    """The console, with a token issued now with the stack's signing key; without a key
+    (tokens from an identity provider), the token already in the file, if any."""
     token_file = console.write_token(spec.token_file, env)
+    if token_file is None and spec.token_file.is_file():
+        token_file = spec.token_file
     console_env = console.console_environment(
         env, address=spec.address, query_addr=query_addr, token_file=token_file
     )

@@ -71,6 +71,7 @@ class Console:
     url: str
     writer: Metadata
     reader: Metadata
+    token_file: Path
 
     def open(self, minor: int, owner: str = "Owner") -> str:
         account_id = new_id()
@@ -163,7 +164,8 @@ def running_console(pipeline: SecuredPipeline, es_url: str, directory: Path) -> 
                 scopes.ACCOUNTS_WRITE, scopes.FUNDS_WRITE, scopes.JOURNAL_WRITE
             )
             reader = pipeline.tokens.caller(scopes.LEDGER_READ)
-            yield Console(pipeline, read_server, f"http://{address}/", writer, reader)
+            url = f"http://{address}/"
+            yield Console(pipeline, read_server, url, writer, reader, token_file)
         finally:
             stop(process)
     finally:

@@ -361,3 +361,21 @@ def test_the_banner_shows_while_the_read_side_is_down_and_goes_by_itself(
     console.transfer(a, b, 10, request_id=request_id)
     rows = page.locator(f"[data-testid=event]:has-text('{request_id}')")
     expect()(rows).to_have_count(2, timeout=SHOWN_MS)
+
+
+def test_a_refused_token_shows_the_banner_until_the_file_is_renewed(
+    console: Console, page: Any
+) -> None:
+    page.goto(console.url + "#/events")
+    page.locator("[data-testid=event]").first.wait_for(timeout=SHOWN_MS)
+    banner = page.locator("#banner")
+    good = console.token_file.read_text()
+    try:
+        # A token with a scope that reads nothing: the console's own misconfiguration.
+        writer_only = console.pipeline.tokens.caller(scopes.ACCOUNTS_WRITE)[0][1]
+        console.token_file.write_text(writer_only.removeprefix("Bearer "))
+        expect()(banner).to_contain_text("refused the console's token", timeout=SHOWN_MS)
+        assert "eyJ" not in banner.inner_text()
+    finally:
+        console.token_file.write_text(good)
+    expect()(banner).to_be_hidden(timeout=SHOWN_MS)

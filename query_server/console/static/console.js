@@ -40,6 +40,12 @@ export async function api(method, parameters = {}) {
     banner(`The read side is unavailable: ${body.error.message} — retrying…`);
     throw new Error(body.error.message);
   }
+  // The console's own token refused (expired, or without ledger:read): not the person's
+  // mistake, and over once the token file is renewed.
+  if (response.status === 401 || response.status === 403) {
+    banner(`The query server refused the console's token: ${body.error.message} — retrying…`);
+    throw new Error(body.error.message);
+  }
   if (bannerShown) banner("");
   if (!response.ok) throw new Refusal(body.error);
   observe(body.as_of_position);
