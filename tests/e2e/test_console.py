@@ -157,7 +157,9 @@ def test_the_event_log_shows_a_transfer_live_and_each_filter_narrows_it(
 
 def test_a_row_expands_to_its_metadata_and_payload_with_links(console: Console, page: Any) -> None:
     a, b = console.open(500), console.open(0)
-    transfer = console.transfer(a, b, 125)
+    # Text from a client is shown as text, never as markup.
+    markup = "<img src=x onerror=window.injected=1><b>bold</b>"
+    transfer = console.transfer(a, b, 125, description=markup)
     event = console.query("ListEvents", entry_id=transfer.entry_id, min_position=transfer.position)
     newest = event.events[0]
     page.goto(console.url + f"#/events?entry_id={transfer.entry_id}")
@@ -175,6 +177,8 @@ def test_a_row_expands_to_its_metadata_and_payload_with_links(console: Console, 
         assert href == TRACE_TEMPLATE.replace("{trace_id}", trace_id)
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
     details.locator("[data-testid=copy]").click()
+    assert markup in details.inner_text()
+    assert details.locator("b, img").count() == 0 and page.evaluate("window.injected") is None
     copied = json.loads(page.evaluate("navigator.clipboard.readText()"))
     assert copied["event_id"] == newest.event_id
     assert copied["payload"] == json.loads(newest.payload_json)
@@ -248,6 +252,18 @@ def test_the_account_page_equals_get_account_and_pages_its_statement(
     page.goto(console.url + "#/search?" + urllib.parse.urlencode({"query": owner}))
     expect()(page.locator("[data-testid=account]")).to_have_count(1, timeout=SHOWN_MS)
     expect()(page.locator(f"[data-testid=account] a[href='#/account/{a}']")).to_be_visible()
+    for narrower in ({"currency": "USD"}, {"status": "ACCOUNT_STATUS_FROZEN"}):
+        search = {"query": owner, **narrower}
+        assert not console.query("SearchAccounts", **search).accounts
+        page.goto(console.url + "#/search?" + urllib.parse.urlencode(search))
+        expect()(page.locator("[data-testid=total-hits]")).to_have_text("0 accounts")
+        expect()(page.locator("[data-testid=account]")).to_have_count(0)
+    page.goto(console.url + "#/search")
+    page.fill("[data-testid=search-query]", owner)
+    page.select_option("[data-testid=search-status]", "ACCOUNT_STATUS_ACTIVE")
+    page.fill("[data-testid=search-currency]", "EUR")
+    page.click("text=Search")
+    expect()(page.locator("[data-testid=account]")).to_have_count(1, timeout=SHOWN_MS)
 
 
 def test_the_event_log_pages_back(console: Console, page: Any) -> None:

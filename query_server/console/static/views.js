@@ -160,7 +160,7 @@ export function searchView(root, parameters) {
       el("td", {}, shortEnum(account.status, "ACCOUNT_STATUS_")), el("td", {}, account.currency),
       el("td", { class: "num" }, money(account.balance))));
     const more = answer.next_page_token ? ` (first ${rows.length})` : "";
-    results.replaceChildren(el("p", { class: "muted", "data-testid": "total-hits" }, `${answer.total_hits} accounts${more}`),
+    results.replaceChildren(el("p", { class: "muted", "data-testid": "total-hits" }, `${answer.total_hits} account${answer.total_hits === "1" ? "" : "s"}${more}`),
       table("accounts", ["Account", "Owner", "Status", "Currency", "Balance"], rows));
   });
 }
