@@ -352,12 +352,17 @@ def test_a_bad_id_or_date_shows_the_servers_message(console: Console, page: Any)
     assert http_get(console.url + "api/Withdraw")[0] == 404
 
 
+def event_log_banner(console: Console, page: Any) -> Any:
+    """The banner of the event log, once the log has loaded."""
+    page.goto(console.url + "#/events")
+    page.locator("[data-testid=event]").first.wait_for(timeout=SHOWN_MS)
+    return page.locator("#banner")
+
+
 def test_the_banner_shows_while_the_read_side_is_down_and_goes_by_itself(
     console: Console, page: Any
 ) -> None:
-    page.goto(console.url + "#/events")
-    page.locator("[data-testid=event]").first.wait_for(timeout=SHOWN_MS)
-    banner = page.locator("#banner")
+    banner = event_log_banner(console, page)
     expect()(banner).to_be_hidden()
 
     console.read_server.stop()
@@ -382,9 +387,7 @@ def test_the_banner_shows_while_the_read_side_is_down_and_goes_by_itself(
 def test_a_refused_token_shows_the_banner_until_the_file_is_renewed(
     console: Console, page: Any
 ) -> None:
-    page.goto(console.url + "#/events")
-    page.locator("[data-testid=event]").first.wait_for(timeout=SHOWN_MS)
-    banner = page.locator("#banner")
+    banner = event_log_banner(console, page)
     good = console.token_file.read_text()
     try:
         # A token with a scope that reads nothing: the console's own misconfiguration.
