@@ -38,6 +38,7 @@ Number = TypeVar("Number", int, float)
 DOCUMENTED_MODULES = (
     "command_server.config",
     "query_server.config",
+    "query_server.console.config",
     "chronos.security.config",
     "outbox_poller.config",
     "projector.config",

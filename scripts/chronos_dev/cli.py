@@ -20,6 +20,8 @@ from chronos_dev.stack.stack import default_stack_dir
 # the servers' own (command_server/config.py, query_server/config.py).
 COMMAND_ADDR_DEFAULT = "127.0.0.1:50051"
 QUERY_ADDR_DEFAULT = "127.0.0.1:50052"
+# The console's own default (query_server/console/config.py).
+CONSOLE_ADDR_DEFAULT = "127.0.0.1:8080"
 
 
 def _bench(argv: list[str]) -> int:
@@ -47,10 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     stack_cli.register(subparsers)
     services = subparsers.add_parser(
         "services",
-        help="run the four services in the foreground until Ctrl-C",
+        help="run the four services and the console in the foreground until Ctrl-C",
         description=(
-            "Start the command server, query server, outbox poller and projector with the "
-            'environment\'s settings (e.g. after eval "$(chronos-dev infra env)"), wait until '
+            "Start the command server, query server, outbox poller and projector, and the "
+            "ledger console, with the environment's settings (e.g. after "
+            'eval "$(chronos-dev infra env)"), wait until '
             "they serve, print the endpoints and grpcurl lines to paste (TLS and a token "
             "when the environment configures them), and stop them all on Ctrl-C/SIGTERM or "
             "when one of them exits (exit status 1)."
@@ -61,6 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     services.add_argument(
         "--query-addr", default=os.environ.get("CHRONOS_QUERY_ADDR") or QUERY_ADDR_DEFAULT
+    )
+    services.add_argument(
+        "--console-addr",
+        default=os.environ.get("CHRONOS_CONSOLE_ADDRESS") or CONSOLE_ADDR_DEFAULT,
+        help="where the ledger console serves HTTP (loopback only)",
+    )
+    services.add_argument(
+        "--console-token-file",
+        type=Path,
+        default=default_stack_dir() / "secrets" / "console-token",
+        help="where the console's ledger:read token is written (default: <stack>/secrets)",
     )
     services.add_argument(
         "--log-dir",
@@ -86,6 +100,7 @@ def _services(args: argparse.Namespace) -> int:
     return foreground.run_foreground(
         command_addr=args.command_addr,
         query_addr=args.query_addr,
+        console_spec=foreground.ConsoleSpec(args.console_addr, args.console_token_file),
         log_dir=args.log_dir,
         trace_dir=args.trace_dir,
     )

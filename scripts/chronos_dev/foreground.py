@@ -1,5 +1,6 @@
-"""``chronos-dev services``: the four services in the foreground, as ``scripts/run`` uses
-them, started and stopped by the launcher (:mod:`chronos_dev.launcher`)."""
+"""``chronos-dev services``: the four services and the ledger console in the foreground,
+as ``scripts/run`` uses them, started and stopped by the launcher
+(:mod:`chronos_dev.launcher`, :mod:`chronos_dev.console`)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 from chronos.security import config as security
+from chronos_dev import console
 from chronos_dev.launcher import (
     SERVICE_MODULES,
     START_WAIT_SECONDS_MAX,
@@ -28,11 +31,25 @@ from chronos_dev.launcher import (
 _CHECK_INTERVAL_SECONDS = 0.2
 
 
+@dataclass(frozen=True, slots=True)
+class ConsoleSpec:
+    """Where the console serves, and where its ``ledger:read`` token is written."""
+
+    address: str
+    token_file: Path
+
+
 def run_foreground(
-    *, command_addr: str, query_addr: str, log_dir: Path, trace_dir: Path | None = None
+    *,
+    command_addr: str,
+    query_addr: str,
+    log_dir: Path,
+    console_spec: ConsoleSpec | None = None,
+    trace_dir: Path | None = None,
 ) -> int:
-    """Runs the four services with this process's environment until SIGINT/SIGTERM or
-    until one of them exits; stops them all either way.
+    """Runs the four services (and, with ``console_spec``, the console reading the query
+    server with a fresh ``ledger:read`` token) with this process's environment until
+    SIGINT/SIGTERM or until one of them exits; stops them all either way.
 
     The metrics ports are the services' own (the environment's, else their defaults).
     With ``trace_dir``, each service writes its spans to ``<trace_dir>/<service>.jsonl``.
@@ -64,7 +81,11 @@ def run_foreground(
             wait_serving(
                 module, address, processes[module], log_dir / f"{module}.log", deadline=deadline
             )
-        _print_endpoints(env, command_addr, query_addr, log_dir)
+        console_line = ""
+        if console_spec is not None:
+            processes[console.MODULE] = _start_console(env, query_addr, console_spec, log_dir)
+            console_line = f"  console          http://{console_spec.address}/   (read-only)\n"
+        _print_endpoints(env, command_addr, query_addr, log_dir, console_line)
         while not stop_requested.wait(_CHECK_INTERVAL_SECONDS):
             exited = [module for module, process in processes.items() if process.poll() is not None]
             if exited:
@@ -83,13 +104,30 @@ def run_foreground(
         stop_all(list(processes.values()))
 
 
+def _start_console(
+    env: Mapping[str, str], query_addr: str, spec: ConsoleSpec, log_dir: Path
+) -> subprocess.Popen[bytes]:
+    """The console, with a token issued now with the stack's signing key; without a key
+    (tokens from an identity provider), the token already in the file, if any."""
+    token_file = console.write_token(spec.token_file, env)
+    if token_file is None and spec.token_file.is_file():
+        token_file = spec.token_file
+    console_env = console.console_environment(
+        env, address=spec.address, query_addr=query_addr, token_file=token_file
+    )
+    deadline = time.monotonic() + START_WAIT_SECONDS_MAX
+    log_path = log_dir / f"{console.MODULE}.log"
+    return console.start_console(console_env, spec.address, log_path, deadline=deadline)
+
+
 def _print_endpoints(
-    env: Mapping[str, str], command_addr: str, query_addr: str, log_dir: Path
+    env: Mapping[str, str], command_addr: str, query_addr: str, log_dir: Path, console_line: str
 ) -> None:
     print(
         "Chronos is running (Ctrl-C stops it):\n"
         f"  command service  grpc://{command_addr}   (chronos.v1.CommandService, reflection on)\n"
         f"  query service    grpc://{query_addr}   (chronos.v1.QueryService, reflection on)\n"
+        f"{console_line}"
         f"  security         {security_summary(env)}\n"
         f"  PostgreSQL       {env.get('CHRONOS_PG_DSN', '-')}\n"
         f"  Kafka            {env.get('CHRONOS_KAFKA_BOOTSTRAP', '-')}\n"

@@ -1,12 +1,13 @@
 """``chronos-dev services``: the launcher in the foreground, as ``scripts/run`` uses it.
 
-It runs the four real services on a fresh database, topic, consumer group and index
-prefix, reports them serving, and stops every one of them on SIGTERM (exit 0) or as soon
-as one of them dies (exit 1).
+It runs the four real services and the ledger console on a fresh database, topic,
+consumer group and index prefix, reports them serving, and stops every one of them on
+SIGTERM (exit 0) or as soon as one of them dies (exit 1).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,8 +28,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from chronos.security import config as security
 from chronos_dev import launcher
 from chronos_dev.client import channel as open_channel
+from chronos_dev.console import MODULE as CONSOLE_MODULE
 from chronos_dev.proc import children_of, environment_of
-from tests.e2e.helpers import PROJECT_ROOT, PipelineEnv, pipeline_env
+from tests.e2e.helpers import PROJECT_ROOT, PipelineEnv, free_port, pipeline_env
 
 READY_SECONDS_MAX = 120.0
 EXIT_SECONDS_MAX = 60.0
@@ -39,13 +42,15 @@ LAST_LINE = re.compile(r"^  grpcurl .*(-plaintext|refused).*\n", re.MULTILINE)
 
 @contextmanager
 def foreground(
-    pipeline: PipelineEnv, log_dir: Path
+    pipeline: PipelineEnv, log_dir: Path, console_addr: str
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """``chronos-dev services`` on the pipeline, once it printed that it is running, and
     what it printed."""
     quiet_metrics = {variable: "0" for variable in launcher.METRICS_PORT_VARIABLES.values()}
+    console = ["--console-addr", console_addr]
+    console += ["--console-token-file", str(log_dir.parent / "console-token")]
     process = subprocess.Popen(
-        [sys.executable, "-m", "chronos_dev.cli", "services", "--log-dir", str(log_dir)],
+        [sys.executable, "-m", "chronos_dev.cli", "services", "--log-dir", str(log_dir), *console],
         env=launcher.service_environment({**quiet_metrics, **pipeline.env}),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -98,20 +103,22 @@ class Launched:
     process: subprocess.Popen[bytes]
     services: dict[str, int]
     output: str
+    console_addr: str
 
 
 @pytest.fixture
 def launched(pg_dsn: str, kafka_bootstrap: str, es_url: str, tmp_path: Path) -> Iterator[Launched]:
+    console_addr = f"127.0.0.1:{free_port()}"
     with (
         pipeline_env(pg_dsn, kafka_bootstrap, es_url, "launcher") as pipeline,
-        foreground(pipeline, tmp_path / "logs") as (process, output),
+        foreground(pipeline, tmp_path / "logs", console_addr) as (process, output),
     ):
-        yield Launched(pipeline, process, services_of(process), output)
+        yield Launched(pipeline, process, services_of(process), output, console_addr)
 
 
 def test_sigterm_stops_every_service(launched: Launched, tmp_path: Path) -> None:
     pipeline, process, services = launched.pipeline, launched.process, launched.services
-    assert sorted(services) == sorted(launcher.SERVICE_MODULES)
+    assert sorted(services) == sorted([*launcher.SERVICE_MODULES, CONSOLE_MODULE])
     assert serving(pipeline.command_addr)
     assert serving(pipeline.query_addr)
     # The services point at this pipeline's database, not at the inherited one.
@@ -210,6 +217,18 @@ def test_the_demo_walks_through_every_call(launched: Launched) -> None:
         assert "eyJ" not in output
     else:
         assert all(call.startswith("$ grpcurl -plaintext ") for call in calls)
+
+
+def test_the_printed_console_serves_the_event_log(launched: Launched) -> None:
+    url = f"http://{launched.console_addr}/"
+    assert f"  console          {url}" in launched.output
+    with urllib.request.urlopen(url + "api/ListEvents?page_size=1", timeout=30) as answer:
+        assert answer.status == 200 and "as_of_position" in json.loads(answer.read())
+    console = environment_of(launched.services[CONSOLE_MODULE])
+    token_file = Path(console["CHRONOS_CONSOLE_TOKEN_FILE"])
+    if secured():
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        assert token_file.read_text() not in launched.output
 
 
 def test_a_service_that_dies_stops_the_rest(launched: Launched) -> None:
