@@ -8,6 +8,7 @@ topic itself so that it checks the very messages that were signed.
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
@@ -20,6 +21,14 @@ _METADATA_TIMEOUT_SECONDS = 10.0
 _POLL_SECONDS = 1.0
 _IDLE_POLLS_MAX = 30
 MESSAGES_MAX = 10_000_000
+
+# The read needs no consumer group, but librdkafka insists on one and starts looking up
+# its coordinator, which a close right after the read interrupts with an error line on
+# stderr. The read reports its own failures (an exception, once), so librdkafka's log
+# lines go nowhere.
+_QUIET_LOGGER = logging.getLogger("chronos.audit.kafka_checkpoints")
+_QUIET_LOGGER.addHandler(logging.NullHandler())
+_QUIET_LOGGER.propagate = False
 
 
 class CheckpointsUnavailable(ChronosError):
@@ -45,6 +54,7 @@ def read_checkpoint_messages(
                 "enable.auto.commit": False,
                 "allow.auto.create.topics": False,
                 "isolation.level": "read_committed",
+                "logger": _QUIET_LOGGER,
             },
         )
     )
