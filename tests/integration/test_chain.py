@@ -100,3 +100,55 @@ def test_the_outbox_headers_carry_each_event_s_chain_hash(
            FROM outbox AS o JOIN events AS e USING (position)"""
     ).fetchall()
     assert rows and all(header == stored for header, stored in rows)
+
+
+def test_the_writer_s_body_equals_the_body_of_0006(ledger_conn: psycopg.Connection[Any]) -> None:
+    """Migration 0007's body takes the type and metadata as UTF-8 bytes; for the same
+    event it must give 0006's bytes exactly, or chains would fork by writer version."""
+    same = ledger_conn.execute(
+        """SELECT chronos_chain_body(s, 7, t, 3, p, m)
+                  = chronos_chain_body_utf8(s, 7, convert_to(t, 'UTF8'), 3, p,
+                                            convert_to(m::text, 'UTF8'))
+           FROM (SELECT %(stream)s::uuid AS s, 'Typé🦄' AS t, '\\x00ff10'::bytea AS p,
+                        %(metadata)s::jsonb AS m) AS e""",
+        {"stream": new_id(), "metadata": json.dumps(_NESTED_METADATA, ensure_ascii=False)},
+    ).fetchone()
+    assert same == (True,)
+
+
+def test_a_batch_of_many_events_is_chained_in_position_order(
+    ledger_dsn: str, ledger_conn: psycopg.Connection[Any]
+) -> None:
+    """One group-commit batch with hundreds of events: each event's hash is its own
+    32-byte slice of what chronos_chain_advance returns."""
+
+    async def body(writers: list[LedgerWriter]) -> None:
+        a = await open_funded(writers[0], 1_000_000)
+        b = await open_funded(writers[0], 1_000_000)
+        await asyncio.gather(
+            *(
+                writers[0].execute(
+                    validation.canonicalize(command),
+                    validation.fingerprint(command),
+                    CommandContext(request_id=command.request_id, principal="p"),
+                )
+                for command in (
+                    TransferFunds(
+                        request_id=new_id(), from_account_id=a, to_account_id=b, amount=eur(1)
+                    )
+                    for _ in range(150)
+                )
+            )
+        )
+
+    asyncio.run(with_writers(ledger_dsn, body, lanes=1))
+    stored = _stored(ledger_conn)
+    biggest = ledger_conn.execute(
+        "SELECT max(n) FROM (SELECT count(*) AS n FROM events GROUP BY recorded_at) AS b"
+    ).fetchone()
+    assert biggest is not None and biggest[0] > 64
+    previous = GENESIS
+    for event, stored_hash in stored:
+        previous = chain_step(previous, event)
+        assert stored_hash == previous, f"position {event.position}"
+    assert verify_chain(ledger_conn).intact
