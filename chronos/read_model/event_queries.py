@@ -12,6 +12,7 @@ from typing import Any
 from elasticsearch import ApiError, AsyncElasticsearch, TransportError
 
 from chronos.domain import limits
+from chronos.read_model.event_documents import words
 from chronos.read_model.indices import IndexNames, found_documents, translate
 
 # The most events one entry is made of: a journal entry's lines, one event each (a
@@ -65,7 +66,12 @@ def _filters(selection: EventFilter, up_to_position: int) -> dict[str, Any]:
     filters.append({"range": {"position": position_range}})
     query: dict[str, Any] = {"filter": filters}
     if selection.text:
-        query["must"] = [{"match": {"text": {"query": selection.text, "operator": "and"}}}]
+        # Every word of the text, cut as the documents' were; a text without a word
+        # (only punctuation) matches nothing.
+        wanted = words(selection.text)
+        filters.extend({"term": {"words": word}} for word in wanted)
+        if not wanted:
+            filters.append({"match_none": {}})
     return {"bool": query}
 
 

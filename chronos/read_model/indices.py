@@ -136,9 +136,11 @@ EVENTS_MAPPING: dict[str, Any] = {
         # The Kafka headers' metadata (request id, correlation, trace, principal), kept
         # whole for the answer; the keys filters use are copied to fields of their own.
         "metadata": {"type": "object", "enabled": False},
-        # The payload as protobuf JSON, kept for the answer only; ``text`` is searched.
+        # The payload as protobuf JSON, kept for the answer only; ``words`` is searched.
         "payload": {"type": "object", "enabled": False},
-        "text": {"type": "text", "analyzer": "standard"},
+        # The words of the payload's and the metadata's values, cut by the writer
+        # (chronos.read_model.event_documents.words): matched exactly, never sorted on.
+        "words": {"type": "keyword", "doc_values": False},
         "account_ids": {"type": "keyword"},
         "entry_id": {"type": "keyword"},
         "pending_id": {"type": "keyword"},
