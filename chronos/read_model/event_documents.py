@@ -23,13 +23,13 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
 from chronos.event_store.context import METADATA_PRINCIPAL
 from chronos.event_store.mapper import EventDecodeError, StoredEvent
 from chronos.outbox import contract
 from chronos.read_model.documents import format_time
+from chronos.read_model.proto_json import message_json
 from chronos.v1 import events_pb2
 
 # The metadata key of the client's request id (chronos.event_store.context).
@@ -77,8 +77,7 @@ def payload_json(event_type: str, payload: bytes) -> dict[str, Any]:
         message.ParseFromString(payload)
     except DecodeError as error:
         raise EventDecodeError(f"{event_type}: payload does not parse: {error}") from error
-    result: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
-    return result
+    return message_json(message)
 
 
 def event_source(
