@@ -5,6 +5,7 @@ nothing else. Answers are ``_source`` dictionaries; protobuf is the query server
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,10 @@ from chronos.read_model.indices import IndexNames, found_documents, translate
 # The most events one entry is made of: a journal entry's lines, one event each (a
 # transfer, deposit or withdrawal has two). Read in one search.
 ENTRY_EVENTS_MAX = limits.JOURNAL_LINES_MAX
+# A newest-first search looks among this many positions below its upper bound first, and
+# widens the window this many times over while it holds too few matches (see events()).
+WINDOW_POSITIONS_FIRST = 1_000
+WINDOW_GROWTH = 16
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,7 +104,40 @@ class EventLogQueries:
     ) -> list[dict[str, Any]]:
         """Event documents matching ``selection`` at or below ``up_to_position`` (the
         visible position: every event up to it is searchable, so a page never skips one
-        that shows up later), by position."""
+        that shows up later), by position.
+
+        Newest first, the search looks in a window of positions below its upper bound,
+        and widens it only while the window holds fewer than ``size`` matches; those it
+        holds are then the newest of all. Unbounded, Elasticsearch found the newest by
+        walking every match: the documents lie in ascending position order, the worst
+        case of its sort optimization, so the newest page of a large log read the whole
+        log's positions.
+        """
+        if ascending:
+            return await self._search(selection, up_to_position, size, search_after, ascending=True)
+        upper = up_to_position
+        if search_after:
+            upper = min(upper, int(search_after[0]) - 1)
+        if selection.to_position:
+            upper = min(upper, selection.to_position)
+        window = WINDOW_POSITIONS_FIRST
+        while (lower := upper - window + 1) > max(selection.from_position, 1):
+            bounded = dataclasses.replace(selection, from_position=lower)
+            hits = await self._search(bounded, up_to_position, size, search_after, ascending=False)
+            if len(hits) >= size:
+                return hits
+            window *= WINDOW_GROWTH
+        return await self._search(selection, up_to_position, size, search_after, ascending=False)
+
+    async def _search(
+        self,
+        selection: EventFilter,
+        up_to_position: int,
+        size: int,
+        search_after: list[Any] | None,
+        *,
+        ascending: bool,
+    ) -> list[dict[str, Any]]:
         response = await self._call(
             "list events",
             self._es.search(
