@@ -10,12 +10,20 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from chronos.security.scopes import LEDGER_READ
 from chronos_dev.client import token_from_env
-from chronos_dev.launcher import LaunchError, check_alive, log_tail, spawn
+from chronos_dev.launcher import (
+    LaunchError,
+    check_alive,
+    log_tail,
+    service_environment,
+    spawn,
+    stop,
+)
+from chronos_dev.stack.base import LOOPBACK_HOST, free_port
 
 MODULE = "query_server.console"
 SUBJECT = "chronos-console"
@@ -88,3 +96,26 @@ def start_console(
         process.wait()
         raise
     return process
+
+
+@contextlib.contextmanager
+def console_for(
+    environment: Mapping[str, str], query_addr: str, directory: Path, *, deadline: float
+) -> Iterator[str]:
+    """A console on a free loopback port, reading the query server at ``query_addr`` with
+    a token issued now from ``environment``'s signing key (written under ``directory``,
+    with the console's log); yields its URL, and stops it on exit."""
+    address = f"{LOOPBACK_HOST}:{free_port()}"
+    env = service_environment(
+        console_environment(
+            environment,
+            address=address,
+            query_addr=query_addr,
+            token_file=write_token(directory / "console-token", environment),
+        )
+    )
+    process = start_console(env, address, directory / "console.log", deadline=deadline)
+    try:
+        yield f"http://{address}/"
+    finally:
+        stop(process)

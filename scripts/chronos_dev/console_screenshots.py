@@ -27,9 +27,8 @@ from chronos_dev.bench.resources import (
     remove_resources,
 )
 from chronos_dev.client import channel
-from chronos_dev.console import console_environment, start_console, write_token
-from chronos_dev.launcher import PROJECT_ROOT, Services, service_environment, stop
-from chronos_dev.stack.base import LOOPBACK_HOST, free_port
+from chronos_dev.console import console_for
+from chronos_dev.launcher import PROJECT_ROOT, Services
 
 OUTPUT_DIR = PROJECT_ROOT / "docs" / "console"
 TRACE_TEMPLATE = "http://127.0.0.1:16686/trace/{trace_id}"
@@ -135,22 +134,13 @@ def _seed_and_photograph(services_set: Services, directory: Path) -> None:
             queries_pb2.GetEntryRequest(entry_id=ids["entry"], min_position=int(ids["position"])),
             timeout=CALL_TIMEOUT_SECONDS,
         )
-        environment = services_set.environment()
-        address = f"{LOOPBACK_HOST}:{free_port()}"
-        env = service_environment(
-            console_environment(
-                {**environment, "CHRONOS_CONSOLE_TRACE_URL_TEMPLATE": TRACE_TEMPLATE},
-                address=address,
-                query_addr=services.query_addr,
-                token_file=write_token(directory / "console-token", environment),
-            )
-        )
+        environment = {
+            **services_set.environment(),
+            "CHRONOS_CONSOLE_TRACE_URL_TEMPLATE": TRACE_TEMPLATE,
+        }
         deadline = time.monotonic() + START_SECONDS_MAX
-        console = start_console(env, address, directory / "console.log", deadline=deadline)
-        try:
-            photograph(f"http://{address}/", ids, OUTPUT_DIR)
-        finally:
-            stop(console)
+        with console_for(environment, services.query_addr, directory, deadline=deadline) as url:
+            photograph(url, ids, OUTPUT_DIR)
 
 
 def _infrastructure() -> Infrastructure:

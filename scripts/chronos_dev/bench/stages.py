@@ -520,6 +520,14 @@ _REBUILT = re.compile(
 
 def rebuild(context: BenchContext) -> dict[str, Any]:
     """(f) ``chronos projection rebuild`` of the bench database into the bench prefix."""
+    return run_rebuild(
+        context.resources.pg_dsn, context.infrastructure.es_url, context.resources.index_prefix
+    )
+
+
+def run_rebuild(pg_dsn: str, es_url: str, index_prefix: str) -> dict[str, Any]:
+    """``chronos projection rebuild`` of the database at ``pg_dsn`` into ``index_prefix``,
+    as its own process; its figures parsed from what it prints."""
     command = [
         sys.executable,
         "-m",
@@ -527,14 +535,9 @@ def rebuild(context: BenchContext) -> dict[str, Any]:
         "projection",
         "rebuild",
         "--index-prefix",
-        context.resources.index_prefix,
+        index_prefix,
     ]
-    env = service_environment(
-        {
-            "CHRONOS_PG_DSN": context.resources.pg_dsn,
-            "CHRONOS_ES_URL": context.infrastructure.es_url,
-        }
-    )
+    env = service_environment({"CHRONOS_PG_DSN": pg_dsn, "CHRONOS_ES_URL": es_url})
     try:
         completed = subprocess.run(
             command,
