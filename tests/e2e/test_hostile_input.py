@@ -513,6 +513,17 @@ class HostileRequests:
     def pick(self, pool: Sequence[T]) -> T:
         return self.rng.choice(pool)
 
+    def next_page(self, rpc: str) -> Message | None:
+        """The next page of a drawn successful paged query, as a client would ask for it;
+        None when the query drawn was of another RPC than ``rpc``."""
+        drawn, request, token = self.pick(self.page_tokens)
+        if drawn != rpc:
+            return None
+        follow_up = type(request)()
+        follow_up.CopyFrom(request)
+        follow_up.page_token = token
+        return follow_up
+
     def either(self, ordinary: Sequence[T], hostile: Sequence[T], share: float) -> T:
         """A value from ``hostile`` with probability ``share``, else from ``ordinary``:
         one hostile field among ordinary ones gets past validation more often."""
@@ -785,11 +796,8 @@ class HostileRequests:
     def list_transactions(self, head_position: int) -> Message:
         roll = self.rng.random()
         if roll < 0.1 and self.page_tokens:
-            rpc, request, token = self.pick(self.page_tokens)
-            if rpc == "ListTransactions":  # the next page, as a client would ask for it
-                follow_up = queries_pb2.ListTransactionsRequest()
-                follow_up.CopyFrom(request)
-                follow_up.page_token = token
+            follow_up = self.next_page("ListTransactions")
+            if follow_up is not None:
                 return follow_up
         if roll < 0.25 and self._storm.accounts:
             account_id = self.pick(self._storm.accounts)
@@ -847,11 +855,8 @@ class HostileRequests:
     def list_events(self, head_position: int) -> Message:
         roll = self.rng.random()
         if roll < 0.1 and self.page_tokens:
-            rpc, request, token = self.pick(self.page_tokens)
-            if rpc == "ListEvents":  # the next page, as a client would ask for it
-                follow_up = queries_pb2.ListEventsRequest()
-                follow_up.CopyFrom(request)
-                follow_up.page_token = token
+            follow_up = self.next_page("ListEvents")
+            if follow_up is not None:
                 return follow_up
         if roll < 0.2:
             # A forged token for a valid query: its sort value must be checked too.
